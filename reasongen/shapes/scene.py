@@ -1,0 +1,247 @@
+"""Scenes of the shapes world: vocabularies, object and scene types, and the seeded sampler.
+
+A scene is a handful of non-overlapping coloured shapes on a plain light background. Boxes are in
+GoT coordinates (integers 0–1000, ``(x1, y1)`` top left), snapped to multiples of ``GRID`` and
+always square: the shape is drawn to fill its box (see ``reasongen.shapes.render``), so a box read
+off an image is the box that was planned. ``sample_scene`` draws a scene for one of GenEval's six
+categories together with its prompt and GenEval-style metadata.
+
+Rendering facts a detector can rely on (kept here so detector and renderer agree):
+
+- background ``BACKGROUND``; every object's fill is exactly its colour's RGB in ``COLORS``;
+- textures (``striped``: diagonal stripes, ``dotted``: a dot grid) are drawn inside the shape in
+  the object's colour mixed half-way with white (``texture_rgb``), covering well under half of it;
+- objects keep a gap of at least ``MIN_GAP`` units from each other and ``MARGIN`` from the border;
+- in ``position`` scenes the relation is unambiguous: for left/right the boxes are separated
+  horizontally and their centres differ by at most ``MAX_CROSS_OFFSET`` vertically (mirror for
+  above/below).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasongen.types import CATEGORIES, RELATIONS, Box
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")
+"""Shape classes (GenEval 'class' names in metadata)."""
+
+PLURALS: dict[str, str] = {s: ("crosses" if s == "cross" else s + "s") for s in SHAPES}
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (214, 30, 36),
+    "orange": (250, 128, 0),
+    "yellow": (238, 214, 0),
+    "green": (28, 160, 60),
+    "blue": (30, 80, 225),
+    "purple": (130, 40, 190),
+    "pink": (250, 125, 205),
+    "black": (25, 25, 25),
+}
+"""Colour names and their exact fill RGB, chosen far apart from each other and the background."""
+
+BACKGROUND: tuple[int, int, int] = (246, 244, 238)
+
+SIZES: tuple[str, ...] = ("small", "large")
+SIZE_RANGE: dict[str, tuple[int, int]] = {"small": (200, 260), "large": (320, 400)}
+"""Side of an object's (square) box in GoT units, per size; the two ranges do not overlap."""
+
+TEXTURES: tuple[str, ...] = ("striped", "dotted")
+TEXTURE_PROB = 0.2
+"""Probability that an object gets one of ``TEXTURES`` (otherwise plain)."""
+
+GRID = 10
+MARGIN = 40
+MIN_GAP = 40
+MAX_CROSS_OFFSET = 120
+MAX_COUNT = 4
+
+
+def texture_rgb(color: str) -> tuple[int, int, int]:
+    """The colour a texture is drawn in: the object's colour mixed half-way with white."""
+    r, g, b = COLORS[color]
+    return ((r + 255) // 2, (g + 255) // 2, (b + 255) // 2)
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One object: a shape class, a colour, a size class, an optional texture and its box."""
+
+    shape: str
+    color: str
+    size: str
+    texture: str | None
+    box: Box
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}; use one of {', '.join(SHAPES)}")
+        if self.color not in COLORS:
+            raise ValueError(f"unknown colour {self.color!r}; use one of {', '.join(COLORS)}")
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; use one of {', '.join(SIZES)}")
+        if self.texture is not None and self.texture not in TEXTURES:
+            raise ValueError(f"unknown texture {self.texture!r}; use None or one of {TEXTURES}")
+        b = self.box
+        if not (0 <= b.x1 < b.x2 <= 1000 and 0 <= b.y1 < b.y2 <= 1000):
+            raise ValueError(f"box {b} must lie inside 0–1000 with x1 < x2 and y1 < y2")
+
+    @property
+    def label(self) -> str:
+        """The plan label: colour and shape, e.g. ``"red circle"``."""
+        return f"{self.color} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``objects[subject]`` is ``relation`` (one of ``RELATIONS``) ``objects[reference]``."""
+
+    subject: int
+    relation: str
+    reference: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A sampled scene: objects in plan order, its prompt and GenEval-style metadata."""
+
+    category: str
+    objects: tuple[ShapeObject, ...]
+    prompt: str
+    metadata: dict[str, Any] = field(compare=False, hash=False)
+    relation: Relation | None = None
+
+    @property
+    def boxes(self) -> tuple[Box, ...]:
+        """The objects' boxes, labelled, in plan order."""
+        return tuple(o.box for o in self.objects)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _snap(v: float) -> int:
+    return round(v / GRID) * GRID
+
+
+def _random_box(side: int, label: str, rng: random.Random) -> Box:
+    x1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
+    y1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
+    return Box(label, x1, y1, x1 + side, y1 + side)
+
+
+def _apart(a: Box, b: Box) -> bool:
+    return (
+        a.x2 + MIN_GAP <= b.x1
+        or b.x2 + MIN_GAP <= a.x1
+        or a.y2 + MIN_GAP <= b.y1
+        or b.y2 + MIN_GAP <= a.y1
+    )
+
+
+def relation_holds(subject: Box, relation: str, reference: Box) -> bool:
+    """Whether ``subject`` is ``relation`` ``reference`` in the world's strict sense."""
+    (sx, sy), (rx, ry) = subject.center, reference.center
+    if relation == "left of":
+        return subject.x2 + MIN_GAP <= reference.x1 and abs(sy - ry) <= MAX_CROSS_OFFSET
+    if relation == "right of":
+        return reference.x2 + MIN_GAP <= subject.x1 and abs(sy - ry) <= MAX_CROSS_OFFSET
+    if relation == "above":
+        return subject.y2 + MIN_GAP <= reference.y1 and abs(sx - rx) <= MAX_CROSS_OFFSET
+    if relation == "below":
+        return reference.y2 + MIN_GAP <= subject.y1 and abs(sx - rx) <= MAX_CROSS_OFFSET
+    raise ValueError(f"unknown relation {relation!r}; use one of {', '.join(RELATIONS)}")
+
+
+def _side(size: str, rng: random.Random) -> int:
+    lo, hi = SIZE_RANGE[size]
+    return _snap(rng.uniform(lo, hi))
+
+
+def _layout(
+    specs: list[tuple[str, str, str]], rng: random.Random, relation: Relation | None = None
+) -> list[Box]:
+    """Place square boxes for ``(label, size, _)`` specs apart from each other (and related)."""
+    for _ in range(2000):
+        boxes: list[Box] = []
+        for label, size, _t in specs:
+            side = _side(size, rng)
+            for _try in range(50):
+                box = _random_box(side, label, rng)
+                if all(_apart(box, other) for other in boxes):
+                    boxes.append(box)
+                    break
+            else:
+                break
+        if len(boxes) != len(specs):
+            continue
+        if relation is None or relation_holds(
+            boxes[relation.subject], relation.relation, boxes[relation.reference]
+        ):
+            return boxes
+    raise RuntimeError(f"could not place {len(specs)} objects; sizes too large for the canvas")
+
+
+def _texture(rng: random.Random) -> str | None:
+    return rng.choice(TEXTURES) if rng.random() < TEXTURE_PROB else None
+
+
+def _objects(
+    shapes: list[str], colors: list[str], sizes: list[str], rng: random.Random,
+    relation: Relation | None = None, textured: bool = True,
+) -> tuple[ShapeObject, ...]:  # fmt: skip
+    textures = [_texture(rng) if textured else None for _ in shapes]
+    specs = [(f"{c} {s}", z, "") for s, c, z in zip(shapes, colors, sizes)]
+    boxes = _layout(specs, rng, relation)
+    return tuple(
+        ShapeObject(s, c, z, t, b) for s, c, z, t, b in zip(shapes, colors, sizes, textures, boxes)
+    )
+
+
+def _sample_objects(
+    category: str, rng: random.Random
+) -> tuple[tuple[ShapeObject, ...], Relation | None]:
+    color_names = list(COLORS)
+    if category in ("single_object", "colors"):
+        shape, color, size = rng.choice(SHAPES), rng.choice(color_names), rng.choice(SIZES)
+        return _objects([shape], [color], [size], rng), None
+    if category in ("two_object", "color_attr"):
+        shapes = rng.sample(SHAPES, 2)
+        colors = rng.sample(color_names, 2)
+        return _objects(shapes, colors, [rng.choice(SIZES) for _ in shapes], rng), None
+    if category == "counting":
+        n = rng.randint(1, MAX_COUNT)
+        size = rng.choice(SIZES) if n <= 2 else "small"
+        color = rng.choice(color_names)
+        shapes = [rng.choice(SHAPES)] * n
+        return _objects(shapes, [color] * n, [size] * n, rng, textured=False), None
+    if category == "position":
+        shapes = rng.sample(SHAPES, 2)
+        colors = rng.sample(color_names, 2)
+        relation = Relation(0, rng.choice(RELATIONS), 1)
+        sizes = [rng.choice(SIZES) for _ in shapes]
+        return _objects(shapes, colors, sizes, rng, relation), relation
+    raise ValueError(f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
+
+
+def sample_scene(category: str, rng: random.Random) -> Scene:
+    """Sample a scene of ``category`` (one of ``CATEGORIES``) with its prompt and metadata.
+
+    Deterministic given the state of ``rng``. The metadata passes
+    ``reasongen.types.validate_metadata``.
+    """
+    from .prompts import write_prompt
+
+    objects, relation = _sample_objects(category, rng)
+    prompt, metadata = write_prompt(category, objects, relation, rng)
+    return Scene(category, objects, prompt, metadata, relation)
+
+
+def sample_scenes(n: int, seed: int = 0, categories: tuple[str, ...] = CATEGORIES) -> list[Scene]:
+    """``n`` scenes cycling through ``categories`` (balanced), from one seeded generator."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    return [sample_scene(categories[i % len(categories)], rng) for i in range(n)]

@@ -1,0 +1,135 @@
+"""The shapes world: sampler, prompts, metadata, CoT plans and renderer agree."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from reasongen.plans import parse_plan
+from reasongen.shapes import (
+    BACKGROUND,
+    COLORS,
+    SHAPES,
+    ShapeObject,
+    relation_holds,
+    render_objects,
+    render_scene,
+    sample_scene,
+    sample_scenes,
+    write_cot,
+)
+from reasongen.shapes.scene import MARGIN, MIN_GAP
+from reasongen.types import CATEGORIES, Box, validate_metadata
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return sample_scenes(240, seed=3)
+
+
+def test_sampler_is_seeded_and_balanced(scenes):
+    again = sample_scenes(240, seed=3)
+    assert [s.prompt for s in again] == [s.prompt for s in scenes]
+    assert [s.boxes for s in again] == [s.boxes for s in scenes]
+    other = sample_scenes(240, seed=4)
+    assert [s.prompt for s in other] != [s.prompt for s in scenes]
+    counts = {c: sum(s.category == c for s in scenes) for c in CATEGORIES}
+    assert set(counts.values()) == {40}
+
+
+def test_objects_inside_canvas_and_apart(scenes):
+    for s in scenes:
+        for i, a in enumerate(s.boxes):
+            assert MARGIN <= a.x1 < a.x2 <= 1000 - MARGIN + 10
+            assert MARGIN <= a.y1 < a.y2 <= 1000 - MARGIN + 10
+            for b in s.boxes[i + 1 :]:
+                gap_x = max(b.x1 - a.x2, a.x1 - b.x2)
+                gap_y = max(b.y1 - a.y2, a.y1 - b.y2)
+                assert max(gap_x, gap_y) >= MIN_GAP
+
+
+def test_metadata_matches_scene(scenes):
+    for s in scenes:
+        meta = validate_metadata(s.metadata)
+        assert meta["tag"] == s.category and meta["prompt"] == s.prompt
+        shapes_in_scene = sorted(o.shape for o in s.objects)
+        required = sorted(e["class"] for e in meta["include"] for _ in range(e["count"]))
+        assert required == shapes_in_scene
+        for e in meta["include"]:
+            assert e["class"] in s.prompt or e["class"] + "s" in s.prompt or "crosses" in s.prompt
+            if "color" in e:
+                assert any(o.shape == e["class"] and o.color == e["color"] for o in s.objects)
+                assert e["color"] in s.prompt
+
+
+def test_counting_excludes_more(scenes):
+    for s in (s for s in scenes if s.category == "counting"):
+        n = len(s.objects)
+        assert 1 <= n <= 4
+        assert s.metadata["exclude"] == [{"class": s.objects[0].shape, "count": n + 1}]
+
+
+def test_position_relation_holds_and_is_in_metadata(scenes):
+    pos = [s for s in scenes if s.category == "position"]
+    assert {s.relation.relation for s in pos} == {"left of", "right of", "above", "below"}
+    for s in pos:
+        r = s.relation
+        subj, ref = s.objects[r.subject], s.objects[r.reference]
+        assert relation_holds(subj.box, r.relation, ref.box)
+        assert s.metadata["include"][1]["position"] == [r.relation, 0]
+        assert s.metadata["include"][0]["class"] == ref.shape
+        assert f"{subj.shape} {r.relation} a" in s.prompt
+
+
+def test_plan_boxes_are_scene_boxes(scenes):
+    for s in scenes:
+        cot = write_cot(s)
+        plan = parse_plan(cot)
+        assert plan.errors == ()
+        assert plan.boxes == s.boxes
+        assert [b.label for b in plan.boxes] == [f"{o.color} {o.shape}" for o in s.objects]
+        assert parse_plan(write_cot(s, with_plan=False)).boxes == ()
+        for o in s.objects:
+            assert o.shape in cot or o.shape + "s" in cot or "crosses" in cot
+
+
+def test_render_draws_each_object_in_its_box():
+    obj = ShapeObject("square", "blue", "large", None, Box("blue square", 250, 500, 500, 750))
+    img = np.asarray(render_objects([obj], size=128)).astype(int)  # [128, 128, 3]
+    assert img.shape == (128, 128, 3)
+    blue = np.all(img == COLORS["blue"], axis=-1)
+    ys, xs = np.nonzero(blue)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (32, 63, 64, 95)
+    assert np.all(img[0, 0] == BACKGROUND)
+
+
+def test_render_is_antialiased_and_textured():
+    rng = random.Random(0)
+    s = sample_scene("colors", rng)
+    img = np.asarray(render_scene(s, size=160)).astype(int)
+    assert img.shape == (160, 160, 3)
+    palette = [*COLORS.values(), BACKGROUND]
+    exact = np.zeros(img.shape[:2], bool)
+    for c in palette:
+        exact |= np.all(img == c, axis=-1)
+    assert (~exact).sum() > 0  # blended edge pixels exist
+    box = Box("red circle", 100, 100, 500, 500)
+    striped = ShapeObject("circle", "red", "large", "striped", box)
+    plain = ShapeObject("circle", "red", "large", None, box)
+    a = np.asarray(render_objects([striped])).astype(int)
+    b = np.asarray(render_objects([plain])).astype(int)
+    diff = np.any(a != b, axis=-1).sum()
+    red = np.all(b == COLORS["red"], axis=-1).sum()
+    assert 0.1 * red < diff < 0.5 * red
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="unknown category"):
+        sample_scene("nonsense", random.Random(0))
+    with pytest.raises(ValueError, match="unknown shape"):
+        ShapeObject("blob", "red", "small", None, Box("x", 0, 0, 10, 10))
+    with pytest.raises(ValueError, match="inside 0–1000"):
+        ShapeObject("circle", "red", "small", None, Box("x", 10, 0, 10, 10))
+    assert len(SHAPES) >= 6 and len(COLORS) == 8
