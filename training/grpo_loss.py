@@ -1,0 +1,330 @@
+"""GRPO loss maths: group advantages, PPO-clipped surrogate, k3 KL, per-modality entropy.
+
+Everything here is a pure function of tensors (or a small controller object with explicit
+state), so it can be tested without a model. Shapes: ``G`` groups of ``n`` samples, ``B = G·n``
+samples in a batch, ``T`` token positions of one modality (text CoT or image), ``V`` vocabulary.
+
+The loss follows the design's "Training" section:
+
+- advantages ``(r − mean_g) / (std_g + eps)`` per group; rewards that are ``None``/NaN are left
+  out of the group statistics and their samples get no gradient; groups whose valid rewards do
+  not spread (or that have fewer than two valid rewards) are flagged so the caller can drop and
+  refill them;
+- PPO's clipped surrogate against the behaviour log-probs stored in the samples, with separate
+  lower and upper clip ranges (``1 − clip_low``, ``1 + clip_high``);
+- the k3 estimator ``exp(ref − logp) − (ref − logp) − 1`` of KL(π‖π_ref);
+- text and image tokens are averaged separately (token mean over the batch, or mean of
+  per-sample means) and weighted; each modality has its own entropy bonus coefficient, fixed or
+  driven by :class:`AdaptiveEntropyCoefficient` towards a target entropy (ReasonGen-R1 uses
+  2.0 nats for text and 7.0 for image tokens).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Normalisation = Literal["token", "sample"]
+MODALITIES = ("text", "image")
+
+
+# --------------------------------------------------------------------------- advantages
+
+
+@dataclass(frozen=True)
+class GroupAdvantages:
+    """Per-sample advantages and the bookkeeping the trainer needs.
+
+    ``advantages`` is 0 wherever ``valid`` is False; ``keep_group[g]`` is False for groups with
+    zero spread (all valid rewards equal within ``tol``) or fewer than two valid rewards.
+    """
+
+    advantages: torch.Tensor  # (G, n) float
+    valid: torch.Tensor  # (G, n) bool: reward present and its group kept
+    keep_group: torch.Tensor  # (G,) bool
+    mean: torch.Tensor  # (G,) NaN where a group has no valid reward
+    std: torch.Tensor  # (G,) NaN where a group has fewer than two valid rewards
+
+
+def rewards_tensor(rewards: Sequence[float | None], group_size: int) -> torch.Tensor:
+    """Turn a flat list of rewards (``None`` for "not applicable") into a ``(G, n)`` tensor.
+
+    Raises ``ValueError`` if the list does not split into whole groups of ``group_size``.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be at least 1, got {group_size}")
+    if len(rewards) % group_size != 0:
+        raise ValueError(
+            f"{len(rewards)} rewards do not split into groups of {group_size}; "
+            "pass one reward per sample, groups contiguous"
+        )
+    vals = [float("nan") if r is None else float(r) for r in rewards]
+    return torch.tensor(vals, dtype=torch.float64).view(-1, group_size)  # (G, n)
+
+
+def group_advantages(
+    rewards: torch.Tensor, eps: float = 1e-4, tol: float = 1e-8, unbiased: bool = True
+) -> GroupAdvantages:
+    """GRPO advantages ``(r − mean_g) / (std_g + eps)`` for ``rewards`` of shape ``(G, n)``.
+
+    NaN rewards are excluded from the mean and standard deviation and get advantage 0 and
+    ``valid=False``. ``unbiased`` uses the ``n − 1`` denominator (as ``torch.std`` does).
+    """
+    if rewards.dim() != 2:
+        raise ValueError(
+            f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}"
+        )
+    r = rewards.to(torch.float64)  # (G, n)
+    present = ~torch.isnan(r)  # (G, n)
+    count = present.sum(dim=1)  # (G,)
+    r0 = torch.where(present, r, torch.zeros_like(r))  # (G, n)
+    mean = r0.sum(dim=1) / count.clamp(min=1)  # (G,)
+    dev = torch.where(present, r - mean[:, None], torch.zeros_like(r))  # (G, n)
+    denom = (count - 1 if unbiased else count).clamp(min=1)  # (G,)
+    std = (dev.pow(2).sum(dim=1) / denom).sqrt()  # (G,)
+    spread = torch.where(present, r, torch.full_like(r, -math.inf)).amax(dim=1) - torch.where(
+        present, r, torch.full_like(r, math.inf)
+    ).amin(dim=1)  # (G,)
+    keep = (count >= 2) & (spread > tol)  # (G,)
+    valid = present & keep[:, None]  # (G, n)
+    adv = torch.where(valid, dev / (std[:, None] + eps), torch.zeros_like(r))  # (G, n)
+    nan = torch.full_like(mean, math.nan)
+    return GroupAdvantages(
+        advantages=adv.to(torch.float32),
+        valid=valid,
+        keep_group=keep,
+        mean=torch.where(count >= 1, mean, nan).to(torch.float32),
+        std=torch.where(count >= 2, std, nan).to(torch.float32),
+    )
+
+
+# --------------------------------------------------------------------------- token terms
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate loss per token (to be minimised).
+
+    ``logprobs`` (B, T) under the current policy (with grad), ``old_logprobs`` (B, T) under the
+    behaviour policy, ``advantages`` (B,) or (B, T). Returns ``(loss, ratio, clipped)``, all
+    (B, T): ``loss = −min(ρ·A, clip(ρ, 1 − clip_low, 1 + clip_high)·A)`` with
+    ``ρ = exp(logp − old)``; ``clipped`` marks tokens where the clipped branch was taken
+    (its gradient is zero there).
+    """
+    if clip_low < 0 or clip_high < 0 or clip_low >= 1:
+        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
+    adv = advantages if advantages.dim() == logprobs.dim() else advantages[:, None]  # (B, T|1)
+    log_ratio = (logprobs - old_logprobs.detach()).clamp(-20.0, 20.0)  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    unclipped = ratio * adv  # (B, T)
+    clipped_val = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv  # (B, T)
+    loss = -torch.minimum(unclipped, clipped_val)  # (B, T)
+    clipped = (clipped_val < unclipped).detach()  # (B, T)
+    return loss, ratio.detach(), clipped
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """The k3 estimator of KL(π ‖ π_ref) per token: ``exp(ref − logp) − (ref − logp) − 1`` ≥ 0.
+
+    Both (B, T); gradients flow through ``logprobs`` only.
+    """
+    d = (ref_logprobs.detach() - logprobs).clamp(-20.0, 20.0)  # (B, T)
+    return torch.exp(d) - d - 1.0  # (B, T)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of the categorical distribution over the last axis: (..., V) → (...).
+
+    Logits of ``-inf`` (tokens removed by top-k/top-p) contribute zero.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
+    p = logp.exp()  # (..., V)
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))  # (..., V)
+    return -plogp.sum(dim=-1)  # (...)
+
+
+def masked_mean(
+    values: torch.Tensor, mask: torch.Tensor, normalisation: Normalisation = "token"
+) -> torch.Tensor:
+    """Mean of ``values`` (B, T) over ``mask`` (B, T) as a scalar; 0 if the mask is empty.
+
+    ``"token"``: sum over all masked tokens of the batch / their number (long sequences weigh
+    more). ``"sample"``: each sample's token mean, then the mean over samples with any token.
+    """
+    m = mask.to(values.dtype)  # (B, T)
+    v = torch.where(mask, values, torch.zeros_like(values))  # (B, T): NaN-safe outside the mask
+    if normalisation == "token":
+        return (v * m).sum() / m.sum().clamp(min=1.0)
+    if normalisation == "sample":
+        per = (v * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B,)
+        has = (m.sum(dim=1) > 0).to(values.dtype)  # (B,)
+        return (per * has).sum() / has.sum().clamp(min=1.0)
+    raise ValueError(f"normalisation must be 'token' or 'sample', got {normalisation!r}")
+
+
+# --------------------------------------------------------------------------- entropy control
+
+
+class AdaptiveEntropyCoefficient:
+    """Drives one modality's entropy bonus towards a target entropy (ReasonGen-R1's rule).
+
+    The bonus coefficient is ``c = clamp(−sinh(ψ), c_min, c_max)`` and the policy loss includes
+    ``−c · H``. After each step, ψ takes one Adam step on ``−sinh(ψ) · (H − target)`` (the rule
+    of ReasonGen-R1) and is kept inside the coefficient box (so a saturated controller can still
+    turn back): when the measured entropy ``H`` is below the target the bonus grows
+    (pushing entropy up); above the target it shrinks and turns negative (pushing entropy down).
+    """
+
+    def __init__(
+        self,
+        target: float,
+        initial: float = 0.0,
+        lr: float = 1e-3,
+        min_coef: float = -1e-3,
+        max_coef: float = 1e-3,
+    ) -> None:
+        if min_coef > max_coef:
+            raise ValueError(f"min_coef {min_coef} must not exceed max_coef {max_coef}")
+        if lr <= 0:
+            raise ValueError(f"entropy controller lr must be positive, got {lr}")
+        self.target = float(target)
+        self.min_coef = float(min_coef)
+        self.max_coef = float(max_coef)
+        self.psi = torch.nn.Parameter(
+            torch.asinh(torch.tensor(-float(initial), dtype=torch.float64))
+        )
+        self.optimizer = torch.optim.Adam([self.psi], lr=lr)
+
+    @property
+    def coef(self) -> float:
+        """The current entropy bonus coefficient ``c`` (loss term ``−c·H``)."""
+        return float(torch.clamp(-torch.sinh(self.psi.detach()), self.min_coef, self.max_coef))
+
+    def update(self, entropy: float) -> float:
+        """One controller step given the measured mean entropy; returns the new coefficient."""
+        if not math.isfinite(entropy):
+            return self.coef
+        alpha = torch.sinh(self.psi)  # α = −c
+        loss = -alpha * (float(entropy) - self.target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():  # keep ψ inside the box so the controller can always turn back
+            lo = math.asinh(-self.max_coef)
+            hi = math.asinh(-self.min_coef)
+            self.psi.clamp_(lo, hi)
+        return self.coef
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "psi": self.psi.detach().clone(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.psi.copy_(state["psi"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+@dataclass
+class ModalityTokens:
+    """One modality's per-token terms for a batch of ``B`` samples padded to ``T`` positions."""
+
+    logprobs: torch.Tensor  # (B, T) current policy, differentiable
+    old_logprobs: torch.Tensor  # (B, T) behaviour policy (stored in the samples)
+    mask: torch.Tensor  # (B, T) bool: real tokens that take part in the loss
+    ref_logprobs: torch.Tensor | None = None  # (B, T) frozen reference, for the KL term
+    entropy: torch.Tensor | None = None  # (B, T) entropy of the current policy, differentiable
+
+
+@dataclass
+class LossSettings:
+    """Weights and ranges of the GRPO loss (the trainer's config copies these)."""
+
+    clip_low: float = field(default=0.2, metadata={"help": "PPO lower clip: ratio >= 1 - clip_low"})
+    clip_high: float = field(
+        default=0.2, metadata={"help": "PPO upper clip: ratio <= 1 + clip_high"}
+    )
+    kl_coef: float = field(default=0.0, metadata={"help": "weight of the k3 KL to the reference"})
+    text_weight: float = field(default=1.0, metadata={"help": "loss weight of CoT text tokens"})
+    image_weight: float = field(default=1.0, metadata={"help": "loss weight of image tokens"})
+    normalisation: Normalisation = field(
+        default="token", metadata={"help": "'token' (token mean over batch) or 'sample'"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in ("token", "sample"):
+            raise ValueError("normalisation must be 'token' or 'sample'")
+        if self.kl_coef < 0 or self.text_weight < 0 or self.image_weight < 0:
+            raise ValueError("kl_coef, text_weight and image_weight must be non-negative")
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # () scalar to minimise
+    metrics: dict[str, float]
+    entropy: dict[str, float]  # modality -> mean entropy (NaN if not computed / no tokens)
+
+
+def grpo_loss(
+    tokens: dict[str, ModalityTokens],
+    advantages: torch.Tensor,
+    settings: LossSettings,
+    entropy_coefs: dict[str, float] | None = None,
+) -> LossOutput:
+    """The GRPO loss for ``tokens`` keyed by modality (``"text"``, ``"image"``).
+
+    ``advantages`` (B,) per sample (0 for samples that must not contribute). Per modality:
+    ``w_m · [mean(surrogate) + kl_coef·mean(k3) − c_m·mean(H)]``, means over the modality's
+    mask with ``settings.normalisation``; modalities with no tokens contribute nothing.
+    """
+    entropy_coefs = entropy_coefs or {}
+    weights = {"text": settings.text_weight, "image": settings.image_weight}
+    total = advantages.new_zeros(())
+    metrics: dict[str, float] = {}
+    entropies: dict[str, float] = {}
+    for name, t in tokens.items():
+        if name not in weights:
+            raise ValueError(f"unknown modality {name!r}; use one of {MODALITIES}")
+        mask = t.mask.bool()  # (B, T)
+        if not bool(mask.any()):
+            entropies[name] = math.nan
+            continue
+        surr, ratio, clipped = clipped_surrogate(
+            t.logprobs, t.old_logprobs, advantages, settings.clip_low, settings.clip_high
+        )  # (B, T) each
+        term = masked_mean(surr, mask, settings.normalisation)
+        metrics[f"{name}/pg_loss"] = float(term.detach())
+        metrics[f"{name}/clip_frac"] = float(masked_mean(clipped.float(), mask, "token"))
+        metrics[f"{name}/ratio_mean"] = float(masked_mean(ratio, mask, "token"))
+        if settings.kl_coef > 0 and t.ref_logprobs is not None:
+            kl = masked_mean(k3_kl(t.logprobs, t.ref_logprobs), mask, settings.normalisation)
+            term = term + settings.kl_coef * kl
+            metrics[f"{name}/kl"] = float(kl.detach())
+        if t.entropy is not None:
+            ent = masked_mean(t.entropy, mask, settings.normalisation)
+            entropies[name] = float(ent.detach())
+            metrics[f"{name}/entropy"] = entropies[name]
+            coef = float(entropy_coefs.get(name, 0.0))
+            if coef != 0.0:
+                term = term - coef * ent
+            metrics[f"{name}/entropy_coef"] = coef
+        else:
+            entropies[name] = math.nan
+        total = total + weights[name] * term
+    metrics["loss"] = float(total.detach())
+    return LossOutput(loss=total, metrics=metrics, entropy=entropies)
