@@ -113,14 +113,19 @@ or the recipe has no CoT at all (``direct``)."""
 class Sample:
     """One generated candidate: everything needed to show it, score it and train on it.
 
-    Token layout for the trainer: ``prefix_ids`` is the exact conditional sequence the image phase
-    started from (template prompt + CoT tokens + ``<begin_of_image>``; an EOS that ended the CoT is
-    replaced by ``<begin_of_image>`` at the same position). ``prompt_ids`` is its leading part
-    (the formatted prompt), so ``prefix_ids[len(prompt_ids):]`` holds the CoT positions. The
-    log-prob of ``cot_token_ids[i]`` is predicted from ``prefix_ids[: len(prompt_ids) + i]`` and the
-    log-prob of ``image_token_ids[j]`` from ``prefix_ids + image_token_ids[:j]``; both are under the
-    distribution actually sampled from (temperature, top-k/top-p, and for images the guided
-    logits ``u + w·(c − u)``).
+    Token layout for the trainer. Step 1 is ``prompt_ids + cot_token_ids`` (``prompt_ids`` starts
+    with BOS); the log-prob of ``cot_token_ids[i]`` is predicted from
+    ``prompt_ids + cot_token_ids[:i]``. ``cot_token_ids`` are the sampled tokens, including the
+    ``<begin_of_image>`` or EOS that ended the CoT when the model emitted one. Step 2 starts from
+    ``prefix_ids``, the exact conditional sequence before the first image token: for recipes that
+    continue one sequence (``same_sequence``), ``prompt_ids`` + CoT text tokens +
+    ``<begin_of_image>`` (an EOS that ended the CoT is replaced by ``<begin_of_image>`` at the
+    same position, so one forward pass over ``prefix_ids + image_token_ids`` gives every
+    log-prob); T2I-R1 re-wraps prompt and CoT in a new conversation instead. The log-prob of
+    ``image_token_ids[j]`` is predicted from ``prefix_ids + image_token_ids[:j]``. Both are under
+    the distribution actually sampled from (temperature, top-k/top-p, and for images the guided
+    logits ``u + w·(c − u)`` whose unconditional row is ``prefix_ids`` with every token but BOS
+    and ``<begin_of_image>`` replaced by pad).
     """
 
     prompt: str
@@ -140,6 +145,12 @@ class Sample:
     image: Image.Image | None = None
     metadata: dict[str, Any] | None = None
     index: int = 0
+
+    @property
+    def same_sequence(self) -> bool:
+        """Whether step 2 continued the step-1 sequence (``prefix_ids`` extends ``prompt_ids``)."""
+        n = len(self.prompt_ids)
+        return self.prefix_ids[:n] == self.prompt_ids and len(self.prefix_ids) >= n
 
     def to_dict(self, with_image: bool = False) -> dict[str, Any]:
         """A JSON-serialisable dict. The image is included as base64 PNG only if asked."""

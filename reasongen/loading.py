@@ -1,0 +1,176 @@
+"""Loading Janus-family models (HF format) into one object the rest of ReasonGen works with.
+
+``load_model`` accepts a local folder in transformers' Janus layout (Janus-Pro-1B/7B as published
+by deepseek-community, converted T2I-R1 / GoT-R1 / ReasonGen-R1 checkpoints, our own shapes models)
+or a hub id. DeepSeek's original layout must first go through ``python -m reasongen convert``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tokenizer import BOI, EOS, GOT_BOX_TOKENS, PAD
+from .types import SamplingSettings
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+EMBEDDED_MODELS = ("shapes-janus-r1", "shapes-janus")
+"""Shipped models, best first; the first one present is the default."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what was tried and how to fix it."""
+
+
+def default_model_path() -> Path | None:
+    """The embedded default model shipped under ``assets/models/``, or None if none is there."""
+    for name in EMBEDDED_MODELS:
+        path = ASSETS / name
+        if (path / "config.json").is_file():
+            return path
+    return None
+
+
+@dataclass
+class SpecialIds:
+    """Token ids generation needs, read from the tokenizer."""
+
+    bos: int
+    eos: int
+    pad: int
+    boi: int
+    box_tokens: tuple[int, ...]
+
+
+@dataclass
+class LoadedModel:
+    """A Janus model, its processor and tokenizer, special ids and sampling defaults."""
+
+    model: Any  # transformers.JanusForConditionalGeneration
+    processor: Any  # transformers.JanusProcessor
+    tokenizer: Any
+    model_id: str
+    ids: SpecialIds
+    num_image_tokens: int
+    image_size: int
+    defaults: SamplingSettings
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def grid(self) -> int:
+        """Image tokens per row (the token grid is ``grid × grid``)."""
+        return int(round(self.num_image_tokens**0.5))
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'cpu'")
+    return dev
+
+
+def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(table)}")
+    return table[dtype]
+
+
+def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, bool]:
+    """Return (what to pass to from_pretrained, whether it is a local folder)."""
+    if name_or_path is None:
+        path = default_model_path()
+        if path is None:
+            raise ModelLoadError(
+                "no model given and no embedded model under "
+                f"{ASSETS} (looked for {', '.join(EMBEDDED_MODELS)}); pass --model PATH_OR_HUB_ID"
+            )
+        return str(path), True
+    text = str(name_or_path)
+    local = Path(text).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(
+                f"{local} exists but has no config.json, so it is not a transformers (HF) Janus "
+                "folder. If it is a DeepSeek-format checkpoint, convert it first: "
+                f"python -m reasongen convert {local} {local}-hf"
+            )
+        return str(local), True
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelLoadError(f"model folder {local.resolve()} does not exist")
+    return text, False
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a Janus model and processor; ``None`` loads the embedded default model.
+
+    Raises ``ModelLoadError`` with one readable message (what was tried, how to supply it) when
+    the folder is missing or not HF-format, or when a hub id is not cached and we are offline.
+    """
+    from transformers import AutoProcessor, JanusForConditionalGeneration
+
+    source, is_local = _resolve(name_or_path)
+    dev = _pick_device(device)
+    torch_dtype = _pick_dtype(dtype, dev)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        model = JanusForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
+        processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        where = f"local folder {source}" if is_local else f"hub id {source!r}"
+        how = (
+            "the hub is unreachable (HF_HUB_OFFLINE is set or there is no network) and it is not "
+            "in the local cache; download it on a connected machine (huggingface-cli download "
+            f"{source} --local-dir DIR) and pass --model DIR"
+            if not is_local or offline
+            else "check that the folder holds a complete save_pretrained() output"
+        )
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"could not load {where}: {first}. {how}.") from None
+    model.to(dev).eval()
+    return wrap_loaded(model, processor, model_id=str(name_or_path or source))
+
+
+def wrap_loaded(model: Any, processor: Any, model_id: str) -> LoadedModel:
+    """Bundle an already-built model and processor (tests, trainers) as a ``LoadedModel``."""
+    tok = processor.tokenizer
+    gen = model.generation_config
+
+    def tid(token: str) -> int:
+        i = tok.convert_tokens_to_ids(token)
+        if i is None or i == tok.unk_token_id:
+            raise ModelLoadError(f"tokenizer of {model_id} lacks the token {token!r}")
+        return int(i)
+
+    boxes = tuple(int(tok.convert_tokens_to_ids(t)) for t in GOT_BOX_TOKENS if t in tok.get_vocab())
+    ids = SpecialIds(
+        bos=int(gen.bos_token_id if gen.bos_token_id is not None else tok.bos_token_id),
+        eos=int(tok.eos_token_id if tok.eos_token_id is not None else tid(EOS)),
+        pad=int(gen.pad_token_id if gen.pad_token_id is not None else tid(PAD)),
+        boi=tid(BOI),
+        box_tokens=boxes,
+    )
+    n_img = int(model.config.vision_config.num_image_tokens)
+    grid = int(round(n_img**0.5))
+    size = grid * 2 ** (len(model.config.vq_config.channel_multiplier) - 1)  # VQ upsampling
+    guidance = float(gen.guidance_scale) if getattr(gen, "guidance_scale", None) else 5.0
+    defaults = SamplingSettings(guidance=guidance, num_image_tokens=n_img)
+    return LoadedModel(model, processor, tok, model_id, ids, n_img, size, defaults)

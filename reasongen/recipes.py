@@ -1,0 +1,144 @@
+"""Recipes: how a prompt is put to the model for each family of released checkpoints.
+
+A recipe says whether the model writes a chain of thought first (step 1), whether that CoT holds
+a GoT box plan, and the exact text a checkpoint was trained with. Templates must match the
+released checkpoints token for token, so each cites the file it was read from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+USER, ASSISTANT = "<|User|>", "<|Assistant|>"
+
+
+def janus_chat(user_text: str, system: str = "", roles: tuple[str, str] = (USER, ASSISTANT)) -> str:
+    """DeepSeek's "deepseek" SFT conversation format with the assistant turn left open.
+
+    What ``VLChatProcessor.apply_sft_template_for_multi_turn_prompts`` returns (deepseek-ai/Janus,
+    janus/utils/conversation.py): an optional system message and a blank line, ``role: content``,
+    a blank line, ``role:``; the whole string stripped. The role strings are whatever the caller
+    passed: Janus-Pro uses ``<|User|>``/``<|Assistant|>``, GoT-R1 plain ``User``/``Assistant``.
+    """
+    head = f"{system}\n\n" if system else ""
+    return f"{head}{roles[0]}: {user_text.strip()}\n\n{roles[1]}:".strip()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A prompt recipe.
+
+    Attributes:
+        name: registry name.
+        has_cot: the model writes text (step 1) before ``<begin_of_image>``.
+        uses_plan: the CoT carries a GoT box plan worth drawing.
+        template: ``str.format`` template of the user turn; ``{prompt}`` is the user's prompt.
+        source: the file the template was read from.
+        system: system message of the step-1 conversation ("" for none).
+        roles: the user and assistant role strings.
+        image_template: ``None`` when step 2 continues the step-1 sequence (prompt + CoT +
+            ``<begin_of_image>``); otherwise the user turn of a new conversation for step 2, with
+            ``{prompt}`` and ``{cot}`` (T2I-R1 re-wraps this way).
+    """
+
+    name: str
+    has_cot: bool
+    uses_plan: bool
+    template: str
+    source: str
+    description: str = ""
+    system: str = ""
+    roles: tuple[str, str] = (USER, ASSISTANT)
+    image_template: str | None = None
+    strip_final_period: bool = False
+
+    def _clean(self, prompt: str) -> str:
+        prompt = " ".join(prompt.split())
+        return prompt.rstrip(".") if self.strip_final_period else prompt
+
+    def format_prompt(self, prompt: str) -> str:
+        """The step-1 text that follows BOS: system, the user turn, the open assistant turn.
+
+        For ``direct`` this is the whole conditioning text; ``<begin_of_image>`` follows it.
+        """
+        return janus_chat(self.template.format(prompt=self._clean(prompt)), self.system, self.roles)
+
+    def image_prompt(self, prompt: str, cot: str) -> str | None:
+        """The step-2 text (before ``<begin_of_image>``) when the recipe re-wraps, else None."""
+        if self.image_template is None:
+            return None
+        user = self.image_template.format(prompt=self._clean(prompt), cot=cot.strip())
+        return janus_chat(user, "", self.roles)
+
+
+# T2I-R1: the reasoning prompt of src/t2i-r1/src/infer/reason_inference.py, read from
+# data/prompt/reasoning_prompt.txt (stripped), with the script's stage-1 system prompt; stage 2
+# re-wraps "{prompt}. {cot}" in a fresh conversation (CaraJ7/T2I-R1).
+_T2I_R1 = (
+    'You are asked to generate an image based on this prompt: "{prompt}"\n'
+    "Provide a brief, precise visualization of all elements in the prompt. Your description should:\n"
+    "1. Include every object mentioned in the prompt\n"
+    "2. Specify visual attributes (color, number, shape, texture) if specified in the prompt\n"
+    "3. Clarify relationships (e.g., spatial) between objects if specified in the prompt\n"
+    "4. Be concise (50 words or less)\n"
+    "5. Focus only on what's explicitly stated in the prompt\n"
+    "6. Do not elaborate beyond the attributes or relationships specified in the prompt\n"
+    "Do not miss objects. Output your visualization directly without explanation:"
+)
+_T2I_R1_SYSTEM = (
+    "You are a helpful assistant that receives an image prompt and generate a visualization of "
+    "the prompt."
+)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "direct",
+            has_cot=False,
+            uses_plan=False,
+            template="{prompt}",
+            source="deepseek-ai/Janus README.md (Janus-Pro text-to-image) / generation_inference.py",
+            description="No reasoning: the plain Janus-Pro baseline.",
+        ),
+        Recipe(
+            "t2i-r1",
+            has_cot=True,
+            uses_plan=False,
+            template=_T2I_R1,
+            system=_T2I_R1_SYSTEM,
+            image_template="{prompt}. {cot}",
+            source="CaraJ7/T2I-R1 src/t2i-r1/src/infer/reason_inference.py",
+            description="Semantic-level CoT (a short visual description), then the image.",
+        ),
+        Recipe(
+            "got-r1",
+            has_cot=True,
+            uses_plan=True,
+            template=(
+                "Follow the caption to generate an image through a chain of thought process: "
+                "{prompt}"
+            ),
+            roles=("User", "Assistant"),
+            source="gogoduan/GoT-R1 infer.py",
+            description="Reasoning chain with a GoT box plan (labelled boxes, 0–1000), then the image.",
+        ),
+        Recipe(
+            "reasongen-r1",
+            has_cot=True,
+            uses_plan=False,
+            template="A photo of {prompt}. Output a richly detailed prompt:",
+            strip_final_period=True,
+            source="Franklin-Zhang0/ReasonGen-R1 benchmark/generate_inference_geneval.py",
+            description="A richly detailed rationale, then the image in the same sequence.",
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; an unknown name raises ``ValueError`` listing the choices."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
