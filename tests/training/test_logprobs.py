@@ -1,0 +1,142 @@
+"""One-pass log-prob recompute against a step-by-step reference sampler on a tiny Janus model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasongen.sampling import draw, guided_logits, sampling_logprobs
+from reasongen.tiny import build_tiny
+from reasongen.types import Sample, SamplingSettings
+from training.logprobs import pack_samples, policy_logprobs, stored_logprobs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model, processor = build_tiny(seed=0)
+    return model, processor.tokenizer
+
+
+def _ids(tok):
+    return tok.bos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids("<begin_of_image>")
+
+
+def _embed_seq(model, text_ids: list[int], img_ids: list[int]) -> torch.Tensor:
+    t = model.get_input_embeddings()(torch.tensor([text_ids]))  # (1, L, H)
+    if not img_ids:
+        return t
+    i = model.prepare_embeddings_for_image_generation(torch.tensor([img_ids]))  # (1, J, H)
+    return torch.cat([t, i], dim=1)
+
+
+def _last_hidden(model, embeds: torch.Tensor) -> torch.Tensor:
+    return model.model.language_model(inputs_embeds=embeds).last_hidden_state[:, -1]  # (1, H)
+
+
+@torch.no_grad()
+def reference_sample(model, tok, prompt: str, settings: SamplingSettings, seed: int) -> Sample:
+    """Token by token, full forward each step (no cache): obviously right, slow, tiny only."""
+    bos, pad, boi = _ids(tok)
+    gen = torch.Generator().manual_seed(seed)
+    prompt_ids = [bos, *tok(prompt).input_ids]
+    seq, cot, cot_lp = list(prompt_ids), [], []
+    for _ in range(settings.max_cot_tokens):
+        logits = model.lm_head(_last_hidden(model, _embed_seq(model, seq, [])))  # (1, V)
+        lp = sampling_logprobs(
+            logits, settings.cot_temperature, settings.cot_top_k, settings.cot_top_p
+        )
+        t, lt = draw(lp, False, gen)
+        cot.append(int(t)), cot_lp.append(float(lt))
+        if int(t) == boi:
+            break
+        seq.append(int(t))
+    prefix = [*seq, boi]
+    uncond = [bos] + [pad] * (len(prefix) - 2) + [boi]
+    img, img_lp = [], []
+    for _ in range(settings.num_image_tokens):
+        c = model.model.generation_head(
+            _last_hidden(model, _embed_seq(model, prefix, img))
+        )  # (1, K)
+        u = model.model.generation_head(
+            _last_hidden(model, _embed_seq(model, uncond, img))
+        )  # (1, K)
+        lp = sampling_logprobs(guided_logits(c, u, settings.guidance), settings.temperature,
+                               settings.top_k, settings.top_p)  # fmt: skip
+        t, lt = draw(lp, False, gen)
+        img.append(int(t)), img_lp.append(float(lt))
+    return Sample(prompt=prompt, recipe="t2i-r1", model_id="tiny", seed=seed, settings=settings,
+                  prompt_ids=prompt_ids, cot_text="", cot_token_ids=cot, cot_logprobs=cot_lp,
+                  cot_end="boi" if cot[-1] == boi else "length", prefix_ids=prefix,
+                  image_token_ids=img, image_logprobs=img_lp)  # fmt: skip
+
+
+SETTINGS = [
+    SamplingSettings(guidance=3.0, temperature=1.0, cot_temperature=0.8, max_cot_tokens=5,
+                     num_image_tokens=16),
+    SamplingSettings(guidance=3.0, temperature=0.7, top_k=20, cot_top_p=0.9, max_cot_tokens=7,
+                     num_image_tokens=16),
+]  # fmt: skip
+
+
+def test_recompute_matches_stored_sampling_logprobs(tiny) -> None:
+    model, tok = tiny
+    samples = [
+        reference_sample(model, tok, "a red circle", SETTINGS[0], seed=1),
+        reference_sample(model, tok, "two green triangles above a yellow star", SETTINGS[1], 2),
+        reference_sample(model, tok, "a cyan heart", SETTINGS[1], seed=3),
+    ]
+    assert len({len(s.prefix_ids) for s in samples}) > 1  # padding is exercised
+    bos, pad, _ = _ids(tok)
+    with torch.no_grad():
+        out = policy_logprobs(model, samples, bos, pad, mode="sampling", with_entropy=True)
+    cot_old, img_old = stored_logprobs(samples)
+    assert out.cot.shape == cot_old.shape and out.image.shape == img_old.shape == (3, 16)
+    assert torch.allclose(out.cot, cot_old, atol=1e-4)
+    assert torch.allclose(out.image, img_old, atol=1e-4)
+    assert out.cot_mask.sum(1).tolist() == [len(s.cot_token_ids) for s in samples]
+    # Entropies are those of the sampling distributions: positive, ≤ log(vocab), 0 at padding.
+    assert bool((out.image_entropy[out.image_mask] > 0).all())
+    assert float(out.image_entropy.max()) <= float(torch.log(torch.tensor(64.0))) + 1e-4
+    assert bool((out.cot_entropy[~out.cot_mask] == 0).all())
+
+
+def test_plain_mode_differs_from_guided_and_equals_conditional(tiny) -> None:
+    model, tok = tiny
+    bos, pad, _ = _ids(tok)
+    s = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=4)
+    plain_settings = SamplingSettings(guidance=1.0, max_cot_tokens=5, num_image_tokens=16)
+    same = Sample(**{**s.__dict__, "settings": plain_settings})
+    with torch.no_grad():
+        plain = policy_logprobs(model, [s], bos, pad, mode="plain")
+        guided = policy_logprobs(model, [s], bos, pad, mode="sampling")
+        unguided = policy_logprobs(model, [same], bos, pad, mode="sampling")
+    assert torch.allclose(plain.image, unguided.image, atol=1e-5)
+    assert torch.allclose(plain.cot, unguided.cot, atol=1e-5)
+    assert not torch.allclose(plain.image, guided.image, atol=1e-3)
+
+
+def test_gradients_reach_both_heads_and_uncond_detach(tiny) -> None:
+    model, tok = tiny
+    bos, pad, _ = _ids(tok)
+    s = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=5)
+    model.zero_grad()
+    out = policy_logprobs(model, [s], bos, pad, mode="sampling")
+    (out.cot.sum() + out.image.sum()).backward()
+    assert model.lm_head.weight.grad.abs().sum() > 0
+    assert model.model.generation_head.vision_head.weight.grad.abs().sum() > 0
+    assert model.model.generation_embeddings.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_bad_samples_raise_clear_errors(tiny) -> None:
+    model, tok = tiny
+    s = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=6)
+    broken = Sample(**{**s.__dict__, "prefix_ids": s.prompt_ids[:2]})
+    with pytest.raises(ValueError, match="prefix_ids must be prompt"):
+        pack_samples([broken], 0, 2)
+    short = Sample(**{**s.__dict__, "image_logprobs": s.image_logprobs[:-1]})
+    with pytest.raises(ValueError, match="differ in length"):
+        stored_logprobs([short])
+    with pytest.raises(ValueError, match="no samples"):
+        pack_samples([], 0, 2)
