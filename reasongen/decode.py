@@ -1,0 +1,140 @@
+"""Token-by-token decode loops for the two generation steps, as generators of sampled tokens.
+
+Step 1 (``decode_text``) samples text from the LM head until every row has emitted a stop token
+or the cap is reached. Step 2 (``decode_image``) samples exactly ``n_tokens`` image tokens from the
+generation head with classifier-free guidance: the batch holds the conditional rows, then one
+unconditional row per conditional row (BOS + pads + ``<begin_of_image>``, same length and mask).
+
+Both loops keep a KV cache, pass explicit position ids (rows may be left-padded) and sample on the
+model's device with a seeded ``torch.Generator``. They yield after every token so callers can
+stream; nothing here decodes text or images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from .sampling import draw, guided_logits, sampling_logprobs
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One decode step: the sampled tokens ``[B]``, their log-probs ``[B]``, and which rows were
+    already finished before this step (their token is padding and must be ignored)."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    was_finished: torch.Tensor
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``ids [B, L]`` and ``attention_mask [B, L]``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)  # [B, L]
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)  # [B, L]
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token. ``[B, L]`` → ``[B, L]``."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def unconditional_rows(ids: torch.Tensor, mask: torch.Tensor, bos: int, boi: int, pad: int) -> torch.Tensor:
+    """The CFG unconditional rows: each row's first real token BOS, last token BOI, pads between.
+
+    ``ids``/``mask``: ``[B, L]`` left-padded conditional rows ending in ``<begin_of_image>``.
+    """
+    uncond = torch.full_like(ids, pad)  # [B, L]
+    first = (mask == 0).sum(-1)  # [B] index of the first real token
+    uncond[torch.arange(ids.shape[0], device=ids.device), first] = bos
+    uncond[:, -1] = boi
+    return uncond
+
+
+@torch.inference_mode()
+def decode_text(
+    model,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    stop_ids: list[int],
+    pad_id: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Iterator[TokenStep]:
+    """Sample text from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts."""
+    cache = DynamicCache(config=model.config.text_config)
+    pos = positions(mask)  # [B, L]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)  # fmt: skip
+    stops = torch.tensor(stop_ids, device=ids.device)
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
+    for step in range(max_new_tokens):
+        logp = sampling_logprobs(out.logits[:, -1], temperature, top_k, top_p)  # [B, V]
+        tok, lp = draw(logp, greedy=temperature == 0, generator=generator)  # [B], [B]
+        tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
+        yield TokenStep(tok, lp, finished.clone())
+        finished |= torch.isin(tok, stops)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            return
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [B, L+t]
+        pos = pos[:, -1:] + 1  # [B, 1]
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
+                    past_key_values=cache, use_cache=True)  # fmt: skip
+
+
+@torch.inference_mode()
+def decode_image(
+    model,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    n_tokens: int,
+    bos: int,
+    boi: int,
+    pad: int,
+    guidance: float,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Iterator[TokenStep]:
+    """Sample ``n_tokens`` image tokens. ``ids``/``mask``: ``[B, L]`` left-padded prefixes ending
+    in ``<begin_of_image>``. With ``guidance == 1`` the unconditional rows are skipped."""
+    b = ids.shape[0]
+    cfg = guidance != 1.0
+    if cfg:
+        ids = torch.cat([ids, unconditional_rows(ids, mask, bos, boi, pad)])  # [2B, L]
+        mask = torch.cat([mask, mask])  # [2B, L]
+    lm = model.model.language_model
+    cache = DynamicCache(config=model.config.text_config)
+    pos = positions(mask)  # [R, L], R = 2B with CFG else B
+    embeds = model.get_input_embeddings()(ids)  # [R, L, D]
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
+             use_cache=True)  # fmt: skip
+    not_finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+    for i in range(n_tokens):
+        logits = model.model.generation_head(out.last_hidden_state[:, -1])  # [R, K]
+        if cfg:
+            logits = guided_logits(logits[:b], logits[b:], guidance)  # [B, K]
+        logp = sampling_logprobs(logits, temperature, top_k, top_p)  # [B, K]
+        tok, lp = draw(logp, greedy=temperature == 0, generator=generator)  # [B], [B]
+        yield TokenStep(tok, lp, not_finished)
+        if i == n_tokens - 1:
+            return
+        nxt = torch.cat([tok, tok]) if cfg else tok  # [R]
+        embeds = model.prepare_embeddings_for_image_generation(nxt[:, None])  # [R, 1, D]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [R, L+i+1]
+        pos = pos[:, -1:] + 1  # [R, 1]
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                 past_key_values=cache, use_cache=True)  # fmt: skip
