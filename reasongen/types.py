@@ -268,19 +268,18 @@ def validate_metadata(meta: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"metadata include[{i}] 'count' must be a positive integer")
         pos = obj.get("position")
-        if pos is not None:
-            if (
-                not isinstance(pos, (list, tuple))
-                or len(pos) != 2
-                or pos[0] not in RELATIONS
-                or not isinstance(pos[1], int)
-                or not 0 <= pos[1] < len(include)
-                or pos[1] == i
-            ):
-                raise ValueError(
-                    f"metadata include[{i}] 'position' must be [relation, other_index] with "
-                    f"relation in {RELATIONS}; got {pos!r}"
-                )
+        if pos is not None and (
+            not isinstance(pos, (list, tuple))
+            or len(pos) != 2
+            or pos[0] not in RELATIONS
+            or not isinstance(pos[1], int)
+            or not 0 <= pos[1] < len(include)
+            or pos[1] == i
+        ):
+            raise ValueError(
+                f"metadata include[{i}] 'position' must be [relation, other_index] with "
+                f"relation in {RELATIONS}; got {pos!r}"
+            )
     for i, obj in enumerate(meta.get("exclude", []) or []):
         if not isinstance(obj, dict) or not isinstance(obj.get("class"), str):
             raise ValueError(f"metadata exclude[{i}] needs a string 'class'")
