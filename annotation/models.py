@@ -164,9 +164,7 @@ class TaskCandidate(Base):
     __tablename__ = "task_candidates"
     __table_args__ = (UniqueConstraint("task_id", "position", name="uq_task_candidates_pos"),)
 
-    task_id: Mapped[int] = mapped_column(
-        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
-    )
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
 
@@ -177,9 +175,7 @@ class Assignment(Base):
     """A task served to an annotator, with the shuffled candidate order they were shown."""
 
     __tablename__ = "assignments"
-    __table_args__ = (
-        UniqueConstraint("task_id", "annotator_id", name="uq_assignments_task_annotator"),
-    )
+    __table_args__ = (UniqueConstraint("task_id", "annotator_id", name="uq_assignments_task_annotator"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
@@ -215,9 +211,7 @@ class RankingEntry(Base):
     __tablename__ = "ranking_entries"
     __table_args__ = (CheckConstraint("rank >= 1", name="rank"),)
 
-    ranking_id: Mapped[int] = mapped_column(
-        ForeignKey("rankings.id", ondelete="CASCADE"), primary_key=True
-    )
+    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"), primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer)
 

@@ -30,9 +30,7 @@ def hash_password(password: str, *, n: int = DEFAULT_N, r: int = 8, p: int = 1) 
     if n < 2 or n & (n - 1):
         raise ValueError(f"scrypt n must be a power of two >= 2, got {n}")
     salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=32
-    )
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=32)
     return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
 
 

@@ -65,9 +65,7 @@ def _user_info(u: User) -> UserInfo:
 
 
 def _study_info(s: Study) -> StudyInfo:
-    return StudyInfo(
-        s.id, s.name, s.guidelines, s.group_size, s.rankings_per_task, s.control_rate, s.seed
-    )
+    return StudyInfo(s.id, s.name, s.guidelines, s.group_size, s.rankings_per_task, s.control_rate, s.seed)
 
 
 def system_label(model_id: str, recipe: str) -> str:
@@ -182,11 +180,7 @@ class Store:
             ("group_size", group_size, 2),
             ("rankings_per_task", rankings_per_task, 1),
         ):
-            if (
-                isinstance(val, bool)
-                or not isinstance(val, int)
-                or not lo <= val <= v.MAX_GROUP_SIZE
-            ):
+            if isinstance(val, bool) or not isinstance(val, int) or not lo <= val <= v.MAX_GROUP_SIZE:
                 raise AnnotationError(f"{what} must be an integer in [{lo}, {v.MAX_GROUP_SIZE}]")
         if not isinstance(control_rate, (int, float)) or not 0.0 <= float(control_rate) < 1.0:
             raise AnnotationError(f"control_rate must be in [0, 1), got {control_rate!r}")
@@ -225,15 +219,12 @@ class Store:
             study = _load_study(s, study_id)
             start = (
                 s.scalar(
-                    select(func.coalesce(func.max(Prompt.position), -1)).where(
-                        Prompt.study_id == study.id
-                    )
+                    select(func.coalesce(func.max(Prompt.position), -1)).where(Prompt.study_id == study.id)
                 )
                 + 1
             )
             objs = [
-                Prompt(study_id=study.id, position=start + i, text=t, meta=m)
-                for i, (t, m) in enumerate(rows)
+                Prompt(study_id=study.id, position=start + i, text=t, meta=m) for i, (t, m) in enumerate(rows)
             ]
             s.add_all(objs)
             s.flush()
@@ -281,13 +272,9 @@ class Store:
         v.check_id(prompt_id, "prompt_id")
         for smp in samples:
             if not isinstance(smp, Sample):
-                raise AnnotationError(
-                    f"candidates must be reasongen Sample objects, got {type(smp)}"
-                )
+                raise AnnotationError(f"candidates must be reasongen Sample objects, got {type(smp)}")
         payloads = [_sample_payload(smp) for smp in samples]
-        images = [
-            self.save_image(smp.image) if smp.image is not None else (None, None) for smp in samples
-        ]
+        images = [self.save_image(smp.image) if smp.image is not None else (None, None) for smp in samples]
         with self.session() as s:
             prompt = s.get(Prompt, prompt_id)
             if prompt is None:
@@ -416,9 +403,9 @@ class Store:
         groups: list[list[int]] = []
         by_prompt: dict[int, dict[str, list[int]]] = {}
         for r in rows:
-            by_prompt.setdefault(r.prompt_id, {}).setdefault(
-                system_label(r.model_id, r.recipe), []
-            ).append(r.id)
+            by_prompt.setdefault(r.prompt_id, {}).setdefault(system_label(r.model_id, r.recipe), []).append(
+                r.id
+            )
         for systems in by_prompt.values():
             if layout == "per_system":
                 for ids in systems.values():
@@ -544,14 +531,10 @@ def _add_scores(s: Session, ids: list[int], name: str, out: Any) -> None:
     v.check_text(name, "reward name")
     scores, details = list(out.scores), list(getattr(out, "details", None) or [{}] * len(ids))
     if len(scores) != len(ids) or len(details) != len(ids):
-        raise AnnotationError(
-            f"reward {name!r} gave {len(scores)} scores for {len(ids)} candidates"
-        )
+        raise AnnotationError(f"reward {name!r} gave {len(scores)} scores for {len(ids)} candidates")
     for cid, score, det in zip(ids, scores, details, strict=True):
         val = None if score is None or not math.isfinite(float(score)) else float(score)
-        row = s.scalar(
-            select(RewardScore).where(RewardScore.candidate_id == cid, RewardScore.name == name)
-        )
+        row = s.scalar(select(RewardScore).where(RewardScore.candidate_id == cid, RewardScore.name == name))
         if row is None:
             s.add(RewardScore(candidate_id=cid, name=name, score=val, details=_jsonable(det)))
         else:

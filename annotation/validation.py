@@ -21,9 +21,7 @@ STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,127}$")
 def check_id(value: Any, what: str) -> int:
     """A positive integer id; bools, strings and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise AnnotationError(
-            f"{what} must be an integer id, got {type(value).__name__} {_short(value)}"
-        )
+        raise AnnotationError(f"{what} must be an integer id, got {type(value).__name__} {_short(value)}")
     if value < 1 or value > 2**62:
         raise AnnotationError(f"{what} must be a positive integer id, got {value}")
     return value
@@ -32,8 +30,7 @@ def check_id(value: Any, what: str) -> int:
 def check_username(name: Any) -> str:
     if not isinstance(name, str) or not USERNAME_RE.match(name):
         raise AnnotationError(
-            f"username must be 1-64 characters of letters, digits, '_', '.', '@' or '-'; "
-            f"got {_short(name)}"
+            f"username must be 1-64 characters of letters, digits, '_', '.', '@' or '-'; got {_short(name)}"
         )
     return name
 
@@ -82,14 +79,8 @@ def normalize_ranking(ranking: Any) -> dict[int, int]:
         raw: dict[int, int] = {}
         for cid, rank in ranking.items():
             cid = check_id(cid, "candidate id")
-            if (
-                isinstance(rank, bool)
-                or not isinstance(rank, int)
-                or not 1 <= rank <= MAX_GROUP_SIZE
-            ):
-                raise AnnotationError(
-                    f"rank of candidate {cid} must be an integer 1..{MAX_GROUP_SIZE}"
-                )
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_GROUP_SIZE:
+                raise AnnotationError(f"rank of candidate {cid} must be an integer 1..{MAX_GROUP_SIZE}")
             raw[cid] = rank
         levels = {r: i + 1 for i, r in enumerate(sorted(set(raw.values())))}
         return {cid: levels[r] for cid, r in raw.items()}

@@ -233,17 +233,13 @@ def _submit(
     if task.study_id != study.id:
         raise PermissionDeniedError(f"task {task_id} does not belong to study {study.name!r}")
     assignment = s.scalar(
-        select(Assignment).where(
-            and_(Assignment.task_id == task.id, Assignment.annotator_id == user.id)
-        )
+        select(Assignment).where(and_(Assignment.task_id == task.id, Assignment.annotator_id == user.id))
     )
     if assignment is None:
         raise PermissionDeniedError(
             f"task {task_id} was not assigned to user {user.username!r}; ask next_task for work"
         )
-    members = set(
-        s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == task.id))
-    )
+    members = set(s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == task.id)))
     if not skipped and set(ranks) != members:
         missing = sorted(members - set(ranks))
         extra = sorted(set(ranks) - members)
@@ -251,9 +247,7 @@ def _submit(
             f"the ranking must list each of task {task_id}'s {len(members)} candidates exactly "
             f"once; missing {missing[:10]}, not in the task {extra[:10]}"
         )
-    existing = s.scalar(
-        select(Ranking).where(Ranking.task_id == task.id, Ranking.annotator_id == user.id)
-    )
+    existing = s.scalar(select(Ranking).where(Ranking.task_id == task.id, Ranking.annotator_id == user.id))
     if existing is not None:
         old = {e.candidate_id: e.rank for e in existing.entries}
         if existing.skipped == skipped and old == ranks:

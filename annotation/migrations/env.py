@@ -20,18 +20,12 @@ target_metadata = Base.metadata
 def _url() -> str:
     from annotation.db import default_url
 
-    return (
-        os.environ.get("REASONGEN_DB_URL")
-        or config.get_main_option("sqlalchemy.url")
-        or (default_url())
-    )
+    return os.environ.get("REASONGEN_DB_URL") or config.get_main_option("sqlalchemy.url") or (default_url())
 
 
 def run_offline() -> None:
     """Emit SQL to stdout instead of running it (``alembic upgrade head --sql``)."""
-    context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
-    )
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -48,9 +42,7 @@ def run_online() -> None:
     engine = make_engine(_url())
     try:
         with engine.begin() as connection:
-            context.configure(
-                connection=connection, target_metadata=target_metadata, render_as_batch=True
-            )
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
                 context.run_migrations()
     finally:

@@ -41,14 +41,10 @@ def upgrade() -> None:
         sa.Column("seed", sa.BigInteger(), nullable=False),
         sa.Column("created_by", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "control_rate >= 0 AND control_rate <= 1", name=op.f("ck_studies_control_rate")
-        ),
+        sa.CheckConstraint("control_rate >= 0 AND control_rate <= 1", name=op.f("ck_studies_control_rate")),
         sa.CheckConstraint("group_size >= 2", name=op.f("ck_studies_group_size")),
         sa.CheckConstraint("rankings_per_task >= 1", name=op.f("ck_studies_rankings_per_task")),
-        sa.ForeignKeyConstraint(
-            ["created_by"], ["users.id"], name=op.f("fk_studies_created_by_users")
-        ),
+        sa.ForeignKeyConstraint(["created_by"], ["users.id"], name=op.f("fk_studies_created_by_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_studies")),
         sa.UniqueConstraint("name", name=op.f("uq_studies_name")),
     )
@@ -94,9 +90,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_candidates")),
     )
     with op.batch_alter_table("candidates", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_candidates_image_sha256"), ["image_sha256"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_candidates_image_sha256"), ["image_sha256"], unique=False)
         batch_op.create_index(batch_op.f("ix_candidates_prompt_id"), ["prompt_id"], unique=False)
 
     op.create_table(
@@ -159,9 +153,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("task_id", "annotator_id", name="uq_assignments_task_annotator"),
     )
     with op.batch_alter_table("assignments", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_assignments_annotator_id"), ["annotator_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_assignments_annotator_id"), ["annotator_id"], unique=False)
 
     op.create_table(
         "task_candidates",
@@ -191,12 +183,8 @@ def upgrade() -> None:
         sa.Column("skipped", sa.Boolean(), nullable=False),
         sa.Column("time_taken_s", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "time_taken_s IS NULL OR time_taken_s >= 0", name=op.f("ck_rankings_time_taken")
-        ),
-        sa.ForeignKeyConstraint(
-            ["annotator_id"], ["users.id"], name=op.f("fk_rankings_annotator_id_users")
-        ),
+        sa.CheckConstraint("time_taken_s IS NULL OR time_taken_s >= 0", name=op.f("ck_rankings_time_taken")),
+        sa.ForeignKeyConstraint(["annotator_id"], ["users.id"], name=op.f("fk_rankings_annotator_id_users")),
         sa.ForeignKeyConstraint(
             ["assignment_id"],
             ["assignments.id"],
@@ -209,9 +197,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("task_id", "annotator_id", name="uq_rankings_task_annotator"),
     )
     with op.batch_alter_table("rankings", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_rankings_annotator_id"), ["annotator_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_rankings_annotator_id"), ["annotator_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_rankings_task_id"), ["task_id"], unique=False)
 
     op.create_table(

@@ -1,0 +1,94 @@
+"""Filling a study with candidates: generation through reasongen, optional reward scoring.
+
+Generation sits behind a :data:`SampleSource` callable so tests (and other pipelines) can pass
+pre-built ``Sample`` objects; :func:`reasongen_source` is the real one
+(``reasongen.loading.load_model`` + ``reasongen.generation.generate``), loading each model once.
+Rewards are any callables ``reward(samples) -> output`` with ``output.scores`` (float or None per
+sample) and ``output.details``; :func:`load_rewards` builds them by name from
+``reasongen.rewards`` (imported only when asked for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from annotation.errors import AnnotationError
+
+if TYPE_CHECKING:
+    from annotation.store import Store
+
+SampleSource = Callable[[str, str, str, int, int], list[Any]]
+"""``source(model, prompt, recipe, n, seed) -> list[Sample]``: ``n`` samples of one prompt."""
+
+RewardFn = Callable[[list[Any]], Any]
+
+
+def parse_system(spec: str) -> tuple[str, str]:
+    """``"MODEL:RECIPE"`` (split at the last colon) -> ``(model, recipe)``."""
+    model, sep, recipe = spec.rpartition(":")
+    if not sep or not model or not recipe:
+        raise AnnotationError(f"system {spec!r} must look like MODEL:RECIPE, e.g. assets/shapes-model:got-r1")
+    return model, recipe
+
+
+def derive_seed(base: int, prompt_position: int, system: tuple[str, str]) -> int:
+    """A reproducible 31-bit seed for one (prompt, system) group."""
+    key = f"{base}|{prompt_position}|{system[0]}|{system[1]}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def reasongen_source(device: str | None = None, settings: Any = None) -> SampleSource:
+    """A :data:`SampleSource` that generates with reasongen, loading each model once (lazily)."""
+    cache: dict[str, Any] = {}
+
+    def source(model: str, prompt: str, recipe: str, n: int, seed: int) -> list[Any]:
+        from reasongen.generation import generate
+        from reasongen.loading import load_model
+
+        if model not in cache:
+            cache[model] = load_model(model, device=device)
+        return generate(cache[model], prompt, recipe=recipe, n=n, seed=seed, settings=settings)
+
+    return source
+
+
+def load_rewards(names: Sequence[str]) -> dict[str, RewardFn]:
+    """Reward callables by registry name (``reasongen.rewards.get_reward``), built on demand."""
+    if not names:
+        return {}
+    from reasongen.rewards import get_reward
+
+    return {name: get_reward(name) for name in names}
+
+
+def populate_study(
+    store: Store,
+    study_id: int,
+    systems: Sequence[tuple[str, str]],
+    source: SampleSource,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    rewards: Mapping[str, RewardFn] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[int]:
+    """Generate ``n`` (default: the study's group size) candidates per prompt and system, score
+    them with each reward, and store them. Returns the new candidate ids."""
+    study = store.get_study(study_id)
+    n = n or study.group_size
+    if not systems:
+        raise AnnotationError("give at least one MODEL:RECIPE system to generate candidates")
+    ids: list[int] = []
+    prompts = store.list_prompts(study.id)
+    for position, (prompt_id, text) in enumerate(prompts):
+        for system in systems:
+            samples = source(system[0], text, system[1], n, derive_seed(seed, position, system))
+            scored = {name: fn(samples) for name, fn in (rewards or {}).items()}
+            ids += store.add_candidates(prompt_id, samples, rewards=scored)
+            if progress is not None:
+                progress(
+                    f"prompt {position + 1}/{len(prompts)} {system[0]}:{system[1]}: {len(samples)} candidates"
+                )
+    return ids

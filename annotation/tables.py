@@ -1,0 +1,139 @@
+"""Study data as pandas tables (the inputs of :mod:`annotation.stats` and of the export)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from sqlalchemy import select
+
+from annotation.models import (
+    Candidate,
+    Prompt,
+    Ranking,
+    RankingEntry,
+    RewardScore,
+    Task,
+    TaskCandidate,
+    User,
+)
+
+if TYPE_CHECKING:
+    from annotation.store import Store
+
+RANKING_COLUMNS = [
+    "ranking_id",
+    "task_id",
+    "annotator_id",
+    "annotator",
+    "is_control",
+    "control_best_id",
+    "skipped",
+    "time_taken_s",
+    "created_at",
+    "candidate_id",
+    "rank",
+    "prompt_id",
+    "prompt",
+    "model_id",
+    "recipe",
+    "system",
+    "seed",
+    "sample_index",
+]
+
+
+def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
+    """One row per (ranking, candidate) of a study; a skipped ranking is one row with no
+    candidate and no rank. ``system`` is ``model_id:recipe``; ``prompt`` is the candidate's own
+    prompt (for control tasks it may differ from the task's)."""
+    from annotation.store import _load_study, system_label
+
+    with store.session() as s:
+        st = _load_study(s, study)
+        q = (
+            select(
+                Ranking.id.label("ranking_id"),
+                Ranking.task_id,
+                Ranking.annotator_id,
+                User.username.label("annotator"),
+                Task.is_control,
+                Task.control_best_id,
+                Ranking.skipped,
+                Ranking.time_taken_s,
+                Ranking.created_at,
+                RankingEntry.candidate_id,
+                RankingEntry.rank,
+                Candidate.prompt_id,
+                Prompt.text.label("prompt"),
+                Candidate.model_id,
+                Candidate.recipe,
+                Candidate.seed,
+                Candidate.sample_index,
+            )
+            .join(Task, Task.id == Ranking.task_id)
+            .join(User, User.id == Ranking.annotator_id)
+            .outerjoin(RankingEntry, RankingEntry.ranking_id == Ranking.id)
+            .outerjoin(Candidate, Candidate.id == RankingEntry.candidate_id)
+            .outerjoin(Prompt, Prompt.id == Candidate.prompt_id)
+            .where(Task.study_id == st.id)
+            .order_by(Ranking.id, RankingEntry.rank, RankingEntry.candidate_id)
+        )
+        rows = [r._asdict() for r in s.execute(q)]
+    df = pd.DataFrame(rows, columns=[c for c in RANKING_COLUMNS if c != "system"])
+    df["system"] = [
+        system_label(m, r) if isinstance(m, str) else None
+        for m, r in zip(df["model_id"], df["recipe"], strict=True)
+    ]
+    for col in ("candidate_id", "rank", "control_best_id", "prompt_id", "seed", "sample_index"):
+        df[col] = df[col].astype("Int64")
+    df["is_control"] = df["is_control"].astype(bool)
+    df["skipped"] = df["skipped"].astype(bool)
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    return df[RANKING_COLUMNS]
+
+
+def candidates_frame(store: Store, study: int | str, *, with_sample: bool = True) -> pd.DataFrame:
+    """One row per candidate of the study's prompts: ids, model, recipe, seed, image path
+    (relative to the data directory), reward scores as a JSON object string and, if asked, the
+    whole stored sample (``Sample.to_dict()``) as a JSON string."""
+    from annotation.store import _load_study, system_label
+
+    with store.session() as s:
+        st = _load_study(s, study)
+        cands = s.execute(
+            select(Candidate, Prompt.text, Prompt.position)
+            .join(Prompt, Prompt.id == Candidate.prompt_id)
+            .where(Prompt.study_id == st.id)
+            .order_by(Candidate.id)
+        ).all()
+        ids = [c.id for c, _, _ in cands]
+        rewards: dict[int, dict[str, float | None]] = {}
+        for r in s.scalars(select(RewardScore).where(RewardScore.candidate_id.in_(ids))):
+            rewards.setdefault(r.candidate_id, {})[r.name] = r.score
+        in_tasks = set(
+            s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.candidate_id.in_(ids)))
+        )
+        rows = []
+        for c, text, position in cands:
+            row = {
+                "candidate_id": c.id,
+                "prompt_id": c.prompt_id,
+                "prompt_position": position,
+                "prompt": text,
+                "model_id": c.model_id,
+                "recipe": c.recipe,
+                "system": system_label(c.model_id, c.recipe),
+                "seed": c.seed,
+                "sample_index": c.sample_index,
+                "cot_text": c.sample.get("cot_text", ""),
+                "image_path": c.image_path,
+                "image_sha256": c.image_sha256,
+                "in_task": c.id in in_tasks,
+                "rewards": json.dumps(rewards.get(c.id, {}), sort_keys=True),
+            }
+            if with_sample:
+                row["sample_json"] = json.dumps(c.sample)
+            rows.append(row)
+    return pd.DataFrame(rows)
