@@ -15,7 +15,9 @@ How it works
    and vote for their nearest palette colour (ΔE76). The palette holds each colour's fill *and*
    its texture tone (the fill mixed half-way with white, see
    ``reasongen.shapes.scene.texture_rgb``), both voting for the same colour name, so stripes and
-   dots do not change the verdict. The rim (anti-aliased pixels, mixed with the background) does
+   dots do not change the verdict (an interior with at least ``TEXTURE_MIN_SHARE`` of tone
+   pixels is textured: ``striped`` if a tone patch spans ``STRIPE_EXTENT`` of the object, else
+   ``dotted``). The rim (anti-aliased pixels, mixed with the background) does
    not vote. If a second colour holds at least ``split_fraction`` of the votes, the component is
    split by colour (two touching objects of different colours).
 4. **Mask and box.** A pixel belongs to the object when its coverage — its position on the RGB
@@ -41,7 +43,8 @@ Known failure modes
   features; below ``min_area`` they are dropped altogether.
 - **Textures**: the texture tone of one colour can be close to another colour (the red texture
   lies 30 ΔE from the pink texture); a heavily textured object, or one drawn by a model in a
-  texture tone only, can get the wrong colour. Textures are filled in, not classified.
+  texture tone only, can get the wrong colour. Texture classification needs a clean, sharp
+  pattern: blurred stripes or dots read as plain, merged dots as stripes.
 - **VQ / model artefacts**: blurred edges shift the mask by about a pixel (boxes off by ~8 units);
   colour bleeding between neighbours, speckle noise above ``min_area``, or a background tinted
   beyond ``fg_threshold`` produce extra detections; wobbly outlines can turn squares into circles
@@ -138,6 +141,11 @@ class ShapeFeatures:
         )
 
 
+TEXTURE_MIN_SHARE = 0.08
+"""An object is textured when this share of its interior is in its colour's texture tone."""
+STRIPE_EXTENT = 0.28
+"""A texture patch this long (fraction of the object's side) is a stripe; dots stay near 0.15."""
+
 # --------------------------------------------------------------------------- config and output
 
 
@@ -202,8 +210,8 @@ class Detection:
     """Fraction of the image covered by the object's mask."""
     score: float
     """Confidence in (0, 1]: how clearly the shape prototype won (1 = unambiguous)."""
-    textured: bool = False
-    """Whether a visible share of the object is in its colour's texture tone."""
+    texture: str | None = None
+    """``"striped"``, ``"dotted"`` (long vs. compact patches of the texture tone) or None."""
     features: ShapeFeatures | None = field(default=None, compare=False)
 
     @property
@@ -222,7 +230,7 @@ class Detection:
             "box": [self.box.x1, self.box.y1, self.box.x2, self.box.y2],
             "area": round(self.area, 5),
             "score": round(self.score, 4),
-            "textured": self.textured,
+            "texture": self.texture,
         }
 
 
@@ -425,12 +433,7 @@ class Detector:
         mask = ndimage.binary_fill_holes(mask & region)
         if mask.sum() < min_px:
             return None
-        textured = False
-        if has_tone:
-            core = ndimage.binary_erosion(mask, iterations=2)
-            if core.sum() >= 8:
-                _, entry = self._nearest_color(lab[core])
-                textured = float(np.mean(entry == n_colors + color)) >= 0.08
+        texture = self._texture(mask, lab, color) if has_tone else None
         feats = shape_features(mask)
         shape, score = classify_shape(feats)
         rows, cols = np.nonzero(mask)
@@ -452,9 +455,26 @@ class Detector:
             box=box,
             area=float(mask.sum()) / (height * width),
             score=score,
-            textured=textured,
+            texture=texture,
             features=feats,
         )
+
+
+    def _texture(self, mask: np.ndarray, lab: np.ndarray, color: int) -> str | None:
+        """Texture of an object: its interior's texture-tone pixels, as stripes or dots."""
+        core = ndimage.binary_erosion(mask, iterations=2)  # away from the anti-aliased rim
+        if core.sum() < 8:
+            return None
+        _, entry = self._nearest_color(lab[core])
+        tone = np.zeros_like(core)
+        tone[core] = entry == len(self.color_names) + color
+        if tone.sum() < TEXTURE_MIN_SHARE * core.sum():
+            return None
+        lbl, _ = ndimage.label(tone, structure=np.ones((3, 3)))
+        longest = max(max(r.stop - r.start, c.stop - c.start) for r, c in ndimage.find_objects(lbl))
+        rows, cols = np.nonzero(mask)
+        side = max(np.ptp(rows), np.ptp(cols)) + 1
+        return "striped" if longest >= STRIPE_EXTENT * side else "dotted"
 
 
 def _coverage(rel: np.ndarray, direction: np.ndarray) -> np.ndarray:
