@@ -7,7 +7,10 @@ len(prompt_ids)``), i.e. by the hidden state at position ``P + i − 1``, throug
 state at position ``L − 1 + j`` (``L = len(prefix_ids)``), through the generation head. The input
 sequence is therefore ``prefix_ids`` (text embeddings) followed by ``image_token_ids[:-1]``
 (generation embeddings + aligner); samples of different lengths are right-padded, which leaves
-every real position's causal context unchanged.
+every real position's causal context unchanged. Recipes that re-wrap the CoT into a new step-2
+conversation (T2I-R1) have a prefix that does not contain ``prompt_ids + cot_token_ids``; their
+CoT log-probs come from a second, text-only forward over ``prompt_ids + cot_token_ids[:-1]``
+(same positions formula).
 
 Two distributions can be asked for:
 
@@ -50,16 +53,29 @@ class PackedBatch:
     image_positions: torch.Tensor  # (B, N) long
     image_targets: torch.Tensor  # (B, N) long
     image_mask: torch.Tensor  # (B, N) bool
+    text_tokens: torch.Tensor | None = None  # (B, St) prompt + CoT[:-1], only if not in prefix
+    text_attention: torch.Tensor | None = None  # (B, St)
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return PackedBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
+
+
+def cot_in_prefix(sample: Sample) -> bool:
+    """Whether the CoT's inputs sit in ``prefix_ids`` right after the prompt (no re-wrapping)."""
+    p, tc = len(sample.prompt_ids), len(sample.cot_token_ids)
+    if tc == 0:
+        return True
+    head = list(sample.prompt_ids) + list(sample.cot_token_ids[:-1])
+    return list(sample.prefix_ids[: p + tc - 1]) == head
 
 
 def _check(sample: Sample, k: int) -> None:
     p, n_prefix = len(sample.prompt_ids), len(sample.prefix_ids)
     if p < 1:
         raise ValueError(f"sample {k}: prompt_ids is empty (it must hold at least BOS)")
-    if p + len(sample.cot_token_ids) > n_prefix:
+    if n_prefix < 2:
+        raise ValueError(f"sample {k}: prefix_ids must hold at least BOS and <begin_of_image>")
+    if p + len(sample.cot_token_ids) > n_prefix and cot_in_prefix(sample):
         raise ValueError(
             f"sample {k}: {p} prompt + {len(sample.cot_token_ids)} CoT tokens do not fit in "
             f"{n_prefix} prefix tokens; prefix_ids must be prompt + CoT + <begin_of_image>"
@@ -102,7 +118,7 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
         tokens[k, : len(seq)] = torch.tensor(seq)
         attn[k, : len(seq)] = 1
         is_image[k, n_prefix : len(seq)] = True
-        u = [bos_id] + [pad_id] * (n_prefix - 2) + [s.prefix_ids[-1]] if n_prefix > 1 else [bos_id]
+        u = [bos_id] + [pad_id] * (n_prefix - 2) + [s.prefix_ids[-1]]
         uncond[k, : len(seq)] = torch.tensor(u + list(s.image_token_ids[:-1]))
         if tc:
             cot_pos[k, :tc] = torch.arange(p - 1, p - 1 + tc)
@@ -111,9 +127,18 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
         img_pos[k, :ni] = torch.arange(n_prefix - 1, n_prefix - 1 + ni)
         img_tgt[k, :ni] = torch.tensor(s.image_token_ids)
         img_mask[k, :ni] = True
-    return PackedBatch(
+    batch = PackedBatch(
         tokens, is_image, attn, uncond, cot_pos, cot_tgt, cot_mask, img_pos, img_tgt, img_mask
     )
+    if not all(cot_in_prefix(s) for s in samples):
+        texts = [list(s.prompt_ids) + list(s.cot_token_ids[:-1]) for s in samples]
+        w = max(len(t) for t in texts)
+        batch.text_tokens = torch.zeros(b, w, dtype=torch.long)  # (B, St)
+        batch.text_attention = torch.zeros(b, w, dtype=torch.long)  # (B, St)
+        for k, t in enumerate(texts):
+            batch.text_tokens[k, : len(t)] = torch.tensor(t)
+            batch.text_attention[k, : len(t)] = 1
+    return batch
 
 
 def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,9 +148,7 @@ def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tens
     sample's log-probs and token ids differ in length.
     """
     for k, s in enumerate(samples):
-        if len(s.cot_logprobs) != len(s.cot_token_ids) or len(s.image_logprobs) != len(
-            s.image_token_ids
-        ):
+        if len(s.cot_logprobs) != len(s.cot_token_ids) or len(s.image_logprobs) != len(s.image_token_ids):
             raise ValueError(
                 f"sample {k}: log-probs and token ids differ in length "
                 f"(CoT {len(s.cot_logprobs)} vs {len(s.cot_token_ids)}, "
@@ -144,15 +167,11 @@ def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tens
 def _embed(model: Any, tokens: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
     """Text embeddings at text positions, generation embeddings + aligner at image positions."""
     text = model.get_input_embeddings()(torch.where(is_image, 0, tokens))  # (B, S, H)
-    image = model.prepare_embeddings_for_image_generation(
-        torch.where(is_image, tokens, 0)
-    )  # (B, S, H)
+    image = model.prepare_embeddings_for_image_generation(torch.where(is_image, tokens, 0))  # (B, S, H)
     return torch.where(is_image[..., None], image.to(text.dtype), text)  # (B, S, H)
 
 
-def _hidden(
-    model: Any, tokens: torch.Tensor, is_image: torch.Tensor, attn: torch.Tensor
-) -> torch.Tensor:
+def _hidden(model: Any, tokens: torch.Tensor, is_image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     embeds = _embed(model, tokens, is_image)  # (B, S, H)
     out = model.model.language_model(inputs_embeds=embeds, attention_mask=attn, use_cache=False)
     return out.last_hidden_state  # (B, S, H)
@@ -203,7 +222,11 @@ def policy_logprobs(
     batch = pack_samples(samples, bos_id, pad_id).to(device)
     hidden = _hidden(model, batch.tokens, batch.is_image, batch.attention_mask)  # (B, S, H)
 
-    cot_logits = model.lm_head(_gather(hidden, batch.cot_positions))  # (B, Tc, V)
+    text_hidden = hidden
+    if batch.text_tokens is not None:  # re-wrapped recipes: the CoT has its own context
+        no_image = torch.zeros_like(batch.text_tokens, dtype=torch.bool)  # (B, St)
+        text_hidden = _hidden(model, batch.text_tokens, no_image, batch.text_attention)
+    cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # (B, Tc, V)
     img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # (B, N, K)
     if mode == "sampling":
         weights = {s.settings.guidance for s in samples}
@@ -211,14 +234,10 @@ def policy_logprobs(
             raise ValueError(f"samples of one batch must share the guidance weight, got {weights}")
         w = float(weights.pop())
         if w != 1.0:
-            uncond_hidden = _hidden(
-                model, batch.uncond_tokens, batch.is_image, batch.attention_mask
-            )
+            uncond_hidden = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)
             if detach_uncond:
                 uncond_hidden = uncond_hidden.detach()
-            u = model.model.generation_head(
-                _gather(uncond_hidden, batch.image_positions)
-            )  # (B, N, K)
+            u = model.model.generation_head(_gather(uncond_hidden, batch.image_positions))  # (B, N, K)
             img_logits = guided_logits(img_logits, u, w)  # (B, N, K)
         cot_lp = torch.stack(
             [
@@ -233,9 +252,7 @@ def policy_logprobs(
         )  # (B, Tc, V)
         img_lp = torch.stack(
             [
-                sampling_logprobs(
-                    img_logits[k], s.settings.temperature, s.settings.top_k, s.settings.top_p
-                )
+                sampling_logprobs(img_logits[k], s.settings.temperature, s.settings.top_k, s.settings.top_p)
                 for k, s in enumerate(samples)
             ]
         )  # (B, N, K)
@@ -250,7 +267,5 @@ def policy_logprobs(
     )
     if with_entropy:
         out.cot_entropy = torch.where(batch.cot_mask, entropy_from_logits(cot_lp), 0.0)  # (B, Tc)
-        out.image_entropy = torch.where(
-            batch.image_mask, entropy_from_logits(img_lp), 0.0
-        )  # (B, N)
+        out.image_entropy = torch.where(batch.image_mask, entropy_from_logits(img_lp), 0.0)  # (B, N)
     return out

@@ -43,9 +43,7 @@ def reference_sample(model, tok, prompt: str, settings: SamplingSettings, seed: 
     seq, cot, cot_lp = list(prompt_ids), [], []
     for _ in range(settings.max_cot_tokens):
         logits = model.lm_head(_last_hidden(model, _embed_seq(model, seq, [])))  # (1, V)
-        lp = sampling_logprobs(
-            logits, settings.cot_temperature, settings.cot_top_k, settings.cot_top_p
-        )
+        lp = sampling_logprobs(logits, settings.cot_temperature, settings.cot_top_k, settings.cot_top_p)
         t, lt = draw(lp, False, gen)
         cot.append(int(t)), cot_lp.append(float(lt))
         if int(t) == boi:
@@ -55,12 +53,8 @@ def reference_sample(model, tok, prompt: str, settings: SamplingSettings, seed: 
     uncond = [bos] + [pad] * (len(prefix) - 2) + [boi]
     img, img_lp = [], []
     for _ in range(settings.num_image_tokens):
-        c = model.model.generation_head(
-            _last_hidden(model, _embed_seq(model, prefix, img))
-        )  # (1, K)
-        u = model.model.generation_head(
-            _last_hidden(model, _embed_seq(model, uncond, img))
-        )  # (1, K)
+        c = model.model.generation_head(_last_hidden(model, _embed_seq(model, prefix, img)))  # (1, K)
+        u = model.model.generation_head(_last_hidden(model, _embed_seq(model, uncond, img)))  # (1, K)
         lp = sampling_logprobs(guided_logits(c, u, settings.guidance), settings.temperature,
                                settings.top_k, settings.top_p)  # fmt: skip
         t, lt = draw(lp, False, gen)
@@ -132,11 +126,37 @@ def test_gradients_reach_both_heads_and_uncond_detach(tiny) -> None:
 def test_bad_samples_raise_clear_errors(tiny) -> None:
     model, tok = tiny
     s = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=6)
-    broken = Sample(**{**s.__dict__, "prefix_ids": s.prompt_ids[:2]})
-    with pytest.raises(ValueError, match="prefix_ids must be prompt"):
+    broken = Sample(**{**s.__dict__, "prefix_ids": s.prompt_ids[:1]})
+    with pytest.raises(ValueError, match="at least BOS and <begin_of_image>"):
         pack_samples([broken], 0, 2)
+    empty = Sample(**{**s.__dict__, "image_token_ids": [], "image_logprobs": []})
+    with pytest.raises(ValueError, match="no image tokens"):
+        pack_samples([empty], 0, 2)
     short = Sample(**{**s.__dict__, "image_logprobs": s.image_logprobs[:-1]})
     with pytest.raises(ValueError, match="differ in length"):
         stored_logprobs([short])
     with pytest.raises(ValueError, match="no samples"):
         pack_samples([], 0, 2)
+
+
+@pytest.mark.parametrize("recipe", ["got-r1", "t2i-r1"])
+def test_recompute_matches_reasongen_generate(tiny, recipe: str) -> None:
+    from reasongen.generation import generate
+    from reasongen.loading import wrap_loaded
+    from training.logprobs import cot_in_prefix
+
+    model, _ = tiny
+    _, processor = build_tiny(seed=0)
+    loaded = wrap_loaded(model, processor, "tiny")
+    settings = SamplingSettings(guidance=4.0, temperature=0.9, top_k=40, cot_temperature=1.0,
+                                cot_top_p=0.95, max_cot_tokens=6, num_image_tokens=16)  # fmt: skip
+    samples = generate(loaded, "a red circle left of a blue square", recipe, n=3, seed=7,
+                       settings=settings)  # fmt: skip
+    if recipe == "t2i-r1":
+        assert not any(cot_in_prefix(s) for s in samples)  # exercised the re-wrapped path
+    with torch.no_grad():
+        out = policy_logprobs(model, samples, loaded.ids.bos, loaded.ids.pad, mode="sampling")
+    cot_old, img_old = stored_logprobs(samples)
+    assert torch.allclose(out.image, img_old, atol=1e-4)
+    assert torch.allclose(out.cot, cot_old, atol=1e-4)
+    assert out.cot_mask.sum(1).tolist() == [len(s.cot_token_ids) for s in samples]
