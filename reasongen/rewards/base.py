@@ -1,0 +1,233 @@
+"""The reward contract: outputs, configs, lazy model loading and the clear offline error.
+
+A reward is a picklable callable ``reward(samples, metadata=None) -> RewardOutput``. ``metadata``
+(one GenEval-shaped dict or ``None`` per sample) defaults to each sample's own ``.metadata``.
+Model-backed rewards load their model on first call, once, and drop it when pickled, so a reward
+can be built cheaply, shipped to worker processes and loaded where it runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, TypeVar
+
+from ..types import Sample, validate_metadata
+
+T = TypeVar("T")
+
+
+class RewardModelUnavailable(RuntimeError):
+    """A reward model's weights could not be loaded (offline, wrong path, missing file)."""
+
+
+@dataclass
+class RewardOutput:
+    """One score per sample (``None`` where the reward does not apply) plus display details."""
+
+    name: str
+    scores: list[float | None]
+    details: list[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if len(self.scores) != len(self.details):
+            raise ValueError(
+                f"reward {self.name!r}: {len(self.scores)} scores but {len(self.details)} details"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class RewardConfig:
+    """Settings every reward accepts."""
+
+    def __post_init__(self) -> None:  # subclasses extend
+        pass
+
+    @classmethod
+    def from_kwargs(cls: type[T], **kwargs: Any) -> T:
+        """Build from keyword arguments, naming the unknown ones and the accepted ones."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown option(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(known))}"
+            )
+        return cls(**kwargs)
+
+
+@dataclass
+class ModelRewardConfig(RewardConfig):
+    """Settings of a reward backed by a neural model."""
+
+    model: str = field(default="", metadata={"help": "Hub id or local folder/file of the weights."})
+    device: str = field(
+        default="auto",
+        metadata={"help": "'auto' (CUDA if available, else CPU), 'cpu', 'cuda:0'..."},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16', 'float16'."},
+    )
+    batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
+    local_files_only: bool = field(
+        default=False,
+        metadata={"help": "Never contact the hub, even when HF_HUB_OFFLINE is unset."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model:
+            raise ValueError(f"{type(self).__name__}.model is empty: give a hub id or a local path")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {self.dtype!r}")
+
+    def torch_device(self) -> Any:
+        """The configured device as a ``torch.device`` ('auto' picks CUDA when present)."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> Any:
+        """The configured dtype as a ``torch.dtype`` ('auto': bfloat16 on CUDA, float32 on CPU)."""
+        import torch
+
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.torch_device().type == "cuda" else torch.float32
+        return getattr(torch, self.dtype)
+
+
+class Reward:
+    """Base class: validates input, resolves metadata, calls :meth:`score`.
+
+    Subclasses set ``name`` and ``config_class`` and implement ``score``.
+    """
+
+    name: ClassVar[str] = "reward"
+    config_class: ClassVar[type[RewardConfig]] = RewardConfig
+
+    def __init__(self, config: RewardConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class.from_kwargs(**overrides)
+        elif overrides:
+            config = replace(config, **overrides)
+        if not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    def __call__(
+        self, samples: Sequence[Sample], metadata: Sequence[dict[str, Any] | None] | None = None
+    ) -> RewardOutput:
+        samples = list(samples)
+        metas = resolve_metadata(samples, metadata)
+        if not samples:
+            return RewardOutput(self.name, [], [])
+        out = self.score(samples, metas)
+        if len(out) != len(samples):
+            raise RuntimeError(f"reward {self.name!r} returned {len(out)} scores for {len(samples)}")
+        return out
+
+    def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        raise NotImplementedError
+
+
+class ModelReward(Reward):
+    """A reward whose model loads lazily (first call), once, and is never pickled."""
+
+    config: ModelRewardConfig
+
+    def __init__(self, config: RewardConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self._bundle: Any = None
+        self._lock = threading.Lock()
+        self.load_count = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_bundle"] = None
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._bundle is not None
+
+    @property
+    def bundle(self) -> Any:
+        """The loaded model objects (loads them on first access)."""
+        if self._bundle is None:
+            with self._lock:
+                if self._bundle is None:
+                    self._bundle = self.load()
+                    self.load_count += 1
+        return self._bundle
+
+    def load(self) -> Any:
+        """Load and return the model objects; called once."""
+        raise NotImplementedError
+
+
+def resolve_metadata(
+    samples: Sequence[Sample], metadata: Sequence[dict[str, Any] | None] | None
+) -> list[dict[str, Any] | None]:
+    """Per-sample metadata: the given list (checked) or each sample's ``.metadata``."""
+    if metadata is None:
+        metas = [getattr(s, "metadata", None) for s in samples]
+    else:
+        metas = list(metadata)
+        if len(metas) != len(samples):
+            raise ValueError(f"got {len(metas)} metadata entries for {len(samples)} samples")
+    for i, m in enumerate(metas):
+        if m is not None:
+            try:
+                validate_metadata(m)
+            except ValueError as e:
+                raise ValueError(f"metadata of sample {i}: {e}") from e
+    return metas
+
+
+def load_pretrained(loader: Callable[..., T], source: str, what: str, **kwargs: Any) -> T:
+    """Call ``loader(source, **kwargs)`` and turn a missing/offline failure into one clear error."""
+    try:
+        return loader(source, **kwargs)
+    except (OSError, ValueError) as e:  # hub offline, no such repo/folder, missing file
+        raise RewardModelUnavailable(missing_weights_message(what, source, e)) from e
+
+
+def missing_weights_message(what: str, source: str, err: BaseException | None = None) -> str:
+    """The one error text for unavailable weights: what was tried and how to supply it."""
+    why = f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err else ""
+    return (
+        f"could not load the {what} from {source!r}{why}. "
+        f"Download it where the network is available (e.g. `huggingface-cli download {source}` "
+        f"or copy the folder/file here) and pass its local path as the reward's `model` option; "
+        f"with HF_HUB_OFFLINE=1 only local files and the hub cache are used."
+    )
+
+
+def batched(items: Sequence[T], size: int) -> list[list[T]]:
+    """Split ``items`` into consecutive chunks of at most ``size``."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def image_of(sample: Sample) -> Any:
+    """The sample's image as RGB, or ``None`` when it has none."""
+    img = getattr(sample, "image", None)
+    return None if img is None else img.convert("RGB")

@@ -1,0 +1,172 @@
+"""Combining several rewards into one score: weighted sum, product, per-group normalised sum.
+
+- ``weighted_sum`` (T2I-R1: HPS + GroundingDINO + GIT-VQA + ORM, all weights 1 in the paper):
+  ``Σ_k w_k · r_k``.
+- ``product`` (GoT-R1: ``R_PI · R_PR · R_RI · R_HPS``): ``Π_k r_k^{w_k}``; weights act as
+  exponents, so a weight of 1 is the plain product.
+- ``group_norm`` (T2I-R1's "normalized reward" ablation): each reward is standardised inside its
+  group (the samples of one prompt), ``(r − mean_g) / (std_g + eps)``, then ``Σ_k w_k · z_k``. A
+  group whose scores do not vary gives 0 for that reward.
+
+Missing parts (a reward that returned ``None`` for a sample) follow ``on_missing``: ``"none"``
+makes the combined score ``None``; ``"skip"`` leaves that part out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Sample
+from .base import Reward, RewardConfig, RewardOutput
+
+MODES = ("weighted_sum", "product", "group_norm")
+
+
+def _group_ids(n: int, groups: Sequence[Any] | None) -> list[Any]:
+    if groups is None:
+        return [0] * n
+    if len(groups) != n:
+        raise ValueError(f"got {len(groups)} group ids for {n} samples")
+    return list(groups)
+
+
+def group_normalise(
+    scores: Sequence[float | None], groups: Sequence[Any] | None = None, eps: float = 1e-6
+) -> list[float | None]:
+    """Standardise scores within each group (population std); ``None`` stays ``None``."""
+    gids = _group_ids(len(scores), groups)
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(gids):
+        if scores[i] is not None:
+            members.setdefault(g, []).append(i)
+    out: list[float | None] = [None] * len(scores)
+    for idx in members.values():
+        vals = [float(scores[i]) for i in idx]  # type: ignore[arg-type]
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+        for i, v in zip(idx, vals):
+            out[i] = 0.0 if std == 0.0 else (v - mean) / (std + eps)
+    return out
+
+
+def combine_outputs(
+    outputs: Sequence[RewardOutput],
+    mode: str = "weighted_sum",
+    weights: dict[str, float] | None = None,
+    groups: Sequence[Any] | None = None,
+    on_missing: str = "none",
+    eps: float = 1e-6,
+    name: str = "combined",
+) -> RewardOutput:
+    """Combine per-reward outputs sample by sample; details keep every part and its weight."""
+    if mode not in MODES:
+        raise ValueError(f"unknown combination mode {mode!r}; choose one of {', '.join(MODES)}")
+    if on_missing not in ("none", "skip"):
+        raise ValueError(f"on_missing must be 'none' or 'skip', got {on_missing!r}")
+    if not outputs:
+        raise ValueError("nothing to combine: give at least one reward output")
+    n = len(outputs[0])
+    if any(len(o) != n for o in outputs):
+        raise ValueError(f"reward outputs disagree on the number of samples: {[len(o) for o in outputs]}")
+    weights = dict(weights or {})
+    unknown = set(weights) - {o.name for o in outputs}
+    if unknown:
+        raise ValueError(f"weights given for rewards not combined: {', '.join(sorted(unknown))}")
+    w = {o.name: float(weights.get(o.name, 1.0)) for o in outputs}
+    parts = {o.name: list(o.scores) for o in outputs}
+    if mode == "group_norm":
+        parts = {k: group_normalise(v, groups, eps) for k, v in parts.items()}
+    scores: list[float | None] = []
+    details: list[dict[str, Any]] = []
+    for i in range(n):
+        vals = {k: parts[k][i] for k in parts}
+        present = {k: v for k, v in vals.items() if v is not None}
+        if not present or (on_missing == "none" and len(present) < len(vals)):
+            total = None
+        elif mode == "product":
+            total = 1.0
+            for k, v in present.items():
+                if float(v) < 0 and w[k] != int(w[k]):
+                    raise ValueError(
+                        f"product mode: {k}={v} is negative and its weight "
+                        f"{w[k]} fractional; use weighted_sum or weight 1"
+                    )
+                total *= float(v) ** w[k]
+        else:
+            total = sum(w[k] * float(v) for k, v in present.items())
+        scores.append(total)
+        details.append(
+            {
+                "mode": mode,
+                "weights": w,
+                "parts": {o.name: o.scores[i] for o in outputs},
+                "normalised": vals if mode == "group_norm" else None,
+                "part_details": {o.name: o.details[i] for o in outputs},
+            }
+        )
+    return RewardOutput(name, scores, details)
+
+
+@dataclass
+class CombinedConfig(RewardConfig):
+    """How to combine the parts of a :class:`CombinedReward`."""
+
+    mode: str = field(default="weighted_sum", metadata={"help": f"One of {', '.join(MODES)}."})
+    weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "Per-reward weight (exponent in product mode); default 1."},
+    )
+    on_missing: str = field(
+        default="none", metadata={"help": "'none': combined is None if a part is; 'skip' drops it."}
+    )
+    group_by: str = field(
+        default="prompt",
+        metadata={"help": "group_norm groups samples by 'prompt' (same prompt text) or 'none'."},
+    )
+    eps: float = field(default=1e-6, metadata={"help": "Added to the group std in group_norm."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.on_missing not in ("none", "skip"):
+            raise ValueError(f"on_missing must be 'none' or 'skip'; got {self.on_missing!r}")
+        if self.group_by not in ("prompt", "none"):
+            raise ValueError(f"group_by must be 'prompt' or 'none'; got {self.group_by!r}")
+
+
+class CombinedReward(Reward):
+    """Several rewards scored on the same samples and combined into one number per sample."""
+
+    name = "combined"
+    config_class = CombinedConfig
+    config: CombinedConfig
+
+    def __init__(
+        self, parts: Sequence[Reward], config: CombinedConfig | None = None, **overrides: Any
+    ) -> None:
+        super().__init__(config, **overrides)
+        if not parts:
+            raise ValueError("a combined reward needs at least one part")
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate reward names in combination: {names}")
+        unknown = set(self.config.weights) - set(names)
+        if unknown:
+            raise ValueError(f"weights given for rewards not combined: {', '.join(sorted(unknown))}")
+        self.parts = list(parts)
+
+    def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        outs = [p(samples, metas) for p in self.parts]
+        groups = [s.prompt for s in samples] if self.config.group_by == "prompt" else None
+        return combine_outputs(
+            outs,
+            self.config.mode,
+            self.config.weights,
+            groups,
+            self.config.on_missing,
+            self.config.eps,
+            self.name,
+        )
