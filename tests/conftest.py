@@ -1,0 +1,28 @@
+"""Fixtures shared by every test package: tiny random Janus models built offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Janus model + processor saved in HF format (built once per session)."""
+    from reasongen.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-janus"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    """The tiny model loaded through the real ``load_model`` path, on the CPU in float32."""
+    from reasongen.loading import load_model
+
+    return load_model(tiny_model_dir, device="cpu", dtype="float32")
