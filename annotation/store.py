@@ -449,11 +449,11 @@ class Store:
 
     # ------------------------------------------------------------------ workflow, tables
 
-    def next_task(self, annotator_id: int, study_id: int) -> Any:
+    def next_task(self, annotator_id: int, study_id: int, **kwargs: Any) -> Any:
         """See :func:`annotation.workflow.next_task`."""
         from annotation.workflow import next_task
 
-        return next_task(self, annotator_id, study_id)
+        return next_task(self, annotator_id, study_id, **kwargs)
 
     def submit_ranking(
         self,

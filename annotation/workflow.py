@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -94,12 +95,30 @@ def _view(store: Store, s: Session, a: Assignment, study: Study) -> TaskView:
     return TaskView(task.id, study.id, a.id, prompt.text, study.guidelines, tuple(views))
 
 
-def next_task(store: Store, annotator_id: int, study_id: int) -> TaskView | None:
-    """The next task for this annotator in this study, or None when nothing is left for them."""
+PENDING_TTL_S = 3600.0
+"""An unfinished assignment holds its place in a task's quota for this long (then it is
+considered abandoned and the task may be served to someone else)."""
+
+
+def next_task(
+    store: Store, annotator_id: int, study_id: int, *, pending_ttl_s: float = PENDING_TTL_S
+) -> TaskView | None:
+    """The next task for this annotator in this study, or None when nothing is left for them.
+
+    Rules: an unfinished assignment of theirs is returned again; a task is never served twice to
+    one annotator; a regular task is eligible while its submitted (non-skipped) rankings plus
+    assignments still open (younger than ``pending_ttl_s``) are fewer than the study wants, and
+    the eligible task with the fewest is served first (ties: lowest id); with probability
+    ``control_rate`` (a per-annotator seeded draw) an unseen control task is served instead.
+    The candidate order is shuffled per annotator and stored in the assignment.
+    """
     for attempt in range(3):
         try:
             with store.session() as s:
-                return _next_task(store, s, annotator_id, study_id)
+                if s.get_bind().dialect.name == "postgresql":
+                    # Serialise assignment within a study (SQLite already does: BEGIN IMMEDIATE).
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 7_000_000 + study_id})
+                return _next_task(store, s, annotator_id, study_id, pending_ttl_s)
         except IntegrityError:
             # Two concurrent calls for the same annotator raced on the same task: try again,
             # the other call's assignment is now visible and is returned as the open one.
@@ -108,7 +127,13 @@ def next_task(store: Store, annotator_id: int, study_id: int) -> TaskView | None
     return None
 
 
-def _next_task(store: Store, s: Session, annotator_id: int, study_id: int) -> TaskView | None:
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _next_task(
+    store: Store, s: Session, annotator_id: int, study_id: int, pending_ttl_s: float
+) -> TaskView | None:
     user = _annotator(s, annotator_id)
     study = _study(s, study_id)
     mine = s.execute(
@@ -121,42 +146,37 @@ def _next_task(store: Store, s: Session, annotator_id: int, study_id: int) -> Ta
         if a.completed_at is None:
             return _view(store, s, a, study)
     seen = {a.task_id for a, _ in mine}
-    submitted = (
-        select(Ranking.task_id, func.count().label("n"))
-        .where(Ranking.skipped.is_(False))
-        .group_by(Ranking.task_id)
-        .subquery()
+    submitted = dict(
+        s.execute(
+            select(Ranking.task_id, func.count())
+            .join(Task, Task.id == Ranking.task_id)
+            .where(Task.study_id == study.id, Ranking.skipped.is_(False))
+            .group_by(Ranking.task_id)
+        ).all()
     )
-    pending = (
-        select(Assignment.task_id, func.count().label("n"))
-        .where(Assignment.completed_at.is_(None))
-        .group_by(Assignment.task_id)
-        .subquery()
-    )
-    rows = s.execute(
-        select(
-            Task.id,
-            Task.is_control,
-            func.coalesce(submitted.c.n, 0),
-            func.coalesce(pending.c.n, 0),
-        )
-        .outerjoin(submitted, submitted.c.task_id == Task.id)
-        .outerjoin(pending, pending.c.task_id == Task.id)
-        .where(Task.study_id == study.id)
-    ).all()
-    regular = [
-        (n_sub, n_pend, tid)
-        for tid, is_control, n_sub, n_pend in rows
-        if not is_control and tid not in seen and n_sub < study.rankings_per_task
-    ]
+    cutoff = utcnow() - timedelta(seconds=pending_ttl_s)
+    pending: dict[int, int] = {}
+    for tid, created in s.execute(
+        select(Assignment.task_id, Assignment.created_at)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Task.study_id == study.id, Assignment.completed_at.is_(None))
+    ):
+        if _aware(created) >= cutoff:
+            pending[tid] = pending.get(tid, 0) + 1
+    rows = s.execute(select(Task.id, Task.is_control).where(Task.study_id == study.id)).all()
+    regular = []
+    for tid, is_control in rows:
+        load = submitted.get(tid, 0) + pending.get(tid, 0)
+        if not is_control and tid not in seen and load < study.rankings_per_task:
+            regular.append((load, tid))
     if not regular:
         return None
-    controls = sorted(tid for tid, is_control, _, _ in rows if is_control and tid not in seen)
+    controls = sorted(tid for tid, is_control in rows if is_control and tid not in seen)
     rng = random.Random(f"{study.seed}:{study.id}:{user.id}:{len(seen)}")
     if controls and rng.random() < study.control_rate:
         task_id = rng.choice(controls)
     else:
-        task_id = min(regular)[2]
+        task_id = min(regular)[1]
     order = list(
         s.scalars(
             select(TaskCandidate.candidate_id)

@@ -1,0 +1,264 @@
+"""Schema, migrations and the store's services (users, studies, prompts, candidates, tasks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, inspect, select, text
+
+from annotation.db import current_revision, default_url, init_db, make_engine
+from annotation.errors import AnnotationError, ConflictError, NotFoundError
+from annotation.models import Base, Candidate, RewardScore, User
+from annotation.security import hash_password, verify_password
+from annotation.store import Store
+
+
+class FakeReward:
+    """A reward hook with the reward library's contract: scores and details per sample."""
+
+    def __init__(self, scores):
+        self.scores_to_give = scores
+
+    def __call__(self, samples):
+        return SimpleNamespace(
+            scores=self.scores_to_give[: len(samples)],
+            details=[{"why": f"sample {s.index}", "nan": float("nan")} for s in samples],
+        )
+
+
+def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    assert current_revision(store.engine) == "0001"
+    names = set(inspect(store.engine).get_table_names())
+    assert set(Base.metadata.tables) <= names and "alembic_version" in names
+
+
+def test_init_db_default_url_and_sqlite_pragmas(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert default_url() == f"sqlite:///{tmp_path / 'data' / 'reasongen.db'}"
+    engine = init_db()
+    assert (tmp_path / "data" / "reasongen.db").is_file()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    init_db(default_url())  # a second upgrade of an up-to-date database is a no-op
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+
+
+def test_bad_url_is_a_clear_value_error() -> None:
+    with pytest.raises(ValueError, match="not a database URL"):
+        make_engine("not a url at all")
+
+
+def test_foreign_keys_are_enforced(store: Store) -> None:
+    with pytest.raises(Exception, match=r"(?i)foreign key"), store.session() as s:
+        s.execute(text("INSERT INTO ranking_entries (ranking_id, candidate_id, rank) VALUES (999, 999, 1)"))
+
+
+def test_passwords_are_scrypt_hashed_and_verified(store: Store) -> None:
+    u = store.create_user("alice", "correct horse", role="researcher")
+    assert u.role == "researcher" and u.active
+    with store.session() as s:
+        stored = s.scalar(select(User.password_hash).where(User.id == u.id))
+    assert stored.startswith("scrypt$") and "correct horse" not in stored
+    assert store.authenticate("alice", "correct horse") == u
+    assert store.authenticate("alice", "wrong horse!") is None
+    assert store.authenticate("nobody", "correct horse") is None
+    store.set_user_active("alice", False)
+    assert store.authenticate("alice", "correct horse") is None
+    # Two hashes of one password differ (fresh salt), both verify.
+    a, b = hash_password("same password"), hash_password("same password")
+    assert a != b and verify_password("same password", a) and verify_password("same password", b)
+    assert not verify_password("same password", "garbage$hash")
+
+
+def test_user_validation(store: Store) -> None:
+    store.create_user("bob", "password1")
+    with pytest.raises(ConflictError, match="already exists"):
+        store.create_user("bob", "password2")
+    with pytest.raises(AnnotationError, match="username"):
+        store.create_user("bob'; DROP TABLE users;--", "password1")
+    with pytest.raises(ValueError, match="at least 8"):
+        store.create_user("carol", "short")
+    with pytest.raises(AnnotationError, match="role"):
+        store.create_user("carol", "password1", role="admin")
+    with pytest.raises(NotFoundError):
+        store.get_user("carol")
+    assert [u.username for u in store.list_users()] == ["bob"]
+
+
+def test_study_validation(store: Store) -> None:
+    st = store.create_study("pilot", group_size=4, rankings_per_task=3, control_rate=0.2)
+    assert store.get_study("pilot") == st == store.get_study(st.id)
+    with pytest.raises(ConflictError):
+        store.create_study("pilot", group_size=4, rankings_per_task=3)
+    for kwargs in (
+        {"group_size": 1, "rankings_per_task": 1},
+        {"group_size": 4, "rankings_per_task": 0},
+        {"group_size": 4, "rankings_per_task": 1, "control_rate": 1.5},
+        {"group_size": 10**6, "rankings_per_task": 1},
+    ):
+        with pytest.raises(AnnotationError):
+            store.create_study("other", **kwargs)
+    with pytest.raises(AnnotationError, match="study name"):
+        store.create_study("x'); DELETE FROM studies; --", group_size=2, rankings_per_task=1)
+    with pytest.raises(NotFoundError):
+        store.get_study("' OR 1=1 --")
+    assert [s.name for s in store.list_studies()] == ["pilot"]
+
+
+def test_prompts_keep_hostile_text_verbatim(store: Store) -> None:
+    st = store.create_study("p", group_size=2, rankings_per_task=1)
+    texts = ["a cat'); DROP TABLE prompts; --", 'a dog "quoted" \\ and ünïcode']
+    ids = store.add_prompts(st.id, [texts[0], {"prompt": texts[1], "tag": "single_object"}])
+    assert store.list_prompts(st.id) == list(zip(ids, texts, strict=True))
+    with pytest.raises(AnnotationError, match="limit"):
+        store.add_prompts(st.id, ["x" * 100_000])
+    with pytest.raises(AnnotationError, match="empty"):
+        store.add_prompts(st.id, ["   "])
+    assert len(store.list_prompts(st.id)) == 2
+
+
+def test_candidates_store_the_whole_sample_and_images_once(store: Store, sample_factory) -> None:
+    st = store.create_study("c", group_size=2, rankings_per_task=1)
+    (pid,) = store.add_prompts(st.id, ["a red square"])
+    a = sample_factory("a red square", "m1", "got-r1", seed=3, index=0)
+    b = sample_factory("a red square", "m1", "got-r1", seed=3, index=0)  # identical image
+    c = sample_factory("a red square", "m2", "direct", seed=4, index=1)
+    reward = FakeReward([0.25, None, 0.75])
+    ids = store.add_candidates(pid, [a, b, c], rewards={"fake": reward([a, b, c])})
+    back = store.load_sample(ids[0])
+    assert back.to_dict() == a.to_dict()
+    assert back.image.tobytes() == a.image.tobytes()
+    with store.session() as s:
+        rows = s.scalars(select(Candidate).order_by(Candidate.id)).all()
+        scores = s.execute(
+            select(RewardScore.candidate_id, RewardScore.score, RewardScore.details).order_by(
+                RewardScore.candidate_id
+            )
+        ).all()
+    assert rows[0].image_sha256 == rows[1].image_sha256 != rows[2].image_sha256
+    files = sorted((store.data_dir / "images").rglob("*.png"))
+    assert len(files) == 2 and {f.stem for f in files} == {rows[0].image_sha256, rows[2].image_sha256}
+    assert rows[2].model_id == "m2" and rows[2].recipe == "direct" and rows[2].seed == 4
+    assert [sc for _, sc, _ in scores] == [0.25, None, 0.75]
+    assert scores[0][2] == {"why": "sample 0", "nan": "nan"}
+    store.add_reward_scores([ids[1]], "fake", FakeReward([0.5])([b]))  # upsert
+    with store.session() as s:
+        n = s.scalar(select(func.count()).select_from(RewardScore))
+        assert s.scalar(select(RewardScore.score).where(RewardScore.candidate_id == ids[1])) == 0.5
+    assert n == 3
+
+
+def test_candidates_reject_mismatched_or_broken_samples(store: Store, sample_factory) -> None:
+    st = store.create_study("c", group_size=2, rankings_per_task=1)
+    (pid,) = store.add_prompts(st.id, ["a red square"])
+    with pytest.raises(AnnotationError, match="differs"):
+        store.add_candidates(pid, [sample_factory("a blue circle")])
+    bad = sample_factory("a red square")
+    bad.image_logprobs[0] = float("-inf")
+    with pytest.raises(AnnotationError, match="non-finite"):
+        store.add_candidates(pid, [bad])
+    with pytest.raises(AnnotationError, match="Sample"):
+        store.add_candidates(pid, [{"prompt": "a red square"}])
+    with pytest.raises(NotFoundError):
+        store.add_candidates(999, [sample_factory("a red square")])
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == 0
+
+
+def test_build_tasks_layouts(store: Store, populate_study) -> None:
+    sid, tasks = populate_study(store, n_prompts=2, per_system=4, group_size=4)
+    # mixed: per prompt 8 candidates from 2 systems -> 2 tasks, each with 2 of each system
+    assert len(tasks) == 4
+    with store.session() as s:
+        for t in tasks:
+            systems = (
+                s.execute(
+                    text(
+                        "SELECT c.model_id FROM task_candidates tc JOIN candidates c "
+                        "ON c.id = tc.candidate_id WHERE tc.task_id = :t"
+                    ),
+                    {"t": t},
+                )
+                .scalars()
+                .all()
+            )
+            assert sorted(systems) == ["m1", "m1", "m2", "m2"]
+    assert store.build_tasks(sid) == []  # every candidate is already in a task
+    sid2, _tasks2 = populate_study(store, n_prompts=1, per_system=4, group_size=4, name="s2")
+    with store.session() as s:
+        s.execute(text("DELETE FROM task_candidates"))
+        s.execute(text("DELETE FROM tasks"))
+    per = store.build_tasks(sid2, layout="per_system")
+    with store.session() as s:
+        for t in per:
+            models = set(
+                s.execute(
+                    text(
+                        "SELECT c.model_id FROM task_candidates tc JOIN candidates c "
+                        "ON c.id = tc.candidate_id WHERE tc.task_id = :t"
+                    ),
+                    {"t": t},
+                ).scalars()
+            )
+            assert len(models) == 1
+    with pytest.raises(AnnotationError, match="layout"):
+        store.build_tasks(sid2, layout="random")
+
+
+def test_create_task_validation(store: Store, populate_study) -> None:
+    sid, _ = populate_study(store, n_prompts=2, per_system=1, group_size=2)
+    sid2, _ = populate_study(store, n_prompts=1, per_system=1, group_size=2, name="other")
+    with store.session() as s:
+        c = s.execute(
+            text(
+                "SELECT c.id, c.prompt_id, p.study_id FROM candidates c JOIN prompts p "
+                "ON p.id = c.prompt_id ORDER BY c.id"
+            )
+        ).all()
+    mine = [r for r in c if r.study_id == sid]
+    theirs = [r for r in c if r.study_id == sid2]
+    with pytest.raises(AnnotationError, match="more than once"):
+        store.create_task(sid, [mine[0].id, mine[0].id])
+    with pytest.raises(AnnotationError, match="share one prompt"):
+        store.create_task(sid, [mine[0].id, mine[2].id])
+    with pytest.raises(AnnotationError, match="study"):
+        store.create_task(sid, [mine[0].id, theirs[0].id])
+    with pytest.raises(NotFoundError):
+        store.create_task(sid, [mine[0].id, 10_000])
+    with pytest.raises(AnnotationError, match=r"2\.\.2"):
+        store.create_task(sid, [mine[0].id])
+    with pytest.raises(AnnotationError, match="control_best"):
+        store.create_task(sid, [mine[0].id, mine[2].id], control_best=mine[3].id)
+    t = store.create_task(sid, [mine[0].id, mine[2].id], control_best=mine[2].id)
+    assert t > 0
+
+
+def test_control_tasks_mix_other_prompts(store: Store, populate_study) -> None:
+    sid, _ = populate_study(store, n_prompts=3, per_system=2, group_size=4)
+    ids = store.add_control_tasks(sid, 5, seed=1)
+    assert len(ids) == 5
+    with store.session() as s:
+        for t in ids:
+            best, prompt = s.execute(
+                text("SELECT control_best_id, prompt_id FROM tasks WHERE id=:t"), {"t": t}
+            ).one()
+            members = s.execute(
+                text(
+                    "SELECT c.id, c.prompt_id FROM task_candidates tc JOIN candidates c ON "
+                    "c.id = tc.candidate_id WHERE tc.task_id = :t"
+                ),
+                {"t": t},
+            ).all()
+            assert len(members) == 4 and best in {m.id for m in members}
+            assert [m.prompt_id for m in members].count(prompt) == 1  # only the best matches
+    assert ids != store.add_control_tasks(sid, 5, seed=2)
