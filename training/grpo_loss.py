@@ -76,9 +76,7 @@ def group_advantages(
     ``valid=False``. ``unbiased`` uses the ``n − 1`` denominator (as ``torch.std`` does).
     """
     if rewards.dim() != 2:
-        raise ValueError(
-            f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}"
-        )
+        raise ValueError(f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}")
     r = rewards.to(torch.float64)  # (G, n)
     present = ~torch.isnan(r)  # (G, n)
     count = present.sum(dim=1)  # (G,)
@@ -200,9 +198,7 @@ class AdaptiveEntropyCoefficient:
         self.target = float(target)
         self.min_coef = float(min_coef)
         self.max_coef = float(max_coef)
-        self.psi = torch.nn.Parameter(
-            torch.asinh(torch.tensor(-float(initial), dtype=torch.float64))
-        )
+        self.psi = torch.nn.Parameter(torch.asinh(torch.tensor(-float(initial), dtype=torch.float64)))
         self.optimizer = torch.optim.Adam([self.psi], lr=lr)
 
     @property
@@ -256,9 +252,7 @@ class LossSettings:
     """Weights and ranges of the GRPO loss (the trainer's config copies these)."""
 
     clip_low: float = field(default=0.2, metadata={"help": "PPO lower clip: ratio >= 1 - clip_low"})
-    clip_high: float = field(
-        default=0.2, metadata={"help": "PPO upper clip: ratio <= 1 + clip_high"}
-    )
+    clip_high: float = field(default=0.2, metadata={"help": "PPO upper clip: ratio <= 1 + clip_high"})
     kl_coef: float = field(default=0.0, metadata={"help": "weight of the k3 KL to the reference"})
     text_weight: float = field(default=1.0, metadata={"help": "loss weight of CoT text tokens"})
     image_weight: float = field(default=1.0, metadata={"help": "loss weight of image tokens"})

@@ -269,3 +269,43 @@ def policy_logprobs(
         out.cot_entropy = torch.where(batch.cot_mask, entropy_from_logits(cot_lp), 0.0)  # (B, Tc)
         out.image_entropy = torch.where(batch.image_mask, entropy_from_logits(img_lp), 0.0)  # (B, N)
     return out
+
+
+def base_janus(model: Any) -> Any:
+    """The ``JanusForConditionalGeneration`` inside a peft wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class JanusPolicy(torch.nn.Module):
+    """A module whose ``forward`` is :func:`policy_logprobs`, so DDP/FSDP wrappers see the call.
+
+    Holds the (possibly peft-wrapped) Janus model as ``inner``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model
+
+    @property
+    def janus(self) -> Any:
+        return base_janus(self.inner)
+
+    def forward(
+        self,
+        samples: Sequence[Sample],
+        bos_id: int,
+        pad_id: int,
+        mode: Mode = "sampling",
+        with_entropy: bool = False,
+        detach_uncond: bool = False,
+    ) -> PolicyLogprobs:
+        return policy_logprobs(self.janus, samples, bos_id, pad_id, mode, with_entropy, detach_uncond)
+
+
+def run_policy(
+    model: Any, samples: Sequence[Sample], bos_id: int, pad_id: int, **kwargs: Any
+) -> PolicyLogprobs:
+    """Call a (possibly DDP-wrapped) :class:`JanusPolicy` through its forward, or a bare model."""
+    if isinstance(getattr(model, "module", model), JanusPolicy):
+        return model(samples, bos_id, pad_id, **kwargs)
+    return policy_logprobs(model, samples, bos_id, pad_id, **kwargs)
