@@ -1,0 +1,188 @@
+"""Command line of the benchmarks: ``python -m reasongen.eval shapes ... --out DIR``.
+
+``shapes`` draws a fixed, category-balanced prompt set (``--n``, ``--prompt-seed``), generates
+``--batch`` samples per prompt with the model (one batch per prompt, seeded ``--seed`` + prompt
+index), judges every image with the shapes detector by GenEval's rules, prints a table and writes
+``DIR/report.json`` (``overall``, ``categories``, counts, model, recipe, seeds, settings, timing),
+``DIR/results.jsonl`` (one line per image), ``DIR/images/`` and ``DIR/contact_sheet.png``.
+``--oracle`` renders the ground-truth scenes instead of generating (the detector's ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasongen.recipes import RECIPES
+
+MAX_BATCH = 64
+
+
+@dataclass
+class ShapesBenchConfig:
+    """Settings of ``python -m reasongen.eval shapes``."""
+
+    out: str = field(default="", metadata={"help": "output folder (required)"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "HF-format Janus folder or hub id (default: the embedded model under "
+                  "assets/models, e.g. assets/models/shapes-janus)"},
+    )  # fmt: skip
+    n: int = field(default=600, metadata={"help": "number of prompts (balanced over 6 categories)"})
+    seed: int = field(default=0, metadata={"help": "generation seed (prompt i uses seed + i)"})
+    prompt_seed: int = field(default=0, metadata={"help": "seed of the prompt set (keep fixed)"})
+    recipe: str = field(default="got-r1", metadata={"help": f"one of {', '.join(RECIPES)}"})
+    batch: int = field(default=1, metadata={"help": "samples per prompt, drawn as one batch"})
+    guidance: float | None = field(default=None, metadata={"help": "CFG weight (default: model's)"})
+    temperature: float = field(default=1.0, metadata={"help": "image-token temperature"})
+    cot_temperature: float = field(default=1.0, metadata={"help": "CoT temperature (0 = greedy)"})
+    top_k: int | None = field(default=None, metadata={"help": "image-token top-k"})
+    top_p: float | None = field(default=None, metadata={"help": "image-token top-p"})
+    max_cot_tokens: int = field(default=256, metadata={"help": "cap on CoT length"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ..."})
+    dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+    oracle: bool = field(
+        default=False, metadata={"help": "render the ground-truth scenes instead of generating"}
+    )
+    no_images: bool = field(default=False, metadata={"help": "do not save every image"})
+    sheet_images: int = field(default=48, metadata={"help": "images on the contact sheet"})
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("--out DIR is required: the folder for report.json and the images")
+        if self.n < 1:
+            raise ValueError(f"--n must be at least 1, got {self.n}")
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise ValueError(f"--batch (samples per prompt) must be in 1..{MAX_BATCH}, got {self.batch}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown --recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if self.sheet_images < 1:
+            raise ValueError(f"--sheet-images must be at least 1, got {self.sheet_images}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field, typed from its annotation, with its help text."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+            continue
+        base = str(f.type).split("|")[0].strip()
+        parser.add_argument(flag, dest=f.name, type=_TYPES[base], default=f.default,
+                            help=f"{help_text} (default: {f.default})")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m reasongen.eval", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    shapes = sub.add_parser("shapes", help="GenEval-style benchmark on the shapes world")
+    _add_config_args(shapes, ShapesBenchConfig)
+    return parser
+
+
+def _settings(cfg: ShapesBenchConfig, loaded: Any) -> Any:
+    from reasongen.types import SamplingSettings
+
+    return SamplingSettings(
+        guidance=loaded.defaults.guidance if cfg.guidance is None else cfg.guidance,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        cot_temperature=cfg.cot_temperature,
+        max_cot_tokens=cfg.max_cot_tokens,
+        num_image_tokens=loaded.num_image_tokens,
+    )
+
+
+def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
+    """Run the benchmark of ``cfg``, write its files, print the table; return the report."""
+    from .report import write_outputs
+    from .shapes_bench import (
+        benchmark_prompts,
+        evaluate_shapes,
+        format_table,
+        model_generator,
+        oracle_generator,
+        summarize,
+        timed,
+    )
+
+    t_start = time.perf_counter()
+    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed)
+    settings = None
+    if cfg.oracle:
+        model_id, recipe, generator = "oracle (ground-truth renders)", "oracle", oracle_generator()
+    else:
+        import torch
+
+        from reasongen.loading import load_model
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        loaded = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        settings = _settings(cfg, loaded)
+        model_id, recipe = loaded.model_id, cfg.recipe
+        generator = model_generator(loaded, cfg.recipe, cfg.batch, cfg.seed, settings)
+    generator, clock = timed(generator)
+    results = evaluate_shapes(generator, prompts, progress=True)
+    summary = summarize(results)
+    wall = time.perf_counter() - t_start
+    report: dict[str, Any] = {
+        "benchmark": "shapes",
+        **summary,
+        "n_prompts": len(prompts),
+        "samples_per_prompt": 1 if cfg.oracle else cfg.batch,
+        "n_images": len(results),
+        "model": model_id,
+        "recipe": recipe,
+        "seed": cfg.seed,
+        "prompt_seed": cfg.prompt_seed,
+        "settings": settings.to_dict() if settings is not None else None,
+        "timing": {
+            "wall_s": round(wall, 2),
+            "generation_s": round(clock["generation_s"], 2),
+            "seconds_per_image": round(clock["generation_s"] / len(results), 4),
+        },
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(cfg),
+    }
+    paths = write_outputs(cfg.out, results, report, save_images=not cfg.no_images,
+                          sheet_images=cfg.sheet_images)  # fmt: skip
+    print(f"shapes benchmark: {model_id}, recipe {recipe}, {len(prompts)} prompts, "
+          f"{len(results)} images")  # fmt: skip
+    print(format_table(summary))
+    print(f"wrote {paths['report']}, {paths['results'].name}, {paths['contact_sheet'].name}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ShapesBenchConfig)}
+    try:
+        cfg = ShapesBenchConfig(**values)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        run_shapes(cfg)
+    except Exception as err:
+        if not cfg.oracle:  # the model path imports torch; the oracle path does not need to
+            from reasongen.loading import ModelLoadError
+
+            if isinstance(err, ModelLoadError):
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        raise
+    return 0

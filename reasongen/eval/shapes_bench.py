@@ -1,0 +1,302 @@
+"""The shapes-world benchmark: GenEval's six categories, judged by the classical detector.
+
+``benchmark_prompts`` draws a fixed, seeded, category-balanced prompt set from the world's scene
+sampler. ``evaluate_shapes`` runs any generator over it — a callable that takes a list of
+``BenchPrompt`` and returns, per prompt, a list of images or ``Sample``s — and checks every image
+with the detector and GenEval's rules (``reasongen.shapes.geneval``). Samples that carry a box
+plan (recipes with ``uses_plan``) are also scored for plan faithfulness and plan–image IoU.
+``summarize`` gives GenEval's numbers: accuracy per category over images, and ``overall`` as the
+mean of the six category accuracies (GenEval's overall score).
+
+Generators: ``model_generator`` (a loaded Janus model through ``reasongen.generation.generate``),
+``oracle_generator`` (renders the ground-truth scene: checks the detector and prompts, ≈ 1.0),
+``blank_generator`` (empty canvases: 0.0).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
+from reasongen.shapes.scene import BACKGROUND, Scene, sample_scenes
+from reasongen.types import CATEGORIES, Sample
+
+Generated = Image.Image | Sample
+GeneratorFn = Callable[[Sequence["BenchPrompt"]], Sequence[Sequence[Generated]]]
+"""prompts → for each prompt, its images (or samples), in order."""
+
+
+@dataclass(frozen=True)
+class BenchPrompt:
+    """One benchmark prompt: its position in the set, GenEval category, text and metadata."""
+
+    index: int
+    category: str
+    prompt: str
+    metadata: dict[str, Any] = field(compare=False)
+    scene: Scene | None = field(default=None, compare=False)
+
+
+def benchmark_prompts(n: int, seed: int = 0) -> list[BenchPrompt]:
+    """``n`` prompts cycling through the six categories (balanced), from one seeded sampler.
+
+    The same ``(n, seed)`` always gives the same prompts, so models are compared on one set.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"the benchmark needs at least one prompt; got n={n!r}")
+    scenes = sample_scenes(n, seed=seed, categories=CATEGORIES)
+    return [BenchPrompt(i, s.category, s.prompt, s.metadata, s) for i, s in enumerate(scenes)]
+
+
+@dataclass
+class ImageResult:
+    """The verdict on one image."""
+
+    prompt_index: int
+    image_index: int
+    category: str
+    prompt: str
+    metadata: dict[str, Any]
+    correct: bool
+    reasons: list[str]
+    satisfied: int
+    total: int
+    detections: list[dict[str, Any]]
+    cot: str | None = None
+    plan: list[dict[str, Any]] | None = None
+    plan_faithful: bool | None = None
+    plan_iou: float | None = None
+    image: Image.Image | None = None
+    image_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_index": self.prompt_index,
+            "image_index": self.image_index,
+            "category": self.category,
+            "prompt": self.prompt,
+            "metadata": self.metadata,
+            "correct": self.correct,
+            "reasons": self.reasons,
+            "satisfied": self.satisfied,
+            "total": self.total,
+            "detections": self.detections,
+            "cot": self.cot,
+            "plan": self.plan,
+            "plan_faithful": self.plan_faithful,
+            "plan_iou": self.plan_iou,
+            "image_file": self.image_file,
+        }
+
+
+def _uses_plan(sample: Sample) -> bool:
+    from reasongen.recipes import get_recipe
+
+    try:
+        return get_recipe(sample.recipe).uses_plan
+    except ValueError:
+        return sample.plan is not None and len(sample.plan) > 0
+
+
+def judge(
+    item: BenchPrompt,
+    output: Generated,
+    image_index: int = 0,
+    detector: Callable[[Image.Image], list[Any]] | None = None,
+) -> ImageResult:
+    """Check one generated image (or sample) against its prompt."""
+    from reasongen.shapes.detect import detect
+
+    sample = output if isinstance(output, Sample) else None
+    image = sample.image if sample is not None else output
+    if not isinstance(image, Image.Image):
+        raise ValueError(
+            f"generator returned {type(output).__name__} for prompt {item.index}; "
+            "expected a PIL image or a Sample with an image"
+        )
+    dets = (detector or detect)(image)
+    verdict = check_objects(item.metadata, dets)
+    res = ImageResult(
+        prompt_index=item.index,
+        image_index=image_index,
+        category=item.category,
+        prompt=item.prompt,
+        metadata=item.metadata,
+        correct=verdict.correct,
+        reasons=list(verdict.reasons),
+        satisfied=verdict.satisfied,
+        total=verdict.total,
+        detections=[d.to_dict() for d in dets],
+        image=image,
+    )
+    if sample is not None:
+        res.cot = sample.cot_text
+        if _uses_plan(sample):
+            plan = sample.plan.boxes if sample.plan is not None else ()
+            res.plan = [b.to_dict() for b in plan]
+            res.plan_faithful = plan_faithfulness(plan, item.metadata).correct
+            res.plan_iou = round(plan_image_iou(plan, dets)[0], 4)
+    return res
+
+
+def evaluate_shapes(
+    generator: GeneratorFn,
+    prompts: Sequence[BenchPrompt],
+    *,
+    chunk: int = 8,
+    detector: Callable[[Image.Image], list[Any]] | None = None,
+    progress: bool = False,
+) -> list[ImageResult]:
+    """Generate for ``prompts`` (``chunk`` prompts per generator call) and judge every image."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    results: list[ImageResult] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), desc="shapes benchmark", unit="prompt")
+    for start in range(0, len(prompts), chunk):
+        items = list(prompts[start : start + chunk])
+        outputs = list(generator(items))
+        if len(outputs) != len(items):
+            raise ValueError(
+                f"generator returned {len(outputs)} results for {len(items)} prompts; "
+                "it must return one list of images per prompt"
+            )
+        for item, outs in zip(items, outputs):
+            if not outs:
+                raise ValueError(f"generator returned no image for prompt {item.index}")
+            results += [judge(item, o, k, detector) for k, o in enumerate(outs)]
+        if bar is not None:
+            bar.update(len(items))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
+    """GenEval's numbers: per-category accuracy over images, ``overall`` = mean over categories.
+
+    Also ``overall_images`` (plain mean over all images), counts per category and, when any
+    image had a plan, the plan's mean faithfulness and IoU.
+    """
+    if not results:
+        raise ValueError("no results to summarize")
+    counts: dict[str, dict[str, int]] = {}
+    for r in results:
+        c = counts.setdefault(r.category, {"prompts": 0, "images": 0, "correct": 0})
+        c["images"] += 1
+        c["correct"] += int(r.correct)
+        c["prompts"] += int(r.image_index == 0)
+    order = [c for c in CATEGORIES if c in counts] + sorted(set(counts) - set(CATEGORIES))
+    categories = {c: counts[c]["correct"] / counts[c]["images"] for c in order}
+    out: dict[str, Any] = {
+        "overall": sum(categories.values()) / len(categories),
+        "overall_images": sum(r.correct for r in results) / len(results),
+        "categories": categories,
+        "counts": {c: counts[c] for c in order},
+    }
+    planned = [r for r in results if r.plan_faithful is not None]
+    if planned:
+        out["plan"] = {
+            "images": len(planned),
+            "faithfulness": sum(bool(r.plan_faithful) for r in planned) / len(planned),
+            "iou": sum(float(r.plan_iou or 0.0) for r in planned) / len(planned),
+            "categories": {
+                c: sum(bool(r.plan_faithful) for r in planned if r.category == c)
+                / max(1, sum(r.category == c for r in planned))
+                for c in order
+                if any(r.category == c for r in planned)
+            },
+        }
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of a ``summarize`` result."""
+    plan = summary.get("plan", {}).get("categories", {})
+    head = f"{'category':<15}{'prompts':>8}{'images':>8}{'correct':>9}{'accuracy':>10}"
+    head += f"{'plan ok':>9}" if plan else ""
+    lines = [head, "-" * len(head)]
+    for cat, acc in summary["categories"].items():
+        c = summary["counts"][cat]
+        line = f"{cat:<15}{c['prompts']:>8}{c['images']:>8}{c['correct']:>9}{acc:>10.3f}"
+        if plan:
+            line += f"{plan[cat]:>9.3f}" if cat in plan else f"{'-':>9}"
+        lines.append(line)
+    lines.append("-" * len(head))
+    lines.append(f"{'overall (mean of categories)':<40}{summary['overall']:>10.3f}")
+    lines.append(f"{'overall (all images)':<40}{summary['overall_images']:>10.3f}")
+    if "plan" in summary:
+        p = summary["plan"]
+        lines.append(f"{'plan faithfulness':<40}{p['faithfulness']:>10.3f}")
+        lines.append(f"{'plan-image IoU':<40}{p['iou']:>10.3f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def oracle_generator(size: int | None = None) -> GeneratorFn:
+    """Renders each prompt's ground-truth scene (an upper bound: checks detector and prompts)."""
+    from reasongen.shapes.render import IMAGE_SIZE, render_scene
+
+    def gen(items: Sequence[BenchPrompt]) -> list[list[Image.Image]]:
+        out = []
+        for it in items:
+            if it.scene is None:
+                raise ValueError(f"prompt {it.index} has no scene to render")
+            out.append([render_scene(it.scene, size or IMAGE_SIZE)])
+        return out
+
+    return gen
+
+
+def blank_generator(size: int = 128) -> GeneratorFn:
+    """Empty background canvases (a lower bound: every prompt fails)."""
+
+    def gen(items: Sequence[BenchPrompt]) -> list[list[Image.Image]]:
+        return [[Image.new("RGB", (size, size), BACKGROUND)] for _ in items]
+
+    return gen
+
+
+def model_generator(
+    loaded: Any,
+    recipe: str = "got-r1",
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+    settings: Any = None,
+) -> GeneratorFn:
+    """Generate with a loaded model: ``samples_per_prompt`` samples per prompt as one batch,
+    seeded ``seed + prompt index`` (so a result does not depend on the chunking)."""
+    from reasongen.generation import generate
+
+    def gen(items: Sequence[BenchPrompt]) -> list[list[Sample]]:
+        out = []
+        for it in items:
+            out.append(generate(loaded, it.prompt, recipe=recipe, n=samples_per_prompt,
+                                seed=seed + it.index, settings=settings, metadata=it.metadata))  # fmt: skip
+        return out
+
+    return gen
+
+
+def timed(generator: GeneratorFn) -> tuple[GeneratorFn, dict[str, float]]:
+    """Wrap a generator so the seconds spent inside it accumulate in the returned dict."""
+    clock = {"generation_s": 0.0}
+
+    def gen(items: Sequence[BenchPrompt]) -> Sequence[Sequence[Generated]]:
+        t0 = time.perf_counter()
+        try:
+            return generator(items)
+        finally:
+            clock["generation_s"] += time.perf_counter() - t0
+
+    return gen, clock
