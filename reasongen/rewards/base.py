@@ -213,12 +213,18 @@ def load_pretrained(loader: Callable[..., T], source: str, what: str, **kwargs: 
 
 def missing_weights_message(what: str, source: str, err: BaseException | None = None) -> str:
     """The one error text for unavailable weights: what was tried and how to supply it."""
-    why = f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err else ""
+    why = ""
+    if err is not None:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        why = f" ({type(err).__name__}: {first})"
+    repo, sep, filename = source.partition(":")
+    fetch = f"{repo} {filename}" if sep and filename and "/" in repo else source
     return (
-        f"could not load the {what} from {source!r}{why}. "
-        f"Download it where the network is available (e.g. `huggingface-cli download {source}` "
-        f"or copy the folder/file here) and pass its local path as the reward's `model` option; "
-        f"with HF_HUB_OFFLINE=1 only local files and the hub cache are used."
+        f"could not load the {what} from {source!r}{why}. Fetch it where the network is available "
+        f"(`huggingface-cli download {fetch}`, or copy the folder/file here), then pass the local "
+        f"path as the reward's `model` option (get_reward(name, model=PATH), or "
+        f"`--set NAME.model=PATH` on the command line). HF_HUB_OFFLINE=1 uses only local files "
+        f"and the hub cache."
     )
 
 
