@@ -15,7 +15,8 @@ Sources of the facts used (prompts are our own wording):
   and those conventions, not a verbatim template.
 - ``got_judge``: GoT-R1 (reference/001): R_sem from four 0–10 criteria (completeness,
   faithfulness, consistency, clarity), R_spa from the plan drawn as boxes on a blank canvas,
-  R_RI as the IoU between planned boxes and boxes the judge grounds in the image, combined as
+  R_RI as the IoU between planned boxes and boxes the judge grounds in the image (optimal
+  one-to-one matching among boxes of the same label; unmatched planned boxes count 0), combined as
   ``R_PI · (R_sem + R_spa)/2 · R_RI`` (its R_HPS factor is the ``hps`` reward; multiply it in with
   ``CombinedReward(mode="product")``). Each part is scaled to [0, 1].
 

@@ -81,6 +81,15 @@ def test_get_reward_loads_nothing_and_pickles(tmp_path):
     assert r2.config == r.config and not r2.loaded
 
 
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_builds_with_defaults_without_loading_and_pickles(name):
+    r = get_reward(name)
+    assert r.name == name
+    assert not getattr(r, "loaded", False)
+    clone = pickle.loads(pickle.dumps(r))
+    assert clone.config == r.config
+
+
 def test_model_loads_once_and_is_dropped_when_pickled(sample_factory, images):
     r = CountingModelReward()
     assert r.load_count == 0

@@ -43,7 +43,8 @@ def test_state_dict_matches_hpsv2_model_code(name):
 def test_state_dict_matches_hpsv2_wheel(tmp_path):
     """Re-derive the reference from the hpsv2 wheel itself (needs PyPI; run with -m slow)."""
     got = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "hpsv2==1.2.0", "--no-deps", "-d", str(tmp_path)],
+        [sys.executable, "-m", "pip", "download", "hpsv2==1.2.0", "--no-deps", "--timeout", "10",
+         "--retries", "0", "-d", str(tmp_path)],
         capture_output=True, timeout=120,
     )  # fmt: skip
     wheels = list(tmp_path.glob("hpsv2-*.whl"))
