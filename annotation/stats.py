@@ -162,6 +162,8 @@ def krippendorff_alpha(reliability_data: Any, level: str = "ordinal") -> float:
     if data.ndim != 2:
         raise ValueError("reliability data must be a 2-D coders × units matrix")
     values = np.unique(data[~np.isnan(data)])
+    if len(values) < 2:
+        return float("nan")
     counts = np.stack([(data == val).sum(0) for val in values], axis=1)  # [units, V]
     m_u = counts.sum(1)
     counts = counts[m_u >= 2].astype(float)

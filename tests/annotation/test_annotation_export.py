@@ -1,0 +1,229 @@
+"""Export (tables in three formats, an image folder ``datasets`` loads as-is) and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from annotation.cli import main as cli_main
+from annotation.cli import read_prompts
+from annotation.export import export_study
+from annotation.models import Task
+from annotation.populate import derive_seed, load_rewards, parse_system, populate_study
+from annotation.store import Store
+
+
+def _run_study(store: Store, populate_study) -> int:
+    """A finished small study: ann_a and ann_b rank every task (ann_b skips one); ann_c ranks
+    up to 8. ann_a and ann_c put a control's known best first, ann_b puts it last (and is excluded)."""
+    sid, _tasks = populate_study(
+        store, n_prompts=3, per_system=2, group_size=4, rankings_per_task=3, control_rate=0.5
+    )
+    store.add_control_tasks(sid, 4, seed=0)
+    with store.session() as s:
+        best = dict(s.execute(select(Task.id, Task.control_best_id).where(Task.is_control)).all())
+    for name, limit in (("ann_a", 99), ("ann_b", 99), ("ann_c", 8)):
+        uid = store.create_user(name, "password123").id
+        for n in range(limit):
+            view = store.next_task(uid, sid)
+            if view is None:
+                break
+            ids = sorted(c.id for c in view.candidates)
+            if view.task_id in best:
+                ids.remove(best[view.task_id])
+                ids = [*ids, best[view.task_id]] if name == "ann_b" else [best[view.task_id], *ids]
+            elif name == "ann_b" and n == 0:
+                store.submit_ranking(uid, sid, view.task_id, skipped=True)
+                continue
+            store.submit_ranking(uid, sid, view.task_id, [[i] for i in ids], time_taken_s=2.0)
+    return sid
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_export_tables_round_trip(fmt: str, tmp_path: Path, populate_study) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", password_cost=16)
+    sid = _run_study(store, populate_study)
+    paths = export_study(store, sid, tmp_path / "out", fmt, n_boot=30)
+    read = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[
+        fmt
+    ]
+    rankings = read(paths["rankings"])
+    n_rankings = rankings["ranking_id"].nunique()
+    per_user = store.progress(sid)["annotators"]
+    assert n_rankings == sum(u["submitted"] for u in per_user.values())
+    skipped = rankings[rankings["skipped"].astype(bool)]
+    assert len(skipped) == 1 and skipped["rank"].isna().all()
+    ranked = rankings[~rankings["skipped"].astype(bool)]
+    assert (ranked.groupby("ranking_id").size() == 4).all()
+    pairs = read(paths["pairwise"])
+    regular = ranked[~ranked["is_control"].astype(bool)]
+    assert len(pairs) == 6 * regular["ranking_id"].nunique()  # C(4, 2) pairs per ranking
+    assert set(pairs["score_a"]) <= {0.0, 0.5, 1.0}
+    ratings = read(paths["ratings"])
+    assert set(ratings["level"]) == {"system", "recipe"}
+    assert set(ratings.loc[ratings["level"] == "system", "item"]) == {"m1:direct", "m2:got-r1"}
+    assert (ratings["ci_low"] <= ratings["theta"]).all() and (ratings["theta"] <= ratings["ci_high"]).all()
+    cands = read(paths["candidates"])
+    assert len(cands) == 12
+    sample = json.loads(cands.iloc[0]["sample_json"])
+    assert sample["image_token_ids"] == [3, 1, 4, 1] and sample["cot_logprobs"] == [-0.5, -1.25]
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["study"] == "s1" and summary["rankings"] == n_rankings
+    assert summary["excluded_annotators"] == ["ann_b"]
+    assert set(pairs.loc[pairs["excluded"].astype(bool), "annotator"]) == {"ann_b"}
+    controls = read(paths["controls"]).set_index("annotator")
+    assert controls.loc["ann_a", "pass_rate"] == 1.0 and controls.loc["ann_b", "pass_rate"] == 0.0
+    assert summary["alpha_ordinal"] == pytest.approx(1.0)  # ann_a and ann_c agree on every task
+    store.close()
+
+
+def test_image_folder_loads_unchanged_with_datasets(tmp_path: Path, populate_study) -> None:
+    datasets = pytest.importorskip("datasets")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", password_cost=16)
+    sid = _run_study(store, populate_study)
+    paths = export_study(store, sid, tmp_path / "out", "jsonl", n_boot=0)
+    ds = datasets.load_dataset(
+        "imagefolder", data_dir=str(paths["images"]), cache_dir=str(tmp_path / "hf-cache"), split="train"
+    )
+    assert len(ds) == 12
+    assert {"image", "candidate_id", "prompt", "model_id", "recipe", "mean_rank", "rewards"} <= set(
+        ds.column_names
+    )
+    row = ds.filter(lambda r: r["candidate_id"] == 1)[0]
+    original = store.load_sample(1).image
+    assert row["image"].size == original.size
+    assert row["image"].convert("RGB").tobytes() == original.tobytes()
+    assert row["prompt"] == "a red square number 0" and row["model_id"] == "m1"
+    ranked = [r for r in ds if r["times_ranked"] > 0]
+    assert ranked and all(1.0 <= r["mean_rank"] <= 4.0 for r in ranked)
+    store.close()
+
+
+def test_populate_study_uses_the_source_and_reward_hooks(store: Store, sample_factory) -> None:
+    st = store.create_study("gen", group_size=3, rankings_per_task=1, seed=11)
+    store.add_prompts(st.id, ["a red square", "two blue circles"])
+    calls = []
+
+    def source(model: str, prompt: str, recipe: str, n: int, seed: int):
+        calls.append((model, prompt, recipe, n, seed))
+        return [sample_factory(prompt, model, recipe, seed=seed, index=i) for i in range(n)]
+
+    def reward(samples):
+        return SimpleNamespace(
+            scores=[float(s.index) for s in samples], details=[{"i": s.index} for s in samples]
+        )
+
+    systems = [parse_system("models/a:direct"), parse_system("/abs/b:c:got-r1")]
+    assert systems == [("models/a", "direct"), ("/abs/b:c", "got-r1")]
+    ids = populate_study(store, st.id, systems, source, seed=11, rewards={"idx": reward})
+    assert len(ids) == 2 * 2 * 3 and len(calls) == 4
+    assert calls[0] == ("models/a", "a red square", "direct", 3, derive_seed(11, 0, systems[0]))
+    assert len({c[4] for c in calls}) == 4  # a distinct seed per (prompt, system)
+    tasks = store.build_tasks(st.id)
+    assert len(tasks) == 4
+    back = store.load_sample(ids[4])
+    assert back.recipe == "got-r1" and back.model_id == "/abs/b:c"
+    from annotation.tables import candidates_frame
+
+    rewards = [json.loads(r) for r in candidates_frame(store, st.id)["rewards"]]
+    assert [r["idx"] for r in rewards[:3]] == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="MODEL:RECIPE"):
+        parse_system("no-recipe")
+    with pytest.raises(ValueError, match="unknown reward"):
+        load_rewards(["no_such_reward"])
+
+
+def test_read_prompts_formats(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("# comment\na red square\n\ntwo blue circles\n")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "a cat", "tag": "single_object"}) + "\n")
+    assert read_prompts(tmp_path / "p.txt") == ["a red square", "two blue circles"]
+    assert read_prompts(tmp_path / "p.jsonl") == [{"prompt": "a cat", "tag": "single_object"}]
+    with pytest.raises(ValueError, match="does not exist"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -> None:
+    torch = pytest.importorskip("torch")
+    from reasongen.tiny import save_tiny
+
+    torch.set_num_threads(1)
+    model_a = save_tiny(tmp_path / "tiny_a", seed=0)
+    model_b = save_tiny(tmp_path / "tiny_b", seed=1)
+    (tmp_path / "prompts.txt").write_text("a red square\na green circle\n")
+    base = ["--db", f"sqlite:///{tmp_path / 'cli.db'}", "--data-dir", str(tmp_path / "data")]
+    monkeypatch.setenv("ANN_PW", "s3cret-password")
+    assert cli_main([*base, "init"]) == 0
+    assert cli_main([*base, "user", "add", "rita", "--role", "researcher", "--password-env", "ANN_PW"]) == 0
+    assert cli_main([*base, "user", "add", "rita", "--password-env", "ANN_PW"]) == 2  # duplicate
+    assert (
+        cli_main(
+            [
+                *base,
+                "study",
+                "create",
+                "--name",
+                "pilot",
+                "--prompts",
+                str(tmp_path / "prompts.txt"),
+                "--system",
+                f"{model_a}:direct",
+                "--system",
+                f"{model_b}:direct",
+                "--group-size",
+                "4",
+                "--samples",
+                "2",
+                "--rankings-per-task",
+                "1",
+                "--controls",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "2 prompts, 2 tasks, 2 control tasks" in out
+    store = Store(f"sqlite:///{tmp_path / 'cli.db'}", tmp_path / "data")
+    rita = store.authenticate("rita", "s3cret-password")
+    assert rita is not None and rita.role == "researcher"
+    study = store.get_study("pilot")
+    while (view := store.next_task(rita.id, study.id)) is not None:
+        assert len(view.candidates) == 4 and all(Path(c.image_path).is_file() for c in view.candidates)
+        store.submit_ranking(rita.id, study.id, view.task_id, [[c.id] for c in view.candidates])
+    sample = store.load_sample(1)
+    assert sample.model_id == str(model_a) and len(sample.image_token_ids) == 16
+    store.close()
+    assert cli_main([*base, "progress", "--study", "pilot"]) == 0
+    prog = json.loads(capsys.readouterr().out)
+    assert prog["rankings_done"] == prog["rankings_wanted"] == 2
+    assert cli_main([*base, "stats", "--study", "pilot", "--n-boot", "20"]) == 0
+    assert "Krippendorff" in capsys.readouterr().out
+    assert (
+        cli_main(
+            [
+                *base,
+                "export",
+                "--study",
+                "pilot",
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path / "exp"),
+                "--n-boot",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert len(pd.read_csv(tmp_path / "exp" / "candidates.csv")) == 8
+    assert (
+        cli_main([*base, "export", "--study", "nope", "--format", "csv", "--out", str(tmp_path / "exp2")])
+        == 2
+    )
