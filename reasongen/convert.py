@@ -99,7 +99,7 @@ KEY_MAP: tuple[tuple[str, Replacement, str], ...] = (
 
 SPLITS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\.qkv\.(weight|bias)$", ("q_proj", "k_proj", "v_proj")),
-    (r"\.kv\.(weight|bias)$", ("k_proj", "v_proj")),
+    (r"\.kv\.(weight|bias)$", ("k_proj", "v_proj")),  # Janus's only kv (attn_pool) is dropped
 )
 """Fused projections (on the HF name): split into equal parts along dim 0, no head permutation."""
 
@@ -364,13 +364,8 @@ def build_config(cfg: dict[str, Any], state: dict[str, torch.Tensor], tokenizer,
     skip = {"model_type", "torch_dtype", "dtype", "architectures", "_name_or_path", "transformers_version"}
     lang = {k: v for k, v in cfg["language_config"].items() if k not in skip}
     tie = bool(lang.pop("tie_word_embeddings", False))
-    text = LlamaConfig(
-        **lang,
-        tie_word_embeddings=tie,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    text = LlamaConfig(**{**lang, **ids, "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": tie})
     if len(tokenizer) > text.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but language_config.vocab_size is {text.vocab_size}"

@@ -61,6 +61,15 @@ TO_ORIGINAL = (
 """HF name -> DeepSeek original name (first match wins); q/k/v are fused into qkv beforehand."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread on the shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_model(tied: bool, seed: int = 0) -> tuple[JanusForConditionalGeneration, object]:
     """A tiny Janus whose parts are not all trivial: 2 ViT blocks, a 2-Linear vision aligner,
     VQ levels of different widths (so the level order and nin_shortcut matter)."""
@@ -202,12 +211,11 @@ def converted(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(request.param)
     src = write_original(model, processor, base / "src", sharded=tied, tied=tied)
     dst = convert_checkpoint(src, base / "dst")
-    return model, processor, dst, tied
+    return model, processor, load_model(dst, device="cpu", dtype="float32"), tied
 
 
 def test_converted_model_matches_original_exactly(converted):
-    model, _, dst, tied = converted
-    loaded = load_model(dst, device="cpu", dtype="float32")
+    model, _, loaded, tied = converted
     want, got = outputs(model), outputs(loaded.model)
     for name in want:
         assert want[name].shape == got[name].shape, name
@@ -223,8 +231,7 @@ def test_converted_model_matches_original_exactly(converted):
 
 
 def test_tokenizer_box_tokens_and_generation_config_survive(converted):
-    _, processor, dst, _ = converted
-    loaded = load_model(dst, device="cpu", dtype="float32")
+    _, processor, loaded, _ = converted
     tok, src_tok = loaded.tokenizer, processor.tokenizer
     for token in GOT_BOX_TOKENS:
         assert tok.convert_tokens_to_ids(token) == src_tok.convert_tokens_to_ids(token)
