@@ -18,7 +18,10 @@ with a top-left origin; see :mod:`reasongen.rewards.geometry`):
 - counting prompts (tag ``counting``): exactly ``count`` boxes; ``exclude`` entries: fewer than
   ``count`` boxes;
 - attribute binding (colour, size, texture): the phrase ``"red cube"`` must ground on a box that
-  overlaps (IoU ≥ ``bind_iou``) a box found for the bare noun;
+  overlaps (IoU ≥ ``bind_iou``) a box found for the bare noun. For colours the phrase competes
+  in one caption with the noun in every other GenEval colour (``"orange cube. yellow cube. ..."``)
+  and a box counts only where the asked colour's phrase scores highest (a phrase grounded alone
+  has no competitor, so a cube of any colour may pass for ``"red cube"``);
 - relations (``left of``/``right of``/``above``/``below``, plus ``near``): centres of the two
   best-scoring boxes compared with a ``margin`` (fraction of the image), never pixels.
 
@@ -37,6 +40,11 @@ from .geometry import NBox, from_cxcywh, iou, nms, relation_holds
 from .phrases import attributes, noun_phrase
 
 Detection = tuple[NBox, float]
+
+GENEVAL_COLORS = (
+    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
+)  # fmt: skip
+"""GenEval's colour classes."""
 
 
 @dataclass
@@ -57,6 +65,17 @@ class GdinoConfig(ModelRewardConfig):
     )
     near: float = field(default=0.3, metadata={"help": "'near': max centre distance (fraction)."})
     strict: bool = field(default=False, metadata={"help": "Score 1 only if every check passes."})
+    contrastive_colors: bool = field(
+        default=True,
+        metadata={
+            "help": "Ground 'red car' in one caption with every other colour of color_vocab "
+            "('orange car. yellow car. ...'): a box counts for the asked colour only if that "
+            "colour's phrase scores highest on it."
+        },
+    )
+    color_vocab: tuple[str, ...] = field(
+        default=GENEVAL_COLORS, metadata={"help": "Colours competing in contrastive binding."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,14 +85,45 @@ class GdinoConfig(ModelRewardConfig):
                 raise ValueError(f"{name} is a fraction in [0, 1], got {v}")
 
 
-def needed_phrases(meta: dict[str, Any]) -> list[str]:
-    """Every phrase the detector is queried with for this prompt (nouns, then attribute phrases)."""
-    out: list[str] = []
+def phrase_groups(meta: dict[str, Any], cfg: GdinoConfig) -> list[list[str]]:
+    """Captions the detector is run with for this prompt, each a list of competing phrases.
+
+    Bare nouns are grounded alone; an attribute phrase (``"red car"``) alone too, or, for colours
+    with ``contrastive_colors``, together with the same noun in every other colour.
+    """
+    groups: list[list[str]] = []
     for obj in list(meta["include"]) + list(meta.get("exclude", []) or []):
-        for p in (obj["class"], noun_phrase(obj) if attributes(obj) else None):
-            if p and p not in out:
-                out.append(p)
-    return out
+        candidates = [[obj["class"]]]
+        if attributes(obj):
+            phrase = noun_phrase(obj)
+            color = obj.get("color")
+            if cfg.contrastive_colors and color and set(attributes(obj)) == {color}:
+                others = [c for c in cfg.color_vocab if c != color]
+                candidates.append([phrase] + [f"{c} {obj['class']}" for c in others])
+            else:
+                candidates.append([phrase])
+        groups += [g for g in candidates if all(g[0] != h[0] for h in groups)]
+    return groups
+
+
+def phrase_spans(tokenizer: Any, phrases: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The caption ``"p1. p2. ..."`` and each phrase's token span ``[start, end)`` in its ids.
+
+    Checked against the tokenisation of the whole caption (``[CLS] ... [SEP]``), so spans never
+    silently drift.
+    """
+    caption = " ".join(p.lower().strip().rstrip(".") + "." for p in phrases)
+    full = tokenizer(caption).input_ids
+    pos, spans, pieces = 1, [], []
+    for p in phrases:
+        ids = tokenizer(p.lower().strip().rstrip("."), add_special_tokens=False).input_ids
+        dot = tokenizer(".", add_special_tokens=False).input_ids
+        spans.append((pos, pos + max(len(ids), 1)))
+        pos += len(ids) + len(dot)
+        pieces += ids + dot
+    if full[1 : 1 + len(pieces)] != pieces:
+        raise RuntimeError(f"GroundingDINO tokenizer splits {caption!r} unlike its phrases")
+    return caption, spans
 
 
 def score_detections(
@@ -133,41 +183,45 @@ class GroundingDinoReward(ModelReward):
         )
         return model.to(cfg.torch_device()).eval(), processor
 
-    def detect(self, images: list[Any], phrases: list[str]) -> list[list[Detection]]:
-        """Boxes for ``phrases[i]`` in ``images[i]``, thresholded and NMS-ed, best first."""
+    def detect(self, images: list[Any], groups: list[list[str]]) -> list[dict[str, list[Detection]]]:
+        """Ground each phrase group in its image: every box goes to the phrase of the group that
+        scores highest on it; boxes under the threshold are dropped, then NMS per phrase.
+        Returns phrase → detections (best first) per image."""
         import torch
 
         model, processor = self.bundle
-        out: list[list[Detection]] = []
-        for chunk in batched(list(zip(images, phrases)), self.config.batch_size):
-            ims = [im for im, _ in chunk]
-            texts = [p.lower().strip().rstrip(".") + "." for _, p in chunk]
-            inp = processor(images=ims, text=texts, return_tensors="pt", padding=True)
+        out: list[dict[str, list[Detection]]] = []
+        for chunk in batched(list(zip(images, groups)), self.config.batch_size):
+            captions, spans = zip(*(phrase_spans(processor.tokenizer, g) for _, g in chunk))
+            inp = processor(
+                images=[im for im, _ in chunk], text=list(captions), return_tensors="pt", padding=True
+            )
             inp = {k: v.to(model.device) for k, v in inp.items()}
-            if "pixel_values" in inp:
-                inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
+            inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
             with torch.no_grad():
                 res = model(**inp)
             probs = res.logits.float().sigmoid()  # [B, Q, T]
-            for b, text in enumerate(texts):
-                n_tok = len(processor.tokenizer(text[:-1], add_special_tokens=False).input_ids)
-                s = probs[b, :, 1 : 1 + max(n_tok, 1)].max(-1).values  # [Q] best phrase-token score
-                keep = (s >= self.config.box_threshold).nonzero().flatten().tolist()
-                boxes = [from_cxcywh(res.pred_boxes[b, q].float().tolist()) for q in keep]
-                scores = [float(s[q]) for q in keep]
-                kept = nms(boxes, scores, self.config.nms_iou)
-                out.append([(boxes[k], scores[k]) for k in kept])
+            for b, (_, group) in enumerate(chunk):
+                per = torch.stack([probs[b, :, s:e].max(-1).values for s, e in spans[b]], -1)  # [Q, K]
+                best, which = per.max(-1)  # [Q], [Q]
+                found: dict[str, list[Detection]] = {}
+                for k, phrase in enumerate(group):
+                    keep = ((which == k) & (best >= self.config.box_threshold)).nonzero().flatten().tolist()
+                    boxes = [from_cxcywh(res.pred_boxes[b, q].float().tolist()) for q in keep]
+                    scores = [float(best[q]) for q in keep]
+                    found[phrase] = [(boxes[i], scores[i]) for i in nms(boxes, scores, self.config.nms_iou)]
+                out.append(found)
         return out
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
-        queries: list[tuple[int, str]] = []
+        queries: list[tuple[int, list[str]]] = []
         for i, (s, m) in enumerate(zip(samples, metas)):
             if m is not None and s.image is not None:
-                queries += [(i, p) for p in needed_phrases(m)]
-        dets = self.detect([image_of(samples[i]) for i, _ in queries], [p for _, p in queries])
+                queries += [(i, g) for g in phrase_groups(m, self.config)]
+        dets = self.detect([image_of(samples[i]) for i, _ in queries], [g for _, g in queries])
         found: dict[int, dict[str, list[Detection]]] = {}
-        for (i, p), d in zip(queries, dets):
-            found.setdefault(i, {})[p] = d
+        for (i, g), d in zip(queries, dets):
+            found.setdefault(i, {})[g[0]] = d[g[0]]  # only the asked phrase matters
         scores: list[float | None] = []
         details: list[dict[str, Any]] = []
         for i, (s, m) in enumerate(zip(samples, metas)):
