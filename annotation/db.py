@@ -101,6 +101,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Run Alembic migrations on ``engine`` down to ``revision`` (``"base"``: drop everything)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def current_revision(engine: Engine) -> str | None:
     """The Alembic revision the database is at (None for an empty database)."""
     from alembic.runtime.migration import MigrationContext
