@@ -27,7 +27,8 @@ How it works
    (the world's boxes are square; small and large sides do not overlap).
 5. **Shape.** Rotation-tolerant geometric features of the mask — fill ratio (area / bounding box),
    solidity (area / convex hull area), circularity of the hull (4π·A/P²), the vertical offset of the
-   centroid, and the number of corners of the hull after polygon simplification — are compared to
+   centroid, the number of corners of the hull after polygon simplification, and up-down symmetry
+   (IoU of the mask with its flipped copy: stars and triangles are not symmetric) — are compared to
    one prototype per shape (measured on clean renders) with a scaled nearest-neighbour rule. The
    margin between the best and second-best prototype gives ``Detection.score``.
 
@@ -106,21 +107,25 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- shape prototypes
 
-FEATURES = ("fill", "solidity", "circularity", "centroid_dy", "corners")
+FEATURES = ("fill", "solidity", "circularity", "centroid_dy", "corners", "vsym")
 """Feature names, in the order of ``ShapeFeatures.vector``."""
 
-PROTOTYPES: dict[str, tuple[float, float, float, float, float]] = {
-    "circle": (0.78, 0.98, 0.99, 0.0, 8.0),
-    "square": (1.0, 1.0, 0.80, 0.0, 4.0),
-    "triangle": (0.52, 0.97, 0.64, 0.16, 3.0),
-    "diamond": (0.515, 0.975, 0.81, 0.0, 4.0),
-    "star": (0.39, 0.56, 0.87, 0.05, 5.0),
-    "cross": (0.60, 0.76, 0.947, 0.0, 8.0),
+PROTOTYPES: dict[str, tuple[float, float, float, float, float, float]] = {
+    "circle": (0.78, 0.98, 0.99, 0.0, 8.0, 0.98),
+    "square": (1.0, 1.0, 0.80, 0.0, 4.0, 1.0),
+    "triangle": (0.52, 0.97, 0.64, 0.16, 3.0, 0.36),
+    "diamond": (0.515, 0.975, 0.81, 0.0, 4.0, 0.98),
+    "star": (0.39, 0.56, 0.87, 0.05, 5.0, 0.44),
+    "cross": (0.60, 0.76, 0.947, 0.0, 8.0, 0.98),
 }
 """Feature values of each shape on clean renders (see ``FEATURES``); measured, then rounded."""
 
-FEATURE_SCALE = (0.08, 0.08, 0.05, 0.05, 1.5)
-"""How much of each feature counts as one unit of distance in the nearest-prototype rule."""
+FEATURE_SCALE = (0.08, 0.08, 0.05, 0.05, 2.0, 0.1)
+"""How much of each feature counts as one unit of distance in the nearest-prototype rule (about
+the spread a blur of one pixel or strong JPEG compression causes)."""
+
+CORNER_CAP = 1.0
+"""Largest distance a corner-count difference may add: counts are the most fragile feature."""
 
 
 @dataclass(frozen=True)
@@ -132,11 +137,13 @@ class ShapeFeatures:
     circularity: float
     centroid_dy: float
     corners: int
+    vsym: float
+    """IoU of the mask with its upside-down copy (1 for up-down symmetric shapes)."""
 
     @property
     def vector(self) -> np.ndarray:
         return np.array(
-            [self.fill, self.solidity, self.circularity, self.centroid_dy, self.corners],
+            [self.fill, self.solidity, self.circularity, self.centroid_dy, self.corners, self.vsym],
             dtype=np.float64,
         )
 
@@ -298,7 +305,9 @@ def shape_features(mask: np.ndarray) -> ShapeFeatures:
     circularity = min(1.0, 4.0 * np.pi * hull_area / hull_perim**2)
     centroid_dy = (float(rows.mean()) - (rows.min() + rows.max()) / 2.0) / h
     corners = _rdp_count(verts, tol=0.06 * max(h, w))
-    return ShapeFeatures(fill, solidity, circularity, centroid_dy, corners)
+    crop = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    vsym = float((crop & crop[::-1]).sum()) / float((crop | crop[::-1]).sum())
+    return ShapeFeatures(fill, solidity, circularity, centroid_dy, corners, vsym)
 
 
 def classify_shape(features: ShapeFeatures) -> tuple[str, float]:
@@ -306,7 +315,7 @@ def classify_shape(features: ShapeFeatures) -> tuple[str, float]:
     names = list(PROTOTYPES)
     protos = np.array([PROTOTYPES[n] for n in names], dtype=np.float64)  # [S, F]
     diff = (protos - features.vector) / np.array(FEATURE_SCALE)  # [S, F]
-    diff[:, 4] = np.minimum(np.abs(diff[:, 4]), 2.0)  # corner counts: a capped vote
+    diff[:, 4] = np.minimum(np.abs(diff[:, 4]), CORNER_CAP)  # corner counts: a capped vote
     dist = np.sqrt((diff**2).sum(axis=1))  # [S]
     order = np.argsort(dist)
     best, second = float(dist[order[0]]), float(dist[order[1]])
@@ -536,3 +545,14 @@ def detector_agreement(
     det = Detector(config)
     hits = sum(matches_objects(det(img), sc.objects, min_iou) for img, sc in zip(images, scenes))
     return hits / len(images)
+
+
+def check_image(image: Image.Image | np.ndarray, metadata: dict[str, Any], **kwargs: Any) -> Any:
+    """The GenEval-style verdict (a ``reasongen.shapes.geneval.CheckResult``) of one image.
+
+    A shortcut for callers that need only the verdict; ``reasongen.shapes.geneval.check_image``
+    returns the verdict and the detections.
+    """
+    from .geneval import check_image as _check
+
+    return _check(image, metadata, **kwargs)[0]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from reasongen.plans import parse_plan
 from reasongen.shapes import BACKGROUND, COLORS, SHAPES, render_objects, render_scene, sample_scenes
@@ -101,6 +101,29 @@ def test_detector_agreement_counts_matching_images(clean_set):
     assert score == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one per image"):
         detector_agreement(images[:2], scenes[:3])
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return Image.open(buf).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    "degrade",
+    [
+        lambda im: im.filter(ImageFilter.GaussianBlur(1.0)),
+        lambda im: _jpeg(im, 40),
+        lambda im: im.resize((64, 64), Image.Resampling.BILINEAR).resize((128, 128)),
+    ],
+    ids=["blur", "jpeg", "half-resolution"],
+)
+def test_detector_tolerates_blur_and_compression(clean_set, degrade):
+    scenes, images = clean_set
+    agreement = detector_agreement([degrade(im) for im in images[:120]], scenes[:120])
+    assert agreement >= 0.97
 
 
 def test_wrong_colour_or_shape_is_not_a_match():
