@@ -290,15 +290,19 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in state if (m := re.match(pattern, k))})
 
 
+def _shape(state: dict[str, torch.Tensor], key: str, what: str) -> tuple[int, ...]:
+    if key not in state:
+        raise ValueError(f"the source weights lack {key} ({what}), so this is not a Janus checkpoint")
+    return tuple(int(n) for n in state[key].shape)
+
+
 def _vision_config(cfg: dict[str, Any], state: dict[str, torch.Tensor]):
     from transformers import JanusVisionConfig
 
     params, aligner = cfg["vision_config"]["params"], cfg["aligner_config"]["params"]
     vit = "vision_model.vision_tower."
-    if vit + "patch_embed.proj.weight" not in state:
-        raise ValueError(f"the weights lack {vit}patch_embed.proj.weight (the SigLIP patchify conv)")
-    patch = state[vit + "patch_embed.proj.weight"]  # [hidden, channels, p, p]
-    hidden = int(patch.shape[0])
+    patch = _shape(state, vit + "patch_embed.proj.weight", "SigLIP patchify conv")  # [hidden, C, p, p]
+    hidden = patch[0]
     name = str(params.get("model_name", ""))
     heads = params.get("num_heads") or SIGLIP_HEADS.get(name)
     if heads is None:
@@ -306,21 +310,21 @@ def _vision_config(cfg: dict[str, Any], state: dict[str, torch.Tensor]):
             f"cannot tell the attention heads of vision tower {name!r}; known: {', '.join(SIGLIP_HEADS)} "
             "(or set vision_config.params.num_heads in the source config.json)"
         )
-    inter = int(state[vit + "blocks.0.mlp.fc1.weight"].shape[0])
+    inter = _shape(state, vit + "blocks.0.mlp.fc1.weight", "first ViT MLP")[0]
     ratio = inter / hidden if int(hidden * (inter / hidden)) == inter else (inter + 0.5) / hidden
     image_size = int(params.get("image_size", 384))
     return JanusVisionConfig(
         hidden_size=hidden,
         num_hidden_layers=_count(state, re.escape(vit) + r"blocks\.(\d+)\."),
         num_attention_heads=int(heads),
-        num_channels=int(patch.shape[1]),
+        num_channels=patch[1],
         image_size=image_size,
-        patch_size=int(patch.shape[-1]),
+        patch_size=patch[-1],
         mlp_ratio=ratio,
         attention_bias=vit + "blocks.0.attn.qkv.bias" in state,
         projection_dim=int(aligner["n_embed"]),
         depth=int(aligner.get("depth", 2)),
-        num_image_tokens=(image_size // int(patch.shape[-1])) ** 2,
+        num_image_tokens=(image_size // patch[-1]) ** 2,
     )
 
 
@@ -330,19 +334,18 @@ def _vq_config(cfg: dict[str, Any], state: dict[str, torch.Tensor]):
     gen, aligner = cfg["gen_vision_config"]["params"], cfg["gen_aligner_config"]["params"]
     head = cfg["gen_head_config"]["params"]
     enc = "gen_vision_model.encoder."
-    if enc + "conv_in.weight" not in state:
-        raise ValueError(f"the weights lack {enc}conv_in.weight (the VQ encoder's input conv)")
-    base = int(state[enc + "conv_in.weight"].shape[0])
+    conv_in = _shape(state, enc + "conv_in.weight", "VQ encoder input conv")  # [base, C, 3, 3]
+    base = conv_in[0]
     levels = _count(state, re.escape(enc) + r"conv_blocks\.(\d+)\.")
-    mult = [int(state[f"{enc}conv_blocks.{i}.res.0.conv1.weight"].shape[0]) // base for i in range(levels)]
+    widths = [_shape(state, f"{enc}conv_blocks.{i}.res.0.conv1.weight", "VQ level")[0] for i in range(levels)]
     return JanusVQVAEConfig(
         embed_dim=int(gen["n_embed"]),
         num_embeddings=int(gen["image_token_size"]),
-        latent_channels=int(state[enc + "conv_out.weight"].shape[0]),
-        in_channels=int(state[enc + "conv_in.weight"].shape[1]),
-        out_channels=int(state["gen_vision_model.decoder.conv_out.weight"].shape[0]),
+        latent_channels=_shape(state, enc + "conv_out.weight", "VQ encoder output conv")[0],
+        in_channels=conv_in[1],
+        out_channels=_shape(state, "gen_vision_model.decoder.conv_out.weight", "VQ decoder output")[0],
         base_channels=base,
-        channel_multiplier=mult,
+        channel_multiplier=[w // base for w in widths],
         num_res_blocks=_count(state, re.escape(enc) + r"conv_blocks\.0\.res\.(\d+)\."),
         projection_dim=int(aligner["n_embed"]),
         num_hidden_layers=int(aligner.get("depth", 2)),

@@ -311,6 +311,10 @@ def test_missing_key_is_named(source, tmp_path):
     missing = r"missing in the converted weights: model\.generation_head\.vision_head\.bias"
     with pytest.raises(ValueError, match=missing):
         convert_checkpoint(src, tmp_path / "dst")
+    key = "vision_model.vision_tower.patch_embed.proj.weight"
+    src = _copy_with(source, tmp_path / "src2", edit_state=lambda s: s.pop(key))
+    with pytest.raises(ValueError, match=f"lack {re.escape(key)}"):
+        convert_checkpoint(src, tmp_path / "dst")
 
 
 def test_unknown_parts_and_nonempty_destination_are_refused(source, tmp_path):
