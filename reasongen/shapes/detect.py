@@ -1,7 +1,7 @@
 """Classical detector of the shapes world: colour segmentation, connected components, geometry.
 
 ``detect(image)`` returns one ``Detection`` per object (shape, colour, size class, box in GoT
-0–1000 units). It needs no model and runs in about a millisecond or two per 128 px image, so it
+0–1000 units). It needs no model and runs in a few milliseconds per 128 px image, so it
 serves both as the benchmark's judge and as an exact GRPO reward.
 
 How it works
@@ -32,28 +32,33 @@ How it works
    one prototype per shape (measured on clean renders) with a scaled nearest-neighbour rule. The
    margin between the best and second-best prototype gives ``Detection.score``.
 
-Measured on clean renders: see ``tests/reasongen/test_shapes_detect.py`` (every object found with
-its shape and colour, no extras, on ≥ 99 % of several hundred seeded scenes of all categories).
+Measured (128 px renders, seeded scenes of all six categories): every object found with its
+shape, colour and size class and nothing else on 600/600 clean renders (tested on 300 in
+``tests/reasongen/test_shapes_detect.py``); textures right on every object; ≥ 97 % after a
+Gaussian blur of 1 px, JPEG quality 40 or a round trip through half resolution (tested), 100 %
+with i.i.d. pixel noise up to σ = 12 per channel. About 3 ms of CPU per image.
 
 Known failure modes
 -------------------
 - **Touching or overlapping objects of the same colour** merge into one component: one detection
   (usually an odd shape) instead of two. Different colours are split, but the split masks of
   overlapping objects are occluded, so their shapes may be misread.
-- **Tiny objects** (side below ~12 px, about 100 GoT units at 128 px) have too few pixels for the
-  features; below ``min_area`` they are dropped altogether.
+- **Tiny objects**: shapes are read reliably from about 11 px across (90 GoT units at 128 px);
+  at 9 px one in ten is misread, at 6 px most are; below ``min_area`` they are dropped.
 - **Textures**: the texture tone of one colour can be close to another colour (the red texture
   lies 30 ΔE from the pink texture); a heavily textured object, or one drawn by a model in a
   texture tone only, can get the wrong colour. Texture classification needs a clean, sharp
   pattern: blurred stripes or dots read as plain, merged dots as stripes.
 - **VQ / model artefacts**: blurred edges shift the mask by about a pixel (boxes off by ~8 units);
-  colour bleeding between neighbours, speckle noise above ``min_area``, or a background tinted
-  beyond ``fg_threshold`` produce extra detections; wobbly outlines can turn squares into circles
-  or diamonds into triangles (corner count and circularity are the most fragile features).
+  colour bleeding between neighbours, a stray blotch larger than ``min_area`` (33 px at 128 px)
+  or a background tinted beyond ``fg_threshold`` give extra detections; strong noise
+  (σ ≥ 14 per channel) breaks pink first, the colour nearest the background; wobbly outlines
+  can turn squares into circles or diamonds into crosses (corner count and circularity are the
+  most fragile features, hence their small weight).
 - **Shapes outside the vocabulary** are always forced into the nearest known shape
   (``Detection.score`` is then low); colours outside the palette go to the nearest palette colour.
 - **Rotated shapes**: the features are rotation tolerant except square vs diamond (the same
-  polygon turned by 45°) and the centroid offset of triangles and stars (pointing up in renders).
+  polygon turned by 45°) and the up-down asymmetry of triangles and stars (pointing up in renders).
 """
 
 from __future__ import annotations
