@@ -15,7 +15,7 @@ from .base import (
     RewardOutput,
 )
 from .combine import CombinedConfig, CombinedReward, combine_outputs, group_normalise
-from .registry import get_reward, list_rewards, register_reward, reward_class
+from .registry import get_reward, list_rewards, make_reward, register_reward, reward_class
 
 __all__ = [
     "CombinedConfig",
@@ -30,6 +30,7 @@ __all__ = [
     "get_reward",
     "group_normalise",
     "list_rewards",
+    "make_reward",
     "register_reward",
     "reward_class",
 ]

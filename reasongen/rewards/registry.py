@@ -44,3 +44,31 @@ def reward_class(name: str) -> type[Reward]:
 def get_reward(name: str, **config: Any) -> Reward:
     """Build the reward ``name`` with its config options (no model is loaded yet)."""
     return reward_class(name)(**config)
+
+
+def make_reward(
+    names: str | list[str],
+    combine: str | None = None,
+    weights: dict[str, float] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> Reward:
+    """One reward, or several combined: ``make_reward("hps,gdino,git_vqa", "weighted_sum")``
+    (T2I-R1's ensemble) or ``make_reward(["got_judge", "hps"], "product")`` (GoT-R1's total).
+
+    ``options`` maps a reward name to its config options. Several names without ``combine``
+    combine by weighted sum.
+    """
+    from .combine import CombinedReward
+
+    parts = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    parts = [n for n in parts if n]
+    if not parts:
+        raise ValueError("name at least one reward")
+    options = dict(options or {})
+    unused = set(options) - set(parts)
+    if unused:
+        raise ValueError(f"options given for rewards not requested: {', '.join(sorted(unused))}")
+    rewards = [get_reward(n, **options.get(n, {})) for n in parts]
+    if len(rewards) == 1 and combine is None and not weights:
+        return rewards[0]
+    return CombinedReward(rewards, mode=combine or "weighted_sum", weights=dict(weights or {}))

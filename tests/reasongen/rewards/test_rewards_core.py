@@ -18,6 +18,7 @@ from reasongen.rewards import (
     get_reward,
     group_normalise,
     list_rewards,
+    make_reward,
 )
 from reasongen.rewards.geometry import (
     from_cxcywh,
@@ -195,6 +196,19 @@ def test_combined_reward_groups_by_prompt(sample_factory, images):
     assert pickle.loads(pickle.dumps(r)).config.mode == "group_norm"
     with pytest.raises(ValueError, match=r"duplicate"):
         CombinedReward([ConstReward([1.0]), ConstReward([1.0])])
+
+
+def test_make_reward_builds_one_or_a_combination(sample_factory, images):
+    one = make_reward("shapes", options={"shapes": {"graded": True}})
+    assert one.name == "shapes" and one.config.graded
+    both = make_reward("shapes, gdino", "product", {"gdino": 2.0})
+    assert isinstance(both, CombinedReward) and [p.name for p in both.parts] == ["shapes", "gdino"]
+    assert both.config.mode == "product" and both.config.weights == {"gdino": 2.0}
+    assert make_reward(["hps", "git_vqa"]).config.mode == "weighted_sum"
+    with pytest.raises(ValueError, match=r"options given for rewards not requested: hps"):
+        make_reward("shapes", options={"hps": {}})
+    with pytest.raises(ValueError, match=r"at least one"):
+        make_reward(" , ")
 
 
 # --------------------------------------------------------------------------- geometry
