@@ -5,7 +5,8 @@ or the cap is reached. Step 2 (``decode_image``) samples exactly ``n_tokens`` im
 generation head with classifier-free guidance: the batch holds the conditional rows, then one
 unconditional row per conditional row (BOS + pads + ``<begin_of_image>``, same length and mask).
 
-Both loops keep a KV cache, pass explicit position ids (rows may be left-padded) and sample on the
+Both loops run the language model through ``engine.StaticDecoder`` (a static KV cache over the
+model's own weights), pass explicit position ids (rows may be left-padded) and sample on the
 model's device with a seeded ``torch.Generator``. They yield after every token so callers can
 stream; nothing here decodes text or images.
 """
@@ -16,8 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
-
+from .engine import decoder_for
 from .sampling import draw, guided_logits, sampling_logprobs
 
 
@@ -74,24 +74,28 @@ def decode_text(
     generator: torch.Generator | None,
 ) -> Iterator[TokenStep]:
     """Sample text from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts."""
-    cache = DynamicCache(config=model.config.text_config)
+    b, width = ids.shape
+    dec = decoder_for(model)
+    dec.reset(b, width + max_new_tokens)
+    valid = torch.zeros((b, width + max_new_tokens), dtype=torch.bool, device=ids.device)  # [B, S]
+    valid[:, :width] = mask.bool()
     pos = positions(mask)  # [B, L]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)  # fmt: skip
+    embed = model.get_input_embeddings()
+    hidden = dec.forward(embed(ids), pos, valid, 0)[:, -1]  # [B, D]
     stops = torch.tensor(stop_ids, device=ids.device)
-    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
+    finished = torch.zeros(b, dtype=torch.bool, device=ids.device)  # [B]
     for step in range(max_new_tokens):
-        logp = sampling_logprobs(out.logits[:, -1], temperature, top_k, top_p)  # [B, V]
+        logp = sampling_logprobs(model.lm_head(hidden), temperature, top_k, top_p)  # [B, V]
         tok, lp = draw(logp, greedy=temperature == 0, generator=generator)  # [B], [B]
         tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
         yield TokenStep(tok, lp, finished.clone())
         finished |= torch.isin(tok, stops)
         if bool(finished.all()) or step == max_new_tokens - 1:
             return
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [B, L+t]
+        slot = width + step
+        valid[:, slot] = True
         pos = pos[:, -1:] + 1  # [B, 1]
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True)  # fmt: skip
+        hidden = dec.forward(embed(tok[:, None]), pos, valid, slot)[:, -1]  # [B, D]
 
 
 @torch.inference_mode()
@@ -116,15 +120,16 @@ def decode_image(
     if cfg:
         ids = torch.cat([ids, unconditional_rows(ids, mask, bos, boi, pad)])  # [2B, L]
         mask = torch.cat([mask, mask])  # [2B, L]
-    lm = model.model.language_model
-    cache = DynamicCache(config=model.config.text_config)
+    rows, width = ids.shape
+    dec = decoder_for(model)
+    dec.reset(rows, width + n_tokens)
+    valid = torch.zeros((rows, width + n_tokens), dtype=torch.bool, device=ids.device)  # [R, S]
+    valid[:, :width] = mask.bool()
     pos = positions(mask)  # [R, L], R = 2B with CFG else B
-    embeds = model.get_input_embeddings()(ids)  # [R, L, D]
-    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache,
-             use_cache=True)  # fmt: skip
+    hidden = dec.forward(model.get_input_embeddings()(ids), pos, valid, 0)[:, -1]  # [R, D]
     not_finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
     for i in range(n_tokens):
-        logits = model.model.generation_head(out.last_hidden_state[:, -1])  # [R, K]
+        logits = model.model.generation_head(hidden)  # [R, K]
         if cfg:
             logits = guided_logits(logits[:b], logits[b:], guidance)  # [B, K]
         logp = sampling_logprobs(logits, temperature, top_k, top_p)  # [B, K]
@@ -134,7 +139,6 @@ def decode_image(
             return
         nxt = torch.cat([tok, tok]) if cfg else tok  # [R]
         embeds = model.prepare_embeddings_for_image_generation(nxt[:, None])  # [R, 1, D]
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [R, L+i+1]
+        valid[:, width + i] = True
         pos = pos[:, -1:] + 1  # [R, 1]
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                 past_key_values=cache, use_cache=True)  # fmt: skip
+        hidden = dec.forward(embeds, pos, valid, width + i)[:, -1]  # [R, D]
