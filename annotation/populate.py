@@ -19,8 +19,10 @@ from annotation.errors import AnnotationError
 if TYPE_CHECKING:
     from annotation.store import Store
 
-SampleSource = Callable[[str, str, str, int, int], list[Any]]
-"""``source(model, prompt, recipe, n, seed) -> list[Sample]``: ``n`` samples of one prompt."""
+SampleSource = Callable[[str, str, str, int, int, "dict[str, Any] | None"], list[Any]]
+"""``source(model, prompt, recipe, n, seed, metadata) -> list[Sample]``: ``n`` samples of one
+prompt (``metadata``: the prompt's GenEval-style metadata or None, kept on the samples so
+metadata-driven rewards can score them)."""
 
 RewardFn = Callable[[list[Any]], Any]
 
@@ -43,13 +45,17 @@ def reasongen_source(device: str | None = None, settings: Any = None) -> SampleS
     """A :data:`SampleSource` that generates with reasongen, loading each model once (lazily)."""
     cache: dict[str, Any] = {}
 
-    def source(model: str, prompt: str, recipe: str, n: int, seed: int) -> list[Any]:
+    def source(
+        model: str, prompt: str, recipe: str, n: int, seed: int, metadata: dict[str, Any] | None
+    ) -> list[Any]:
         from reasongen.generation import generate
         from reasongen.loading import load_model
 
         if model not in cache:
             cache[model] = load_model(model, device=device)
-        return generate(cache[model], prompt, recipe=recipe, n=n, seed=seed, settings=settings)
+        return generate(
+            cache[model], prompt, recipe=recipe, n=n, seed=seed, settings=settings, metadata=metadata
+        )
 
     return source
 
@@ -81,10 +87,10 @@ def populate_study(
     if not systems:
         raise AnnotationError("give at least one MODEL:RECIPE system to generate candidates")
     ids: list[int] = []
-    prompts = store.list_prompts(study.id)
-    for position, (prompt_id, text) in enumerate(prompts):
+    prompts = store.prompt_rows(study.id)
+    for position, (prompt_id, text, meta) in enumerate(prompts):
         for system in systems:
-            samples = source(system[0], text, system[1], n, derive_seed(seed, position, system))
+            samples = source(system[0], text, system[1], n, derive_seed(seed, position, system), meta)
             scored = {name: fn(samples) for name, fn in (rewards or {}).items()}
             ids += store.add_candidates(prompt_id, samples, rewards=scored)
             if progress is not None:

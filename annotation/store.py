@@ -99,6 +99,7 @@ class Store:
             upgrade(self.engine)
         self._sessions = session_factory(self.engine)
         self.password_cost = password_cost
+        self._dummy_hash: str | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -141,9 +142,15 @@ class Store:
             return None
         with self.session() as s:
             user = s.scalar(select(User).where(User.username == username))
-            if user is None or not user.active or not verify_password(password, user.password_hash):
-                return None
-            return _user_info(user)
+        if user is None:
+            # Spend the same time as a real check so response time does not reveal the name.
+            if self._dummy_hash is None:
+                self._dummy_hash = hash_password("not-a-real-password", n=self.password_cost)
+            verify_password(password, self._dummy_hash)
+            return None
+        if not user.active or not verify_password(password, user.password_hash):
+            return None
+        return _user_info(user)
 
     def get_user(self, user: int | str) -> UserInfo:
         """Look a user up by id or username; raises ``NotFoundError``."""
@@ -231,9 +238,14 @@ class Store:
             return [o.id for o in objs]
 
     def list_prompts(self, study_id: int) -> list[tuple[int, str]]:
+        """``(prompt_id, text)`` of the study's prompts in order."""
+        return [(i, t) for i, t, _ in self.prompt_rows(study_id)]
+
+    def prompt_rows(self, study_id: int) -> list[tuple[int, str, dict[str, Any] | None]]:
+        """``(prompt_id, text, metadata)`` of the study's prompts in order."""
         with self.session() as s:
-            q = select(Prompt.id, Prompt.text).where(Prompt.study_id == study_id)
-            return [(i, t) for i, t in s.execute(q.order_by(Prompt.position))]
+            q = select(Prompt.id, Prompt.text, Prompt.meta).where(Prompt.study_id == study_id)
+            return [(i, t, m) for i, t, m in s.execute(q.order_by(Prompt.position))]
 
     # ------------------------------------------------------------------ candidates and rewards
 

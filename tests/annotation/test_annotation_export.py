@@ -106,11 +106,12 @@ def test_image_folder_loads_unchanged_with_datasets(tmp_path: Path, populate_stu
 
 def test_populate_study_uses_the_source_and_reward_hooks(store: Store, sample_factory) -> None:
     st = store.create_study("gen", group_size=3, rankings_per_task=1, seed=11)
-    store.add_prompts(st.id, ["a red square", "two blue circles"])
+    meta = {"tag": "counting", "include": [{"class": "circle", "count": 2, "color": "blue"}]}
+    store.add_prompts(st.id, ["a red square", {"prompt": "two blue circles", "metadata": meta}])
     calls = []
 
-    def source(model: str, prompt: str, recipe: str, n: int, seed: int):
-        calls.append((model, prompt, recipe, n, seed))
+    def source(model: str, prompt: str, recipe: str, n: int, seed: int, metadata):
+        calls.append((model, prompt, recipe, n, seed, metadata))
         return [sample_factory(prompt, model, recipe, seed=seed, index=i) for i in range(n)]
 
     def reward(samples):
@@ -122,7 +123,8 @@ def test_populate_study_uses_the_source_and_reward_hooks(store: Store, sample_fa
     assert systems == [("models/a", "direct"), ("/abs/b:c", "got-r1")]
     ids = populate_study(store, st.id, systems, source, seed=11, rewards={"idx": reward})
     assert len(ids) == 2 * 2 * 3 and len(calls) == 4
-    assert calls[0] == ("models/a", "a red square", "direct", 3, derive_seed(11, 0, systems[0]))
+    assert calls[0] == ("models/a", "a red square", "direct", 3, derive_seed(11, 0, systems[0]), None)
+    assert calls[2][1] == "two blue circles" and calls[2][5] == meta
     assert len({c[4] for c in calls}) == 4  # a distinct seed per (prompt, system)
     tasks = store.build_tasks(st.id)
     assert len(tasks) == 4
@@ -154,7 +156,13 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
     torch.set_num_threads(1)
     model_a = save_tiny(tmp_path / "tiny_a", seed=0)
     model_b = save_tiny(tmp_path / "tiny_b", seed=1)
-    (tmp_path / "prompts.txt").write_text("a red square\na green circle\n")
+    meta = {"tag": "single_object", "include": [{"class": "circle", "count": 1, "color": "green"}]}
+    (tmp_path / "prompts.jsonl").write_text(
+        json.dumps({"prompt": "a red square"})
+        + "\n"
+        + json.dumps({"prompt": "a green circle", **meta})
+        + "\n"
+    )
     base = ["--db", f"sqlite:///{tmp_path / 'cli.db'}", "--data-dir", str(tmp_path / "data")]
     monkeypatch.setenv("ANN_PW", "s3cret-password")
     assert cli_main([*base, "init"]) == 0
@@ -169,7 +177,7 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
                 "--name",
                 "pilot",
                 "--prompts",
-                str(tmp_path / "prompts.txt"),
+                str(tmp_path / "prompts.jsonl"),
                 "--system",
                 f"{model_a}:direct",
                 "--system",
@@ -199,6 +207,9 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
         store.submit_ranking(rita.id, study.id, view.task_id, [[c.id] for c in view.candidates])
     sample = store.load_sample(1)
     assert sample.model_id == str(model_a) and len(sample.image_token_ids) == 16
+    assert sample.prompt == "a red square" and sample.metadata is None
+    last = store.load_sample(8)  # the second prompt's candidates carry its metadata
+    assert last.prompt == "a green circle" and last.metadata == meta
     store.close()
     assert cli_main([*base, "progress", "--study", "pilot"]) == 0
     prog = json.loads(capsys.readouterr().out)
