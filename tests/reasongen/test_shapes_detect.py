@@ -292,6 +292,13 @@ def test_world_renders_pass_their_own_prompts(clean_set):
     assert sum(v.correct for v in verdicts) / len(verdicts) >= 0.99
     blank = Image.new("RGB", (128, 128), BACKGROUND)
     assert not any(check_image(blank, s.metadata)[0].correct for s in scenes[:12])
+    # The verdict-only shortcut in the detector module agrees.
+    from reasongen.shapes.detect import check_image as verdict_only
+
+    assert [verdict_only(img, s.metadata).correct for s, img in zip(scenes[:12], images[:12])] == [
+        v.correct for v in verdicts[:12]
+    ]
+    assert not verdict_only(blank, scenes[0].metadata).correct
 
 
 def test_plan_checks_on_the_world_cot(clean_set):
