@@ -60,11 +60,11 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None) -> T:
                 f"{pre.config}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
             )
         parser.set_defaults(**data)
-    (cfg, rest) = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
-    leftover = [a for a in rest if a != "--config" and a != pre.config]
-    if leftover:
-        raise ValueError(f"unrecognised arguments: {' '.join(leftover)}")
-    return cfg
+    # Outputs: the config, a namespace holding --config, and the strings nobody claimed.
+    outs = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if outs[-1]:
+        raise ValueError(f"unrecognised arguments: {' '.join(outs[-1])}")
+    return outs[0]
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -152,22 +152,36 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(
-    values: torch.Tensor, mask: torch.Tensor, normalisation: Normalisation = "token"
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    normalisation: Normalisation = "token",
+    denom: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of ``values`` (B, T) over ``mask`` (B, T) as a scalar; 0 if the mask is empty.
 
     ``"token"``: sum over all masked tokens of the batch / their number (long sequences weigh
     more). ``"sample"``: each sample's token mean, then the mean over samples with any token.
+    ``denom`` replaces the local count (tokens, or samples with tokens) by a global one, so that
+    sums over micro-batches and processes give the mean over the whole batch.
     """
     m = mask.to(values.dtype)  # (B, T)
     v = torch.where(mask, values, torch.zeros_like(values))  # (B, T): NaN-safe outside the mask
     if normalisation == "token":
-        return (v * m).sum() / m.sum().clamp(min=1.0)
+        count = m.sum() if denom is None else denom
+        return (v * m).sum() / torch.as_tensor(count, dtype=values.dtype).clamp(min=1.0)
     if normalisation == "sample":
         per = (v * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B,)
         has = (m.sum(dim=1) > 0).to(values.dtype)  # (B,)
-        return (per * has).sum() / has.sum().clamp(min=1.0)
+        count = has.sum() if denom is None else denom
+        return (per * has).sum() / torch.as_tensor(count, dtype=values.dtype).clamp(min=1.0)
     raise ValueError(f"normalisation must be 'token' or 'sample', got {normalisation!r}")
+
+
+def normaliser_count(mask: torch.Tensor, normalisation: Normalisation) -> float:
+    """What :func:`masked_mean` divides by for ``mask`` (B, T): tokens, or samples with tokens."""
+    if normalisation == "token":
+        return float(mask.sum())
+    return float((mask.sum(dim=1) > 0).sum())
 
 
 # --------------------------------------------------------------------------- entropy control
@@ -279,13 +293,17 @@ def grpo_loss(
     advantages: torch.Tensor,
     settings: LossSettings,
     entropy_coefs: dict[str, float] | None = None,
+    denominators: dict[str, float] | None = None,
 ) -> LossOutput:
     """The GRPO loss for ``tokens`` keyed by modality (``"text"``, ``"image"``).
 
     ``advantages`` (B,) per sample (0 for samples that must not contribute). Per modality:
     ``w_m · [mean(surrogate) + kl_coef·mean(k3) − c_m·mean(H)]``, means over the modality's
     mask with ``settings.normalisation``; modalities with no tokens contribute nothing.
+    ``denominators[m]`` (see :func:`masked_mean`) makes the means global across micro-batches
+    and processes.
     """
+    denominators = denominators or {}
     entropy_coefs = entropy_coefs or {}
     weights = {"text": settings.text_weight, "image": settings.image_weight}
     total = advantages.new_zeros(())
@@ -301,16 +319,19 @@ def grpo_loss(
         surr, ratio, clipped = clipped_surrogate(
             t.logprobs, t.old_logprobs, advantages, settings.clip_low, settings.clip_high
         )  # (B, T) each
-        term = masked_mean(surr, mask, settings.normalisation)
+        den = denominators.get(name)
+        term = masked_mean(surr, mask, settings.normalisation, den)
         metrics[f"{name}/pg_loss"] = float(term.detach())
         metrics[f"{name}/clip_frac"] = float(masked_mean(clipped.float(), mask, "token"))
+        metrics[f"{name}/clipped_tokens"] = float((clipped & mask).sum())
+        metrics[f"{name}/tokens"] = float(mask.sum())
         metrics[f"{name}/ratio_mean"] = float(masked_mean(ratio, mask, "token"))
         if settings.kl_coef > 0 and t.ref_logprobs is not None:
-            kl = masked_mean(k3_kl(t.logprobs, t.ref_logprobs), mask, settings.normalisation)
+            kl = masked_mean(k3_kl(t.logprobs, t.ref_logprobs), mask, settings.normalisation, den)
             term = term + settings.kl_coef * kl
             metrics[f"{name}/kl"] = float(kl.detach())
         if t.entropy is not None:
-            ent = masked_mean(t.entropy, mask, settings.normalisation)
+            ent = masked_mean(t.entropy, mask, settings.normalisation, den)
             entropies[name] = float(ent.detach())
             metrics[f"{name}/entropy"] = entropies[name]
             coef = float(entropy_coefs.get(name, 0.0))

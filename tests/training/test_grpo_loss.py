@@ -18,6 +18,7 @@ from training.grpo_loss import (
     grpo_loss,
     k3_kl,
     masked_mean,
+    normaliser_count,
     rewards_tensor,
 )
 
@@ -185,3 +186,25 @@ def test_one_step_moves_logprob_with_the_advantage(sign: float) -> None:
     new = pol.logprobs(ctx, tok).detach()
     delta = (new[0] - old[0]).sum().item()
     assert delta * sign > 1e-3
+
+
+def test_global_denominators_make_micro_batches_sum_to_the_full_batch() -> None:
+    torch.manual_seed(1)
+    logp = torch.randn(4, 5).requires_grad_(True)
+    old = logp.detach() + 0.1 * torch.randn(4, 5)
+    mask = torch.rand(4, 5) > 0.3
+    adv = torch.randn(4)
+    ent = torch.rand(4, 5)
+    s = LossSettings(clip_low=0.1, clip_high=0.1)
+    for norm in ("token", "sample"):
+        s.normalisation = norm
+
+        def loss_of(rows, den=None):
+            t = ModalityTokens(logp[rows], old[rows], mask[rows], entropy=ent[rows])
+            dens = None if den is None else {"text": den}
+            return grpo_loss({"text": t}, adv[rows], s, {"text": 0.05}, dens).loss
+
+        full = loss_of(slice(None))
+        den = normaliser_count(mask, norm)
+        split = loss_of(slice(0, 2), den) + loss_of(slice(2, 4), den)
+        assert split.item() == pytest.approx(full.item(), rel=1e-6)

@@ -1,0 +1,408 @@
+"""Online GRPO for reasoning text-to-image models (T2I-R1 / GoT-R1 / ReasonGen-R1 style).
+
+``python -m training.grpo --config training/recipes/shapes.yaml [--flag value ...]`` on one
+device, ``accelerate launch -m training.grpo --config ...`` on several.
+
+One optimizer step:
+
+1. **Rollouts.** The step's ``prompts_per_step`` group slots are split over the processes (slot
+   ``k`` goes to process ``k mod world``). A slot draws a prompt and generates a group of
+   ``group_size`` samples with ``reasongen.generation.generate`` (one batch); prompt choice and
+   rollout seed depend only on ``(seed, step, slot, attempt)``, so the global batch is the same
+   for any number of processes and after a resume.
+2. **Rewards** from the registry (``rewards``, combined by ``reward_mode`` with
+   ``reward_weights``), or an injected callable. Group advantages ``(r − mean)/(std + eps)``;
+   ``None`` rewards are left out. With ``dynamic_sampling`` a zero-spread group is redrawn up to
+   ``max_resample`` times, then dropped.
+3. **Loss.** One forward per micro-batch over prompt + CoT + image tokens gives CoT log-probs (LM
+   head) and image log-probs (generation head) under the sampling distribution; PPO clip against
+   the stored behaviour log-probs, optional k3 KL to the frozen initial model, per-modality
+   token means (global over the batch and processes) and weights, and per-modality entropy
+   bonuses (fixed, or adaptive towards targets as in ReasonGen-R1).
+
+Checkpoints (HF model + optimizer/scheduler/RNG + controllers) every ``save_every`` steps;
+``--resume latest`` continues exactly. TensorBoard scalars: every reward family, advantages, KL,
+entropies and their coefficients, clip fractions, CoT length, dropped groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasongen.recipes import get_recipe
+from reasongen.types import Sample, SamplingSettings
+
+from .common import RunConfig, config_dict, optimizer_step, parse_config, save_checkpoint, setup_run
+from .grpo_loss import (
+    AdaptiveEntropyCoefficient,
+    LossSettings,
+    ModalityTokens,
+    group_advantages,
+    grpo_loss,
+    normaliser_count,
+    rewards_tensor,
+)
+from .logprobs import policy_logprobs, run_policy, stored_logprobs
+
+RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOutput
+
+
+@dataclass
+class GRPOConfig(RunConfig):
+    # ---- data and rollouts
+    prompts: str = field(default="shapes", metadata={"help": "JSONL/TXT prompt file, or 'shapes'."})
+    num_shapes_prompts: int = field(default=5000, metadata={"help": "Pool size for 'shapes'."})
+    recipe: str = field(default="got-r1", metadata={"help": "Generation recipe of the rollouts."})
+    prompts_per_step: int = field(default=4, metadata={"help": "Groups per optimizer step (global)."})
+    group_size: int = field(default=8, metadata={"help": "Samples per prompt (G)."})
+    micro_batch_groups: int = field(default=1, metadata={"help": "Groups per forward/backward."})
+    guidance: float = field(default=5.0, metadata={"help": "CFG weight of rollouts."})
+    temperature: float = field(default=1.0, metadata={"help": "Image-token temperature."})
+    cot_temperature: float = field(default=1.0, metadata={"help": "CoT temperature."})
+    max_cot_tokens: int = field(default=256, metadata={"help": "CoT length cap."})
+    # ---- rewards
+    rewards: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Reward names."})
+    reward_weights: dict[str, float] = field(default_factory=dict, metadata={"help": "Per reward."})
+    reward_mode: str = field(default="weighted_sum", metadata={"help": "weighted_sum|product|group_norm"})
+    reward_options: dict[str, dict] = field(default_factory=dict, metadata={"help": "name: {opt: v}"})
+    dynamic_sampling: bool = field(default=True, metadata={"help": "Redraw zero-spread groups."})
+    max_resample: int = field(default=2, metadata={"help": "Redraws of a zero-spread group."})
+    adv_eps: float = field(default=1e-4, metadata={"help": "eps in (r - mean) / (std + eps)."})
+    # ---- loss
+    clip_low: float = field(default=0.2, metadata={"help": "PPO clip below (1 - clip_low)."})
+    clip_high: float = field(default=0.2, metadata={"help": "PPO clip above (1 + clip_high)."})
+    kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the initial model (β)."})
+    text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
+    image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
+    normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
+    ppo_epochs: int = field(default=1, metadata={"help": "Optimizer steps per rollout batch."})
+    detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
+    text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
+    image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
+    adaptive_entropy: bool = field(default=False, metadata={"help": "Adaptive entropy bonuses."})
+    text_entropy_target: float = field(default=2.0, metadata={"help": "Target entropy, text."})
+    image_entropy_target: float = field(default=7.0, metadata={"help": "Target entropy, image."})
+    entropy_lr: float = field(default=1e-3, metadata={"help": "Controller learning rate."})
+    entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
+    # ---- logging
+    sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
+    out_dir: str = field(default="runs/grpo", metadata={"help": "Run folder."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        get_recipe(self.recipe)
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2: advantages compare samples of a group")
+        if self.prompts_per_step < 1 or self.micro_batch_groups < 1 or self.ppo_epochs < 1:
+            raise ValueError("prompts_per_step, micro_batch_groups and ppo_epochs must be >= 1")
+        if not self.rewards:
+            raise ValueError("give at least one reward name (--rewards shapes)")
+        if self.reward_mode not in ("weighted_sum", "product", "group_norm"):
+            raise ValueError("reward_mode must be weighted_sum, product or group_norm")
+        if self.max_resample < 0 or self.adv_eps < 0:
+            raise ValueError("max_resample and adv_eps must be >= 0")
+        LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
+                     self.image_weight, self.normalisation)  # fmt: skip
+
+    def loss_settings(self) -> LossSettings:
+        return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
+                            self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip
+
+    def sampling(self, num_image_tokens: int) -> SamplingSettings:
+        return SamplingSettings(guidance=self.guidance, temperature=self.temperature,
+                                cot_temperature=self.cot_temperature,
+                                max_cot_tokens=self.max_cot_tokens,
+                                num_image_tokens=num_image_tokens)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- prompts, rewards
+
+
+def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
+    """(prompt, metadata) pairs from ``cfg.prompts``: 'shapes', a .jsonl or a text file."""
+    if cfg.prompts == "shapes":
+        from reasongen.shapes import sample_scenes
+
+        return [(s.prompt, s.metadata) for s in sample_scenes(cfg.num_shapes_prompts, seed=cfg.seed)]
+    path = Path(cfg.prompts)
+    if not path.is_file():
+        raise ValueError(f"prompt file {path} does not exist (or use --prompts shapes)")
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not row.get("prompt"):
+                raise ValueError(f"{path}:{n}: needs a 'prompt'")
+            out.append((row["prompt"], row.get("metadata")))
+        else:
+            out.append((line.strip(), None))
+    if not out:
+        raise ValueError(f"{path} holds no prompts")
+    return out
+
+
+def build_reward(cfg: GRPOConfig) -> Callable[[list[Sample]], tuple[list[float | None], dict[str, Any]]]:
+    """Reward parts from the registry; returns ``fn(samples) -> (scores, per-family means)``."""
+    from reasongen.rewards import combine_outputs, get_reward
+
+    parts = [get_reward(name, **cfg.reward_options.get(name, {})) for name in cfg.rewards]
+
+    def score(samples: list[Sample]) -> tuple[list[float | None], dict[str, Any]]:
+        outs = [p(samples) for p in parts]
+        groups = [s.prompt for s in samples]
+        comb = combine_outputs(outs, cfg.reward_mode, cfg.reward_weights, groups)
+        return comb.scores, {o.name: _mean(o.scores) for o in outs}
+
+    return score
+
+
+def wrap_reward_fn(fn: RewardFn) -> Callable[[list[Sample]], tuple[list[float | None], dict]]:
+    """Adapt a plain ``reward(samples) -> RewardOutput`` (tests, custom rewards)."""
+
+    def score(samples: list[Sample]) -> tuple[list[float | None], dict[str, Any]]:
+        out = fn(samples)
+        return list(out.scores), {out.name: _mean(out.scores)}
+
+    return score
+
+
+def _mean(xs: Sequence[float | None]) -> float:
+    vals = [float(x) for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Group:
+    samples: list[Sample]
+    rewards: list[float | None]
+    families: dict[str, float]
+    advantages: list[float]
+    valid: list[bool]
+    slot: int
+    attempts: int
+    dropped: bool = False
+
+
+def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
+    return random.Random(f"{seed}:{step}:{slot}:{attempt}")
+
+
+def rollout_slot(
+    cfg: GRPOConfig, loaded: Any, prompts: list, score: Callable, step: int, slot: int
+) -> Group | None:
+    """Generate and score one group for ``slot``, redrawing zero-spread groups.
+
+    A group still without spread after the redraws comes back with ``dropped=True`` (its
+    advantages are 0 and no token of it takes part in the loss).
+    """
+    from reasongen.generation import generate
+
+    settings = cfg.sampling(loaded.num_image_tokens)
+    tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
+    for attempt in range(tries):
+        rng = slot_rng(cfg.seed, step, slot, attempt)
+        prompt, meta = prompts[rng.randrange(len(prompts))]
+        samples = generate(loaded, prompt, cfg.recipe, n=cfg.group_size, seed=rng.randrange(2**31),
+                           settings=settings, metadata=meta)  # fmt: skip
+        rewards, families = score(samples)
+        adv = group_advantages(rewards_tensor(rewards, cfg.group_size), eps=cfg.adv_eps)
+        keep = bool(adv.keep_group[0])
+        if keep or not cfg.dynamic_sampling or attempt == tries - 1:
+            return Group(samples, list(rewards), families, adv.advantages[0].tolist(),
+                         adv.valid[0].tolist(), slot, attempt + 1, dropped=not keep)  # fmt: skip
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- update
+
+
+def _tokens(
+    lp: Any, old: torch.Tensor, ref: torch.Tensor | None, kind: str, valid: torch.Tensor
+) -> ModalityTokens:
+    mask = getattr(lp, f"{kind}_mask") & valid[:, None]  # (B, T)
+    ent = getattr(lp, f"{kind}_entropy")
+    cur = lp.cot if kind == "cot" else lp.image
+    return ModalityTokens(cur, old.to(cur.device), mask, None if ref is None else ref.to(cur.device), ent)
+
+
+def update(
+    run: Any,
+    cfg: GRPOConfig,
+    groups: list[Group],
+    ref_model: Any,
+    coefs: dict[str, float],
+) -> dict[str, float]:
+    """Accumulate the GRPO loss over micro-batches of ``groups`` and take one optimizer step.
+
+    Returns summed metrics (already normalised by the global denominators), for all processes.
+    """
+    acc, ids = run.accelerator, run.loaded.ids
+    settings = cfg.loss_settings()
+    samples_all = [s for g in groups for s in g.samples]
+    valid_all = torch.tensor([v for g in groups for v in g.valid], dtype=torch.bool)
+    # Global denominators: every process's tokens of every micro-batch.
+    cot_len = torch.tensor([len(s.cot_token_ids) for s in samples_all])  # (B,)
+    img_len = torch.tensor([len(s.image_token_ids) for s in samples_all])  # (B,)
+    t_cot, t_img = max(cot_len.tolist(), default=0), max(img_len.tolist(), default=0)
+    cot_mask = (torch.arange(t_cot)[None] < cot_len[:, None]) & valid_all[:, None]  # (B, Tc)
+    img_mask = (torch.arange(t_img)[None] < img_len[:, None]) & valid_all[:, None]  # (B, N)
+    norm = settings.normalisation
+    counts = torch.tensor([normaliser_count(cot_mask, norm), normaliser_count(img_mask, norm)],
+                          device=acc.device)  # fmt: skip
+    counts = acc.reduce(counts, reduction="sum")
+    dens = {"text": float(counts[0]), "image": float(counts[1])}
+    world = acc.num_processes
+    sums: dict[str, float] = {}
+    chunks = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
+    for c, chunk in enumerate(chunks):
+        samples = [s for g in chunk for s in g.samples]
+        ctx = acc.no_sync(run.model) if c < len(chunks) - 1 else contextlib.nullcontext()
+        with ctx, acc.autocast():
+            adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)
+            valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)
+            lp = run_policy(run.model, samples, ids.bos, ids.pad, mode="sampling", with_entropy=True,
+                            detach_uncond=cfg.detach_uncond)  # fmt: skip
+            cot_old, img_old = stored_logprobs(samples)
+            cot_ref = img_ref = None
+            if ref_model is not None and cfg.kl_coef > 0:
+                with torch.no_grad():
+                    r = policy_logprobs(ref_model, samples, ids.bos, ids.pad, mode="sampling")
+                cot_ref, img_ref = r.cot, r.image
+            toks = {"text": _tokens(lp, cot_old, cot_ref, "cot", valid),
+                    "image": _tokens(lp, img_old, img_ref, "image", valid)}  # fmt: skip
+            out = grpo_loss(toks, adv, settings, coefs, dens)
+            acc.backward(out.loss * world)  # DDP averages over processes; we want the sum
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return sums
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def _gather_stats(acc: Any, groups: list[Group], sums: dict[str, float]) -> dict[str, float]:
+    """Global means for logging (sums over processes); rewards over every drawn group."""
+    dropped = sum(g.dropped for g in groups)
+    rewards = [r for g in groups for r in g.rewards if r is not None]
+    advs = [abs(a) for g in groups if not g.dropped for a, v in zip(g.advantages, g.valid) if v]
+    cot_len = [len(s.cot_token_ids) for g in groups for s in g.samples]
+    fam_names = sorted({k for g in groups for k in g.families})
+    keys = ["text/pg_loss", "image/pg_loss", "text/kl", "image/kl", "text/entropy", "image/entropy",
+            "text/clipped_tokens", "text/tokens", "image/clipped_tokens", "image/tokens"]  # fmt: skip
+    vec = [sum(rewards), len(rewards), sum(r * r for r in rewards), sum(advs), len(advs),
+           sum(cot_len), len(cot_len), float(dropped), float(len(groups) - dropped)]  # fmt: skip
+    vec += [sums.get(k, 0.0) for k in keys]
+    t = acc.reduce(torch.tensor(vec, dtype=torch.float64, device=acc.device), reduction="sum").tolist()
+    n = max(t[1], 1.0)
+    stats = {
+        "reward/mean": t[0] / n,
+        "reward/std": math.sqrt(max(t[2] / n - (t[0] / n) ** 2, 0.0)),
+        "adv/abs_mean": t[3] / max(t[4], 1.0),
+        "cot/length": t[5] / max(t[6], 1.0),
+        "groups/dropped": t[7],
+        "groups/kept": t[8],
+    }
+    vals = dict(zip(keys, t[9:]))
+    for m in ("text", "image"):
+        stats[f"{m}/pg_loss"] = vals[f"{m}/pg_loss"]
+        stats[f"{m}/kl"] = vals[f"{m}/kl"]
+        stats[f"{m}/entropy"] = vals[f"{m}/entropy"]
+        stats[f"{m}/clip_frac"] = vals[f"{m}/clipped_tokens"] / max(vals[f"{m}/tokens"], 1.0)
+    for name in fam_names:  # per-process family means (main process's view)
+        stats[f"reward/{name}"] = _mean([g.families.get(name) for g in groups])
+    return stats
+
+
+def make_controllers(cfg: GRPOConfig) -> dict[str, AdaptiveEntropyCoefficient]:
+    if not cfg.adaptive_entropy:
+        return {}
+    kw = {"lr": cfg.entropy_lr, "min_coef": -cfg.entropy_coef_max, "max_coef": cfg.entropy_coef_max}
+    return {
+        "text": AdaptiveEntropyCoefficient(cfg.text_entropy_target, cfg.text_entropy_coef, **kw),
+        "image": AdaptiveEntropyCoefficient(cfg.image_entropy_target, cfg.image_entropy_coef, **kw),
+    }
+
+
+def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None = None) -> Path:
+    """Run GRPO; return the folder of the last checkpoint."""
+    from tqdm.auto import tqdm
+
+    run = setup_run(cfg, loaded)
+    acc, lm = run.accelerator, run.loaded
+    if cfg.prompts_per_step % acc.num_processes:
+        raise ValueError(f"prompts_per_step {cfg.prompts_per_step} must be a multiple of the "
+                         f"{acc.num_processes} processes")  # fmt: skip
+    ref_model = None
+    if cfg.kl_coef > 0:  # the initial policy; on resume, reload it from the starting weights
+        from reasongen.loading import load_model
+
+        src = copy.deepcopy(lm.model) if run.start_step == 0 and loaded is not None else None
+        ref_model = src or load_model(cfg.model or None, device=acc.device, dtype="float32").model
+        ref_model.requires_grad_(False).eval()
+    prompts = load_prompts(cfg)
+    score = wrap_reward_fn(reward_fn) if reward_fn is not None else build_reward(cfg)
+    controllers = make_controllers(cfg)
+    for name, state in run.extra.get("controllers", {}).items():
+        controllers[name].load_state_dict(state)
+    fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
+    rank, world = acc.process_index, acc.num_processes
+    bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
+    path = None
+    for step in bar:
+        lm.model.eval()
+        drawn = [rollout_slot(cfg, lm, prompts, score, step, slot)
+                 for slot in range(rank, cfg.prompts_per_step, world)]  # fmt: skip
+        groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
+        lm.model.train()
+        sums: dict[str, float] = {}
+        for _ in range(cfg.ppo_epochs):
+            coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
+            sums = update(run, cfg, groups, ref_model, coefs)
+            optimizer_step(run, cfg.grad_clip)
+        stats = _gather_stats(acc, drawn, sums)
+        for name, ctl in controllers.items():
+            if stats[f"{name}/entropy"] == stats[f"{name}/entropy"] and stats[f"{name}/entropy"] > 0:
+                ctl.update(stats[f"{name}/entropy"])
+        for name in ("text", "image"):
+            stats[f"{name}/entropy_coef"] = controllers[name].coef if controllers else fixed[name]
+        stats["lr"] = run.scheduler.get_last_lr()[0]
+        done = step + 1
+        if done % cfg.log_every == 0:
+            run.logger.scalars({f"grpo/{k}": v for k, v in stats.items()}, done)
+        if cfg.sample_images_every and done % cfg.sample_images_every == 0 and groups:
+            run.logger.images("samples", [s.image for s in groups[0].samples if s.image], done)
+        bar.set_postfix(reward=f"{stats['reward/mean']:.3f}", dropped=int(stats["groups/dropped"]))
+        if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
+            extra = {"step": done, "config": config_dict(cfg),
+                     "controllers": {k: c.state_dict() for k, c in controllers.items()}}  # fmt: skip
+            path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)
+    run.logger.close()
+    return path or Path(cfg.out_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config(GRPOConfig, argv)
+    print(f"GRPO finished: {train(cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
