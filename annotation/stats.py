@@ -240,10 +240,16 @@ def control_results(
         firsts = g.loc[g["rank"] == g["rank"].min(), "candidate_id"].tolist()
         rows.append((annotator, firsts == [best]))
     res = pd.DataFrame(rows, columns=["annotator", "passed"])
-    everyone = pd.DataFrame({"annotator": sorted(rankings["annotator"].dropna().unique())})
-    agg = res.groupby("annotator")["passed"].agg(controls="count", passed="sum").reset_index()
-    out = everyone.merge(agg, on="annotator", how="left").fillna({"controls": 0, "passed": 0})
-    out[["controls", "passed"]] = out[["controls", "passed"]].astype(int)
+    n_ctl = res.groupby("annotator")["passed"].count()
+    n_ok = res.groupby("annotator")["passed"].sum()
+    names = pd.Series(sorted(rankings["annotator"].dropna().unique()), dtype=object)
+    out = pd.DataFrame(
+        {
+            "annotator": names,
+            "controls": names.map(n_ctl).fillna(0).astype(int),
+            "passed": names.map(n_ok).fillna(0).astype(int),
+        }
+    )
     out["pass_rate"] = out["passed"] / out["controls"].where(out["controls"] > 0)
     out["excluded"] = (out["controls"] >= min_controls) & (out["pass_rate"] < min_pass_rate)
     return out

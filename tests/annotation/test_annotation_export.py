@@ -238,3 +238,16 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
         cli_main([*base, "export", "--study", "nope", "--format", "csv", "--out", str(tmp_path / "exp2")])
         == 2
     )
+
+
+def test_export_of_a_study_without_rankings(tmp_path: Path, populate_study) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", password_cost=16)
+    sid, _ = populate_study(store)
+    paths = export_study(store, sid, tmp_path / "out", "parquet", n_boot=10)
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["rankings"] == 0 and summary["alpha_ordinal"] is None
+    assert pd.read_parquet(paths["rankings"]).empty and pd.read_parquet(paths["ratings"]).empty
+    assert len(pd.read_parquet(paths["candidates"])) == 12
+    lines = (paths["images"] / "metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and all(json.loads(x)["times_ranked"] == 0 for x in lines)
+    store.close()
