@@ -6,6 +6,7 @@ index), judges every image with the shapes detector by GenEval's rules, prints a
 ``DIR/report.json`` (``overall``, ``categories``, counts, model, recipe, seeds, settings, timing),
 ``DIR/results.jsonl`` (one line per image), ``DIR/images/`` and ``DIR/contact_sheet.png``.
 ``--oracle`` renders the ground-truth scenes instead of generating (the detector's ceiling).
+``--config FILE.yaml`` supplies any of the settings; flags given on the command line win.
 """
 
 from __future__ import annotations
@@ -72,16 +73,47 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 
 def _add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per dataclass field, typed from its annotation, with its help text."""
+    """One ``--flag`` per dataclass field, typed from its annotation, with its help text.
+
+    Flags that are not given stay out of the namespace (``SUPPRESS``), so a YAML file given with
+    ``--config`` supplies them and the dataclass defaults fill the rest.
+    """
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="YAML file of these settings (flat keys); flags override it")  # fmt: skip
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                help=help_text)  # fmt: skip
             continue
         base = str(f.type).split("|")[0].strip()
-        parser.add_argument(flag, dest=f.name, type=_TYPES[base], default=f.default,
+        parser.add_argument(flag, dest=f.name, type=_TYPES[base], default=argparse.SUPPRESS,
                             help=f"{help_text} (default: {f.default})")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> ShapesBenchConfig:
+    """Dataclass defaults < the ``--config`` YAML file < flags; unknown YAML keys are an error."""
+    values: dict[str, Any] = {}
+    path = getattr(args, "config", None)
+    if path:
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"cannot read --config {path}: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {path} must hold a mapping of setting: value")
+        known = {f.name for f in dataclasses.fields(ShapesBenchConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) in {path}: {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")  # fmt: skip
+        values.update(data)
+    values.update({k: v for k, v in vars(args).items() if k not in ("command", "config")})
+    return ShapesBenchConfig(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,10 +201,9 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ShapesBenchConfig)}
     try:
-        cfg = ShapesBenchConfig(**values)
-    except ValueError as err:
+        cfg = config_from_args(args)
+    except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

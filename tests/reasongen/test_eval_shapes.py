@@ -162,3 +162,16 @@ def test_cli_with_a_tiny_random_model(tmp_path):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert [r["image_index"] for r in rows[:2]] == [0, 1]
     assert all(r["cot"] is not None and r["plan"] is not None for r in rows)
+
+
+def test_cli_yaml_config_with_flag_overrides(tmp_path, capsys):
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"oracle: true\nn: 9\nprompt_seed: 4\nout: {tmp_path / 'from_yaml'}\n")
+    assert main(["shapes", "--config", str(cfg), "--n", "6"]) == 0
+    report = json.loads((tmp_path / "from_yaml" / "report.json").read_text())
+    assert report["n_prompts"] == 6 and report["prompt_seed"] == 4  # flag wins, YAML fills in
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("oracle: true\nprompts: 3\n")
+    assert main(["shapes", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown setting(s)" in capsys.readouterr().err
+    assert main(["shapes", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
