@@ -6,7 +6,7 @@ Files written under ``out``:
 - ``pairwise.<ext>``: every candidate pair within each non-control ranking (tie = ½), with
   ``excluded`` marking annotators who failed the control tasks;
 - ``ratings.<ext>``: Bradley–Terry strengths with bootstrap 95% intervals, per system
-  (``model:recipe``) and per recipe (column ``level``), from non-excluded annotators;
+  (``model:recipe``), per model and per recipe (column ``level``), from non-excluded annotators;
 - ``candidates.<ext>``: every candidate with its reward scores and the whole stored sample;
 - ``controls.<ext>``: control-task pass rates per annotator;
 - ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison;
@@ -113,7 +113,7 @@ def export_study(
 
 def _ratings(kept: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     frames = []
-    for level in ("system", "recipe"):
+    for level in ("system", "model_id", "recipe"):
         pairs = stats.pairwise_outcomes(kept, level)
         if (pairs["item_a"] != pairs["item_b"]).any():
             bt = stats.bradley_terry(pairs, n_boot=n_boot, seed=seed)

@@ -14,7 +14,8 @@ from annotation.cli import main as cli_main
 from annotation.cli import read_prompts
 from annotation.export import export_study
 from annotation.models import Task
-from annotation.populate import derive_seed, load_rewards, parse_system, populate_study
+from annotation.populate import derive_seed, load_rewards, parse_system
+from annotation.populate import populate_study as generate_candidates
 from annotation.store import Store
 
 
@@ -65,7 +66,7 @@ def test_export_tables_round_trip(fmt: str, tmp_path: Path, populate_study) -> N
     assert len(pairs) == 6 * regular["ranking_id"].nunique()  # C(4, 2) pairs per ranking
     assert set(pairs["score_a"]) <= {0.0, 0.5, 1.0}
     ratings = read(paths["ratings"])
-    assert set(ratings["level"]) == {"system", "recipe"}
+    assert set(ratings["level"]) == {"system", "model_id", "recipe"}
     assert set(ratings.loc[ratings["level"] == "system", "item"]) == {"m1:direct", "m2:got-r1"}
     assert (ratings["ci_low"] <= ratings["theta"]).all() and (ratings["theta"] <= ratings["ci_high"]).all()
     cands = read(paths["candidates"])
@@ -121,7 +122,7 @@ def test_populate_study_uses_the_source_and_reward_hooks(store: Store, sample_fa
 
     systems = [parse_system("models/a:direct"), parse_system("/abs/b:c:got-r1")]
     assert systems == [("models/a", "direct"), ("/abs/b:c", "got-r1")]
-    ids = populate_study(store, st.id, systems, source, seed=11, rewards={"idx": reward})
+    ids = generate_candidates(store, st.id, systems, source, seed=11, rewards={"idx": reward})
     assert len(ids) == 2 * 2 * 3 and len(calls) == 4
     assert calls[0] == ("models/a", "a red square", "direct", 3, derive_seed(11, 0, systems[0]), None)
     assert calls[2][1] == "two blue circles" and calls[2][5] == meta
