@@ -51,6 +51,8 @@ def check_text(text: Any, what: str, *, allow_empty: bool = False) -> str:
         raise AnnotationError(f"{what} must not be empty")
     if len(text) > MAX_TEXT_CHARS:
         raise AnnotationError(f"{what} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    if "\x00" in text:
+        raise AnnotationError(f"{what} contains a NUL character; remove it")
     return text
 
 

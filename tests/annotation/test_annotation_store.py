@@ -124,6 +124,8 @@ def test_prompts_keep_hostile_text_verbatim(store: Store) -> None:
         store.add_prompts(st.id, ["x" * 100_000])
     with pytest.raises(AnnotationError, match="empty"):
         store.add_prompts(st.id, ["   "])
+    with pytest.raises(AnnotationError, match="NUL"):
+        store.add_prompts(st.id, ["a cat\x00"])
     assert len(store.list_prompts(st.id)) == 2
 
 
