@@ -340,3 +340,14 @@ def optimizer_step(run: Run, grad_clip: float) -> float:
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return norm
+
+
+def export_final(accelerator: Any, checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Copy a checkpoint's HF model + processor (not its trainer state) to ``<out_dir>/final``."""
+    src, dst = Path(checkpoint), Path(out_dir) / "final"
+    if accelerator.is_main_process:
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer_state"))
+    accelerator.wait_for_everyone()
+    return dst

@@ -42,7 +42,15 @@ import torch
 from reasongen.recipes import get_recipe
 from reasongen.types import Sample, SamplingSettings
 
-from .common import RunConfig, config_dict, optimizer_step, parse_config, save_checkpoint, setup_run
+from .common import (
+    RunConfig,
+    config_dict,
+    export_final,
+    optimizer_step,
+    parse_config,
+    save_checkpoint,
+    setup_run,
+)
 from .grpo_loss import (
     AdaptiveEntropyCoefficient,
     LossSettings,
@@ -395,6 +403,8 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
                      "controllers": {k: c.state_dict() for k, c in controllers.items()}}  # fmt: skip
             path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)
     run.logger.close()
+    if path is not None:
+        export_final(acc, path, cfg.out_dir)
     return path or Path(cfg.out_dir)
 
 

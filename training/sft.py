@@ -35,6 +35,7 @@ from reasongen.types import Sample, SamplingSettings
 from .common import (
     RunConfig,
     config_dict,
+    export_final,
     optimizer_step,
     parse_config,
     save_checkpoint,
@@ -233,6 +234,8 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
             extra = {"step": done, "config": config_dict(cfg)}
             path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)
     run.logger.close()
+    if path is not None:
+        export_final(acc, path, cfg.out_dir)
     return path or Path(cfg.out_dir)
 
 

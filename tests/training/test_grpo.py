@@ -67,6 +67,9 @@ def test_tiny_grpo_run_changes_parameters_and_raises_the_reward(setup) -> None:
     assert not any("vqmodel" in k or "vision_model" in k for k in changed)  # frozen by default
     assert _eval(out) > _eval(model_dir) + 0.1
     assert any((root / "learn" / "tb").iterdir())
+    final = root / "learn" / "final"  # the model alone, ready for load_model and the app
+    assert (final / "config.json").is_file() and not (final / "trainer_state").exists()
+    assert torch.equal(load_model(final).model.state_dict()[changed[0]], after[changed[0]])
 
 
 class Killer:
