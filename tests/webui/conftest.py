@@ -1,0 +1,107 @@
+"""One app per test session: the tiny random Janus model (loaded through ``--model``), a fresh
+SQLite database with users and a study, the real ``shapes`` reward plus two test rewards, served
+in-process on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PASSWORDS = {"ann1": "ann1-password", "ann2": "ann2-password", "res1": "res1-password"}
+STUDY = "webui-study"
+
+
+class GateReward:
+    """Scores 0.5; while ``block`` is set it waits for ``gate`` (keeps a generation running)."""
+
+    def __init__(self) -> None:
+        self.block = threading.Event()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, samples: list[Any]) -> Any:
+        from reasongen.rewards import RewardOutput
+
+        if self.block.is_set():
+            self.entered.set()
+            self.gate.wait(timeout=60)
+        return RewardOutput("gate", [0.5] * len(samples), [{} for _ in samples])
+
+
+def broken_reward(samples: list[Any]) -> Any:
+    raise RuntimeError("weights not found (test)")
+
+
+@dataclass
+class WebApp:
+    url: str
+    port: int
+    services: Any
+    store: Any
+    demo: Any
+    gate: GateReward
+    study_id: int
+    data_dir: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_study(store: Any, loaded: Any) -> int:
+    from reasongen.generation import generate
+    from reasongen.types import SamplingSettings
+
+    study = store.create_study(STUDY, group_size=3, rankings_per_task=2, guidelines="Rank by prompt match.")
+    settings = SamplingSettings(max_cot_tokens=8, num_image_tokens=loaded.num_image_tokens)
+    for i, text in enumerate(["a photo of a red circle", "a photo of two blue squares"]):
+        pid = store.add_prompts(study.id, [text])[0]
+        samples = generate(loaded, text, "got-r1", n=3, seed=i, settings=settings)
+        cids = store.add_candidates(pid, samples)
+        store.create_task(study.id, cids)
+    return study.id
+
+
+@pytest.fixture(scope="session")
+def webapp(tiny_model_dir, tmp_path_factory):
+    import torch
+
+    from webui import AppConfig, Services, build_demo, build_rewards, launch
+
+    torch.set_num_threads(1)
+    data_dir = tmp_path_factory.mktemp("webui-data")
+    cfg = AppConfig(model=str(tiny_model_dir), device="cpu", data_dir=str(data_dir), max_cot_tokens=12,
+                    rewards=("shapes",), rate_limit=1000, max_candidates=3)  # fmt: skip
+    gate = GateReward()
+    rewards = {**build_rewards(cfg.rewards), "gate": gate, "broken": broken_reward}
+    services = Services.build(cfg, rewards=rewards)
+    store = services.store
+    store.password_cost = 16  # fast hashes for test users
+    for name, pw in PASSWORDS.items():
+        store.create_user(name, pw, "researcher" if name.startswith("res") else "annotator")
+    study_id = _make_study(store, services.loaded)
+    port = _free_port()
+    demo = build_demo(services)
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield WebApp(f"http://127.0.0.1:{port}/", port, services, store, demo, gate, study_id, str(data_dir))
+    gate.gate.set()
+    demo.close()
+    services.close()
+
+
+@pytest.fixture
+def client(webapp):
+    """A fresh gradio_client session (nobody logged in)."""
+    from gradio_client import Client
+
+    return Client(webapp.url, verbose=False)

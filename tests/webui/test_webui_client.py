@@ -1,0 +1,181 @@
+"""End to end through gradio_client against the in-process app on the tiny model."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zipfile
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from webui.services import MAX_SLOTS
+
+PASSWORDS = {"ann1": "ann1-password", "ann2": "ann2-password", "res1": "res1-password"}
+STUDY = "webui-study"
+# /generate outputs: status, then per slot (cot, plan, image, scores), then the scores JSON.
+COT, PLAN, IMAGE, SCORES = 0, 1, 2, 3
+JSON = 1 + 4 * MAX_SLOTS
+
+
+def _slot(i: int, part: int) -> int:
+    return 1 + 4 * i + part
+
+
+def _is_file(x: object) -> bool:
+    return isinstance(x, str) and x.endswith(".png")
+
+
+def _generate(client, prompt: str, n: int = 2, seed: int = 0) -> list[tuple]:
+    job = client.submit(prompt, "got-r1", n, 5.0, 1.0, seed, api_name="/generate")
+    frames = [tuple(o) for o in job]
+    err = job.exception(timeout=60)
+    if err is not None:
+        raise err
+    return frames
+
+
+def _first(frames: list[tuple], pred) -> int:
+    return next(i for i, f in enumerate(frames) if pred(f))
+
+
+def test_stream_order_then_scores(webapp, client):
+    example = webapp.services.examples[0]
+    frames = _generate(client, example.prompt, n=2)
+    for i in range(2):
+        cot = _first(frames, lambda f, i=i: isinstance(f[_slot(i, COT)], str) and f[_slot(i, COT)] != "")
+        plan = _first(frames, lambda f, i=i: _is_file(f[_slot(i, PLAN)]))
+        image = _first(frames, lambda f, i=i: _is_file(f[_slot(i, IMAGE)]))
+        assert cot < plan < image, (cot, plan, image)
+    # the image fills in: several previews arrive before the scores
+    assert sum(_is_file(f[_slot(0, IMAGE)]) for f in frames) >= 2
+    final = frames[-1]
+    assert final[0].startswith("Done")
+    table = final[JSON]
+    assert table["prompt"] == example.prompt
+    rows = table["candidates"]
+    assert len(rows) == 2
+    for row in rows:
+        # the example prompt carries GenEval metadata, so the real shapes reward gives a number
+        assert isinstance(row["shapes"], float) and 0.0 <= row["shapes"] <= 1.0
+        assert row["gate"] == 0.5
+        assert row["combined"] == pytest.approx(row["shapes"] + 0.5)  # weighted sum, weights 1
+        assert "broken" not in row
+    assert "weights not found" in table["errors"]["broken"]
+    html = final[_slot(0, SCORES)]
+    assert "rg-bar" in html and f"{rows[0]['combined']:.3f}" in html and "unavailable" in html
+
+
+def test_free_prompt_has_no_shapes_score_and_bad_input_is_a_message(client):
+    frames = _generate(client, "something that is not an example", n=1)
+    row = frames[-1][JSON]["candidates"][0]
+    assert row["shapes"] is None and row["combined"] == 0.5  # missing parts are skipped
+    with pytest.raises(AppError, match="limit is 300"):
+        _generate(client, "x" * 301, n=1)
+    with pytest.raises(AppError, match="empty"):
+        _generate(client, "   ", n=1)
+    with pytest.raises(AppError, match="maximum value 3"):
+        _generate(client, "a circle", n=4)
+
+
+def _login(client, name: str) -> None:
+    client.predict(name, PASSWORDS[name], api_name="/login")
+
+
+def test_login_rejects_wrong_password(client):
+    with pytest.raises(AppError, match="Wrong username or password"):
+        client.predict("ann1", "not-the-password", api_name="/login")
+    with pytest.raises(AppError, match="log in"):
+        client.predict(STUDY, None, api_name="/next_task")
+
+
+def test_ranking_is_submitted_and_stored(webapp, client):
+    from annotation.tables import rankings_frame
+
+    _login(client, "ann1")
+    task = client.predict(STUDY, None, api_name="/next_task")
+    assert task[0].startswith("### Prompt:")
+    ranks = ["2", "1", "2"] + [None] * (MAX_SLOTS - 3)
+    with pytest.raises(AppError, match="missing: image 3"):
+        client.predict(STUDY, "1", "2", *([None] * (MAX_SLOTS - 2)), api_name="/submit_ranking")
+    before = rankings_frame(webapp.store, STUDY)
+    assert (before["annotator"] == "ann1").sum() == 0  # the incomplete ranking stored nothing
+    out = client.predict(STUDY, *ranks, api_name="/submit_ranking")
+    assert "Saved task" in out[3]
+    df = rankings_frame(webapp.store, STUDY)
+    mine = df[df["annotator"] == "ann1"]
+    assert len(mine) == 3 and not mine["skipped"].any()
+    # the shown order is shuffled per annotator: map the ranks through the assignment's order
+    assert sorted(mine["rank"].tolist()) == [1, 2, 2]  # ties kept, dense ranks
+    assert mine["time_taken_s"].iloc[0] >= 0
+    # the next task is served; skipping it stores a skipped ranking
+    out = client.predict(STUDY, api_name="/skip_task")
+    assert "Skipped task" in out[3]
+    df = rankings_frame(webapp.store, STUDY)
+    assert df[(df["annotator"] == "ann1") & df["skipped"]].shape[0] == 1
+
+
+def test_results_are_for_researchers_only(webapp, client):
+    from gradio_client import Client
+
+    with pytest.raises(AppError, match="researchers"):
+        client.predict(STUDY, api_name="/study_results")
+    with pytest.raises(AppError, match="researchers"):
+        client.predict(STUDY, "csv", api_name="/export_study")
+    _login(client, "ann2")
+    with pytest.raises(AppError, match="researchers"):
+        client.predict(STUDY, api_name="/study_results")
+    res = Client(webapp.url, verbose=False)
+    _login(res, "res1")
+    summary, *_rest = res.predict(STUDY, api_name="/study_results")
+    assert f"**{STUDY}**" in summary
+    path = res.predict(STUDY, "csv", api_name="/export_study")
+    names = zipfile.ZipFile(path).namelist()
+    assert "rankings.csv" in names and "summary.json" in names and "images/metadata.jsonl" in names
+
+
+def test_researcher_sends_candidates_to_a_new_study(webapp, client):
+    from annotation.tables import candidates_frame
+
+    with pytest.raises(AppError, match="researchers"):
+        client.predict(None, "visitor-study", api_name="/send_to_study")
+    _login(client, "res1")
+    example = webapp.services.examples[1]
+    _generate(client, example.prompt, n=2, seed=3)
+    msg, _ = client.predict(None, "sent-study", api_name="/send_to_study")
+    assert "Stored 2 candidates" in msg
+    cands = candidates_frame(webapp.store, "sent-study")
+    assert len(cands) == 2 and set(cands["prompt"]) == {example.prompt}
+    assert all("shapes" in r and "gate" in r for r in cands["rewards"])
+    assert webapp.store.progress("sent-study")["tasks"] == 1
+
+
+def test_submissions_do_not_wait_behind_generation(webapp):
+    """Generation is held inside its (concurrency 1) queue; a login and a skip still complete."""
+    from gradio_client import Client
+
+    gen, ann = Client(webapp.url, verbose=False), Client(webapp.url, verbose=False)
+    webapp.gate.gate.clear()
+    webapp.gate.entered.clear()
+    webapp.gate.block.set()
+    try:
+        job = gen.submit("a red circle", "got-r1", 1, 5.0, 1.0, 0, api_name="/generate")
+        assert webapp.gate.entered.wait(60), "generation never reached scoring"
+        t0 = time.monotonic()
+        done = threading.Event()
+
+        def annotate() -> None:
+            _login(ann, "res1")
+            ann.predict(STUDY, None, api_name="/next_task")
+            done.set()
+
+        worker = threading.Thread(target=annotate)
+        worker.start()
+        assert done.wait(30), "annotation waited behind the running generation"
+        assert time.monotonic() - t0 < 30 and not job.done()
+    finally:
+        webapp.gate.block.clear()
+        webapp.gate.gate.set()
+    worker.join(30)
+    list(job)
+    assert job.status().success

@@ -1,0 +1,273 @@
+"""Annotate tab: our own login against the users table, then rank candidates side by side.
+
+Login is checked by ``annotation.store.Store.authenticate`` (scrypt hashes); the session keeps
+the user in a server-side ``gr.State`` and the browser keeps a signed token in ``gr.BrowserState``
+so a reload logs back in. Every rank choice is saved as a draft in the browser too, so a
+half-done ranking survives a reload (the store serves the same open assignment again). All events
+here run on their own queue (``ANNOTATE_QUEUE``), never behind generation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, require_user, ui_errors
+from .services import MAX_SLOTS, Services
+
+NO_STUDY = "Pick a study and press **Start** to get a task."
+
+
+@dataclass
+class AnnotateTab:
+    """Components other tabs and tests wire to."""
+
+    username: Any
+    password: Any
+    login: Any
+    login_message: Any
+    login_box: Any
+    work_box: Any
+    study: Any
+    submit: Any
+    skip: Any
+    ranks: list[Any]
+    message: Any
+    auth: Any
+    draft: Any
+    login_event: Any
+    logout_event: Any
+    on_load: Any
+    """Restores login and the open task from the browser's stored token and draft."""
+    load_outputs: list[Any]
+
+
+def _user_dict(info: Any) -> dict[str, Any]:
+    return {"id": int(info.id), "username": info.username, "role": info.role}
+
+
+def login(services: Services, username: str, password: str, session: str) -> tuple[dict[str, Any], str]:
+    """Check a username and password; return the session user and a signed browser token."""
+    if services.login_limiter.check(session):
+        raise gr.Error("Too many login attempts; wait a minute.", title="Slow down")
+    info = services.store.authenticate((username or "").strip(), password or "")
+    if info is None:
+        raise gr.Error("Wrong username or password (or the account is deactivated).", title="Login failed")
+    return _user_dict(info), services.signer.sign(info.id)
+
+
+def restore_user(services: Services, token: Any) -> dict[str, Any] | None:
+    """The user a browser token stands for, if it is valid and the account still active."""
+    uid = services.signer.verify(token)
+    if uid is None:
+        return None
+    try:
+        info = services.store.get_user(uid)
+    except ValueError:
+        return None
+    return _user_dict(info) if info.active else None
+
+
+def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any) -> list[Any]:
+    """Outputs showing the user's next (or still open) task of ``study``; see ``_task_outputs``."""
+    from PIL import Image
+
+    from reasongen.plans import render_plan
+    from reasongen.types import Plan
+
+    user = require_user(user)
+    if not study:
+        raise gr.Error("Pick a study first.")
+    st = services.store.get_study(study)
+    view = services.store.next_task(int(user["id"]), st.id)
+    progress = _progress_text(services, st.name, user["username"])
+    guidelines = st.guidelines or services.default_guidelines
+    if view is None:
+        out: list[Any] = [None, f"### {st.name}", guidelines, progress,
+                          "**No tasks left for you in this study. Thank you!**"]  # fmt: skip
+        for _ in range(MAX_SLOTS):
+            out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
+        return [*out, gr.Row(visible=False)]
+    k = len(view.candidates)
+    saved = draft.get("ranks") if isinstance(draft, dict) and draft.get("task_id") == view.task_id else None
+    task = {"task_id": view.task_id, "study_id": st.id, "candidate_ids": [c.id for c in view.candidates],
+            "shown_at": time.time()}  # fmt: skip
+    out = [task, f"### Prompt: {view.prompt}", guidelines, progress,
+           f"Rank the {k} images: 1 = best, equal numbers = tie."]  # fmt: skip
+    choices = [str(r) for r in range(1, k + 1)]
+    for i in range(MAX_SLOTS):
+        if i >= k:
+            out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
+            continue
+        c = view.candidates[i]
+        image = None
+        if c.image_path:
+            with Image.open(c.image_path) as im:
+                image = im.convert("RGB")
+        plan = render_plan(Plan.from_dict(c.plan), 256) if c.plan else None
+        value = saved[i] if saved and i < len(saved) and saved[i] in choices else None
+        out += [gr.Column(visible=True), image,
+                gr.Radio(choices=choices, value=value, label=f"Rank of image {i + 1}"),
+                c.cot_text, plan]  # fmt: skip
+    return [*out, gr.Row(visible=True)]
+
+
+def _progress_text(services: Services, study: str, username: str) -> str:
+    p = services.store.progress(study)
+    mine = p["annotators"].get(username, {"submitted": 0, "skipped": 0})
+    return (
+        f"Study progress: {p['rankings_done']}/{p['rankings_wanted']} rankings "
+        f"({100 * p['fraction_done']:.0f}%). You: {mine['submitted'] - mine['skipped']} ranked, "
+        f"{mine['skipped']} skipped."
+    )
+
+
+def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: bool) -> str:
+    """Store the ranking (or a skip) of the open task; return a confirmation line."""
+    from annotation.validation import MAX_TIME_TAKEN_S
+
+    user = require_user(user)
+    if not task or not task.get("task_id"):
+        raise gr.Error("There is no open task: pick a study and press Start.")
+    cids = task["candidate_ids"]
+    taken = min(max(0.0, time.time() - float(task.get("shown_at", time.time()))), MAX_TIME_TAKEN_S)
+    ranking = None
+    if not skipped:
+        given = list(ranks)[: len(cids)]
+        missing = [str(i + 1) for i, r in enumerate(given) if r in (None, "")]
+        if missing or len(given) < len(cids):
+            raise gr.Error(f"Give every image a rank (missing: image {', '.join(missing)}).",
+                           title="Ranking incomplete")  # fmt: skip
+        try:
+            ranking = {int(c): int(r) for c, r in zip(cids, given)}
+        except (TypeError, ValueError):
+            raise gr.Error("Ranks must be whole numbers.") from None
+    res = services.store.submit_ranking(int(user["id"]), int(task["study_id"]), int(task["task_id"]),
+                                        ranking, skipped=skipped, time_taken_s=taken)  # fmt: skip
+    what = "Skipped" if skipped else "Saved"
+    return f"{what} task {task['task_id']} (ranking {res.ranking_id})."
+
+
+def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
+    """Lay out the Annotate tab and wire its events (call inside a ``gr.Blocks``)."""
+    secret = services.config.secret
+    auth = gr.BrowserState(None, storage_key="reasongen-auth", secret=secret)
+    draft = gr.BrowserState({}, storage_key="reasongen-draft", secret=secret)
+    task_state = gr.State(None)
+    with gr.Group(visible=True) as login_box:
+        gr.Markdown("**Log in** to annotate (accounts: `python -m annotation user add NAME`).")
+        with gr.Row():
+            username = gr.Textbox(label="Username", max_length=64, elem_id="rg-username")
+            password = gr.Textbox(label="Password", type="password", max_length=1024,
+                                  elem_id="rg-password")  # fmt: skip
+        login_btn = gr.Button("Log in", variant="primary", elem_id="rg-login")
+    login_message = gr.Markdown(elem_id="rg-login-message")
+    with gr.Column(visible=False) as work_box:
+        with gr.Row():
+            study = gr.Dropdown(
+                choices=[], label="Study", elem_id="rg-study", scale=3, allow_custom_value=True
+            )
+            start = gr.Button("Start / next task", elem_id="rg-start", scale=1)
+            logout = gr.Button("Log out", size="sm", elem_id="rg-logout", scale=1)
+        with gr.Accordion("Guidelines", open=False):
+            guidelines = gr.Markdown(services.default_guidelines)
+        progress = gr.Markdown(elem_id="rg-progress")
+        prompt = gr.Markdown(NO_STUDY, elem_id="rg-task-prompt")
+        message = gr.Markdown(elem_id="rg-annotate-message")
+        images, ranks, cols, cots, plans = [], [], [], [], []
+        with gr.Row(equal_height=False):
+            for i in range(MAX_SLOTS):
+                with gr.Column(visible=False, min_width=180) as col:
+                    images.append(gr.Image(label=f"Image {i + 1}", format="png", interactive=False,
+                                           height=220, elem_id=f"rg-cand-{i}"))  # fmt: skip
+                    ranks.append(gr.Radio(choices=[], label=f"Rank of image {i + 1}",
+                                          elem_id=f"rg-rank-{i}"))  # fmt: skip
+                    with gr.Accordion("Reasoning", open=False):
+                        cots.append(gr.Textbox(label="Chain of thought", lines=4, interactive=False))
+                        plans.append(gr.Image(label="Plan", format="png", interactive=False, height=160))
+                cols.append(col)
+        with gr.Row(visible=False) as buttons:
+            submit_btn = gr.Button("Submit ranking (Ctrl+Enter)", variant="primary", elem_id="rg-submit")
+            skip_btn = gr.Button("Skip this task", elem_id="rg-skip")
+
+    task_outputs: list[Any] = [task_state, prompt, guidelines, progress, message]
+    for i in range(MAX_SLOTS):
+        task_outputs += [cols[i], images[i], ranks[i], cots[i], plans[i]]
+    task_outputs.append(buttons)
+    q = {"concurrency_id": ANNOTATE_QUEUE, "concurrency_limit": ANNOTATE_LIMIT}
+
+    def studies_update(user: Any) -> Any:
+        names = [s.name for s in services.store.list_studies()] if user else []
+        return gr.Dropdown(choices=names, value=names[0] if len(names) == 1 else None)
+
+    @ui_errors
+    def on_login(name: str, pw: str, request: gr.Request) -> tuple[Any, ...]:
+        user, token = login(services, name, pw, getattr(request, "session_hash", None) or "anonymous")
+        hello = f"Logged in as **{user['username']}** ({user['role']})."
+        return user, token, hello, gr.Group(visible=False), gr.Column(visible=True), studies_update(user)
+
+    login_outputs = [user_state, auth, login_message, login_box, work_box, study]
+    login_event = login_btn.click(on_login, [username, password], login_outputs, api_name="login", **q)
+    password.submit(on_login, [username, password], login_outputs, api_visibility="private", **q)
+
+    def on_logout() -> tuple[Any, ...]:
+        return None, None, "Logged out.", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown()
+
+    logout_event = logout.click(on_logout, None, login_outputs, api_name="logout", **q)
+
+    @ui_errors
+    def on_start(user: Any, st: Any, dr: Any) -> list[Any]:
+        return task_frame(services, user, st, dr)
+
+    start.click(on_start, [user_state, study, draft], task_outputs, api_name="next_task", **q)
+
+    def on_rank(task: Any, *values: Any) -> Any:
+        if not task:
+            return gr.skip()
+        return {"task_id": task["task_id"], "study_id": task["study_id"], "ranks": list(values)}
+
+    for r in ranks:
+        r.input(on_rank, [task_state, *ranks], draft, api_visibility="private", queue=False)
+
+    @ui_errors
+    def on_submit(user: Any, task: Any, st: Any, *values: Any) -> list[Any]:
+        msg = submit(services, user, task, list(values), skipped=False)
+        out = task_frame(services, user, st or (task or {}).get("study_id"), {})
+        out[4] = f"{msg} {out[4]}"
+        return [*out, {}]
+
+    @ui_errors
+    def on_skip(user: Any, task: Any, st: Any) -> list[Any]:
+        msg = submit(services, user, task, [], skipped=True)
+        out = task_frame(services, user, st or (task or {}).get("study_id"), {})
+        out[4] = f"{msg} {out[4]}"
+        return [*out, {}]
+
+    submit_btn.click(on_submit, [user_state, task_state, study, *ranks], [*task_outputs, draft],
+                     api_name="submit_ranking", **q)  # fmt: skip
+    skip_btn.click(on_skip, [user_state, task_state, study], [*task_outputs, draft], api_name="skip_task",
+                   **q)  # fmt: skip
+
+    def on_load(token: Any, dr: Any) -> list[Any]:
+        user = restore_user(services, token)
+        if user is None:
+            return [None, gr.skip(), "", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown(),
+                    *[gr.skip()] * len(task_outputs)]  # fmt: skip
+        hello = f"Welcome back, **{user['username']}** ({user['role']})."
+        head = [user, gr.skip(), hello, gr.Group(visible=False), gr.Column(visible=True)]
+        study_id = dr.get("study_id") if isinstance(dr, dict) else None
+        names = {s.id: s.name for s in services.store.list_studies()}
+        if study_id in names:
+            try:
+                frame = task_frame(services, user, names[study_id], dr)
+            except (gr.Error, ValueError):
+                frame = [gr.skip()] * len(task_outputs)
+            return [*head, gr.Dropdown(choices=list(names.values()), value=names[study_id]), *frame]
+        return [*head, studies_update(user), *[gr.skip()] * len(task_outputs)]
+
+    return AnnotateTab(username, password, login_btn, login_message, login_box, work_box, study,
+                       submit_btn, skip_btn, ranks, message, auth, draft, login_event, logout_event,
+                       on_load, [*login_outputs, *task_outputs])  # fmt: skip

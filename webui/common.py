@@ -1,0 +1,122 @@
+"""Helpers shared by the tabs: who is logged in, error translation, small HTML renderers."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+import gradio as gr
+
+log = logging.getLogger("reasongen.app")
+
+GENERATE_QUEUE = "generate"
+"""concurrency_id of every event that runs the model: one shared queue."""
+ANNOTATE_QUEUE = "annotate"
+"""concurrency_id of login, task and ranking events: never behind generation."""
+ANNOTATE_LIMIT = 16
+
+
+def require_user(user: dict[str, Any] | None) -> dict[str, Any]:
+    """The logged-in user of this session, or a UI error saying to log in."""
+    if not user or "id" not in user:
+        raise gr.Error("Please log in first (Annotate tab).", title="Not logged in")
+    return user
+
+
+def require_researcher(user: dict[str, Any] | None) -> dict[str, Any]:
+    """The logged-in researcher, or a UI error (visitors and annotators see no study data)."""
+    if not user or user.get("role") != "researcher":
+        raise gr.Error(
+            "Study results and study management are for researchers: log in on the Annotate "
+            "tab with a researcher account.",
+            title="Researchers only",
+        )
+    return user
+
+
+def ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``ValueError`` (bad input, annotation errors) into ``gr.Error`` messages and any other
+    failure into a generic ``gr.Error``, so the page never dies on an exception."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        except Exception as err:
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}).") from None
+
+    return wrapper
+
+
+def ui_errors_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """``ui_errors`` for generator handlers."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        except Exception as err:
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"Generation failed ({type(err).__name__}: {err}).") from None
+
+    return wrapper
+
+
+def scores_html(row: dict[str, float | None], errors: dict[str, str] | None = None) -> str:
+    """A candidate's reward scores as numbers with bars (bar length: score clipped to [0, 1])."""
+    if not row and not errors:
+        return "<p><em>No rewards configured.</em></p>"
+    lines = ['<table class="rg-scores">']
+    for name, val in row.items():
+        label = html.escape(name)
+        if val is None:
+            num, width = "n/a", 0.0
+        else:
+            num, width = f"{val:.3f}", max(0.0, min(1.0, val)) * 100
+        strong = ' class="rg-combined"' if name == "combined" else ""
+        lines.append(
+            f"<tr{strong}><td>{label}</td><td class='rg-num'>{num}</td>"
+            f"<td class='rg-barcell'><div class='rg-bar' style='width:{width:.1f}%'></div></td></tr>"
+        )
+    for name, msg in (errors or {}).items():
+        lines.append(
+            f"<tr><td>{html.escape(name)}</td><td colspan='2' class='rg-err'>unavailable: "
+            f"{html.escape(msg[:200])}</td></tr>"
+        )
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+CSS = """
+.rg-scores { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+.rg-scores td { padding: 2px 6px; }
+.rg-num { text-align: right; font-variant-numeric: tabular-nums; width: 4.5em; }
+.rg-barcell { width: 50%; }
+.rg-bar { height: 0.8em; background: #4f7cff; border-radius: 3px; }
+.rg-combined td { font-weight: bold; border-top: 1px solid #999; }
+.rg-combined .rg-bar { background: #16a34a; }
+.rg-err { color: #b45309; font-size: 0.85em; }
+"""
+
+KEYBOARD_JS = """
+<script>
+document.addEventListener('keydown', (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+    const b = document.querySelector('#rg-submit');
+    if (b && b.offsetParent !== null) { e.preventDefault(); b.click(); }
+  }
+});
+</script>
+"""

@@ -1,0 +1,257 @@
+"""Generate tab: prompt → streamed chain of thought → plan drawn → image filling in → reward scores.
+
+One generator handler consumes ``reasongen.generation.generate_stream`` and yields a full frame of
+outputs per event; outputs that did not change are ``gr.skip()`` so images are sent only when they
+change. Researchers can send the candidates of the last run to a study.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .common import (
+    ANNOTATE_LIMIT,
+    ANNOTATE_QUEUE,
+    GENERATE_QUEUE,
+    require_researcher,
+    scores_html,
+    ui_errors,
+    ui_errors_stream,
+)
+from .services import MAX_SLOTS, Scores, Services
+
+PLAN_SIZE = 256
+
+
+@dataclass
+class Slot:
+    """The components showing one candidate."""
+
+    column: Any
+    cot: Any
+    plan: Any
+    image: Any
+    scores: Any
+
+
+@dataclass
+class GenerateTab:
+    """Components other tabs and tests wire to."""
+
+    prompt: Any
+    run: Any
+    status: Any
+    slots: list[Slot]
+    scores_json: Any
+    last_run: Any
+    send_group: Any
+    study_choice: Any
+    send_message: Any
+
+
+def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: list[Any],
+           html: list[str] | None, table: Any, last: Any, show: int | None) -> list[Any]:  # fmt: skip
+    """Outputs in the order ``GenerateTab.outputs``: status, per slot (column, cot, plan, image,
+    scores), the scores JSON and the last-run state. ``None`` entries in plans/images/html and a
+    ``None`` table/last/show mean "unchanged"."""
+    out: list[Any] = [status]
+    for i in range(slots):
+        out.append(gr.skip() if show is None else gr.Column(visible=i < show))
+        out.append(cots[i] if i < len(cots) else gr.skip())
+        out.append(plans[i] if i < len(plans) and plans[i] is not None else gr.skip())
+        out.append(images[i] if i < len(images) and images[i] is not None else gr.skip())
+        out.append(html[i] if html is not None and i < len(html) else gr.skip())
+    out.append(gr.skip() if table is None else table)
+    out.append(gr.skip() if last is None else last)
+    return out
+
+
+def stream_generation(services: Services, prompt: str, recipe: str, n: int, guidance: float,
+                      temperature: float, seed: int, session: str) -> Iterator[list[Any]]:  # fmt: skip
+    """The Generate handler's body (without Gradio's request plumbing, so it can be tested).
+
+    A prompt that is one of the examples gets that example's GenEval metadata, so rewards that
+    need it (``shapes``) can score it; any other prompt is scored without metadata.
+    """
+    from reasongen.generation import check_prompt, generate_stream
+    from reasongen.plans import render_plan
+    from reasongen.types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
+
+    cfg = services.config
+    if isinstance(prompt, str) and len(prompt) > cfg.max_prompt_chars:
+        raise gr.Error(f"The prompt is {len(prompt)} characters long; the limit is {cfg.max_prompt_chars}.")
+    prompt = check_prompt(prompt)
+    n = int(n)
+    if not 1 <= n <= cfg.max_candidates:
+        raise gr.Error(f"Number of candidates must be 1..{cfg.max_candidates}.")
+    wait = services.limiter.check(session)
+    if wait:
+        raise gr.Error(
+            f"Too many generations: at most {cfg.rate_limit} per {cfg.rate_window_s:.0f} s. "
+            f"Try again in {wait:.0f} s.",
+            title="Slow down",
+        )
+    loaded = services.loaded
+    settings = SamplingSettings(
+        guidance=float(guidance),
+        temperature=float(temperature),
+        max_cot_tokens=cfg.max_cot_tokens,
+        num_image_tokens=loaded.num_image_tokens,
+    )
+    meta = services.example_metadata(prompt)
+    cots = [""] * n
+    t0 = time.monotonic()
+    empty: list[Any] = [None] * n
+    yield _frame(MAX_SLOTS, "Thinking…", cots, [None] * n, [None] * n, [""] * n, None, None, n)
+    samples: list[Any] = [None] * n
+    stream = generate_stream(loaded, prompt, recipe, n, int(seed), settings, metadata=meta)
+    for ev in stream:
+        if isinstance(ev, CotDelta):
+            cots[ev.index] += ev.text
+            yield _frame(MAX_SLOTS, "Thinking…", cots, empty, empty, None, None, None, None)
+        elif isinstance(ev, PlanReady):
+            plans: list[Any] = [None] * n
+            plans[ev.index] = render_plan(ev.plan, PLAN_SIZE)
+            msg = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
+            yield _frame(MAX_SLOTS, msg, cots, plans, empty, None, None, None, None)
+        elif isinstance(ev, ImageProgress):
+            msg = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
+            yield _frame(MAX_SLOTS, msg, cots, empty, list(ev.previews), None, None, None, None)
+        elif isinstance(ev, Done):
+            samples[ev.sample.index] = ev.sample
+    yield _frame(MAX_SLOTS, "Scoring…", cots, empty, empty, None, None, None, None)
+    scores = services.score(samples)
+    rows = scores.table()
+    html = [scores_html(r, scores.errors) for r in rows]
+    elapsed = time.monotonic() - t0
+    last = {"samples": samples, "scores": scores, "metadata": meta}
+    table = {"prompt": prompt, "recipe": recipe, "candidates": rows, "errors": scores.errors}
+    yield _frame(MAX_SLOTS, f"Done in {elapsed:.1f} s.", cots, empty, empty, html, table, last, None)
+
+
+def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[str, Any] | None,
+                  study_name: str | None, new_study: str | None) -> tuple[str, Any]:  # fmt: skip
+    """Store the last run's candidates (with their reward scores) in a study and make task(s)."""
+    user = require_researcher(user)
+    if not last or not last.get("samples"):
+        raise gr.Error("Generate candidates first.")
+    samples = last["samples"]
+    if len(samples) < 2:
+        raise gr.Error("A ranking task needs at least 2 candidates: generate 2 or more.")
+    store = services.store
+    new_study = (new_study or "").strip()
+    if new_study:
+        study = store.create_study(
+            new_study,
+            group_size=max(2, services.config.max_candidates, len(samples)),
+            rankings_per_task=3,
+            guidelines=services.default_guidelines,
+            created_by=int(user["id"]),
+        )
+    elif study_name:
+        study = store.get_study(study_name)
+    else:
+        raise gr.Error("Pick a study or type a name for a new one.")
+    if len(samples) > study.group_size:
+        raise gr.Error(f"Study {study.name!r} ranks at most {study.group_size} candidates per task.")
+    scores: Scores = last["scores"]
+    pid = store.add_prompts(study.id, [{"prompt": samples[0].prompt, "metadata": last.get("metadata")}])[0]
+    cids = store.add_candidates(pid, samples, rewards=scores.outputs)
+    task = store.create_task(study.id, cids)
+    names = [s.name for s in store.list_studies()]
+    msg = f"Stored {len(cids)} candidates as task {task} in study **{study.name}**."
+    return msg, gr.Dropdown(choices=names, value=study.name)
+
+
+def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
+    """Lay out the Generate tab and wire its events (call inside a ``gr.Blocks``)."""
+    from reasongen.recipes import RECIPES
+
+    cfg = services.config
+    loaded = services.loaded
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            prompt = gr.Textbox(
+                label="Prompt",
+                placeholder="a photo of a red circle left of a blue square",
+                max_length=cfg.max_prompt_chars,
+                lines=2,
+                elem_id="rg-prompt",
+            )
+            run = gr.Button("Generate", variant="primary", elem_id="rg-generate")
+            recipe = gr.Dropdown(list(RECIPES), value=cfg.recipe, label="Recipe")
+            n = gr.Slider(1, cfg.max_candidates, value=min(2, cfg.max_candidates), step=1,
+                          label="Candidates")  # fmt: skip
+            with gr.Accordion("Sampling", open=False):
+                guidance = gr.Slider(0.0, 10.0, value=loaded.defaults.guidance, step=0.5,
+                                     label="Guidance (CFG weight)")  # fmt: skip
+                temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Image temperature")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+            if services.examples:
+                gr.Markdown("**Examples**, by GenEval category (click one to use it)")
+                pick = gr.Dataset(
+                    components=[gr.Textbox(visible=False), gr.Textbox(visible=False)],
+                    headers=["category", "prompt"],
+                    samples=[[ex.category, ex.prompt] for ex in services.examples],
+                    samples_per_page=len(services.examples),
+                    elem_id="rg-examples",
+                )
+                pick.click(lambda row: row[1], pick, prompt, api_visibility="private", queue=False)
+            with gr.Group(visible=False) as send_group:
+                gr.Markdown("**Send these candidates to a study** (researchers)")
+                study_choice = gr.Dropdown(choices=[], label="Study", allow_custom_value=True)
+                new_study = gr.Textbox(label="…or a new study named", max_length=200)
+                send = gr.Button("Send to study", elem_id="rg-send")
+                send_message = gr.Markdown()
+        with gr.Column(scale=3):
+            status = gr.Markdown("", elem_id="rg-status")
+            slots = []
+            with gr.Row(equal_height=False):
+                for i in range(MAX_SLOTS):
+                    with gr.Column(visible=i < 2, min_width=220) as col:
+                        cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5,
+                                         max_lines=12, interactive=False, autoscroll=True,
+                                         elem_id=f"rg-cot-{i}")  # fmt: skip
+                        plan = gr.Image(label="Plan", format="png", interactive=False, height=200,
+                                        elem_id=f"rg-plan-{i}")  # fmt: skip
+                        image = gr.Image(label="Image", format="png", interactive=False, height=200,
+                                         elem_id=f"rg-image-{i}")  # fmt: skip
+                        scores = gr.HTML(elem_id=f"rg-scores-{i}")
+                    slots.append(Slot(col, cot, plan, image, scores))
+            with gr.Accordion("Scores as JSON", open=False):
+                scores_json = gr.JSON(label="Per-candidate rewards", elem_id="rg-scores-json")
+    last_run = gr.State(None)
+
+    outputs = [status]
+    for s in slots:
+        outputs += [s.column, s.cot, s.plan, s.image, s.scores]
+    outputs += [scores_json, last_run]
+
+    @ui_errors_stream
+    def on_generate(p: str, r: str, k: float, g: float, t: float, sd: float,
+                    request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
+        session = getattr(request, "session_hash", None) or "anonymous"
+        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), session)
+
+    inputs = [prompt, recipe, n, guidance, temperature, seed]
+    run.click(on_generate, inputs, outputs, api_name="generate", concurrency_id=GENERATE_QUEUE,
+              concurrency_limit=cfg.concurrency)  # fmt: skip
+    prompt.submit(on_generate, inputs, outputs, concurrency_id=GENERATE_QUEUE,
+                  concurrency_limit=cfg.concurrency, api_visibility="private")  # fmt: skip
+    n.change(lambda k: [gr.Column(visible=i < int(k)) for i in range(MAX_SLOTS)], n,
+             [s.column for s in slots], queue=False, api_visibility="private")  # fmt: skip
+
+    @ui_errors
+    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any]:
+        return send_to_study(services, user, last, study, new)
+
+    send.click(on_send, [user_state, last_run, study_choice, new_study], [send_message, study_choice],
+               api_name="send_to_study", concurrency_id=ANNOTATE_QUEUE,
+               concurrency_limit=ANNOTATE_LIMIT)  # fmt: skip
+    return GenerateTab(prompt, run, status, slots, scores_json, last_run, send_group, study_choice,
+                       send_message)  # fmt: skip

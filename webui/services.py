@@ -1,0 +1,264 @@
+"""What the UI talks to: configuration, the loaded model, the annotation store, rewards, limits.
+
+``Services.build(config)`` loads the model and opens (and migrates) the database; the UI modules
+only call methods here and the library functions of ``reasongen`` and ``annotation``. Nothing is
+loaded at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("reasongen.app")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_PATH = ROOT / "assets" / "examples" / "shapes.jsonl"
+GUIDELINES_PATH = ROOT / "assets" / "guidelines" / "default.md"
+MAX_SLOTS = 8
+"""Upper bound on candidates shown side by side (generation and annotation)."""
+
+
+@dataclass
+class AppConfig:
+    """Settings of the app (flags and ``REASONGEN_*`` environment variables, see ``app.py``)."""
+
+    model: str | None = field(
+        default=None, metadata={"help": "HF-format Janus folder or hub id; default: the embedded model."}
+    )
+    recipe: str = field(default="got-r1", metadata={"help": "Default prompt recipe."})
+    db: str | None = field(
+        default=None,
+        metadata={"help": "SQLAlchemy URL or SQLite file path; default: <data_dir>/reasongen.db."},
+    )
+    data_dir: str = field(default="data", metadata={"help": "Folder for the database and images."})
+    rewards: tuple[str, ...] = field(
+        default=("shapes",), metadata={"help": "Reward names (reasongen.rewards) scored per candidate."}
+    )
+    combine: str = field(
+        default="weighted_sum", metadata={"help": "How rewards combine: weighted_sum, product, group_norm."}
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: auto)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on."})
+    port: int = field(default=7860, metadata={"help": "Port to listen on."})
+    max_prompt_chars: int = field(default=300, metadata={"help": "Longest prompt accepted."})
+    max_candidates: int = field(default=4, metadata={"help": "Most candidates per generation."})
+    max_cot_tokens: int = field(default=256, metadata={"help": "Cap on chain-of-thought tokens."})
+    concurrency: int = field(default=1, metadata={"help": "Generations running at once (shared queue)."})
+    rate_limit: int = field(default=10, metadata={"help": "Generations per session per rate window."})
+    rate_window_s: float = field(default=60.0, metadata={"help": "Length of the rate-limit window."})
+    secret: str | None = field(
+        default=None, metadata={"help": "Key signing login tokens; default: random per process."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rewards, str):
+            self.rewards = tuple(r.strip() for r in self.rewards.split(",") if r.strip())
+        self.rewards = tuple(self.rewards)
+        if self.combine not in ("weighted_sum", "product", "group_norm"):
+            raise ValueError(f"combine must be weighted_sum, product or group_norm; got {self.combine!r}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if not 1 <= self.max_candidates <= MAX_SLOTS:
+            raise ValueError(f"max_candidates must be in 1..{MAX_SLOTS}, got {self.max_candidates}")
+        for name in ("max_prompt_chars", "max_cot_tokens", "concurrency", "rate_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.rate_window_s <= 0:
+            raise ValueError(f"rate_window_s must be positive, got {self.rate_window_s}")
+
+    def db_url(self) -> str | None:
+        """The database as a SQLAlchemy URL (a bare file path becomes ``sqlite:///<abs path>``)."""
+        if self.db is None or "://" in self.db:
+            return self.db
+        return f"sqlite:///{Path(self.db).expanduser().resolve()}"
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window_s`` seconds per key (sliding window, thread-safe)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str) -> float:
+        """Record an event for ``key``; return 0 if allowed, else the seconds until it would be."""
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - self.window_s:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return max(0.01, hits[0] + self.window_s - now)
+            hits.append(now)
+            if len(self._hits) > 10_000:  # forget idle sessions
+                for k in [k for k, v in self._hits.items() if not v]:
+                    del self._hits[k]
+            return 0.0
+
+
+class TokenSigner:
+    """Signed login tokens (``user_id.issued.signature``) kept in the browser across reloads."""
+
+    def __init__(self, secret: str | None, max_age_s: float = 12 * 3600) -> None:
+        self.key = (secret or os.urandom(32).hex()).encode()
+        self.max_age_s = max_age_s
+
+    def _sig(self, payload: str) -> str:
+        return hmac.new(self.key, payload.encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, user_id: int) -> str:
+        payload = f"{int(user_id)}.{int(time.time())}"
+        return f"{payload}.{self._sig(payload)}"
+
+    def verify(self, token: Any) -> int | None:
+        """The user id of a valid, unexpired token, else None."""
+        if not isinstance(token, str) or token.count(".") != 2:
+            return None
+        uid, issued, sig = token.split(".")
+        if not hmac.compare_digest(sig, self._sig(f"{uid}.{issued}")):
+            return None
+        try:
+            if time.time() - int(issued) > self.max_age_s:
+                return None
+            return int(uid)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Example:
+    category: str
+    prompt: str
+    metadata: dict[str, Any] | None
+
+
+def load_examples(path: str | os.PathLike[str] = EXAMPLES_PATH) -> list[Example]:
+    """Example prompts (JSON lines with ``category``, ``prompt``, GenEval-style ``metadata``)."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out.append(Example(d.get("category", ""), d["prompt"], d.get("metadata")))
+    return out
+
+
+@dataclass
+class Scores:
+    """Per-reward outputs for a group of samples, the combined score, and rewards that failed."""
+
+    outputs: dict[str, Any]
+    combined: list[float | None]
+    errors: dict[str, str]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One dict per sample: ``{reward: score, ..., "combined": score}`` (JSON-ready)."""
+        n = len(self.combined)
+        rows: list[dict[str, Any]] = [{} for _ in range(n)]
+        for name, out in self.outputs.items():
+            for i in range(n):
+                rows[i][name] = _num(out.scores[i])
+        for i in range(n):
+            rows[i]["combined"] = _num(self.combined[i])
+        return rows
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+class Services:
+    """The model, the annotation store, the rewards and the per-session limits of one app."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        loaded: Any,
+        store: Any,
+        rewards: Mapping[str, Callable[..., Any]] | None = None,
+        examples: Sequence[Example] | None = None,
+        guidelines: str | None = None,
+    ) -> None:
+        self.config = config
+        self.loaded = loaded
+        self.store = store
+        self.rewards = dict(rewards or {})
+        self.examples = list(load_examples() if examples is None else examples)
+        if guidelines is None and GUIDELINES_PATH.is_file():
+            guidelines = GUIDELINES_PATH.read_text(encoding="utf-8")
+        self.default_guidelines = guidelines or ""
+        self.limiter = RateLimiter(config.rate_limit, config.rate_window_s)
+        self.login_limiter = RateLimiter(10, 60.0)
+        self.signer = TokenSigner(config.secret)
+
+    @classmethod
+    def build(cls, config: AppConfig, rewards: Mapping[str, Any] | None = None) -> Services:
+        """Load the model, open and migrate the database, build the configured rewards."""
+        from annotation.store import Store
+        from reasongen.loading import load_model
+
+        loaded = load_model(config.model, device=config.device)
+        store = Store(config.db_url(), config.data_dir)
+        built = build_rewards(config.rewards) if rewards is None else dict(rewards)
+        return cls(config, loaded, store, built)
+
+    def example_metadata(self, prompt: str) -> dict[str, Any] | None:
+        """The GenEval metadata of the example whose prompt is ``prompt`` (None if none is)."""
+        for ex in self.examples:
+            if ex.prompt == prompt:
+                return ex.metadata
+        return None
+
+    def score(self, samples: Sequence[Any]) -> Scores:
+        """Score samples with every reward; a reward that fails is reported, never fatal."""
+        from reasongen.rewards import RewardOutput, combine_outputs
+
+        outputs: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, reward in self.rewards.items():
+            try:
+                out = reward(list(samples))
+                outputs[name] = RewardOutput(name, list(out.scores), list(out.details))
+            except Exception as err:  # a broken or unavailable reward model must not kill the page
+                log.warning("reward %s failed: %s", name, err)
+                errors[name] = f"{type(err).__name__}: {err}"
+        combined: list[float | None] = [None] * len(samples)
+        if outputs:
+            comb = combine_outputs(list(outputs.values()), mode=self.config.combine, on_missing="skip")
+            combined = list(comb.scores)
+        return Scores(outputs, combined, errors)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def build_rewards(names: Sequence[str]) -> dict[str, Any]:
+    """Rewards by registry name; a name that cannot be built is logged and left out."""
+    if not names:
+        return {}
+    from reasongen.rewards import get_reward, list_rewards
+
+    out = {}
+    for name in names:
+        if name not in list_rewards():
+            raise ValueError(f"unknown reward {name!r}; choose from {', '.join(list_rewards())}")
+        try:
+            out[name] = get_reward(name)
+        except Exception as err:  # e.g. the reward's module is missing optional dependencies
+            log.warning("reward %s unavailable: %s", name, err)
+    return out
