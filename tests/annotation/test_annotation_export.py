@@ -169,34 +169,9 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
     assert cli_main([*base, "init"]) == 0
     assert cli_main([*base, "user", "add", "rita", "--role", "researcher", "--password-env", "ANN_PW"]) == 0
     assert cli_main([*base, "user", "add", "rita", "--password-env", "ANN_PW"]) == 2  # duplicate
-    assert (
-        cli_main(
-            [
-                *base,
-                "study",
-                "create",
-                "--name",
-                "pilot",
-                "--prompts",
-                str(tmp_path / "prompts.jsonl"),
-                "--system",
-                f"{model_a}:direct",
-                "--system",
-                f"{model_b}:direct",
-                "--group-size",
-                "4",
-                "--samples",
-                "2",
-                "--rankings-per-task",
-                "1",
-                "--controls",
-                "2",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    create = f"study create --name pilot --prompts {tmp_path / 'prompts.jsonl'} --system {model_a}:direct "
+    create += f"--system {model_b}:direct --group-size 4 --samples 2 --rankings-per-task 1 --controls 2"
+    assert cli_main([*base, *create.split(), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "2 prompts, 2 tasks, 2 control tasks" in out
     store = Store(f"sqlite:///{tmp_path / 'cli.db'}", tmp_path / "data")
