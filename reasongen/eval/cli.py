@@ -37,6 +37,12 @@ class ShapesBenchConfig:
     n: int = field(default=600, metadata={"help": "number of prompts (balanced over 6 categories)"})
     seed: int = field(default=0, metadata={"help": "generation seed (prompt i uses seed + i)"})
     prompt_seed: int = field(default=0, metadata={"help": "seed of the prompt set (keep fixed)"})
+    cell: int = field(
+        default=125,
+        metadata={"help": "cell side of cell-aligned scenes (the embedded model's layout: no "
+                  "textures); 0 = free layouts"},
+    )  # fmt: skip
+    image_size: int = field(default=128, metadata={"help": "render size of --oracle images"})
     recipe: str = field(default="got-r1", metadata={"help": f"one of {', '.join(RECIPES)}"})
     batch: int = field(default=1, metadata={"help": "samples per prompt, drawn as one batch"})
     guidance: float | None = field(default=None, metadata={"help": "CFG weight (default: model's)"})
@@ -65,6 +71,10 @@ class ShapesBenchConfig:
             raise ValueError(f"unknown --recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.sheet_images < 1:
             raise ValueError(f"--sheet-images must be at least 1, got {self.sheet_images}")
+        if self.cell < 0 or (self.cell and 1000 % self.cell):
+            raise ValueError(f"--cell must be 0 (free layout) or divide 1000, e.g. 125; got {self.cell}")
+        if self.image_size < 16:
+            raise ValueError(f"--image-size must be at least 16 pixels, got {self.image_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
 
@@ -152,10 +162,11 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
     )
 
     t_start = time.perf_counter()
-    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed)
+    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed, cfg.cell or None)
     settings = None
     if cfg.oracle:
-        model_id, recipe, generator = "oracle (ground-truth renders)", "oracle", oracle_generator()
+        model_id, recipe = "oracle (ground-truth renders)", "oracle"
+        generator = oracle_generator(cfg.image_size)
     else:
         import torch
 
@@ -181,6 +192,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
         "recipe": recipe,
         "seed": cfg.seed,
         "prompt_seed": cfg.prompt_seed,
+        "layout": f"cell {cfg.cell}" if cfg.cell else "free",
         "settings": settings.to_dict() if settings is not None else None,
         "timing": {
             "wall_s": round(wall, 2),

@@ -42,14 +42,23 @@ class BenchPrompt:
     scene: Scene | None = field(default=None, compare=False)
 
 
-def benchmark_prompts(n: int, seed: int = 0) -> list[BenchPrompt]:
+def benchmark_prompts(n: int, seed: int = 0, cell: int | None = None) -> list[BenchPrompt]:
     """``n`` prompts cycling through the six categories (balanced), from one seeded sampler.
 
-    The same ``(n, seed)`` always gives the same prompts, so models are compared on one set.
+    The same ``(n, seed, cell)`` always gives the same prompts, so models are compared on one
+    set. ``cell`` (e.g. 125) samples cell-aligned scenes, the embedded model's layout (fixed
+    sizes, no textures, so no prompt asks for a texture it cannot draw); None: free layouts.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the benchmark needs at least one prompt; got n={n!r}")
-    scenes = sample_scenes(n, seed=seed, categories=CATEGORIES)
+    if cell:
+        try:
+            scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell)
+        except TypeError:
+            raise ValueError("this version of reasongen.shapes has no cell-aligned layout; "
+                             "use cell=None (--cell 0)") from None  # fmt: skip
+    else:
+        scenes = sample_scenes(n, seed=seed, categories=CATEGORIES)
     return [BenchPrompt(i, s.category, s.prompt, s.metadata, s) for i, s in enumerate(scenes)]
 
 

@@ -74,6 +74,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from reasongen.types import COORD_MAX, Box
 
+from . import scene as _scene
 from .scene import BACKGROUND, COLORS, SIZE_RANGE, SIZES
 
 # --------------------------------------------------------------------------- colour space
@@ -153,6 +154,27 @@ class ShapeFeatures:
         )
 
 
+def size_threshold_for(cell: int | None = None) -> int:
+    """Box side (GoT units) from which an object is ``large`` rather than ``small``.
+
+    Free layouts draw sides from ``SIZE_RANGE``, cell-aligned layouts (the embedded model's,
+    e.g. ``cell=125``) use ``CELL_SIDES``. With ``cell`` the midpoint of the cell sides is
+    returned; without, the midpoint between the largest small side and the smallest large side
+    of both layouts, so that one detector serves both (falling back to the free layout's midpoint
+    if the two layouts' sizes were ever to interleave).
+    """
+    small, large = SIZES[0], SIZES[-1]
+    cells = getattr(_scene, "CELL_SIDES", None)
+    if cell:
+        if not cells:
+            raise ValueError("this version of reasongen.shapes.scene has no cell-aligned layout")
+        return (cells[small] + cells[large]) // 2
+    small_max, large_min = SIZE_RANGE[small][1], SIZE_RANGE[large][0]
+    if cells and max(small_max, cells[small]) < min(large_min, cells[large]):
+        return (max(small_max, cells[small]) + min(large_min, cells[large])) // 2
+    return (small_max + large_min) // 2
+
+
 TEXTURE_MIN_SHARE = 0.08
 """An object is textured when this share of its interior is in its colour's texture tone."""
 STRIPE_EXTENT = 0.28
@@ -190,9 +212,10 @@ class DetectorConfig:
         metadata={"help": "Share of votes a second colour needs for a component to be split."},
     )
     size_threshold: int = field(
-        default=(SIZE_RANGE["small"][1] + SIZE_RANGE["large"][0]) // 2,
-        metadata={"help": "Box side (GoT units) from which an object is 'large' rather than 'small'."},
-    )
+        default_factory=size_threshold_for,
+        metadata={"help": "Box side (GoT units) from which an object is 'large' rather than "
+                  "'small' (default: size_threshold_for(), right for both layouts)."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.colors:

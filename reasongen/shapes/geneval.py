@@ -224,16 +224,21 @@ def object_from_label(box: Box, size_threshold: int | None = None) -> PlanObject
 
 
 def plan_faithfulness(
-    plan: Plan | Sequence[Box], metadata: dict[str, Any], **kwargs: Any
+    plan: Plan | Sequence[Box],
+    metadata: dict[str, Any],
+    size_threshold: int | None = None,
+    **kwargs: Any,
 ) -> CheckResult:
     """Does the plan, read as objects (``object_from_label``), satisfy the prompt's metadata?
 
-    Texture is not checked unless ``check_texture=True`` is passed (plan labels usually omit it).
-    Other keyword arguments go to ``check_objects``.
+    ``size_threshold`` sizes unlabelled boxes (``reasongen.shapes.detect.size_threshold_for``;
+    default: the free layout's). Texture is not checked unless ``check_texture=True`` is passed
+    (plan labels usually omit it). Other keyword arguments go to ``check_objects``.
     """
     boxes = plan.boxes if isinstance(plan, Plan) else tuple(plan)
     kwargs.setdefault("check_texture", False)
-    return check_objects(metadata, [object_from_label(b) for b in boxes], **kwargs)
+    objects = [object_from_label(b, size_threshold) for b in boxes]
+    return check_objects(metadata, objects, **kwargs)
 
 
 def _compatible(planned: PlanObject, found: ObjectLike) -> bool:

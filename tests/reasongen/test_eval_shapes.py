@@ -22,8 +22,12 @@ from reasongen.eval import (
 from reasongen.eval.cli import main
 from reasongen.plans import parse_plan
 from reasongen.shapes import render_scene
+from reasongen.shapes import scene as scene_module
 from reasongen.shapes.cot import write_cot
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
+
+HAS_CELLS = hasattr(scene_module, "CELL_SIDES")
+needs_cells = pytest.mark.skipif(not HAS_CELLS, reason="the world has no cell-aligned layout yet")
 
 
 def test_prompt_set_is_balanced_and_fixed():
@@ -36,6 +40,14 @@ def test_prompt_set_is_balanced_and_fixed():
     assert all(p.metadata["tag"] == p.category for p in a)
     with pytest.raises(ValueError, match="at least one prompt"):
         benchmark_prompts(0)
+
+
+@needs_cells
+def test_cell_aligned_prompt_set_asks_for_no_texture():
+    prompts = benchmark_prompts(60, seed=0, cell=125)
+    assert all("texture" not in e for p in prompts for e in p.metadata["include"])
+    assert all(o.box.x1 % 125 == 0 and o.texture is None for p in prompts for o in p.scene.objects)
+    assert [p.prompt for p in prompts] != [p.prompt for p in benchmark_prompts(60, seed=0)]
 
 
 def test_ground_truth_renders_score_one_and_blank_images_zero():
@@ -123,10 +135,18 @@ def test_outputs_and_contact_sheet(tmp_path):
     assert Image.open(paths["contact_sheet"]).size[0] > 0
 
 
-def test_cli_oracle_run_writes_report(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "layout",
+    [["--cell", "0"], pytest.param(["--image-size", "64"], marks=needs_cells)],
+    ids=["free", "cell-default"],
+)
+def test_cli_oracle_run_writes_report(tmp_path, capsys, layout):
     out = tmp_path / "bench"
-    assert main(["shapes", "--oracle", "--n", "12", "--out", str(out)]) == 0
+    assert main(["shapes", "--oracle", "--n", "12", "--out", str(out), *layout]) == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["layout"] == ("free" if layout[0] == "--cell" else "cell 125")
+    side = 128 if report["layout"] == "free" else 64
+    assert Image.open(out / "images" / "0000_0.png").size == (side, side)
     assert report["overall"] >= 0.9 and set(report["categories"]) == set(CATEGORIES)
     assert report["n_prompts"] == 12 and report["n_images"] == 12
     assert report["recipe"] == "oracle" and report["prompt_seed"] == 0
@@ -139,6 +159,8 @@ def test_cli_oracle_run_writes_report(tmp_path, capsys):
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["shapes", "--oracle", "--n", "0", "--out", str(tmp_path)]) == 2
     assert "--n" in capsys.readouterr().err
+    assert main(["shapes", "--oracle", "--cell", "7", "--out", str(tmp_path)]) == 2
+    assert "--cell" in capsys.readouterr().err
     assert main(["shapes", "--recipe", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown --recipe" in capsys.readouterr().err
     assert main(["shapes", "--n", "2", "--model", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
@@ -152,7 +174,8 @@ def test_cli_with_a_tiny_random_model(tmp_path):
     model_dir = save_tiny(tmp_path / "tiny")
     out = tmp_path / "bench"
     argv = ["shapes", "--model", str(model_dir), "--n", "6", "--batch", "2", "--recipe", "got-r1",
-            "--max-cot-tokens", "6", "--seed", "3", "--threads", "1", "--out", str(out)]  # fmt: skip
+            "--cell", "0", "--max-cot-tokens", "6", "--seed", "3", "--threads", "1",
+            "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_images"] == 12 and report["samples_per_prompt"] == 2
@@ -166,7 +189,7 @@ def test_cli_with_a_tiny_random_model(tmp_path):
 
 def test_cli_yaml_config_with_flag_overrides(tmp_path, capsys):
     cfg = tmp_path / "bench.yaml"
-    cfg.write_text(f"oracle: true\nn: 9\nprompt_seed: 4\nout: {tmp_path / 'from_yaml'}\n")
+    cfg.write_text(f"oracle: true\nn: 9\ncell: 0\nprompt_seed: 4\nout: {tmp_path / 'from_yaml'}\n")
     assert main(["shapes", "--config", str(cfg), "--n", "6"]) == 0
     report = json.loads((tmp_path / "from_yaml" / "report.json").read_text())
     assert report["n_prompts"] == 6 and report["prompt_seed"] == 4  # flag wins, YAML fills in

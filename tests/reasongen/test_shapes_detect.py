@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter
 
 from reasongen.plans import parse_plan
 from reasongen.shapes import BACKGROUND, COLORS, SHAPES, render_objects, render_scene, sample_scenes
+from reasongen.shapes import scene as scene_module
 from reasongen.shapes.cot import write_cot
 from reasongen.shapes.detect import (
     Detection,
@@ -101,6 +102,30 @@ def test_detector_agreement_counts_matching_images(clean_set):
     assert score == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one per image"):
         detector_agreement(images[:2], scenes[:3])
+
+
+@pytest.mark.skipif(not hasattr(scene_module, "CELL_SIDES"), reason="no cell-aligned layout yet")
+@pytest.mark.parametrize("size", [64, 128])
+def test_detector_is_right_on_cell_aligned_renders(size):
+    scenes = scene_module.sample_scenes(150, seed=7, cell=125)
+    images = [render_scene(s, size=size) for s in scenes]
+    assert detector_agreement(images, scenes, min_iou=0.8) == 1.0
+    sizes = [(sorted(o.size for o in s.objects), sorted(d.size for d in detect(im)))
+             for s, im in zip(scenes, images)]  # fmt: skip
+    assert all(a == b for a, b in sizes)
+    assert {o.size for s in scenes for o in s.objects} == {"small", "large"}
+
+
+def test_one_size_threshold_serves_both_layouts():
+    from reasongen.shapes.detect import size_threshold_for
+    from reasongen.shapes.scene import SIZE_RANGE
+
+    t = size_threshold_for()
+    assert SIZE_RANGE["small"][1] < t < SIZE_RANGE["large"][0]
+    cells = getattr(scene_module, "CELL_SIDES", None)
+    if cells:
+        assert cells["small"] < t < cells["large"]
+        assert cells["small"] < size_threshold_for(125) < cells["large"]
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
