@@ -222,7 +222,8 @@ class RunConfig:
     model: str = _h("Model folder or hub id (HF Janus format); '' = the embedded model.", default="")
     out_dir: str = _h("Run folder: checkpoints, TensorBoard logs, final model.", default="runs/train")
     max_steps: int = _h("Optimizer steps to run.", default=100)
-    lr: float = _h("Peak learning rate (AdamW).", default=1e-5)
+    lr: float = _h("Peak learning rate.", default=1e-5)
+    optimizer: str = _h("'adamw' or 'sgd' (plain SGD, mostly for exactness tests).", default="adamw")
     weight_decay: float = _h("AdamW weight decay.", default=0.0)
     adam_betas: list[float] = dataclasses.field(
         default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas."}
@@ -266,6 +267,8 @@ class RunConfig:
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if self.device not in ("auto", "cpu"):
             raise ValueError("device must be 'auto' or 'cpu' (use accelerate launch for GPUs)")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if len(self.adam_betas) != 2:
             raise ValueError("adam_betas takes two numbers, e.g. --adam_betas 0.9 0.999")
         if self.save_every < 0 or self.log_every < 1:
@@ -316,10 +319,12 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
         model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
         loaded = wrap_loaded(base_janus(model), loaded.processor, loaded.model_id)
     policy = JanusPolicy(model).train()
-    opt = torch.optim.AdamW(
-        trainable_parameters(policy), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-        weight_decay=cfg.weight_decay,
-    )  # fmt: skip
+    params = trainable_parameters(policy)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                weight_decay=cfg.weight_decay)  # fmt: skip
     sched = get_scheduler(cfg.lr_scheduler, opt, cfg.warmup_steps, cfg.max_steps)
     prepared, opt, sched = acc.prepare(policy, opt, sched)
     start, extra = 0, {}
