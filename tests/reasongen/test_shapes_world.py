@@ -133,3 +133,50 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="inside 0–1000"):
         ShapeObject("circle", "red", "small", None, Box("x", 10, 0, 10, 10))
     assert len(SHAPES) >= 6 and len(COLORS) == 8
+
+
+# --------------------------------------------------------------------------- cell-aligned layouts
+
+
+def test_cell_aligned_scenes_sit_on_the_grid_and_code_exactly():
+    from reasongen.shapes.codes import (
+        CELL,
+        GRID_CELLS,
+        NUM_CODES,
+        SIZE_CELLS,
+        code_of,
+        codebook_vectors,
+        describe_code,
+        scene_codes,
+    )
+    from reasongen.shapes.scene import CELL_SIDES
+
+    scenes = sample_scenes(120, seed=5, cell=CELL)
+    for s in scenes:
+        validate_metadata(s.metadata)
+        assert all(o.texture is None for o in s.objects)
+        for o in s.objects:
+            b = o.box
+            assert b.x1 % CELL == 0 and b.y1 % CELL == 0
+            assert b.x2 - b.x1 == b.y2 - b.y1 == CELL_SIDES[o.size]
+        if s.relation is not None:
+            r = s.relation
+            assert relation_holds(s.objects[r.subject].box, r.relation, s.objects[r.reference].box)
+        codes = scene_codes(s).reshape(GRID_CELLS, GRID_CELLS)
+        assert (codes > 0).sum() == sum(SIZE_CELLS[o.size] ** 2 for o in s.objects)
+        for o in s.objects:
+            r0, c0 = o.box.y1 // CELL, o.box.x1 // CELL
+            assert describe_code(int(codes[r0, c0])) == (o.shape, o.color, o.size, 0, 0)
+        assert parse_plan(write_cot(s)).boxes == s.boxes
+    assert describe_code(0) is None
+    assert describe_code(code_of("star", "pink", "large", 2, 1)) == ("star", "pink", "large", 2, 1)
+    book = codebook_vectors()
+    assert book.shape[0] == NUM_CODES
+    assert np.allclose(np.linalg.norm(book, axis=1), 1.0)
+    assert len({tuple(v) for v in book}) == NUM_CODES
+    with pytest.raises(ValueError, match="outside"):
+        describe_code(NUM_CODES)
+    with pytest.raises(ValueError, match="cell must divide"):
+        sample_scene("colors", random.Random(0), cell=100)
+    with pytest.raises(ValueError, match="not aligned"):
+        scene_codes(sample_scenes(6, seed=1)[0])

@@ -1,0 +1,120 @@
+"""Pretraining the shapes model: tokenizer, batches, config checks, a tiny end-to-end run, and
+the shipped checkpoint (loads offline, generates images the detector accepts)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from reasongen.plans import parse_plan
+from reasongen.recipes import get_recipe
+from reasongen.shapes import sample_scenes, write_cot
+from reasongen.shapes.codes import CELL, GRID_CELLS
+from reasongen.tokenizer import BOI, GOT_BOX_TOKENS
+from training.pretrain_shapes import PretrainShapesConfig, parse_args, run
+from training.shapes_data import COORD_TOKENS, build_tokenizer, encode_texts, make_batch
+
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-janus"
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return sample_scenes(60, seed=2, cell=CELL)
+
+
+@pytest.fixture(scope="module")
+def tok(scenes):
+    return build_tokenizer(scenes, vocab_size=400)
+
+
+def test_tokenizer_round_trips_plans_with_one_token_per_number(tok, scenes):
+    for s in scenes[:12]:
+        cot = write_cot(s)
+        ids = tok.encode(cot, add_special_tokens=False)
+        assert tok.decode(ids) == cot
+        assert parse_plan(tok.decode(ids)).boxes == s.boxes
+        for t in GOT_BOX_TOKENS:
+            assert ids.count(tok.convert_tokens_to_ids(t)) == len(s.objects)
+    for number in COORD_TOKENS:
+        assert len(tok.encode(number, add_special_tokens=False)) == 1
+    assert len(tok.encode("(125,750),(500,1000)", add_special_tokens=False)) <= 11
+
+
+def test_batches_put_targets_on_cot_and_boi_only(tok, scenes):
+    texts = encode_texts(scenes[:8], tok, direct_fraction=0.5, seed=0)
+    boi = tok.convert_tokens_to_ids(BOI)
+    codes = torch.zeros((8, GRID_CELLS**2), dtype=torch.long)
+    batch = make_batch(texts, codes, tok.pad_token_id, drop_prob=0.0, rng=random.Random(0))
+    ids, mask, target = batch["ids"], batch["mask"], batch["text_target"]
+    width = ids.shape[1]
+    assert (ids[:, -1] == boi).all()
+    for b, t in enumerate(texts):
+        assert mask[b].sum() == len(t.ids) and ids[b, width - len(t.ids)] == tok.bos_token_id
+        predicted = ids[b, 1:][target[b, :-1]].tolist()
+        assert predicted == t.ids[t.loss_from :]
+        assert predicted[-1] == boi
+    got = get_recipe("got-r1").format_prompt(scenes[0].prompt)
+    assert tok.decode(texts[0].ids[1 : texts[0].loss_from]) in (
+        got,
+        get_recipe("direct").format_prompt(scenes[0].prompt),
+    )
+    dropped = make_batch(texts, codes, tok.pad_token_id, drop_prob=0.999, rng=random.Random(0))
+    assert not dropped["text_target"].any()
+    d_ids, d_mask = dropped["ids"], dropped["mask"]
+    kept = d_ids[d_mask.bool()]
+    assert set(kept.tolist()) == {tok.bos_token_id, tok.pad_token_id, boi}
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        PretrainShapesConfig(vq_base_channels=16)
+    with pytest.raises(ValueError, match="divisible by heads"):
+        PretrainShapesConfig(hidden=100, heads=3)
+    with pytest.raises(ValueError, match="image_size"):
+        PretrainShapesConfig(image_size=96)
+    cfg = parse_args(["--lm-steps", "7", "--out", "x"])
+    assert cfg.lm_steps == 7 and cfg.out == "x" and cfg.downsample_levels == 3
+
+
+@pytest.mark.slow
+def test_tiny_pretraining_run_saves_a_loadable_janus_folder(tmp_path):
+    from transformers import JanusForConditionalGeneration
+
+    from reasongen.loading import load_model
+
+    cfg = PretrainShapesConfig(out=str(tmp_path / "m"), vq_steps=2, vq_batch=2, text_scenes=40,
+                               hidden=32, layers=1, heads=2, lm_scenes=30, lm_steps=3, lm_batch=4,
+                               eval_images=4, vocab_size=320)  # fmt: skip
+    stats = run(cfg)
+    assert stats["lm"]["steps"] == 3 and stats["vq"]["steps"] == 2
+    assert (tmp_path / "m" / "training_stats.json").is_file()
+    loaded = load_model(tmp_path / "m", device="cpu")
+    assert loaded.num_image_tokens == GRID_CELLS**2 and loaded.image_size == 64
+    again = JanusForConditionalGeneration.from_pretrained(tmp_path / "m")
+    for (k, a), b in zip(loaded.model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped checkpoint")
+def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts():
+    from reasongen.generation import generate
+    from reasongen.loading import load_model
+    from reasongen.shapes.detect import check_image
+
+    loaded = load_model(SHIPPED, device="cpu")
+    assert loaded.num_image_tokens == 64
+    passed = 0
+    for prompt, shape in EASY_PROMPTS:
+        meta = {"tag": "single_object", "prompt": prompt, "include": [{"class": shape, "count": 1}]}
+        sample = generate(loaded, prompt, recipe="got-r1", n=1, seed=0)[0]
+        assert sample.image is not None and sample.image.size == (64, 64)
+        assert sample.plan is not None and len(sample.plan.boxes) >= 1
+        passed += bool(check_image(sample.image, meta).correct)
+    assert passed >= len(EASY_PROMPTS) - 1
+
+
+EASY_PROMPTS = [("a photo of a square", "square"), ("a photo of a circle", "circle"),
+                ("a photo of a cross", "cross")]  # fmt: skip

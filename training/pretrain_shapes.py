@@ -1,0 +1,212 @@
+"""Pretrain the embedded shapes model: tokenizer, VQ decoder and a small Janus LM, from nothing.
+
+    python -m training.pretrain_shapes --out assets/models/shapes-janus [--seed 0]
+
+Everything comes from the shapes world (``reasongen.shapes``) and is seeded. The model draws
+cell-aligned scenes on an 8 × 8 token grid whose codes are semantic (``reasongen.shapes.codes``),
+so the VQ decoder (trained in a second process) and the LM (SFT on got-r1 and direct examples)
+train at the same time. Runs on the CPU and uses CUDA when present. Writes a transformers Janus
+folder (``save_pretrained`` model + ``JanusProcessor``) that ``reasongen.loading.load_model`` and
+``JanusForConditionalGeneration.from_pretrained`` both load, plus ``training_stats.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import JanusConfig, JanusForConditionalGeneration, JanusVQVAE
+
+from reasongen.shapes import render_scene, sample_scenes
+from reasongen.shapes.codes import CELL, EMBED_DIM, GRID_CELLS, NUM_CODES, codebook_vectors
+from reasongen.tiny import make_processor, set_generation_defaults
+
+from .shapes_data import build_tokenizer, encode_texts, lm_codes
+from .shapes_lm import shapes_config, train_lm
+from .shapes_vq import decode_codes, set_codebook, train_decoder
+
+
+@dataclass
+class PretrainShapesConfig:
+    """Configuration of ``python -m training.pretrain_shapes`` (every field is a flag)."""
+
+    out: str = field(default="assets/models/shapes-janus", metadata={"help": "output folder"})
+    seed: int = field(default=0, metadata={"help": "seed of scenes, initialisation and batches"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if present), cpu or cuda"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads per process"})
+    image_size: int = field(default=64, metadata={"help": "model image side in pixels (8 cells)"})
+    vq_base_channels: int = field(default=32, metadata={"help": "VQ base channels (>= 32)"})
+    vq_steps: int = field(default=1200, metadata={"help": "VQ decoder optimiser steps"})
+    vq_batch: int = field(default=16, metadata={"help": "VQ decoder batch size"})
+    vq_lr: float = field(default=2e-3, metadata={"help": "VQ decoder peak learning rate"})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary (before added tokens)"})
+    text_scenes: int = field(default=6000, metadata={"help": "scenes whose text trains the BPE"})
+    hidden: int = field(default=128, metadata={"help": "LM hidden size"})
+    layers: int = field(default=4, metadata={"help": "LM layers"})
+    heads: int = field(default=4, metadata={"help": "LM attention heads"})
+    lm_scenes: int = field(default=40000, metadata={"help": "scenes in the SFT set"})
+    lm_steps: int = field(default=1300, metadata={"help": "SFT optimiser steps"})
+    lm_batch: int = field(default=24, metadata={"help": "SFT batch size"})
+    lm_lr: float = field(default=3e-3, metadata={"help": "SFT peak learning rate"})
+    direct_fraction: float = field(default=0.3, metadata={"help": "share of direct (no-CoT) examples"})
+    drop_prompt: float = field(default=0.1, metadata={"help": "share of unconditional examples (CFG)"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop each stage after this long (0: off)"})
+    eval_images: int = field(default=300, metadata={"help": "held-out scenes for VQ accuracy"})
+
+    def __post_init__(self) -> None:
+        if self.vq_base_channels < 32 or self.vq_base_channels % 32:
+            raise ValueError("vq_base_channels must be a multiple of 32 (GroupNorm(32)); e.g. 32")
+        if self.image_size % GRID_CELLS or (self.image_size // GRID_CELLS) & (
+            self.image_size // GRID_CELLS - 1
+        ):
+            raise ValueError(f"image_size must be {GRID_CELLS} × a power of two, e.g. 64 or 128")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
+        if not 0 <= self.direct_fraction < 1 or not 0 <= self.drop_prompt < 1:
+            raise ValueError("direct_fraction and drop_prompt must lie in [0, 1)")
+        for name in ("vq_steps", "lm_scenes", "lm_steps", "text_scenes", "vq_batch", "lm_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def downsample_levels(self) -> int:
+        return (self.image_size // GRID_CELLS).bit_length() - 1
+
+
+def parse_args(argv: list[str] | None = None) -> PretrainShapesConfig:
+    """Command-line flags, one per config field (``--vq-steps 100``)."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    for f in dataclasses.fields(PretrainShapesConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f.metadata.get("help", ""))  # fmt: skip
+    return PretrainShapesConfig(**vars(p.parse_args(argv)))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _build_config(cfg: PretrainShapesConfig, vocab_size: int) -> JanusConfig:
+    return shapes_config(vocab_size, cfg.hidden, cfg.layers, cfg.heads, cfg.image_size,
+                         cfg.downsample_levels, NUM_CODES, EMBED_DIM, cfg.vq_base_channels)  # fmt: skip
+
+
+def _decoder_stage(cfg_dict: dict[str, Any], vq_config: dict[str, Any], path: str) -> None:
+    """Child process: train the VQ decoder and save its state dict to ``path``."""
+    from transformers import JanusVQVAEConfig
+
+    cfg = PretrainShapesConfig(**cfg_dict)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + 10)
+    vq = JanusVQVAE(JanusVQVAEConfig(**vq_config))
+    limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    summary = train_decoder(vq, cfg.image_size, cfg.vq_steps, cfg.vq_batch, cfg.vq_lr,
+                            cfg.seed + 11, _device(cfg.device), limit)  # fmt: skip
+    torch.save({"state": vq.cpu().state_dict(), "summary": summary}, path)
+
+
+def detector_accuracy(scenes, images: np.ndarray) -> float | None:
+    """Share of images the world's detector finds correct for their scene (None if no detector)."""
+    try:
+        from reasongen.shapes.detect import check_image
+    except ImportError:
+        return None
+    from PIL import Image
+
+    ok = [bool(check_image(Image.fromarray(im), s.metadata).correct) for s, im in zip(scenes, images)]
+    return float(np.mean(ok))
+
+
+def _vq_eval(vq: JanusVQVAE, cfg: PretrainShapesConfig) -> dict[str, Any]:
+    """Decode held-out scenes' codes; compare with clean renders (pixels and the detector)."""
+    scenes = sample_scenes(cfg.eval_images, seed=cfg.seed + 3, cell=CELL)
+    rec = decode_codes(vq, lm_codes(scenes))
+    clean = np.stack([np.asarray(render_scene(s, size=cfg.image_size)) for s in scenes])
+    return {
+        "recon_mae": float(np.abs(rec.astype(float) - clean).mean()),
+        "detector_accuracy_recon": detector_accuracy(scenes, rec),
+        "detector_accuracy_clean": detector_accuracy(scenes, clean),
+    }
+
+
+def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
+    """Train everything and save it to ``cfg.out``; returns the stats written beside it."""
+    t0 = time.time()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    dev = _device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(dev)}
+
+    tok = build_tokenizer(sample_scenes(cfg.text_scenes, seed=cfg.seed + 1, cell=CELL), cfg.vocab_size)
+    config = _build_config(cfg, len(tok))
+    config.image_token_id = tok.convert_tokens_to_ids(tok.image_token)
+    print(f"tokenizer: {len(tok)} tokens; image tokens: {config.vision_config.num_image_tokens}")
+
+    vq_path = out / "_decoder.pt"
+    child = mp.get_context("spawn").Process(
+        target=_decoder_stage, args=(dataclasses.asdict(cfg), config.vq_config.to_dict(), str(vq_path))
+    )
+    child.start()
+
+    model = JanusForConditionalGeneration(config)
+    set_codebook(model.model.vqmodel)
+    with torch.no_grad():
+        book = torch.from_numpy(codebook_vectors())  # [K, D]
+        model.model.generation_embeddings.weight.copy_(book)
+    scenes = sample_scenes(cfg.lm_scenes, seed=cfg.seed + 4, cell=CELL)
+    texts = encode_texts(scenes, tok, cfg.direct_fraction, cfg.seed + 5)
+    codes = lm_codes(scenes)  # [n, 64]
+    limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    t = time.time()
+    curve = train_lm(model, texts, codes, tok.pad_token_id, cfg.lm_steps, cfg.lm_batch, cfg.lm_lr,
+                     cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit)  # fmt: skip
+    tail = np.array(curve[-50:])
+    stats["lm"] = {"steps": len(curve), "seconds": time.time() - t,
+                   "final_text_loss": float(tail[:, 0].mean()),
+                   "final_image_loss": float(tail[:, 1].mean())}  # fmt: skip
+
+    child.join()
+    if child.exitcode != 0 or not vq_path.is_file():
+        raise RuntimeError(f"the VQ decoder process failed (exit code {child.exitcode})")
+    saved = torch.load(vq_path, map_location="cpu")
+    model = model.to("cpu").eval()
+    model.model.vqmodel.load_state_dict(saved["state"])
+    vq_path.unlink()
+    stats["vq"] = {**saved["summary"], **_vq_eval(model.model.vqmodel, cfg)}
+    print(f"VQ: {stats['vq']}", flush=True)
+
+    set_generation_defaults(model, tok)
+    processor = make_processor(tok, cfg.image_size, config.vision_config.num_image_tokens)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    stats["parameters"] = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "language_model": sum(p.numel() for p in model.model.language_model.parameters()),
+        "vq": sum(p.numel() for p in model.model.vqmodel.parameters()),
+    }
+    stats["wall_seconds"] = time.time() - t0
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2), flush=True)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

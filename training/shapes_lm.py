@@ -1,0 +1,158 @@
+"""The shapes model: its Janus config and the SFT loop (CoT via the LM head, image via the
+generation head), on left-padded batches so every example's image starts at the same column."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import (
+    JanusConfig,
+    JanusForConditionalGeneration,
+    JanusVisionConfig,
+    JanusVQVAEConfig,
+    LlamaConfig,
+)
+
+from .shapes_data import TextExample, make_batch
+from .shapes_vq import warmup_cosine
+
+
+def shapes_config(
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    image_size: int,
+    downsample_levels: int,
+    codebook: int,
+    vq_embed_dim: int,
+    vq_base_channels: int,
+    max_positions: int = 1024,
+) -> JanusConfig:
+    """A small Janus config: Llama LM, VQ with ``downsample_levels`` halvings, minimal vision tower."""
+    grid = image_size // 2**downsample_levels
+    mults = [1, 1, 2, 2, 4, 4][: downsample_levels + 1]
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+    )
+    vision = JanusVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=2**downsample_levels,
+        projection_dim=hidden,
+        depth=1,
+        num_image_tokens=grid * grid,
+    )
+    vq = JanusVQVAEConfig(
+        embed_dim=vq_embed_dim,
+        num_embeddings=codebook,
+        base_channels=vq_base_channels,
+        channel_multiplier=mults,
+        latent_channels=vq_base_channels * mults[-1],
+        num_res_blocks=0,
+        projection_dim=hidden,
+        image_token_embed_dim=hidden,
+        num_patches=grid,
+        resolution=image_size,
+    )
+    return JanusConfig(text_config=text, vision_config=vision, vq_config=vq)
+
+
+def sft_losses(
+    model: JanusForConditionalGeneration, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text loss, image loss) of one left-padded batch (see ``shapes_data.make_batch``)."""
+    ids, mask, codes = batch["ids"], batch["mask"], batch["codes"]  # [B, T], [B, T], [B, N]
+    text_emb = model.get_input_embeddings()(ids)  # [B, T, H]
+    img_emb = model.prepare_embeddings_for_image_generation(codes)  # [B, N, H]
+    embeds = torch.cat([text_emb, img_emb], dim=1)  # [B, T+N, H]
+    full_mask = torch.cat([mask, torch.ones_like(codes)], dim=1)  # [B, T+N]
+    pos = (full_mask.cumsum(1) - 1).clamp(min=0)  # [B, T+N]
+    hidden = model.model.language_model(
+        inputs_embeds=embeds, attention_mask=full_mask, position_ids=pos
+    ).last_hidden_state  # [B, T+N, H]
+    t, n = ids.shape[1], codes.shape[1]
+    sel = batch["text_target"][:, : t - 1]  # [B, T-1]
+    if sel.any():
+        text_logits = model.lm_head(hidden[:, : t - 1][sel])  # [M, V]
+        text_loss = F.cross_entropy(text_logits.float(), ids[:, 1:][sel])
+    else:
+        text_loss = hidden.sum() * 0.0
+    img_logits = model.model.generation_head(hidden[:, t - 1 : t - 1 + n])  # [B, N, K]
+    img_loss = F.cross_entropy(img_logits.float().flatten(0, 1), codes.flatten())
+    return text_loss, img_loss
+
+
+def train_lm(
+    model: JanusForConditionalGeneration,
+    texts: Sequence[TextExample],
+    codes: torch.Tensor,
+    pad_id: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    drop_prob: float,
+    device: torch.device,
+    seed: int,
+    text_weight: float = 1.0,
+    max_seconds: float | None = None,
+) -> list[tuple[float, float]]:
+    """SFT the LM, embeddings and heads (the VQ stays frozen); return (text, image) loss curve.
+
+    ``max_seconds`` stops early; the curve's length is the number of steps done.
+    """
+    import time
+
+    t0 = time.time()
+    rng = random.Random(seed)
+    model.train().to(device)
+    for p in model.model.vqmodel.parameters():
+        p.requires_grad_(False)
+    for p in (*model.model.vision_model.parameters(), *model.model.aligner.parameters()):
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+    sched = warmup_cosine(opt, steps, 0.03, max_seconds)
+    amp = device.type == "cuda"
+    curve: list[tuple[float, float]] = []
+    bar = tqdm(range(steps), desc="LM", mininterval=5.0)
+    for step in bar:
+        pick = [rng.randrange(len(texts)) for _ in range(batch_size)]
+        batch = make_batch([texts[i] for i in pick], codes[pick], pad_id, drop_prob, rng)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            text_loss, img_loss = sft_losses(model, batch)
+        loss = text_weight * text_loss + img_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        curve.append((float(text_loss.detach()), float(img_loss.detach())))
+        if step % 25 == 0:
+            bar.set_postfix(text=f"{curve[-1][0]:.3f}", image=f"{curve[-1][1]:.3f}")
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            break
+    model.eval()
+    return curve
