@@ -164,6 +164,20 @@ def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tens
     return cot, img
 
 
+def _check_vocab(model: Any, batch: PackedBatch) -> None:
+    """Token ids out of the model's ranges mean samples of another model: say so clearly."""
+    n_text = model.get_input_embeddings().num_embeddings
+    n_img = model.model.generation_embeddings.num_embeddings
+    text_ids = torch.where(batch.is_image, 0, batch.tokens)
+    img_ids = torch.cat([torch.where(batch.is_image, batch.tokens, 0), batch.image_targets], dim=1)
+    if int(text_ids.max()) >= n_text or int(batch.cot_targets.max()) >= n_text:
+        raise ValueError(
+            f"text token ids exceed this model's vocabulary ({n_text}): samples of another model?"
+        )
+    if int(img_ids.max()) >= n_img:
+        raise ValueError(f"image token ids exceed this model's codebook ({n_img}): samples of another model?")
+
+
 def _embed(model: Any, tokens: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
     """Text embeddings at text positions, generation embeddings + aligner at image positions."""
     text = model.get_input_embeddings()(torch.where(is_image, 0, tokens))  # (B, S, H)
@@ -211,15 +225,15 @@ def policy_logprobs(
     """Log-probs of each sample's CoT and image tokens under ``model`` (grad flows if enabled).
 
     ``mode="sampling"`` reproduces each sample's own ``settings`` (see the module docstring;
-    samples of a batch may differ in settings only if they share guidance — one forward of the
-    unconditional rows serves all). ``detach_uncond`` stops gradients through the unconditional
-    branch of the guidance. ``with_entropy`` also returns per-token entropies of the same
-    distributions.
+    samples of one batch may differ in any setting, guidance included). ``detach_uncond`` stops
+    gradients through the unconditional branch of the guidance. ``with_entropy`` also returns
+    per-token entropies of the same distributions.
     """
     if mode not in ("sampling", "plain"):
         raise ValueError(f"mode must be 'sampling' or 'plain', got {mode!r}")
     device = next(model.parameters()).device
     batch = pack_samples(samples, bos_id, pad_id).to(device)
+    _check_vocab(model, batch)
     hidden = _hidden(model, batch.tokens, batch.is_image, batch.attention_mask)  # (B, S, H)
 
     text_hidden = hidden
@@ -229,16 +243,16 @@ def policy_logprobs(
     cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # (B, Tc, V)
     img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # (B, N, K)
     if mode == "sampling":
-        weights = {s.settings.guidance for s in samples}
-        if len(weights) != 1:
-            raise ValueError(f"samples of one batch must share the guidance weight, got {weights}")
-        w = float(weights.pop())
-        if w != 1.0:
+        weights = [float(s.settings.guidance) for s in samples]
+        if any(w != 1.0 for w in weights):  # one unconditional pass serves every guided row
             uncond_hidden = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)
             if detach_uncond:
                 uncond_hidden = uncond_hidden.detach()
             u = model.model.generation_head(_gather(uncond_hidden, batch.image_positions))  # (B, N, K)
-            img_logits = guided_logits(img_logits, u, w)  # (B, N, K)
+            w = torch.tensor(weights, device=device, dtype=u.dtype)[:, None, None]  # (B, 1, 1)
+            guided = guided_logits(img_logits, u, w)  # (B, N, K)
+            plain = torch.tensor([x == 1.0 for x in weights], device=device)[:, None, None]  # (B, 1, 1)
+            img_logits = torch.where(plain, img_logits, guided)  # w = 1 rows stay exactly c
         cot_lp = torch.stack(
             [
                 sampling_logprobs(

@@ -169,3 +169,27 @@ def test_recompute_matches_reasongen_generate(tiny, recipe: str) -> None:
     assert torch.allclose(out.image, img_old, atol=1e-4)
     assert torch.allclose(out.cot, cot_old, atol=1e-4)
     assert out.cot_mask.sum(1).tolist() == [len(s.cot_token_ids) for s in samples]
+
+
+def test_mixed_guidance_batch_equals_separate_batches(tiny) -> None:
+    model, tok = tiny
+    bos, pad, _ = _ids(tok)
+    a = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=8)  # guidance 3
+    b = reference_sample(model, tok, "a cyan heart", SamplingSettings(guidance=1.0, max_cot_tokens=4,
+                         num_image_tokens=16), seed=9)  # fmt: skip
+    with torch.no_grad():
+        both = policy_logprobs(model, [a, b], bos, pad)
+        alone = [policy_logprobs(model, [x], bos, pad) for x in (a, b)]
+    for k, one in enumerate(alone):
+        n = len([a, b][k].image_token_ids)
+        assert torch.allclose(both.image[k, :n], one.image[0], atol=1e-5)
+    _, img_old = stored_logprobs([a, b])
+    assert torch.allclose(both.image, img_old, atol=1e-4)
+
+
+def test_foreign_token_ids_are_refused(tiny) -> None:
+    model, tok = tiny
+    s = reference_sample(model, tok, "a red circle", SETTINGS[0], seed=10)
+    foreign = Sample(**{**s.__dict__, "image_token_ids": [16383] * 16})
+    with pytest.raises(ValueError, match="codebook"):
+        policy_logprobs(model, [foreign], 0, 2)
