@@ -349,37 +349,36 @@ def make_controllers(cfg: GRPOConfig) -> dict[str, AdaptiveEntropyCoefficient]:
     }
 
 
-def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None = None) -> Path:
-    """Run GRPO; return the folder of the last checkpoint."""
+def reference_model(cfg: GRPOConfig, run: Any, loaded: Any | None) -> Any | None:
+    """The frozen initial policy for the KL term (reloaded from ``cfg.model`` on resume)."""
+    if cfg.kl_coef <= 0:
+        return None
+    from reasongen.loading import load_model
+
+    if run.start_step == 0 and loaded is not None:
+        ref = copy.deepcopy(run.loaded.model)
+    else:
+        ref = load_model(cfg.model or None, device=run.accelerator.device, dtype="float32").model
+    return ref.requires_grad_(False).eval()
+
+
+def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_model: Any | None) -> Path:
+    """The optimizer loop shared by online and human-ranking GRPO.
+
+    ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged).
+    """
     from tqdm.auto import tqdm
 
-    run = setup_run(cfg, loaded)
     acc, lm = run.accelerator, run.loaded
-    if cfg.prompts_per_step % acc.num_processes:
-        raise ValueError(f"prompts_per_step {cfg.prompts_per_step} must be a multiple of the "
-                         f"{acc.num_processes} processes")  # fmt: skip
-    ref_model = None
-    if cfg.kl_coef > 0:  # the initial policy; on resume, reload it from the starting weights
-        from reasongen.loading import load_model
-
-        src = copy.deepcopy(lm.model) if run.start_step == 0 and loaded is not None else None
-        ref_model = src or load_model(cfg.model or None, device=acc.device, dtype="float32").model
-        ref_model.requires_grad_(False).eval()
-    prompts = load_prompts(cfg)
-    score = wrap_reward_fn(reward_fn) if reward_fn is not None else build_reward(cfg)
     controllers = make_controllers(cfg)
     for name, state in run.extra.get("controllers", {}).items():
         controllers[name].load_state_dict(state)
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
-    rank, world = acc.process_index, acc.num_processes
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
     for step in bar:
-        lm.model.eval()
-        drawn = [rollout_slot(cfg, lm, prompts, score, step, slot)
-                 for slot in range(rank, cfg.prompts_per_step, world)]  # fmt: skip
+        drawn = draw(step)
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
-        lm.model.train()
         sums: dict[str, float] = {}
         for _ in range(cfg.ppo_epochs):
             coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
@@ -406,6 +405,31 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
     if path is not None:
         export_final(acc, path, cfg.out_dir)
     return path or Path(cfg.out_dir)
+
+
+def check_world(cfg: GRPOConfig, run: Any) -> None:
+    world = run.accelerator.num_processes
+    if cfg.prompts_per_step % world:
+        raise ValueError(f"prompts_per_step {cfg.prompts_per_step} must be a multiple of the "
+                         f"{world} processes")  # fmt: skip
+
+
+def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None = None) -> Path:
+    """Run online GRPO; return the folder of the last checkpoint."""
+    run = setup_run(cfg, loaded)
+    check_world(cfg, run)
+    lm, rank, world = run.loaded, run.accelerator.process_index, run.accelerator.num_processes
+    prompts = load_prompts(cfg)
+    score = wrap_reward_fn(reward_fn) if reward_fn is not None else build_reward(cfg)
+
+    def draw(step: int) -> list[Group]:
+        lm.model.eval()
+        drawn = [rollout_slot(cfg, lm, prompts, score, step, slot)
+                 for slot in range(rank, cfg.prompts_per_step, world)]  # fmt: skip
+        lm.model.train()
+        return drawn
+
+    return run_loop(cfg, run, draw, reference_model(cfg, run, loaded))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,3 +46,10 @@ def test_accelerate_configs_load(name: str) -> None:
 
     cfg = load_config_from_file(str(ACCELERATE / f"{name}.yaml"))
     assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+
+
+def test_human_recipe_parses() -> None:
+    from training.human import HumanGRPOConfig
+
+    cfg = parse_config(HumanGRPOConfig, ["--config", str(RECIPES / "human.yaml"), "--study", "x"])
+    assert cfg.study == "x" and cfg.min_pass_rate == 0.75 and cfg.ppo_epochs == 2
