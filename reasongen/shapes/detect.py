@@ -217,7 +217,15 @@ class DetectorConfig:
                   "'small' (default: size_threshold_for(), right for both layouts)."},
     )  # fmt: skip
 
+    max_objects: int = field(
+        default=32,
+        metadata={"help": "At most this many detections, largest components first (bounds the "
+                  "time spent on images that are not from the shapes world)."},
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
         if not self.colors:
             raise ValueError("DetectorConfig.colors must name at least one colour")
         for name, rgb in self.colors.items():
@@ -398,21 +406,22 @@ class Detector:
         rgb = rgb8.astype(np.float32)  # [H, W, 3]
         diff = rgb - self._bg_rgb  # [H, W, 3]
         fg = np.einsum("hwc,hwc->hw", diff, diff) > self.config.fg_threshold**2  # [H, W]
-        labels, _ = ndimage.label(fg, structure=np.ones((3, 3)))
+        labels, n = ndimage.label(fg, structure=np.ones((3, 3)))
         min_px = max(4.0, self.config.min_area * height * width)
+        sizes = ndimage.sum_labels(fg, labels, np.arange(1, n + 1))  # [n] pixels per component
+        slices = ndimage.find_objects(labels)
         out: list[Detection] = []
-        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-            if sl is None:
-                continue
-            comp = labels[sl] == k  # [h, w]
-            if comp.sum() < min_px:
-                continue
+        for k in np.argsort(-sizes, kind="stable"):  # largest first, so a cap keeps the objects
+            if sizes[k] < min_px or len(out) >= self.config.max_objects:
+                break
+            sl = slices[k]
+            comp = labels[sl] == k + 1  # [h, w]
             lab = srgb_to_lab(rgb8[sl])  # [h, w, 3], only where an object is
-            for color, region in self._split_by_color(comp, lab, min_px):
-                det = self._make_detection(
-                    region, color, rgb[sl], lab, sl, (height, width), min_px
-                )
-                if det is not None:
+            for color, region, r_sl in self._split_by_color(comp, lab, min_px):
+                g_sl = (_offset(sl[0], r_sl[0]), _offset(sl[1], r_sl[1]))
+                det = self._make_detection(region, color, rgb[g_sl], lab[r_sl], g_sl,
+                                           (height, width), min_px)  # fmt: skip
+                if det is not None and len(out) < self.config.max_objects:
                     out.append(det)
         out.sort(key=lambda d: (d.box.y1, d.box.x1))
         return out
@@ -426,8 +435,10 @@ class Detector:
 
     def _split_by_color(
         self, comp: np.ndarray, lab: np.ndarray, min_px: float
-    ) -> list[tuple[int, np.ndarray]]:
-        """``(colour index, region mask)`` pairs of one component: one, or one per colour."""
+    ) -> list[tuple[int, np.ndarray, tuple[slice, slice]]]:
+        """``(colour index, region mask, its slice of comp)`` of one component: one, or one per
+        colour patch when a second colour holds ``split_fraction`` of the votes."""
+        whole = (slice(0, comp.shape[0]), slice(0, comp.shape[1]))
         core = ndimage.binary_erosion(comp)
         if core.sum() < max(4, 0.2 * comp.sum()):
             core = comp
@@ -437,17 +448,23 @@ class Detector:
         total = float(votes.sum())
         major = [int(c) for c in order if votes[c] >= self.config.split_fraction * total]
         if len(major) <= 1:
-            return [(int(order[0]), comp)]
+            return [(int(order[0]), comp, whole)]
         color_map = np.full(comp.shape, -1, dtype=np.int64)
         color_map[comp], _ = self._nearest_color(lab[comp])
-        regions: list[tuple[int, np.ndarray]] = []
+        regions: list[tuple[int, np.ndarray, tuple[slice, slice]]] = []
         for c in major:
-            sub, n = ndimage.label(ndimage.binary_opening(color_map == c), structure=np.ones((3, 3)))
-            for j in range(1, n + 1):
-                part = sub == j
+            sub, _ = ndimage.label(ndimage.binary_opening(color_map == c), structure=np.ones((3, 3)))
+            for j, (rs, cs) in enumerate(ndimage.find_objects(sub), start=1):
+                if len(regions) >= self.config.max_objects:
+                    break
+                # Grow the patch by one pixel (opening shaved its rim) inside its own box.
+                h, w = comp.shape
+                box = (slice(max(rs.start - 1, 0), min(rs.stop + 1, h)),
+                       slice(max(cs.start - 1, 0), min(cs.stop + 1, w)))  # fmt: skip
+                part = sub[box] == j
                 if part.sum() >= min_px:
-                    regions.append((c, ndimage.binary_dilation(part) & comp))
-        return regions or [(int(order[0]), comp)]
+                    regions.append((c, ndimage.binary_dilation(part) & comp[box], box))
+        return regions or [(int(order[0]), comp, whole)]
 
     def _make_detection(
         self,
@@ -512,6 +529,11 @@ class Detector:
         rows, cols = np.nonzero(mask)
         side = max(np.ptp(rows), np.ptp(cols)) + 1
         return "striped" if longest >= STRIPE_EXTENT * side else "dotted"
+
+
+def _offset(outer: slice, inner: slice) -> slice:
+    """``inner`` (relative to the crop ``outer``) in whole-image coordinates."""
+    return slice(outer.start + inner.start, outer.start + inner.stop)
 
 
 def _coverage(rel: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -189,6 +189,20 @@ def test_touching_objects_of_different_colours_are_split():
     assert sorted((d.color, d.shape) for d in found) == [("blue", "square"), ("yellow", "square")]
 
 
+def test_images_from_outside_the_world_are_bounded():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    photo = Image.fromarray(small).resize((384, 384), Image.Resampling.BICUBIC)  # colour patches
+    t0 = time.perf_counter()
+    found = detect(photo)
+    assert time.perf_counter() - t0 < 5.0
+    assert 1 <= len(found) <= DetectorConfig().max_objects
+    capped = Detector(DetectorConfig(max_objects=3))(photo)
+    assert len(capped) == 3
+    with pytest.raises(ValueError, match="max_objects"):
+        DetectorConfig(max_objects=0)
+
+
 def test_array_inputs_and_other_resolutions():
     obj = _obj("triangle", "green", 300, 300, 300)
     img = render_objects([obj], size=256)
