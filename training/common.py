@@ -105,6 +105,15 @@ def apply_lora(model: torch.nn.Module, rank: int, alpha: float, targets: Sequenc
     return get_peft_model(model, cfg)
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute the LM's activations in backward (transformers' non-reentrant checkpointing)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x spelling
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -113,6 +122,31 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+
+def merged_lora_state_dict(base: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The plain model's state dict with every LoRA delta folded in, computed out of place.
+
+    ``base`` is a peft model's base model (LoRA layers injected). Keys lose peft's
+    ``base_layer.`` infix and the ``lora_*`` tensors, so ``from_pretrained`` of the plain class
+    loads the result; the live model and its adapters are left untouched.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    deltas: dict[str, torch.Tensor] = {}
+    for name, mod in base.named_modules():
+        if isinstance(mod, LoraLayer) and hasattr(mod, "get_delta_weight"):
+            for adapter in mod.active_adapters:
+                d = mod.get_delta_weight(adapter).detach()
+                key = f"{name}.weight"
+                deltas[key] = deltas[key] + d if key in deltas else d
+    out: dict[str, torch.Tensor] = {}
+    for key, val in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        clean = key.replace(".base_layer.", ".")
+        out[clean] = (val + deltas[clean].to(val.dtype)) if clean in deltas else val
+    return out
 
 
 def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
@@ -157,8 +191,10 @@ def save_checkpoint(
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         unwrapped = getattr(unwrapped, "inner", unwrapped)  # JanusPolicy → Janus / peft model
-        if hasattr(unwrapped, "merge_and_unload") and hasattr(unwrapped, "peft_config"):
-            unwrapped.save_pretrained(path / "adapter")  # LoRA adapters
+        if hasattr(unwrapped, "peft_config"):
+            unwrapped.save_pretrained(path / "adapter")  # the LoRA adapters alone
+            base = unwrapped.get_base_model()
+            base.save_pretrained(path, state_dict=merged_lora_state_dict(base), safe_serialization=True)
         else:
             unwrapped.save_pretrained(path, safe_serialization=True)
         if processor is not None:
@@ -314,7 +350,7 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
     if cfg.freeze:
         freeze_modules(model, cfg.freeze)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if cfg.lora_rank > 0:
         model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
         loaded = wrap_loaded(base_janus(model), loaded.processor, loaded.model_id)
