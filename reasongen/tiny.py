@@ -119,20 +119,35 @@ def set_generation_defaults(model: JanusForConditionalGeneration, tokenizer) -> 
     )
 
 
-def build_tiny(
-    seed: int = 0, image_size: int = 32, vq_downsample: int = 8, **kwargs
+def build_random(
+    seed: int = 0,
+    image_size: int = 32,
+    vq_downsample: int = 8,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    **kwargs,
 ) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
-    """A randomly initialised tiny Janus model and its processor (for tests; about 2 MB)."""
+    """A randomly initialised Janus model and its processor, built on ``device``.
+
+    The tokenizer is a tiny BPE; ``vocab_size`` (default: the tokenizer's) sets the embedding
+    rows, e.g. 102400 for the real Janus-Pro sizes in benchmarks. ``kwargs`` go to ``janus_config``.
+    """
     tokenizer = build_bpe_tokenizer(_TINY_CORPUS * 4, vocab_size=400, extra_tokens=CHAT_ROLE_TOKENS)
     torch.manual_seed(seed)
-    cfg = janus_config(
-        vocab_size=len(tokenizer), image_size=image_size, vq_downsample=vq_downsample, **kwargs
-    )
+    cfg = janus_config(vocab_size=vocab_size or len(tokenizer), image_size=image_size,
+                       vq_downsample=vq_downsample, **kwargs)  # fmt: skip
     cfg.image_token_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
-    model = JanusForConditionalGeneration(cfg).eval()
+    with torch.device(device):
+        model = JanusForConditionalGeneration(cfg).to(dtype).eval()
     set_generation_defaults(model, tokenizer)
     n_tokens = (image_size // vq_downsample) ** 2
     return model, make_processor(tokenizer, image_size, n_tokens)
+
+
+def build_tiny(seed: int = 0, **kwargs) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
+    """A randomly initialised tiny Janus model and its processor (for tests; about 2 MB)."""
+    return build_random(seed=seed, **kwargs)
 
 
 def save_tiny(path: str | Path, seed: int = 0, **kwargs) -> Path:

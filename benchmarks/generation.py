@@ -1,0 +1,176 @@
+"""Generation speed: ReasonGen's engine against transformers' own Janus ``generate``.
+
+For every size it can run — the embedded model (or a shapes-sized random model when none is
+shipped) on any device, and random-weight Janus-Pro-1B/7B configs on a GPU — it prints ms per
+image token, seconds per image and per CoT + image, at each batch size, the ratio to transformers'
+``generate(generation_mode="image")`` (and text ``generate`` for the CoT) on the same model in the
+same run, and on a GPU the fraction of the bandwidth floor reached (one read of the weights per
+token). Both sides include the VQ decode of the final images.
+
+    python benchmarks/generation.py                       # embedded model, batch 1 and 16
+    python benchmarks/generation.py --sizes embedded,1b,7b --batches 1,16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import DynamicCache
+
+from reasongen.generation import generate
+from reasongen.loading import LoadedModel, default_model_path, load_model, wrap_loaded
+from reasongen.tiny import build_random
+from reasongen.types import SamplingSettings
+
+# Janus-Pro language models (DeepSeek-LLM): hidden, layers, heads, intermediate; 576 image tokens.
+REAL_SIZES = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}
+H100_BANDWIDTH = 3.35e12  # bytes/s (H100 SXM HBM3)
+
+
+@dataclass
+class Row:
+    size: str
+    batch: int
+    what: str
+    ours_s: float
+    ref_s: float
+    tokens: int
+
+    def line(self, weight_bytes: int, device: str) -> str:
+        ms_tok = 1000 * self.ours_s / self.tokens
+        floor = ""
+        if device == "cuda":
+            floor_s = self.tokens * weight_bytes / H100_BANDWIDTH
+            floor = f"{floor_s / self.ours_s:8.1%}"
+        return (f"{self.size:>9} {self.batch:>5} {self.what:>12} {ms_tok:9.2f} {self.ours_s:9.2f} "
+                f"{self.ref_s:9.2f} {self.ref_s / self.ours_s:7.2f}x {floor:>8}")  # fmt: skip
+
+
+def random_real_size(size: str, device: str) -> LoadedModel:
+    """A Janus model of a real size with random weights (bf16 on GPU) and a tiny tokenizer."""
+    hidden, layers, heads, inter = REAL_SIZES[size]
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model, processor = build_random(
+        vocab_size=102400, hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=inter,
+        image_size=384, vq_downsample=16, codebook_size=16384, vq_base_channels=128,
+        max_position_embeddings=4096, dtype=dtype, device=device,
+    )  # fmt: skip
+    return wrap_loaded(model, processor, model_id=f"random-{size}")
+
+
+def shapes_sized(device: str) -> LoadedModel:
+    """The embedded model if shipped, else a random model of its size (256 image tokens)."""
+    path = default_model_path()
+    if path is not None:
+        return load_model(path, device=device, dtype="float32")
+    model, processor = build_random(hidden_size=256, num_layers=6, num_heads=4, image_size=128,
+                                    vq_downsample=8, codebook_size=512, device=device)  # fmt: skip
+    return wrap_loaded(model, processor, model_id="random-shapes-size")
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def run_size(loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int, device: str) -> list[Row]:
+    """Time our engine and transformers' loops on one model at each batch size."""
+    model, n_img = loaded.model, loaded.num_image_tokens
+    image_only = SamplingSettings(guidance=5.0, num_image_tokens=n_img)
+    with_cot = SamplingSettings(guidance=5.0, num_image_tokens=n_img, max_cot_tokens=cot_tokens)
+    prefix = torch.tensor([generate(loaded, "a red circle", "direct", settings=image_only)[0].prefix_ids],
+                          device=loaded.device)  # fmt: skip
+    rows = []
+    for b in batches:
+        generate(loaded, "warm up", "direct", n=b, seed=0, settings=image_only)  # allocations, kernels
+        ours = _time(partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only), device)
+        ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device)
+        rows.append(Row(size, b, "image", ours, ref, n_img))
+        # CoT + image: exactly `cot_tokens` CoT tokens on both sides (stop tokens forbidden).
+        handle = model.lm_head.register_forward_hook(_forbid([loaded.ids.boi, loaded.ids.eos]))
+        try:
+            run_ours = partial(generate, loaded, "a red circle", "got-r1", n=b, settings=with_cot)
+            ours_c = _time(run_ours, device)
+            ref_c = _time(partial(_reference_cot_image, model, prefix.repeat(b, 1), cot_tokens), device)
+        finally:
+            handle.remove()
+        rows.append(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
+    return rows
+
+
+def _reference_image(model, prefix: torch.Tensor) -> None:
+    """transformers' image loop (DynamicCache: its static-cache set-up is broken on some versions),
+    then the VQ decode that ours includes too."""
+    tokens = model.generate(prefix, attention_mask=torch.ones_like(prefix), generation_mode="image",
+                            do_sample=True, guidance_scale=5.0, past_key_values=DynamicCache())  # fmt: skip
+    with torch.inference_mode():
+        model.decode_image_tokens(tokens)
+
+
+def _reference_cot_image(model, prefix: torch.Tensor, cot_tokens: int) -> None:
+    """transformers' text generate for the CoT, then its image loop on prompt + CoT + BOI."""
+    text = model.generate(prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=cot_tokens,
+                          min_new_tokens=cot_tokens, do_sample=True)  # fmt: skip
+    _reference_image(model, torch.cat([text, prefix[:, -1:]], dim=1))
+
+
+def _forbid(token_ids: list[int]):
+    def hook(_module, _inputs, out):
+        out = out.clone()
+        out[..., token_ids] = -1e4
+        return out
+
+    return hook
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="embedded", help="comma list of embedded, 1b, 7b")
+    p.add_argument("--batches", default="1,16", help="comma list of batch sizes")
+    p.add_argument("--cot-tokens", type=int, default=128, help="CoT length for the CoT + image rows")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print("reference: transformers JanusForConditionalGeneration.generate (image mode with DynamicCache; "
+          "text mode for the CoT), same model, same run")  # fmt: skip
+    print(f"{'size':>9} {'batch':>5} {'what':>12} {'ms/token':>9} {'ours s':>9} {'ref s':>9} {'speedup':>8} "
+          f"{'floor':>8}")  # fmt: skip
+    for size in args.sizes.split(","):
+        if size in REAL_SIZES and args.device != "cuda":
+            print(f"{size:>9}  skipped: random {size} weights need a GPU")
+            continue
+        loaded = shapes_sized(args.device) if size == "embedded" else random_real_size(size, args.device)
+        lm_params = loaded.model.model.language_model.parameters()
+        weight_bytes = sum(p.numel() * p.element_size() for p in lm_params)
+        for row in run_size(loaded, size, batches, args.cot_tokens, args.device):
+            print(row.line(weight_bytes, args.device), flush=True)
+        del loaded
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
