@@ -297,7 +297,10 @@ def update(
             toks = {"text": _tokens(lp, cot_old, cot_ref, "cot", valid),
                     "image": _tokens(lp, img_old, img_ref, "image", valid)}  # fmt: skip
             out = grpo_loss(toks, adv, settings, coefs, dens)
-            acc.backward(out.loss * world)  # DDP averages over processes; we want the sum
+            # Keep the graph connected even when no token of this micro-batch counts (a dropped
+            # group run only so DDP sees a forward): zero gradients instead of an error.
+            anchor = 0.0 * (lp.cot.clamp(min=-1e4).sum() + lp.image.clamp(min=-1e4).sum())
+            acc.backward((out.loss + anchor) * world)  # DDP averages over processes; we want the sum
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + v
     return sums
@@ -379,8 +382,9 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
     for step in bar:
         drawn = draw(step)
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
+        kept = acc.reduce(torch.tensor([float(sum(not g.dropped for g in drawn))], device=acc.device))
         sums: dict[str, float] = {}
-        for _ in range(cfg.ppo_epochs):
+        for _ in range(cfg.ppo_epochs if float(kept.sum()) > 0 else 0):  # no signal: no step
             coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
             sums = update(run, cfg, groups, ref_model, coefs)
             optimizer_step(run, cfg.grad_clip)
