@@ -142,3 +142,18 @@ def test_tiny_sft_run_lowers_loss_and_saves_loadable_model(tmp_path) -> None:
         loss1, _ = sft_loss(after.model, samples, after.ids.bos, after.ids.pad, 1.0, 1.0)
     assert float(loss1) < float(loss0) - 0.1
     assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_images_are_vq_encoded_with_the_models_own_encoder(tmp_path, loaded) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a red square", "cot": "red", "image": "red.png"}\n')
+    (ex,) = load_sft_jsonl(tmp_path / "d.jsonl", loaded, "got-r1")
+    assert len(ex.image_tokens) == loaded.num_image_tokens
+    assert all(0 <= t < 64 for t in ex.image_tokens)
+    # Same codes as encoding hand-normalised pixels ([-1, 1], Janus's convention) directly.
+    px = torch.tensor([200 / 255, 30 / 255, 30 / 255]).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    with torch.no_grad():
+        direct = loaded.model.model.vqmodel.encode(px * 2 - 1).image_tokens.view(-1).tolist()
+    assert ex.image_tokens == direct
