@@ -146,29 +146,24 @@ def _next_task(
         if a.completed_at is None:
             return _view(store, s, a, study)
     seen = {a.task_id for a, _ in mine}
-    submitted = dict(
-        s.execute(
-            select(Ranking.task_id, func.count())
-            .join(Task, Task.id == Ranking.task_id)
-            .where(Task.study_id == study.id, Ranking.skipped.is_(False))
-            .group_by(Ranking.task_id)
-        ).all()
-    )
+    # One statement, so one snapshot: under READ COMMITTED a submission committing between two
+    # separate counts (rankings, then open assignments) would be missed by both.
     cutoff = utcnow() - timedelta(seconds=pending_ttl_s)
-    pending: dict[int, int] = {}
-    for tid, created in s.execute(
-        select(Assignment.task_id, Assignment.created_at)
+    load: dict[int, int] = {}
+    for tid, completed, created, skipped in s.execute(
+        select(Assignment.task_id, Assignment.completed_at, Assignment.created_at, Ranking.skipped)
         .join(Task, Task.id == Assignment.task_id)
-        .where(Task.study_id == study.id, Assignment.completed_at.is_(None))
+        .outerjoin(Ranking, Ranking.assignment_id == Assignment.id)
+        .where(Task.study_id == study.id)
     ):
-        if _aware(created) >= cutoff:
-            pending[tid] = pending.get(tid, 0) + 1
+        if (completed is None and _aware(created) >= cutoff) or skipped is False:
+            load[tid] = load.get(tid, 0) + 1
     rows = s.execute(select(Task.id, Task.is_control).where(Task.study_id == study.id)).all()
     regular = []
     for tid, is_control in rows:
-        load = submitted.get(tid, 0) + pending.get(tid, 0)
-        if not is_control and tid not in seen and load < study.rankings_per_task:
-            regular.append((load, tid))
+        n = load.get(tid, 0)
+        if not is_control and tid not in seen and n < study.rankings_per_task:
+            regular.append((n, tid))
     if not regular:
         return None
     controls = sorted(tid for tid, is_control in rows if is_control and tid not in seen)
