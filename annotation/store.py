@@ -524,9 +524,12 @@ def _prompt_row(p: str | Mapping[str, Any], i: int) -> tuple[str, dict[str, Any]
     if isinstance(p, str):
         return v.check_text(p, f"prompt {i}"), None
     if isinstance(p, Mapping) and isinstance(p.get("prompt"), str):
-        meta = p.get("metadata")
-        if meta is None:
+        if "metadata" in p:  # {"prompt": ..., "metadata": {...} or None}
+            meta = p["metadata"]
+        else:  # GenEval style: the metadata fields sit beside "prompt"
             meta = {k: val for k, val in p.items() if k != "prompt"} or None
+        if meta is not None and not isinstance(meta, Mapping):
+            raise AnnotationError(f"prompt {i} metadata must be a JSON object or null")
         return v.check_text(p["prompt"], f"prompt {i}"), meta
     raise AnnotationError(f"prompt {i} must be a string or a dict with a 'prompt' string")
 

@@ -127,6 +127,12 @@ def test_prompts_keep_hostile_text_verbatim(store: Store) -> None:
     with pytest.raises(AnnotationError, match="NUL"):
         store.add_prompts(st.id, ["a cat\x00"])
     assert len(store.list_prompts(st.id)) == 2
+    meta = {"tag": "single_object", "include": [{"class": "cat", "count": 1}]}
+    store.add_prompts(st.id, [{"prompt": "c", "metadata": None}, {"prompt": "d", "metadata": meta}])
+    rows = store.prompt_rows(st.id)
+    assert [m for _, _, m in rows] == [None, {"tag": "single_object"}, None, meta]
+    with pytest.raises(AnnotationError, match="metadata"):
+        store.add_prompts(st.id, [{"prompt": "e", "metadata": "not an object"}])
 
 
 def test_candidates_store_the_whole_sample_and_images_once(store: Store, sample_factory) -> None:
