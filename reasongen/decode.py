@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
 from .engine import decoder_for
 from .sampling import draw, guided_logits, sampling_logprobs
 
@@ -76,8 +77,7 @@ def decode_text(
     """Sample text from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts."""
     b, width = ids.shape
     dec = decoder_for(model)
-    dec.reset(b, width + max_new_tokens)
-    valid = torch.zeros((b, width + max_new_tokens), dtype=torch.bool, device=ids.device)  # [B, S]
+    valid = dec.reset(b, width + max_new_tokens)  # [B, S]
     valid[:, :width] = mask.bool()
     pos = positions(mask)  # [B, L]
     embed = model.get_input_embeddings()
@@ -95,7 +95,7 @@ def decode_text(
         slot = width + step
         valid[:, slot] = True
         pos = pos[:, -1:] + 1  # [B, 1]
-        hidden = dec.forward(embed(tok[:, None]), pos, valid, slot)[:, -1]  # [B, D]
+        hidden = dec.decode(embed(tok[:, None]), pos, slot)[:, -1]  # [B, D]
 
 
 @torch.inference_mode()
@@ -122,8 +122,7 @@ def decode_image(
         mask = torch.cat([mask, mask])  # [2B, L]
     rows, width = ids.shape
     dec = decoder_for(model)
-    dec.reset(rows, width + n_tokens)
-    valid = torch.zeros((rows, width + n_tokens), dtype=torch.bool, device=ids.device)  # [R, S]
+    valid = dec.reset(rows, width + n_tokens)  # [R, S]
     valid[:, :width] = mask.bool()
     pos = positions(mask)  # [R, L], R = 2B with CFG else B
     hidden = dec.forward(model.get_input_embeddings()(ids), pos, valid, 0)[:, -1]  # [R, D]
@@ -141,4 +140,4 @@ def decode_image(
         embeds = model.prepare_embeddings_for_image_generation(nxt[:, None])  # [R, 1, D]
         valid[:, width + i] = True
         pos = pos[:, -1:] + 1  # [R, 1]
-        hidden = dec.forward(embeds, pos, valid, width + i)[:, -1]  # [R, D]
+        hidden = dec.decode(embeds, pos, width + i)[:, -1]  # [R, D]

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SLOT_ROUNDING = 64
+"""Cache lengths are rounded up to this, so prompts of similar length share one CUDA graph."""
+
 
 @dataclass
 class _Layer:
@@ -55,7 +58,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 class StaticDecoder:
     """Runs a transformers ``LlamaModel`` (Janus's ``model.model.language_model``) with a static
-    KV cache. Call ``reset(rows, slots)`` before each generation, then ``forward`` on chunks."""
+    KV cache. Call ``reset(rows, slots)`` before each generation, then ``forward`` on chunks
+    (prefill and CPU decode) or ``step`` per token (static shapes; CUDA-graph capturable)."""
 
     def __init__(self, lm: nn.Module) -> None:
         cfg = lm.config
@@ -70,6 +74,9 @@ class StaticDecoder:
         self._versions: tuple[int, ...] | None = None
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.valid = torch.zeros(0, dtype=torch.bool)
+        self.graphs: dict[tuple[int, ...], CudaGraphStep] = {}
+        self.use_cuda_graphs = True
 
     # ------------------------------------------------------------------ weights
 
@@ -100,17 +107,35 @@ class StaticDecoder:
                 )
         self._layers = layers
         self._versions = versions
+        self.graphs.clear()  # captured graphs point at the old fused weights
 
     # ------------------------------------------------------------------ cache
 
-    def reset(self, rows: int, slots: int) -> None:
-        """Allocate (or reuse) a zeroed cache for ``rows`` sequences of up to ``slots`` tokens."""
+    def reset(self, rows: int, slots: int) -> torch.Tensor:
+        """Prepare the cache for ``rows`` sequences of up to ``slots`` tokens (buffers of the same
+        shape are reused, so captured graphs stay valid) and return ``valid`` ``[rows, slots]``,
+        all False: the caller marks the slots it fills."""
         self._fuse()
         w = self._layers[0].wqkv
+        slots = -(-slots // SLOT_ROUNDING) * SLOT_ROUNDING  # fewer distinct shapes, fewer captures
         shape = (len(self._layers), rows, self.n_kv, slots, self.head_dim)
         if self.k is None or self.k.shape != shape or self.k.dtype != w.dtype or self.k.device != w.device:
             self.k = torch.zeros(shape, dtype=w.dtype, device=w.device)
             self.v = torch.zeros(shape, dtype=w.dtype, device=w.device)
+            self.valid = torch.zeros((rows, slots), dtype=torch.bool, device=w.device)
+            self.graphs.clear()  # captured graphs point at the old cache
+        self.valid.zero_()  # stale keys/values stay in the cache but are never attended to
+        return self.valid
+
+    def decode(self, x: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
+        """One token per row into ``slot`` (after ``reset`` and a prefill): a replayed CUDA graph on
+        GPU when ``use_cuda_graphs``, else ``forward``. ``x``: ``[R, 1, D]`` → ``[R, 1, D]``."""
+        if not (x.is_cuda and self.use_cuda_graphs):
+            return self.forward(x, positions, self.valid, slot)
+        key = tuple(self.valid.shape)
+        if key not in self.graphs:
+            self.graphs[key] = CudaGraphStep(self, x, positions)
+        return self.graphs[key](x, positions, slot)
 
     # ------------------------------------------------------------------ forward
 
@@ -122,35 +147,106 @@ class StaticDecoder:
 
         ``x``: ``[B, T, D]`` input embeddings; ``positions``: ``[B, T]`` rotary positions;
         ``valid``: ``[B, S]`` bool, which slots hold real tokens (at least up to ``start+T``).
+        Attention reads only slots ``< start+T`` (the cheapest form for prefill and CPU decode).
         """
-        b, t, _ = x.shape
+        t = x.shape[1]
         end = start + t
+        slots = torch.arange(end, device=x.device)  # [end]
+        query_slots = torch.arange(start, end, device=x.device)[:, None]  # [T, 1]
+        mask = _slot_mask(valid[:, :end], query_slots, slots)  # [B, 1, T, end]
+
+        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.k[i, : k.shape[0], :, start:end] = k
+            self.v[i, : v.shape[0], :, start:end] = v
+            return self.k[i, : k.shape[0], :, :end], self.v[i, : v.shape[0], :, :end]
+
+        return self._run(x, positions, mask, write)
+
+    @torch.inference_mode()
+    def step(
+        self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, slot: torch.Tensor
+    ) -> torch.Tensor:
+        """One decode token per row with every shape static, so it can be captured as a CUDA graph.
+
+        ``x``: ``[R, 1, D]``; ``positions``: ``[R, 1]``; ``valid``: ``[R, S]`` (the whole cache);
+        ``slot``: ``[1]`` long tensor, the slot to write. Attention reads all ``S`` slots, masked.
+        Same result as ``forward(x, positions, valid, int(slot))``.
+        """
+        slots = torch.arange(valid.shape[1], device=x.device)  # [S]
+        mask = _slot_mask(valid, slot[:, None], slots)  # [R, 1, 1, S]
+
+        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.k[i].index_copy_(2, slot, k)
+            self.v[i].index_copy_(2, slot, v)
+            return self.k[i], self.v[i]
+
+        return self._run(x, positions, mask, write)
+
+    def _run(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, write) -> torch.Tensor:
+        """The decoder layers; ``write(i, k, v)`` stores layer ``i``'s new keys/values and returns
+        the keys/values to attend to."""
+        b, t, _ = x.shape
+        h, hd, kv = self.n_heads, self.head_dim, self.n_kv
+        q_dim, kv_dim = h * hd, kv * hd
         cos, sin = self.lm.rotary_emb(x, positions)  # [B, T, hd] each
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, hd]
-        causal = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)  # [T, end]
-        # A padding slot attends to itself only, so no query row is fully masked (which would give
-        # NaN and poison the cache); real tokens never attend to padding.
-        own = torch.zeros(t, end, dtype=torch.bool, device=x.device)
-        own[torch.arange(t), torch.arange(start, end)] = True  # [T, end]
-        mask = (valid[:, None, None, :end] & causal) | own  # [B, 1, T, end]
-        h, hd, q_dim, kv_dim = self.n_heads, self.head_dim, self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for i, w in enumerate(self._layers):
             a = _rms_norm(x, w.ln1, self.eps)  # [B, T, D]
             qkv = F.linear(a, w.wqkv, w.bqkv)  # [B, T, q_dim + 2·kv_dim]
             q = qkv[..., :q_dim].view(b, t, h, hd).transpose(1, 2)  # [B, H, T, hd]
-            k = qkv[..., q_dim : q_dim + kv_dim].view(b, t, self.n_kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
-            v = qkv[..., q_dim + kv_dim :].view(b, t, self.n_kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
+            k = qkv[..., q_dim : q_dim + kv_dim].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
+            v = qkv[..., q_dim + kv_dim :].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            self.k[i, :b, :, start:end] = k
-            self.v[i, :b, :, start:end] = v
-            attn = F.scaled_dot_product_attention(
-                q, self.k[i, :b, :, :end], self.v[i, :b, :, :end], attn_mask=mask, scale=self.scale,
-                enable_gqa=self.n_kv != h,
-            )  # [B, H, T, hd]
+            keys, values = write(i, k, v)  # [B, Hkv, S', hd] each
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
+                                                  enable_gqa=kv != h)  # [B, H, T, hd]  # fmt: skip
             x = x + F.linear(attn.transpose(1, 2).reshape(b, t, q_dim), w.wo, w.bo)  # [B, T, D]
             gate, up = F.linear(_rms_norm(x, w.ln2, self.eps), w.w_gate_up).chunk(2, dim=-1)  # [B, T, I] x2
             x = x + F.linear(self.act(gate) * up, w.w_down)  # [B, T, D]
         return _rms_norm(x, self.lm.norm.weight, self.eps)  # [B, T, D]
+
+
+def _slot_mask(valid: torch.Tensor, query_slots: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Attention mask ``[B, 1, T, S']``: a query sees valid slots up to its own; a padding slot sees
+    only itself, so no row is fully masked (that would give NaN and poison the cache).
+
+    ``valid``: ``[B, S']``; ``query_slots``: ``[T, 1]``; ``slots``: ``[S']``.
+    """
+    causal = slots[None, :] <= query_slots  # [T, S']
+    own = slots[None, :] == query_slots  # [T, S']
+    return (valid[:, None, None, :] & causal) | own  # [B, 1, T, S']
+
+
+class CudaGraphStep:
+    """``StaticDecoder.step`` captured once as a CUDA graph for fixed rows and cache slots, then
+    replayed per token: the whole per-token LM step costs one launch.
+
+    Inputs are copied into static buffers; the returned hidden state ``[R, 1, D]`` is a static
+    buffer too (read or copy it before the next ``__call__``). The graph refers to the decoder's
+    cache and fused weights, so ``StaticDecoder`` drops its graphs whenever those are rebuilt.
+    """
+
+    def __init__(self, dec: StaticDecoder, x: torch.Tensor, positions: torch.Tensor) -> None:
+        if not x.is_cuda:
+            raise ValueError("CUDA graphs need CUDA tensors; use StaticDecoder.step on the CPU")
+        self.x, self.pos, self.valid = x.clone(), positions.clone(), dec.valid
+        self.slot = torch.zeros(1, dtype=torch.long, device=x.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, kernels)
+            for _ in range(2):
+                self.out = dec.step(self.x, self.pos, self.valid, self.slot)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = dec.step(self.x, self.pos, self.valid, self.slot)
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
+        self.x.copy_(x)
+        self.pos.copy_(positions)
+        self.slot.fill_(slot)
+        self.graph.replay()
+        return self.out
 
 
 def decoder_for(model: nn.Module) -> StaticDecoder:

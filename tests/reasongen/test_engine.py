@@ -1,0 +1,91 @@
+"""The static-cache engine against transformers' own Llama forward, and its capturable step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasongen.decode import left_pad, positions
+from reasongen.engine import StaticDecoder, decoder_for
+from reasongen.generation import generate
+from reasongen.types import SamplingSettings
+
+
+def _embedded_batch(loaded):
+    ids, mask = left_pad([[0, 11, 12, 13, 14, 4], [0, 21, 4]], loaded.ids.pad, torch.device("cpu"))
+    return loaded.model.get_input_embeddings()(ids).detach(), mask
+
+
+def test_prefill_equals_transformers_forward_on_left_padded_rows(tiny_loaded):
+    lm = tiny_loaded.model.model.language_model
+    x, mask = _embedded_batch(tiny_loaded)
+    pos = positions(mask)
+    with torch.no_grad():
+        ref = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state
+    dec = StaticDecoder(lm)
+    valid = dec.reset(2, 16)
+    valid[:, :6] = mask.bool()
+    ours = dec.forward(x, pos, valid, 0)
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(ours).all()  # padding slots do not produce NaN
+
+
+def test_static_step_equals_sliced_forward(tiny_loaded):
+    lm = tiny_loaded.model.model.language_model
+    x, mask = _embedded_batch(tiny_loaded)
+    pos = positions(mask)
+    nxt = torch.randn(2, 1, x.shape[-1])
+    outs = []
+    for use_step in (False, True):
+        dec = StaticDecoder(lm)
+        valid = dec.reset(2, 16)
+        valid[:, :6] = mask.bool()
+        dec.forward(x, pos, valid, 0)
+        valid[:, 6] = True
+        if use_step:
+            outs.append(dec.step(nxt, pos[:, -1:] + 1, valid, torch.tensor([6])))
+        else:
+            outs.append(dec.forward(nxt, pos[:, -1:] + 1, valid, 6))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_fused_weights_follow_parameter_updates(tiny_loaded):
+    dec = decoder_for(tiny_loaded.model)
+    assert decoder_for(tiny_loaded.model) is dec
+    settings = SamplingSettings(temperature=0.0, guidance=2.0)
+    before = generate(tiny_loaded, "a red circle", "direct", settings=settings)[0].image_token_ids
+    q = tiny_loaded.model.model.language_model.layers[0].self_attn.q_proj.weight
+    saved = q.detach().clone()
+    with torch.no_grad():
+        q.mul_(-3.0)  # an in-place update, like an optimizer step
+    try:
+        changed = generate(tiny_loaded, "a red circle", "direct", settings=settings)[0].image_token_ids
+    finally:
+        with torch.no_grad():
+            q.copy_(saved)
+    again = generate(tiny_loaded, "a red circle", "direct", settings=settings)[0].image_token_ids
+    assert changed != before and again == before
+
+
+def test_cuda_graph_step_refuses_cpu_tensors(tiny_loaded):
+    from reasongen.engine import CudaGraphStep
+
+    dec = StaticDecoder(tiny_loaded.model.model.language_model)
+    dec.reset(1, 8)
+    with pytest.raises(ValueError, match="CUDA"):
+        CudaGraphStep(dec, torch.zeros(1, 1, 64), torch.zeros(1, 1, dtype=torch.long))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decode_matches_eager(tiny_model_dir):
+    from reasongen.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cuda", dtype="float32")
+    settings = SamplingSettings(temperature=0.0, cot_temperature=0.0, max_cot_tokens=8)
+    graphed = generate(loaded, "two stars", "got-r1", n=3, settings=settings)
+    decoder_for(loaded.model).use_cuda_graphs = False
+    eager = generate(loaded, "two stars", "got-r1", n=3, settings=settings)
+    assert [s.image_token_ids for s in graphed] == [s.image_token_ids for s in eager]
+    assert [s.cot_token_ids for s in graphed] == [s.cot_token_ids for s in eager]
