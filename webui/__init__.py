@@ -35,7 +35,7 @@ QUEUE_MAX_SIZE = 64
 
 def build_demo(services: Services) -> gr.Blocks:
     """The whole app as a ``gr.Blocks`` (not launched)."""
-    from .annotate_tab import build_annotate_tab
+    from .annotate_tab import RESTORE_JS, build_annotate_tab
     from .generate_tab import build_generate_tab
     from .results_tab import build_results_tab
 
@@ -46,7 +46,7 @@ def build_demo(services: Services) -> gr.Blocks:
             "# ReasonGen\nWatch a reasoning text-to-image model think (chain of thought), plan "
             f"(boxes) and draw, with every reward's score. Model: `{model_id}`."
         )
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 gen = build_generate_tab(services, user_state)
             with gr.Tab("Annotate", id="annotate"):
@@ -69,8 +69,10 @@ def build_demo(services: Services) -> gr.Blocks:
         private = {"api_visibility": "private", "queue": False}
         ann.login_event.then(role_views, user_state, role_outputs, **private)
         ann.logout_event.then(role_views, user_state, role_outputs, **private)
-        demo.load(ann.on_load, [ann.auth, ann.draft], ann.load_outputs, api_visibility="private").then(
-            role_views, user_state, role_outputs, **private
+        restore = demo.load(ann.on_restore, [ann.auth, ann.draft], ann.restore_outputs, js=RESTORE_JS,
+                            api_visibility="private")  # fmt: skip
+        restore.then(role_views, user_state, role_outputs, **private).then(
+            lambda user: gr.Tabs(selected="annotate") if user else gr.skip(), user_state, tabs, **private
         )
     demo.queue(max_size=QUEUE_MAX_SIZE)
     return demo

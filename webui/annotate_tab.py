@@ -1,24 +1,39 @@
 """Annotate tab: our own login against the users table, then rank candidates side by side.
 
 Login is checked by ``annotation.store.Store.authenticate`` (scrypt hashes); the session keeps
-the user in a server-side ``gr.State`` and the browser keeps a signed token in ``gr.BrowserState``
-so a reload logs back in. Every rank choice is saved as a draft in the browser too, so a
+the user in a server-side ``gr.State`` and the browser keeps a signed token (HMAC, see
+``services.TokenSigner``) in its localStorage so a reload logs back in. Every rank choice is saved
+as a draft in localStorage too, so a
 half-done ranking survives a reload (the store serves the same open assignment again). All events
 here run on their own queue (``ANNOTATE_QUEUE``), never behind generation.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, require_user, ui_errors
+from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, require_user, show_image, ui_errors
 from .services import MAX_SLOTS, Services
 
 NO_STUDY = "Pick a study and press **Start** to get a task."
+AUTH_KEY, DRAFT_KEY = "reasongen-token", "reasongen-draft"
+RESTORE_JS = f"() => [localStorage.getItem('{AUTH_KEY}') || '', localStorage.getItem('{DRAFT_KEY}') || '']"
+"""Run in the browser at page load: hands the stored token and draft to ``on_restore``."""
+
+
+def _draft(value: Any) -> dict[str, Any]:
+    """A draft as stored in the browser (JSON text) or as a dict; anything else is no draft."""
+    if isinstance(value, str) and value:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass
@@ -40,9 +55,9 @@ class AnnotateTab:
     draft: Any
     login_event: Any
     logout_event: Any
-    on_load: Any
-    """Restores login and the open task from the browser's stored token and draft."""
-    load_outputs: list[Any]
+    on_restore: Any
+    """Page-load handler (with ``RESTORE_JS``): logs back in and reopens the task and its draft."""
+    restore_outputs: list[Any]
 
 
 def _user_dict(info: Any) -> dict[str, Any]:
@@ -92,7 +107,8 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
             out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
         return [*out, gr.Row(visible=False)]
     k = len(view.candidates)
-    saved = draft.get("ranks") if isinstance(draft, dict) and draft.get("task_id") == view.task_id else None
+    draft = _draft(draft)
+    saved = draft.get("ranks") if draft.get("task_id") == view.task_id else None
     task = {"task_id": view.task_id, "study_id": st.id, "candidate_ids": [c.id for c in view.candidates],
             "shown_at": time.time()}  # fmt: skip
     out = [task, f"### Prompt: {view.prompt}", guidelines, progress,
@@ -106,7 +122,7 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
         image = None
         if c.image_path:
             with Image.open(c.image_path) as im:
-                image = im.convert("RGB")
+                image = show_image(im.convert("RGB"))
         plan = render_plan(Plan.from_dict(c.plan), 256) if c.plan else None
         value = saved[i] if saved and i < len(saved) and saved[i] in choices else None
         out += [gr.Column(visible=True), image,
@@ -153,9 +169,19 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
 
 def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     """Lay out the Annotate tab and wire its events (call inside a ``gr.Blocks``)."""
-    secret = services.config.secret
-    auth = gr.BrowserState(None, storage_key="reasongen-auth", secret=secret)
-    draft = gr.BrowserState({}, storage_key="reasongen-draft", secret=secret)
+    # Hidden mirrors of localStorage entries: a JS-only change handler writes them through, the
+    # page-load event reads them back (gr.BrowserState reads its value only after load events ran).
+    auth = gr.Textbox(visible=False, elem_id="rg-auth-token")
+    draft = gr.Textbox(visible=False, elem_id="rg-draft")
+    for box, key in ((auth, AUTH_KEY), (draft, DRAFT_KEY)):
+        box.change(
+            None,
+            box,
+            None,
+            api_visibility="private",
+            queue=False,
+            js=f"(v) => {{ v ? localStorage.setItem('{key}', v) : localStorage.removeItem('{key}'); }}",
+        )
     task_state = gr.State(None)
     with gr.Group(visible=True) as login_box:
         gr.Markdown("**Log in** to annotate (accounts: `python -m annotation user add NAME`).")
@@ -214,7 +240,7 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     password.submit(on_login, [username, password], login_outputs, api_visibility="private", **q)
 
     def on_logout() -> tuple[Any, ...]:
-        return None, None, "Logged out.", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown()
+        return None, "", "Logged out.", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown()
 
     logout_event = logout.click(on_logout, None, login_outputs, api_name="logout", **q)
 
@@ -227,7 +253,7 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     def on_rank(task: Any, *values: Any) -> Any:
         if not task:
             return gr.skip()
-        return {"task_id": task["task_id"], "study_id": task["study_id"], "ranks": list(values)}
+        return json.dumps({"task_id": task["task_id"], "study_id": task["study_id"], "ranks": list(values)})
 
     for r in ranks:
         r.input(on_rank, [task_state, *ranks], draft, api_visibility="private", queue=False)
@@ -237,25 +263,26 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
         msg = submit(services, user, task, list(values), skipped=False)
         out = task_frame(services, user, st or (task or {}).get("study_id"), {})
         out[4] = f"{msg} {out[4]}"
-        return [*out, {}]
+        return [*out, ""]
 
     @ui_errors
     def on_skip(user: Any, task: Any, st: Any) -> list[Any]:
         msg = submit(services, user, task, [], skipped=True)
         out = task_frame(services, user, st or (task or {}).get("study_id"), {})
         out[4] = f"{msg} {out[4]}"
-        return [*out, {}]
+        return [*out, ""]
 
     submit_btn.click(on_submit, [user_state, task_state, study, *ranks], [*task_outputs, draft],
                      api_name="submit_ranking", **q)  # fmt: skip
     skip_btn.click(on_skip, [user_state, task_state, study], [*task_outputs, draft], api_name="skip_task",
                    **q)  # fmt: skip
 
-    def on_load(token: Any, dr: Any) -> list[Any]:
+    def on_restore(token: Any, dr: Any) -> list[Any]:
+        """After a reload the browser hands back its token and draft: log in, reopen the task."""
         user = restore_user(services, token)
+        dr = _draft(dr)
         if user is None:
-            return [None, gr.skip(), "", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown(),
-                    *[gr.skip()] * len(task_outputs)]  # fmt: skip
+            return [gr.skip()] * (len(login_outputs) + len(task_outputs))
         hello = f"Welcome back, **{user['username']}** ({user['role']})."
         head = [user, gr.skip(), hello, gr.Group(visible=False), gr.Column(visible=True)]
         study_id = dr.get("study_id") if isinstance(dr, dict) else None
@@ -270,4 +297,4 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
 
     return AnnotateTab(username, password, login_btn, login_message, login_box, work_box, study,
                        submit_btn, skip_btn, ranks, message, auth, draft, login_event, logout_event,
-                       on_load, [*login_outputs, *task_outputs])  # fmt: skip
+                       on_restore, [*login_outputs, *task_outputs])  # fmt: skip

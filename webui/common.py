@@ -74,6 +74,20 @@ def ui_errors_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator
     return wrapper
 
 
+SHOW_SIZE = 256
+"""Images smaller than this are scaled up for display (nearest neighbour keeps token blocks crisp)."""
+
+
+def show_image(image: Any) -> Any:
+    """``image`` scaled up by a whole factor to at least ``SHOW_SIZE`` pixels wide (None stays None)."""
+    if image is None or image.width >= SHOW_SIZE:
+        return image
+    from PIL import Image
+
+    k = -(-SHOW_SIZE // image.width)
+    return image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST)
+
+
 def scores_html(row: dict[str, float | None], errors: dict[str, str] | None = None) -> str:
     """A candidate's reward scores as numbers with bars (bar length: score clipped to [0, 1])."""
     if not row and not errors:

@@ -23,9 +23,23 @@ from .common import (
     ui_errors,
     ui_errors_stream,
 )
+from .common import (
+    show_image as _show,
+)
 from .services import MAX_SLOTS, Scores, Services
 
 PLAN_SIZE = 256
+
+
+def _round_robin_examples(examples: list[Any]) -> list[Any]:
+    """Examples reordered so that each page of ``len(categories)`` rows shows every category once."""
+    by_cat: dict[str, list[Any]] = {}
+    for ex in examples:
+        by_cat.setdefault(ex.category, []).append(ex)
+    out: list[Any] = []
+    for i in range(max((len(v) for v in by_cat.values()), default=0)):
+        out += [v[i] for v in by_cat.values() if i < len(v)]
+    return out
 
 
 @dataclass
@@ -121,7 +135,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
             yield _frame(MAX_SLOTS, msg, cots, plans, empty, None, None, None, None)
         elif isinstance(ev, ImageProgress):
             msg = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
-            yield _frame(MAX_SLOTS, msg, cots, empty, list(ev.previews), None, None, None, None)
+            yield _frame(MAX_SLOTS, msg, cots, empty, [_show(p) for p in ev.previews], None, None, None, None)
         elif isinstance(ev, Done):
             samples[ev.sample.index] = ev.sample
     yield _frame(MAX_SLOTS, "Scoring…", cots, empty, empty, None, None, None, None)
@@ -193,12 +207,13 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                 temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Image temperature")
                 seed = gr.Number(value=0, precision=0, label="Seed")
             if services.examples:
-                gr.Markdown("**Examples**, by GenEval category (click one to use it)")
+                examples = _round_robin_examples(services.examples)
                 pick = gr.Dataset(
                     components=[gr.Textbox(visible=False), gr.Textbox(visible=False)],
                     headers=["category", "prompt"],
-                    samples=[[ex.category, ex.prompt] for ex in services.examples],
-                    samples_per_page=len(services.examples),
+                    samples=[[ex.category, ex.prompt] for ex in examples],
+                    samples_per_page=len({ex.category for ex in examples}),
+                    label="Examples by GenEval category (click one to use it)",
                     elem_id="rg-examples",
                 )
                 pick.click(lambda row: row[1], pick, prompt, api_visibility="private", queue=False)

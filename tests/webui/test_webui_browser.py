@@ -1,0 +1,137 @@
+"""A real browser (Debian's Chromium through Playwright, headless) against the in-process app.
+
+Install the browser with ``.ci/browser.sh``; without ``/usr/bin/chromium`` these tests skip.
+Screenshots go to ``test-artifacts/`` (gitignored); the generate screenshot is also copied to
+``assets/screenshots/`` for the README.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "assets" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+TIMEOUT_MS = 40_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run .ci/browser.sh"),
+]
+
+# Records, every 5 ms, when the first CoT text, plan image and generated image appear.
+WATCH = """() => {
+  window.__rg = {};
+  const t0 = performance.now();
+  const seen = (k, ok) => {
+    if (ok && window.__rg[k] === undefined) window.__rg[k] = performance.now() - t0;
+  };
+  window.__rgTimer = setInterval(() => {
+    const cot = document.querySelector('#rg-cot-0 textarea');
+    seen('cot', cot && cot.value.length > 0);
+    seen('plan', !!document.querySelector('#rg-plan-0 img'));
+    seen('image', !!document.querySelector('#rg-image-0 img'));
+    seen('scores', !!document.querySelector('#rg-scores-0 table'));
+  }, 5);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    yield pg
+    context.close()
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_browser_streams_cot_then_plan_then_image(webapp, page):
+    page.goto(webapp.url)
+    page.wait_for_selector("#rg-prompt textarea")
+    page.evaluate(WATCH)
+    example = webapp.services.examples[0]
+    page.fill("#rg-prompt textarea", example.prompt)
+    page.click("#rg-generate")
+    page.wait_for_function("() => window.__rg.scores !== undefined", timeout=TIMEOUT_MS)
+    times = page.evaluate("() => window.__rg")
+    assert times["cot"] <= times["plan"] <= times["image"] <= times["scores"], times
+    assert page.input_value("#rg-cot-0 textarea") != ""
+    scores = page.inner_text("#rg-scores-0")
+    assert "shapes" in scores and "combined" in scores
+    assert "Done" in page.inner_text("#rg-status")
+    path = _shot(page, "generate.png")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, SCREENSHOTS / "generate.png")
+
+
+def _assignment_order(store, username: str, task_id: int) -> list[int]:
+    from sqlalchemy import select
+
+    from annotation.models import Assignment, User
+
+    with store.session() as s:
+        uid = s.scalar(select(User.id).where(User.username == username))
+        a = s.scalar(select(Assignment).where(Assignment.annotator_id == uid, Assignment.task_id == task_id))
+        return list(a.shown_order)
+
+
+def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page):
+    from annotation.tables import rankings_frame
+
+    page.goto(webapp.url)
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#rg-username textarea", "ann2")
+    page.fill("#rg-password input", "ann2-password")
+    page.click("#rg-login")
+    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    page.fill("#rg-study input", "webui-study")
+    page.keyboard.press("Enter")
+    page.click("#rg-start")
+    page.wait_for_selector("#rg-task-prompt :text('Prompt:')")
+    page.wait_for_selector("#rg-cand-0 img")
+    # mouse for the first image, keyboard for the second (focus a choice, Space selects it), mouse again
+    page.check("#rg-rank-0 input[value='1']")
+    page.focus("#rg-rank-1 input[value='2']")
+    page.keyboard.press("Space")
+    page.wait_for_function("() => document.querySelector(\"#rg-rank-1 input[value='2']\").checked")
+    before = page.evaluate("() => localStorage.getItem('reasongen-draft')")
+    page.check("#rg-rank-2 input[value='2']")
+    page.wait_for_function("(b) => localStorage.getItem('reasongen-draft') !== b", arg=before)
+    # a reload logs back in and restores the half-done ranking from the browser
+    page.reload()
+    page.wait_for_selector("#rg-login-message :text('Welcome back')")
+    for i, r in enumerate(["1", "2", "2"]):
+        page.wait_for_function(f"() => document.querySelector(\"#rg-rank-{i} input[value='{r}']\").checked")
+    _shot(page, "annotate.png")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#rg-annotate-message :text('Saved task')")
+    df = rankings_frame(webapp.store, "webui-study")
+    mine = df[(df["annotator"] == "ann2") & ~df["skipped"]]
+    assert len(mine) == 3
+    task_id = int(mine["task_id"].iloc[0])
+    order = _assignment_order(webapp.store, "ann2", task_id)
+    ranks = dict(zip(mine["candidate_id"].astype(int), mine["rank"].astype(int)))
+    assert [ranks[c] for c in order] == [1, 2, 2]
+    _shot(page, "annotate-next.png")
