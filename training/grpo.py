@@ -70,6 +70,17 @@ class GRPOConfig(RunConfig):
     # ---- data and rollouts
     prompts: str = field(default="shapes", metadata={"help": "JSONL/TXT prompt file, or 'shapes'."})
     num_shapes_prompts: int = field(default=5000, metadata={"help": "Pool size for 'shapes'."})
+    shapes_seed: int = field(
+        default=7, metadata={"help": "Seed of the 'shapes' prompt pool (the benchmark uses 0)."}
+    )
+    holdout_benchmark: int = field(
+        default=600,
+        metadata={"help": "Leave out the texts of the shapes benchmark's first N prompts "
+                  "(prompt_seed 0) from the 'shapes' pool, so the benchmark stays held out."},
+    )  # fmt: skip
+    shapes_cell: int = field(
+        default=125, metadata={"help": "Cell-aligned scenes (the embedded model's world); 0 = free."}
+    )
     recipe: str = field(default="got-r1", metadata={"help": "Generation recipe of the rollouts."})
     prompts_per_step: int = field(default=4, metadata={"help": "Groups per optimizer step (global)."})
     group_size: int = field(default=8, metadata={"help": "Samples per prompt (G)."})
@@ -141,7 +152,17 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
     if cfg.prompts == "shapes":
         from reasongen.shapes import sample_scenes
 
-        return [(s.prompt, s.metadata) for s in sample_scenes(cfg.num_shapes_prompts, seed=cfg.seed)]
+        cell = cfg.shapes_cell or None
+        scenes = sample_scenes(cfg.num_shapes_prompts, seed=cfg.shapes_seed, cell=cell)
+        held: set[str] = set()
+        if cfg.holdout_benchmark > 0:
+            from reasongen.eval.shapes_bench import benchmark_prompts
+
+            held = {p.prompt for p in benchmark_prompts(cfg.holdout_benchmark, seed=0, cell=cell)}
+        pool = [(s.prompt, s.metadata) for s in scenes if s.prompt not in held]
+        if not pool:
+            raise ValueError("every 'shapes' prompt is a benchmark prompt; raise num_shapes_prompts")
+        return pool
     path = Path(cfg.prompts)
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist (or use --prompts shapes)")

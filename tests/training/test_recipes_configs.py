@@ -53,3 +53,14 @@ def test_human_recipe_parses() -> None:
 
     cfg = parse_config(HumanGRPOConfig, ["--config", str(RECIPES / "human.yaml"), "--study", "x"])
     assert cfg.study == "x" and cfg.min_pass_rate == 0.75 and cfg.ppo_epochs == 2
+
+
+def test_shapes_pool_holds_out_the_benchmark_prompts() -> None:
+    from reasongen.eval.shapes_bench import benchmark_prompts
+    from training.grpo import load_prompts
+
+    cfg = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes.yaml"), "--num_shapes_prompts", "800"])
+    pool = load_prompts(cfg)
+    bench = {p.prompt for p in benchmark_prompts(600, seed=0, cell=125)}
+    assert pool and not any(p in bench for p, _ in pool)
+    assert all(meta and meta["prompt"] == p for p, meta in pool)
