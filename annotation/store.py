@@ -352,45 +352,8 @@ class Store:
         (``control_best`` given) may mix in candidates of other prompts and is about the prompt of
         ``control_best``.
         """
-        ids = [v.check_id(c, "candidate id") for c in candidate_ids]
-        if len(set(ids)) != len(ids):
-            raise AnnotationError("a task lists a candidate more than once")
         with self.session() as s:
-            study = _load_study(s, study_id)
-            if not 2 <= len(ids) <= study.group_size:
-                raise AnnotationError(
-                    f"a task needs 2..{study.group_size} candidates (the study's group size)"
-                )
-            rows = s.execute(
-                select(Candidate.id, Candidate.prompt_id, Prompt.study_id)
-                .join(Prompt, Prompt.id == Candidate.prompt_id)
-                .where(Candidate.id.in_(ids))
-            ).all()
-            found = {r.id: r for r in rows}
-            missing = [c for c in ids if c not in found]
-            if missing:
-                raise NotFoundError(f"candidates do not exist: {missing[:10]}")
-            if any(r.study_id != study.id for r in rows):
-                raise AnnotationError("all candidates of a task must belong to the task's study")
-            if control_best is None:
-                prompts = {r.prompt_id for r in rows}
-                if len(prompts) != 1:
-                    raise AnnotationError("a regular task's candidates must share one prompt")
-                prompt_id = prompts.pop()
-            else:
-                if control_best not in found:
-                    raise AnnotationError("control_best must be one of the task's candidates")
-                prompt_id = found[control_best].prompt_id
-            task = Task(
-                study_id=study.id,
-                prompt_id=prompt_id,
-                is_control=control_best is not None,
-                control_best_id=control_best,
-            )
-            task.members = [TaskCandidate(candidate_id=c, position=i) for i, c in enumerate(ids)]
-            s.add(task)
-            s.flush()
-            return task.id
+            return _create_task(s, _load_study(s, study_id), candidate_ids, control_best)
 
     def build_tasks(self, study_id: int, layout: str = "mixed") -> list[int]:
         """Group every not-yet-tasked candidate of the study into regular tasks.
@@ -427,7 +390,9 @@ class Store:
                 n_tasks = math.ceil(len(dealt) / gsize)
                 bounds = [round(i * len(dealt) / n_tasks) for i in range(n_tasks + 1)]
                 groups += [dealt[a:b] for a, b in itertools.pairwise(bounds)]
-        return [self.create_task(study_id, g) for g in groups if len(g) >= 2]
+        with self.session() as s:  # all tasks or none
+            study = _load_study(s, study_id)
+            return [_create_task(s, study, g, None) for g in groups if len(g) >= 2]
 
     def add_control_tasks(self, study_id: int, n: int, seed: int = 0) -> list[int]:
         """Make ``n`` control tasks: one candidate of a prompt (the known best) among candidates
@@ -447,17 +412,18 @@ class Store:
             by_prompt.setdefault(r.prompt_id, []).append(r.id)
         if len(by_prompt) < 2:
             raise AnnotationError("control tasks need candidates for at least two prompts")
-        out = []
+        groups = []
         prompt_ids = sorted(by_prompt)
         for _ in range(n):
             pid = rng.choice(prompt_ids)
             best = rng.choice(by_prompt[pid])
             others = [c for p in prompt_ids if p != pid for c in by_prompt[p]]
-            distractors = rng.sample(others, min(gsize - 1, len(others)))
-            members = [best, *distractors]
+            members = [best, *rng.sample(others, min(gsize - 1, len(others)))]
             rng.shuffle(members)
-            out.append(self.create_task(study_id, members, control_best=best))
-        return out
+            groups.append((members, best))
+        with self.session() as s:  # all tasks or none
+            study = _load_study(s, study_id)
+            return [_create_task(s, study, g, best) for g, best in groups]
 
     # ------------------------------------------------------------------ workflow, tables
 
@@ -518,6 +484,44 @@ def _load_study(s: Session, study: int | str) -> Study:
     if obj is None:
         raise NotFoundError(f"study {study!r} does not exist")
     return obj
+
+
+def _create_task(s: Session, study: Study, candidate_ids: Sequence[int], control_best: int | None) -> int:
+    ids = [v.check_id(c, "candidate id") for c in candidate_ids]
+    if len(set(ids)) != len(ids):
+        raise AnnotationError("a task lists a candidate more than once")
+    if not 2 <= len(ids) <= study.group_size:
+        raise AnnotationError(f"a task needs 2..{study.group_size} candidates (the study's group size)")
+    rows = s.execute(
+        select(Candidate.id, Candidate.prompt_id, Prompt.study_id)
+        .join(Prompt, Prompt.id == Candidate.prompt_id)
+        .where(Candidate.id.in_(ids))
+    ).all()
+    found = {r.id: r for r in rows}
+    missing = [c for c in ids if c not in found]
+    if missing:
+        raise NotFoundError(f"candidates do not exist: {missing[:10]}")
+    if any(r.study_id != study.id for r in rows):
+        raise AnnotationError("all candidates of a task must belong to the task's study")
+    if control_best is None:
+        prompts = {r.prompt_id for r in rows}
+        if len(prompts) != 1:
+            raise AnnotationError("a regular task's candidates must share one prompt")
+        prompt_id = prompts.pop()
+    else:
+        if control_best not in found:
+            raise AnnotationError("control_best must be one of the task's candidates")
+        prompt_id = found[control_best].prompt_id
+    task = Task(
+        study_id=study.id,
+        prompt_id=prompt_id,
+        is_control=control_best is not None,
+        control_best_id=control_best,
+    )
+    task.members = [TaskCandidate(candidate_id=c, position=i) for i, c in enumerate(ids)]
+    s.add(task)
+    s.flush()
+    return task.id
 
 
 def _prompt_row(p: str | Mapping[str, Any], i: int) -> tuple[str, dict[str, Any] | None]:
