@@ -115,6 +115,10 @@ class GRPOConfig(RunConfig):
     entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
     # ---- logging
     sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
+    eval_every: int = field(
+        default=0, metadata={"help": "Run the shapes benchmark every K steps and at the start (0 = off)."}
+    )
+    eval_n: int = field(default=60, metadata={"help": "Benchmark prompts per evaluation (<= holdout)."})
     out_dir: str = field(default="runs/grpo", metadata={"help": "Run folder."})
 
     def __post_init__(self) -> None:
@@ -128,6 +132,10 @@ class GRPOConfig(RunConfig):
             raise ValueError("give at least one reward name (--rewards shapes)")
         if self.reward_mode not in ("weighted_sum", "product", "group_norm"):
             raise ValueError("reward_mode must be weighted_sum, product or group_norm")
+        if self.eval_every and self.prompts != "shapes":
+            raise ValueError("eval_every runs the shapes benchmark: use it with --prompts shapes")
+        if self.eval_every and not 0 < self.eval_n <= max(self.holdout_benchmark, 1):
+            raise ValueError("eval_n must be in 1..holdout_benchmark so evaluation prompts stay held out")
         if self.max_resample < 0 or self.adv_eps < 0:
             raise ValueError("max_resample and adv_eps must be >= 0")
         LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
@@ -386,6 +394,32 @@ def reference_model(cfg: GRPOConfig, run: Any, loaded: Any | None) -> Any | None
     return ref.requires_grad_(False).eval()
 
 
+def shapes_eval(cfg: GRPOConfig, loaded: Any) -> dict[str, float]:
+    """The shapes benchmark on its first ``eval_n`` prompts (prompt_seed 0, generation seed 0),
+    one sample per prompt with the rollout settings: overall accuracy and per category."""
+    from reasongen.eval.shapes_bench import benchmark_prompts, evaluate_shapes, model_generator, summarize
+
+    prompts = benchmark_prompts(cfg.eval_n, seed=0, cell=cfg.shapes_cell or None)
+    gen = model_generator(loaded, cfg.recipe, 1, 0, cfg.sampling(loaded.num_image_tokens))
+    was_training = loaded.model.training
+    loaded.model.eval()
+    summary = summarize(evaluate_shapes(gen, prompts))
+    loaded.model.train(was_training)
+    out = {"eval/overall": float(summary["overall"])}
+    out.update({f"eval/{c}": float(v) for c, v in summary["categories"].items()})
+    return out
+
+
+def _maybe_eval(cfg: GRPOConfig, run: Any, done: int, log_dir: Path) -> None:
+    if not cfg.eval_every or done % cfg.eval_every or not run.accelerator.is_main_process:
+        return
+    stats = shapes_eval(cfg, run.loaded)
+    run.logger.scalars(stats, done)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps({"step": done, **stats}) + "\n")
+
+
 def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_model: Any | None) -> Path:
     """The optimizer loop shared by online and human-ranking GRPO.
 
@@ -400,6 +434,8 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
+    if run.start_step == 0:
+        _maybe_eval(cfg, run, 0, Path(cfg.out_dir))
     for step in bar:
         drawn = draw(step)
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
@@ -422,6 +458,8 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
         if cfg.sample_images_every and done % cfg.sample_images_every == 0 and groups:
             run.logger.images("samples", [s.image for s in groups[0].samples if s.image], done)
         bar.set_postfix(reward=f"{stats['reward/mean']:.3f}", dropped=int(stats["groups/dropped"]))
+        _maybe_eval(cfg, run, done, Path(cfg.out_dir))
+        acc.wait_for_everyone()
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             extra = {"step": done, "config": config_dict(cfg),
                      "controllers": {k: c.state_dict() for k, c in controllers.items()}}  # fmt: skip

@@ -29,9 +29,13 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
     code = grpo.main(["--config", str(RECIPES / "shapes.yaml"), "--model", str(model_dir),
                       "--out_dir", str(out), "--max_steps", "2", "--group_size", "2",
                       "--prompts_per_step", "2", "--max_cot_tokens", "4", "--num_shapes_prompts",
-                      "10", "--torch_threads", "1", "--save_every", "1", "--progress", "false"])  # fmt: skip
+                      "10", "--torch_threads", "1", "--save_every", "1", "--progress", "false",
+                      "--eval_every", "1", "--eval_n", "6"])  # fmt: skip
     assert code == 0 and "GRPO finished" in capsys.readouterr().out
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert all(0.0 <= e["eval/overall"] <= 1.0 and "eval/counting" in e for e in evals)
     # A random tiny model never draws the prompt: every group has zero spread, is dropped after
     # its redraws, and with no signal left no optimizer step is taken.
     before = load_model(model_dir, device="cpu").model.state_dict()
