@@ -94,6 +94,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     """
     from reasongen.generation import check_prompt, generate_stream
     from reasongen.plans import render_plan
+    from reasongen.recipes import get_recipe
     from reasongen.types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
 
     cfg = services.config
@@ -103,6 +104,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     n = int(n)
     if not 1 <= n <= cfg.max_candidates:
         raise gr.Error(f"Number of candidates must be 1..{cfg.max_candidates}.")
+    get_recipe(recipe)  # unknown recipe: a clear error before the rate limit is charged
     wait = services.limiter.check(session)
     if wait:
         raise gr.Error(

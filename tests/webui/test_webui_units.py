@@ -1,0 +1,129 @@
+"""The app's pieces without a server: flags, limits, login tokens, scoring, the generate handler."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from webui.common import scores_html
+from webui.services import AppConfig, RateLimiter, Services, TokenSigner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _app_module():
+    spec = importlib.util.spec_from_file_location("reasongen_app_main", ROOT / "app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flags_and_environment(monkeypatch):
+    app = _app_module()
+    monkeypatch.setenv("REASONGEN_PORT", "7999")
+    monkeypatch.setenv("REASONGEN_REWARDS", "shapes,hps")
+    monkeypatch.setenv("REASONGEN_DB", "postgresql+psycopg://u:p@127.0.0.1/rg")
+    cfg = app.config_from_args([])
+    assert cfg.port == 7999 and cfg.rewards == ("shapes", "hps") and cfg.host == "127.0.0.1"
+    assert cfg.db_url() == "postgresql+psycopg://u:p@127.0.0.1/rg"
+    cfg = app.config_from_args(
+        ["--port", "8001", "--db", "x/app.db", "--recipe", "direct", "--device", "cpu"]
+    )
+    assert cfg.port == 8001 and cfg.recipe == "direct" and cfg.device == "cpu"
+    assert cfg.db_url() == f"sqlite:///{Path('x/app.db').resolve()}"
+    monkeypatch.delenv("REASONGEN_PORT")
+    assert app.config_from_args([]).port == 7860
+
+
+def test_bad_settings_are_clear_errors(capsys):
+    with pytest.raises(ValueError, match="port"):
+        AppConfig(port=0)
+    with pytest.raises(ValueError, match="combine"):
+        AppConfig(combine="max")
+    with pytest.raises(ValueError, match="max_candidates"):
+        AppConfig(max_candidates=99)
+    app = _app_module()
+    assert app.main(["--model", "/nonexistent/model-dir"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_rate_limiter_sliding_window():
+    now = [100.0]
+    lim = RateLimiter(2, 10.0, clock=lambda: now[0])
+    assert lim.check("a") == 0 and lim.check("a") == 0
+    wait = lim.check("a")
+    assert wait == pytest.approx(10.0)
+    assert lim.check("b") == 0  # per session
+    now[0] += 10.5
+    assert lim.check("a") == 0
+
+
+def test_login_tokens():
+    signer = TokenSigner("secret-1")
+    token = signer.sign(42)
+    assert signer.verify(token) == 42
+    _uid, issued, sig = token.split(".")
+    assert signer.verify(f"43.{issued}.{sig}") is None  # forged user id
+    assert TokenSigner("secret-2").verify(token) is None
+    assert TokenSigner("secret-1", max_age_s=-1).verify(token) is None  # expired
+    for junk in (None, "", "a.b", "x.y.z", 5):
+        assert signer.verify(junk) is None
+
+
+def test_scores_html_numbers_and_bars():
+    html = scores_html({"shapes": 0.25, "hps": None, "combined": 1.7}, {"gdino": "offline <x>"})
+    assert "0.250" in html and "width:25.0%" in html
+    assert "n/a" in html and "width:100.0%" in html  # combined above 1 is clipped for the bar
+    assert "unavailable" in html and "&lt;x&gt;" in html  # escaped
+
+
+class _Const:
+    def __init__(self, name: str, value: float | None) -> None:
+        self.name, self.value = name, value
+
+    def __call__(self, samples):
+        from reasongen.rewards import RewardOutput
+
+        return RewardOutput(self.name, [self.value] * len(samples), [{}] * len(samples))
+
+
+def _boom(samples):
+    raise RuntimeError("no weights")
+
+
+def test_score_combines_and_reports_failures(tiny_loaded):
+    from reasongen.generation import generate
+    from reasongen.types import SamplingSettings
+
+    samples = generate(
+        tiny_loaded, "a red circle", "got-r1", n=2, settings=SamplingSettings(max_cot_tokens=4)
+    )
+    cfg = AppConfig(combine="product", rewards=())
+    svc = Services(cfg, tiny_loaded, None, {"a": _Const("a", 0.5), "b": _Const("b", 0.4), "x": _boom})
+    scores = svc.score(samples)
+    assert scores.combined == pytest.approx([0.2, 0.2])
+    assert set(scores.outputs) == {"a", "b"} and "no weights" in scores.errors["x"]
+    assert scores.table()[0] == {"a": 0.5, "b": 0.4, "combined": pytest.approx(0.2)}
+
+
+def test_generate_handler_rate_limit_and_caps(tiny_loaded):
+    from webui.generate_tab import stream_generation
+
+    cfg = AppConfig(rewards=(), rate_limit=1, max_cot_tokens=4, max_prompt_chars=20, max_candidates=2)
+    svc = Services(cfg, tiny_loaded, None, {}, examples=[])
+    with pytest.raises(gr.Error, match="limit is 20"):
+        list(stream_generation(svc, "x" * 21, "got-r1", 1, 5.0, 1.0, 0, "s1"))
+    with pytest.raises(ValueError, match="empty"):
+        list(stream_generation(svc, "  ", "got-r1", 1, 5.0, 1.0, 0, "s1"))
+    with pytest.raises(ValueError, match="unknown recipe"):
+        list(stream_generation(svc, "a circle", "nope", 1, 5.0, 1.0, 0, "s1"))
+    frames = list(
+        stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "s1")
+    )  # bad input cost nothing
+    assert frames[-1][0].startswith("Done")
+    with pytest.raises(gr.Error, match="Too many generations"):
+        list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "s1"))
+    assert list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "other"))  # per session
