@@ -53,8 +53,11 @@ def make_sample(
 
 
 def _reset_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
+    """Empty the test database (drops its public schema). Refuses databases not named *test*."""
+    from sqlalchemy import create_engine, make_url, text
 
+    if "test" not in (make_url(url).database or ""):
+        pytest.fail(f"{PG_ENV} must name a throw-away database with 'test' in its name; the tests wipe it")
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
