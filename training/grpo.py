@@ -85,7 +85,9 @@ class GRPOConfig(RunConfig):
     prompts_per_step: int = field(default=4, metadata={"help": "Groups per optimizer step (global)."})
     group_size: int = field(default=8, metadata={"help": "Samples per prompt (G)."})
     micro_batch_groups: int = field(default=1, metadata={"help": "Groups per forward/backward."})
-    guidance: float = field(default=5.0, metadata={"help": "CFG weight of rollouts."})
+    guidance: float | None = field(
+        default=None, metadata={"help": "CFG weight of rollouts (None = the model's default)."}
+    )
     temperature: float = field(default=1.0, metadata={"help": "Image-token temperature."})
     cot_temperature: float = field(default=1.0, metadata={"help": "CoT temperature."})
     max_cot_tokens: int = field(default=256, metadata={"help": "CoT length cap."})
@@ -145,8 +147,9 @@ class GRPOConfig(RunConfig):
         return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
                             self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip
 
-    def sampling(self, num_image_tokens: int) -> SamplingSettings:
-        return SamplingSettings(guidance=self.guidance, temperature=self.temperature,
+    def sampling(self, num_image_tokens: int, default_guidance: float = 5.0) -> SamplingSettings:
+        guidance = default_guidance if self.guidance is None else self.guidance
+        return SamplingSettings(guidance=guidance, temperature=self.temperature,
                                 cot_temperature=self.cot_temperature,
                                 max_cot_tokens=self.max_cot_tokens,
                                 num_image_tokens=num_image_tokens)  # fmt: skip
@@ -252,7 +255,7 @@ def rollout_slot(
     """
     from reasongen.generation import generate
 
-    settings = cfg.sampling(loaded.num_image_tokens)
+    settings = cfg.sampling(loaded.num_image_tokens, loaded.defaults.guidance)
     tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
     for attempt in range(tries):
         rng = slot_rng(cfg.seed, step, slot, attempt)
@@ -400,7 +403,8 @@ def shapes_eval(cfg: GRPOConfig, loaded: Any) -> dict[str, float]:
     from reasongen.eval.shapes_bench import benchmark_prompts, evaluate_shapes, model_generator, summarize
 
     prompts = benchmark_prompts(cfg.eval_n, seed=0, cell=cfg.shapes_cell or None)
-    gen = model_generator(loaded, cfg.recipe, 1, 0, cfg.sampling(loaded.num_image_tokens))
+    settings = cfg.sampling(loaded.num_image_tokens, loaded.defaults.guidance)
+    gen = model_generator(loaded, cfg.recipe, 1, 0, settings)
     was_training = loaded.model.training
     loaded.model.eval()
     summary = summarize(evaluate_shapes(gen, prompts))

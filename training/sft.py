@@ -217,9 +217,11 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
     for step in bar:
-        idx = batch_indices(len(data), cfg.batch_size, step, cfg.seed)[rank::world]
-        rng = random.Random(cfg.seed * 7_919 + step * 101 + rank)
-        samples = [example_to_sample(data[i], lm, rng.random() < cfg.cond_dropout) for i in idx]
+        glob = batch_indices(len(data), cfg.batch_size, step, cfg.seed)
+        # The dropout draw depends on (seed, step, position in the global batch) only.
+        drop = [random.Random(f"{cfg.seed}:{step}:{k}").random() < cfg.cond_dropout for k in range(len(glob))]
+        mine = list(range(len(glob)))[rank::world]
+        samples = [example_to_sample(data[glob[k]], lm, drop[k]) for k in mine]
         with acc.autocast():
             loss, metrics = sft_loss(run.model, samples, lm.ids.bos, lm.ids.pad, cfg.text_weight,
                                      cfg.image_weight, cfg.normalisation)  # fmt: skip
