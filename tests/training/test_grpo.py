@@ -66,7 +66,15 @@ def test_tiny_grpo_run_changes_parameters_and_raises_the_reward(setup) -> None:
     assert any("generation_head" in k for k in changed) and any("language_model" in k for k in changed)
     assert not any("vqmodel" in k or "vision_model" in k for k in changed)  # frozen by default
     assert _eval(out) > _eval(model_dir) + 0.1
-    assert any((root / "learn" / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(root / "learn" / "tb"))
+    ev.Reload()
+    tags = set(ev.Tags()["scalars"])
+    for tag in ("reward/mean", "reward/low_tokens", "adv/abs_mean", "image/kl", "text/entropy",
+                "image/entropy_coef", "image/clip_frac", "cot/length", "groups/dropped"):  # fmt: skip
+        assert f"grpo/{tag}" in tags, tag
+    assert len(ev.Scalars("grpo/reward/mean")) == 6
     final = root / "learn" / "final"  # the model alone, ready for load_model and the app
     assert (final / "config.json").is_file() and not (final / "trainer_state").exists()
     assert torch.equal(load_model(final).model.state_dict()[changed[0]], after[changed[0]])
