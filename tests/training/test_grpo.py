@@ -58,7 +58,7 @@ def _eval(path) -> float:
 def test_tiny_grpo_run_changes_parameters_and_raises_the_reward(setup) -> None:
     root, model_dir, prompts = setup
     cfg = _cfg(root, model_dir, prompts, "learn", max_steps=6, save_every=0, kl_coef=0.05,
-               adaptive_entropy=True, tensorboard=True)  # fmt: skip
+               adaptive_entropy=True, tensorboard=True, sample_images_every=3)  # fmt: skip
     out = train(cfg, reward_fn=low_tokens)
     before = load_model(model_dir, device="cpu").model.state_dict()
     after = load_model(out, device="cpu").model.state_dict()
@@ -75,6 +75,7 @@ def test_tiny_grpo_run_changes_parameters_and_raises_the_reward(setup) -> None:
                 "image/entropy_coef", "image/clip_frac", "cot/length", "groups/dropped"):  # fmt: skip
         assert f"grpo/{tag}" in tags, tag
     assert len(ev.Scalars("grpo/reward/mean")) == 6
+    assert [e.step for e in ev.Images("samples")] == [3, 6]
     final = root / "learn" / "final"  # the model alone, ready for load_model and the app
     assert (final / "config.json").is_file() and not (final / "trainer_state").exists()
     assert torch.equal(load_model(final).model.state_dict()[changed[0]], after[changed[0]])
