@@ -58,6 +58,8 @@ def config_from_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from reasongen.loading import ModelLoadError
     from webui import Services, build_demo, launch
 

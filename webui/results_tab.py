@@ -25,6 +25,13 @@ N_BOOT = 200
 """Bootstrap resamples for the CIs shown in the UI (exports use the same)."""
 
 
+def short_label(item: object) -> str:
+    """``/long/path/to/model:recipe`` → ``model:recipe`` (plots have little room)."""
+    text = str(item)
+    model, sep, recipe = text.rpartition(":")
+    return f"{Path(model).name or model}{sep}{recipe}" if sep else text
+
+
 @dataclass
 class ResultsTab:
     locked: Any
@@ -40,7 +47,7 @@ def ratings_figure(ratings: pd.DataFrame | None) -> Any:
     """Bradley–Terry log-strengths with their CIs as a horizontal error-bar chart."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 0.5 + 0.45 * max(1, 0 if ratings is None else len(ratings))))
+    fig = Figure(figsize=(7, 1.2 + 0.5 * max(1, 0 if ratings is None else len(ratings))))
     ax = fig.add_subplot()
     if ratings is None or ratings.empty:
         ax.text(0.5, 0.5, "not enough comparisons yet", ha="center", va="center")
@@ -50,7 +57,7 @@ def ratings_figure(ratings: pd.DataFrame | None) -> Any:
     y = range(len(r))
     err = [r["theta"] - r["ci_low"], r["ci_high"] - r["theta"]]
     ax.errorbar(r["theta"], list(y), xerr=err, fmt="o", capsize=4, color="#2b59c3")
-    ax.set_yticks(list(y), [str(x) for x in r["item"]])
+    ax.set_yticks(list(y), [short_label(x) for x in r["item"]])
     ax.axvline(0, color="#999", lw=0.8)
     ax.set_xlabel("Bradley–Terry log-strength (95% CI)")
     fig.tight_layout()
@@ -69,8 +76,8 @@ def winrate_figure(matrix: pd.DataFrame | None) -> Any:
         return fig
     m = matrix.to_numpy(dtype=float)
     im = ax.imshow(m, vmin=0, vmax=1, cmap="RdYlGn")
-    ax.set_xticks(range(m.shape[1]), [str(c) for c in matrix.columns], rotation=30, ha="right")
-    ax.set_yticks(range(m.shape[0]), [str(i) for i in matrix.index])
+    ax.set_xticks(range(m.shape[1]), [short_label(c) for c in matrix.columns], rotation=30, ha="right")
+    ax.set_yticks(range(m.shape[0]), [short_label(i) for i in matrix.index])
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             if m[i, j] == m[i, j]:  # not NaN
@@ -131,7 +138,7 @@ def export_zip(services: Services, user: Any, study: Any, fmt: str) -> str:
 
 
 def _table(df: Any) -> Any:
-    return df if isinstance(df, pd.DataFrame) else pd.DataFrame()
+    return df.round(3) if isinstance(df, pd.DataFrame) else pd.DataFrame()
 
 
 def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
@@ -143,10 +150,10 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
                 choices=[], label="Study", scale=3, elem_id="rg-results-study", allow_custom_value=True
             )
             compute = gr.Button("Compute", variant="primary", scale=1, elem_id="rg-compute")
-        summary = gr.Markdown()
+        summary = gr.Markdown(elem_id="rg-results-summary")
         with gr.Row():
-            bt_plot = gr.Plot(label="Bradley–Terry ratings with 95% CIs")
-            wr_plot = gr.Plot(label="Win-rate matrix")
+            bt_plot = gr.Plot(label="Bradley–Terry ratings with 95% CIs", elem_id="rg-bt-plot")
+            wr_plot = gr.Plot(label="Win-rate matrix", elem_id="rg-wr-plot")
         ratings = gr.Dataframe(label="Ratings", interactive=False)
         recipes = gr.Dataframe(label="Per-recipe comparison (head to head)", interactive=False)
         agreement = gr.Dataframe(label="Annotator agreement (Kendall τ with the others)", interactive=False)

@@ -59,16 +59,30 @@ def _free_port() -> int:
 
 
 def _make_study(store: Any, loaded: Any) -> int:
+    """Two prompts, each one task of 2 ``got-r1`` + 1 ``direct`` candidates, and rankings by three
+    seeded annotators (so the Results tab has two systems to rate)."""
     from reasongen.generation import generate
     from reasongen.types import SamplingSettings
 
-    study = store.create_study(STUDY, group_size=3, rankings_per_task=2, guidelines="Rank by prompt match.")
+    study = store.create_study(STUDY, group_size=3, rankings_per_task=10, guidelines="Rank by prompt match.")
     settings = SamplingSettings(max_cot_tokens=8, num_image_tokens=loaded.num_image_tokens)
+    recipe_of: dict[int, str] = {}
     for i, text in enumerate(["a photo of a red circle", "a photo of two blue squares"]):
         pid = store.add_prompts(study.id, [text])[0]
-        samples = generate(loaded, text, "got-r1", n=3, seed=i, settings=settings)
-        cids = store.add_candidates(pid, samples)
+        cids = []
+        for recipe, n in (("got-r1", 2), ("direct", 1)):
+            ids = store.add_candidates(pid, generate(loaded, text, recipe, n=n, seed=i, settings=settings))
+            recipe_of.update(dict.fromkeys(ids, recipe))
+            cids += ids
         store.create_task(study.id, cids)
+    for k in range(3):
+        user = store.create_user(f"seed{k}", f"seed{k}-password")
+        while (view := store.next_task(user.id, study.id)) is not None:
+            ids = [c.id for c in view.candidates]
+            ranks = {c: (1 if recipe_of[c] == "got-r1" else 2) for c in ids}
+            if k == 2:  # one annotator disagrees
+                ranks = {c: 3 - r for c, r in ranks.items()}
+            store.submit_ranking(user.id, study.id, view.task_id, ranks)
     return study.id
 
 
@@ -80,7 +94,10 @@ def webapp(tiny_model_dir, tmp_path_factory):
 
     torch.set_num_threads(1)
     data_dir = tmp_path_factory.mktemp("webui-data")
-    cfg = AppConfig(model=str(tiny_model_dir), device="cpu", data_dir=str(data_dir), max_cot_tokens=12,
+    # REASONGEN_TEST_MODEL (e.g. assets/models/shapes-janus) runs the same tests on another model,
+    # e.g. to take the README's screenshot with the shipped model; by default the tiny random one.
+    model = os.environ.get("REASONGEN_TEST_MODEL") or str(tiny_model_dir)
+    cfg = AppConfig(model=model, device="cpu", data_dir=str(data_dir), max_cot_tokens=12,
                     rewards=("shapes",), rate_limit=1000, max_candidates=3)  # fmt: skip
     gate = GateReward()
     rewards = {**build_rewards(cfg.rewards), "gate": gate, "broken": broken_reward}

@@ -135,3 +135,22 @@ def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page)
     ranks = dict(zip(mine["candidate_id"].astype(int), mine["rank"].astype(int)))
     assert [ranks[c] for c in order] == [1, 2, 2]
     _shot(page, "annotate-next.png")
+
+
+def test_browser_researcher_sees_results(webapp, page):
+    page.goto(webapp.url)
+    page.get_by_role("tab", name="Results").click()
+    page.wait_for_selector(":text('Results are for researchers')")
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#rg-username textarea", "res1")
+    page.fill("#rg-password input", "res1-password")
+    page.click("#rg-login")
+    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    page.get_by_role("tab", name="Results").click()
+    page.fill("#rg-results-study input", "webui-study")
+    page.keyboard.press("Enter")
+    page.click("#rg-compute")
+    page.wait_for_selector("#rg-bt-plot img")
+    page.wait_for_selector("#rg-wr-plot img")
+    assert "Krippendorff" in page.inner_text("#rg-results-summary")
+    _shot(page, "results.png")

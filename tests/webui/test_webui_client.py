@@ -127,8 +127,18 @@ def test_results_are_for_researchers_only(webapp, client):
         client.predict(STUDY, api_name="/study_results")
     res = Client(webapp.url, verbose=False)
     _login(res, "res1")
-    summary, *_rest = res.predict(STUDY, api_name="/study_results")
-    assert f"**{STUDY}**" in summary
+    summary, bt_plot, wr_plot, ratings, recipes, agreement, _controls = res.predict(
+        STUDY, api_name="/study_results"
+    )
+    assert f"**{STUDY}**" in summary and "α (ordinal)" in summary
+    assert bt_plot["type"] == "matplotlib" and wr_plot["type"] == "matplotlib"
+    rows = [dict(zip(ratings["headers"], r)) for r in ratings["data"]]
+    assert sorted(r["item"].split(":")[-1] for r in rows) == ["direct", "got-r1"]
+    for r in rows:
+        assert r["ci_low"] <= r["theta"] <= r["ci_high"] and r["comparisons"] > 0
+    pair = dict(zip(recipes["headers"], recipes["data"][0]))
+    assert (pair["a"], pair["b"]) == ("direct", "got-r1") and 0 <= pair["win_rate_a"] <= 1
+    assert {"seed0", "seed1", "seed2"} <= {row[0] for row in agreement["data"]}
     path = res.predict(STUDY, "csv", api_name="/export_study")
     names = zipfile.ZipFile(path).namelist()
     assert "rankings.csv" in names and "summary.json" in names and "images/metadata.jsonl" in names
