@@ -283,6 +283,36 @@ def _tokens(
     return ModalityTokens(cur, old.to(cur.device), mask, None if ref is None else ref.to(cur.device), ent)
 
 
+def _chunk_loss(
+    run: Any,
+    cfg: GRPOConfig,
+    chunk: list[Group],
+    ref_model: Any,
+    coefs: dict[str, float],
+    dens: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO loss of one micro-batch of groups (divided by the global denominators)."""
+    acc, ids = run.accelerator, run.loaded.ids
+    samples = [s for g in chunk for s in g.samples]
+    adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)  # (B,)
+    valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)  # (B,)
+    lp = run_policy(run.model, samples, ids.bos, ids.pad, mode="sampling", with_entropy=True,
+                    detach_uncond=cfg.detach_uncond)  # fmt: skip
+    cot_old, img_old = stored_logprobs(samples)  # (B, Tc), (B, N)
+    cot_ref = img_ref = None
+    if ref_model is not None and cfg.kl_coef > 0:
+        with torch.no_grad():
+            r = policy_logprobs(ref_model, samples, ids.bos, ids.pad, mode="sampling")
+        cot_ref, img_ref = r.cot, r.image
+    toks = {"text": _tokens(lp, cot_old, cot_ref, "cot", valid),
+            "image": _tokens(lp, img_old, img_ref, "image", valid)}  # fmt: skip
+    out = grpo_loss(toks, adv, cfg.loss_settings(), coefs, dens)
+    # Keep the graph connected even when no token of this micro-batch counts (a dropped group
+    # run only so DDP sees a forward): zero gradients instead of an error.
+    anchor = 0.0 * (lp.cot.clamp(min=-1e4).sum() + lp.image.clamp(min=-1e4).sum())
+    return out.loss + anchor, out.metrics
+
+
 def update(
     run: Any,
     cfg: GRPOConfig,
@@ -290,11 +320,11 @@ def update(
     ref_model: Any,
     coefs: dict[str, float],
 ) -> dict[str, float]:
-    """Accumulate the GRPO loss over micro-batches of ``groups`` and take one optimizer step.
-
-    Returns summed metrics (already normalised by the global denominators), for all processes.
+    """Accumulate the gradients of the GRPO loss over micro-batches of ``groups`` (the caller
+    steps the optimizer). Returns this process's metrics summed over micro-batches (means
+    already divided by the global denominators, so summing over processes gives global means).
     """
-    acc, ids = run.accelerator, run.loaded.ids
+    acc = run.accelerator
     settings = cfg.loss_settings()
     samples_all = [s for g in groups for s in g.samples]
     valid_all = torch.tensor([v for g in groups for v in g.valid], dtype=torch.bool)
@@ -313,27 +343,12 @@ def update(
     sums: dict[str, float] = {}
     chunks = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
     for c, chunk in enumerate(chunks):
-        samples = [s for g in chunk for s in g.samples]
         ctx = acc.no_sync(run.model) if c < len(chunks) - 1 else contextlib.nullcontext()
-        with ctx, acc.autocast():
-            adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)
-            valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)
-            lp = run_policy(run.model, samples, ids.bos, ids.pad, mode="sampling", with_entropy=True,
-                            detach_uncond=cfg.detach_uncond)  # fmt: skip
-            cot_old, img_old = stored_logprobs(samples)
-            cot_ref = img_ref = None
-            if ref_model is not None and cfg.kl_coef > 0:
-                with torch.no_grad():
-                    r = policy_logprobs(ref_model, samples, ids.bos, ids.pad, mode="sampling")
-                cot_ref, img_ref = r.cot, r.image
-            toks = {"text": _tokens(lp, cot_old, cot_ref, "cot", valid),
-                    "image": _tokens(lp, img_old, img_ref, "image", valid)}  # fmt: skip
-            out = grpo_loss(toks, adv, settings, coefs, dens)
-            # Keep the graph connected even when no token of this micro-batch counts (a dropped
-            # group run only so DDP sees a forward): zero gradients instead of an error.
-            anchor = 0.0 * (lp.cot.clamp(min=-1e4).sum() + lp.image.clamp(min=-1e4).sum())
-            acc.backward((out.loss + anchor) * world)  # DDP averages over processes; we want the sum
-        for k, v in out.metrics.items():
+        with ctx:
+            with acc.autocast():
+                loss, metrics = _chunk_loss(run, cfg, chunk, ref_model, coefs, dens)
+            acc.backward(loss * world)  # DDP averages over processes; we want the sum
+        for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
     return sums
 
