@@ -161,16 +161,19 @@ def test_researcher_sends_candidates_to_a_new_study(webapp, client):
 
 
 def test_submissions_do_not_wait_behind_generation(webapp):
-    """Generation is held inside its (concurrency 1) queue; a login and a skip still complete."""
+    """Generation is held inside its (concurrency 1) queue: a second generation waits, while a
+    login and a task request on the annotation queue still complete."""
     from gradio_client import Client
 
-    gen, ann = Client(webapp.url, verbose=False), Client(webapp.url, verbose=False)
+    gen, gen2 = Client(webapp.url, verbose=False), Client(webapp.url, verbose=False)
+    ann = Client(webapp.url, verbose=False)
     webapp.gate.gate.clear()
     webapp.gate.entered.clear()
     webapp.gate.block.set()
     try:
         job = gen.submit("a red circle", "got-r1", 1, 5.0, 1.0, 0, api_name="/generate")
         assert webapp.gate.entered.wait(60), "generation never reached scoring"
+        job2 = gen2.submit("a blue square", "got-r1", 1, 5.0, 1.0, 0, api_name="/generate")
         t0 = time.monotonic()
         done = threading.Event()
 
@@ -183,9 +186,12 @@ def test_submissions_do_not_wait_behind_generation(webapp):
         worker.start()
         assert done.wait(30), "annotation waited behind the running generation"
         assert time.monotonic() - t0 < 30 and not job.done()
+        assert job2.outputs() == [] and not job2.done()  # queued behind the first generation
     finally:
         webapp.gate.block.clear()
         webapp.gate.gate.set()
     worker.join(30)
     list(job)
-    assert job.status().success
+    frames = list(job2)
+    assert job.status().success and job2.status().success
+    assert frames[-1][0].startswith("Done")
