@@ -125,3 +125,17 @@ def test_config_yaml_and_cli_overrides(tmp_path) -> None:
         GRPOConfig(recipe="nope")
     with pytest.raises(ValueError, match="unrecognised arguments: --bogus"):
         parse_config(GRPOConfig, ["--bogus", "1"])
+
+
+def test_micro_batches_accumulate_to_the_full_batch_update(setup) -> None:
+    root, model_dir, prompts = setup
+    kw = dict(max_steps=1, save_every=0, optimizer="sgd", lr=0.5, grad_clip=0.0, kl_coef=0.05,
+              text_entropy_coef=0.01, image_entropy_coef=0.01, dynamic_sampling=False)  # fmt: skip
+    whole = train(_cfg(root, model_dir, prompts, "whole", micro_batch_groups=2, **kw), reward_fn=low_tokens)
+    parts = train(_cfg(root, model_dir, prompts, "parts", micro_batch_groups=1, **kw), reward_fn=low_tokens)
+    a = load_model(whole, device="cpu").model.state_dict()
+    b = load_model(parts, device="cpu").model.state_dict()
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    assert moved > 1e-3
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-4 * moved for k in a)
