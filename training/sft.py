@@ -20,6 +20,7 @@ probability ``cond_dropout`` an example is replaced by its unconditional row (BO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Sequence
@@ -66,6 +67,9 @@ class SFTConfig(RunConfig):
     cond_dropout: float = field(
         default=0.0, metadata={"help": "Probability of training an example unconditionally."}
     )
+    micro_batch_size: int = field(
+        default=0, metadata={"help": "Examples per forward/backward on a process (0 = all)."}
+    )
     out_dir: str = field(default="runs/sft", metadata={"help": "Run folder."})
 
     def __post_init__(self) -> None:
@@ -80,6 +84,8 @@ class SFTConfig(RunConfig):
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if self.normalisation not in ("token", "sample"):
             raise ValueError("normalisation must be 'token' or 'sample'")
+        if self.micro_batch_size < 0:
+            raise ValueError("micro_batch_size must be >= 0 (0 = the whole local batch)")
         get_recipe(self.recipe)
 
 
@@ -173,14 +179,17 @@ def sft_loss(
     text_weight: float,
     image_weight: float,
     normalisation: str = "token",
+    denominators: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted NLL of CoT tokens (LM head) and image tokens (generation head); prompt excluded.
 
-    ``model`` is a Janus model or a (wrapped) ``JanusPolicy``.
+    ``model`` is a Janus model or a (wrapped) ``JanusPolicy``. ``denominators`` (``"text"``,
+    ``"image"``) replace the local token counts, so micro-batch losses sum to the batch mean.
     """
+    dens = denominators or {}
     lp = run_policy(model, samples, bos_id, pad_id, mode="plain")
-    text_nll = -masked_mean(lp.cot, lp.cot_mask, normalisation)  # type: ignore[arg-type]
-    image_nll = -masked_mean(lp.image, lp.image_mask, normalisation)  # type: ignore[arg-type]
+    text_nll = -masked_mean(lp.cot, lp.cot_mask, normalisation, dens.get("text"))  # type: ignore[arg-type]
+    image_nll = -masked_mean(lp.image, lp.image_mask, normalisation, dens.get("image"))  # type: ignore[arg-type]
     loss = text_weight * text_nll + image_weight * image_nll
     return loss, {
         "loss": float(loss.detach()),
@@ -204,6 +213,36 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
 # --------------------------------------------------------------------------- loop
 
 
+def global_denominators(acc: Any, samples: Sequence[Sample], normalisation: str) -> dict[str, float]:
+    """Token (or sample) counts of CoT and image targets summed over every process."""
+    n_cot = [len(s.cot_token_ids) for s in samples]
+    n_img = [len(s.image_token_ids) for s in samples]
+    if normalisation == "sample":
+        n_cot, n_img = [int(n > 0) for n in n_cot], [int(n > 0) for n in n_img]
+    t = acc.reduce(torch.tensor([float(sum(n_cot)), float(sum(n_img))], device=acc.device), "sum")
+    return {"text": float(t[0]), "image": float(t[1])}
+
+
+def accumulate(run: Any, cfg: SFTConfig, samples: list[Sample]) -> dict[str, float]:
+    """Gradients of the batch's SFT loss over micro-batches; returns global metrics."""
+    acc, ids, world = run.accelerator, run.loaded.ids, run.accelerator.num_processes
+    dens = global_denominators(acc, samples, cfg.normalisation)
+    size = cfg.micro_batch_size or len(samples)
+    chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+    sums = torch.zeros(2, dtype=torch.float64, device=acc.device)  # text, image NLL
+    for c, chunk in enumerate(chunks):
+        ctx = acc.no_sync(run.model) if c < len(chunks) - 1 else contextlib.nullcontext()
+        with ctx:
+            with acc.autocast():
+                loss, m = sft_loss(run.model, chunk, ids.bos, ids.pad, cfg.text_weight,
+                                   cfg.image_weight, cfg.normalisation, dens)  # fmt: skip
+            acc.backward(loss * world)  # DDP averages over processes; the means are global
+        sums += torch.tensor([m["text_nll"], m["image_nll"]], dtype=torch.float64, device=acc.device)
+    text, image = acc.reduce(sums, "sum").tolist()
+    return {"loss": cfg.text_weight * text + cfg.image_weight * image, "text_nll": text,
+            "image_nll": image, "text_tokens": dens["text"]}  # fmt: skip
+
+
 def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
     """Run SFT; return the folder of the final checkpoint."""
     from tqdm.auto import tqdm
@@ -222,10 +261,7 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
         drop = [random.Random(f"{cfg.seed}:{step}:{k}").random() < cfg.cond_dropout for k in range(len(glob))]
         mine = list(range(len(glob)))[rank::world]
         samples = [example_to_sample(data[glob[k]], lm, drop[k]) for k in mine]
-        with acc.autocast():
-            loss, metrics = sft_loss(run.model, samples, lm.ids.bos, lm.ids.pad, cfg.text_weight,
-                                     cfg.image_weight, cfg.normalisation)  # fmt: skip
-        acc.backward(loss)
+        metrics = accumulate(run, cfg, samples)
         metrics["grad_norm"] = optimizer_step(run, cfg.grad_clip)
         metrics["lr"] = run.scheduler.get_last_lr()[0]
         done = step + 1

@@ -157,3 +157,23 @@ def test_images_are_vq_encoded_with_the_models_own_encoder(tmp_path, loaded) -> 
     with torch.no_grad():
         direct = loaded.model.model.vqmodel.encode(px * 2 - 1).image_tokens.view(-1).tolist()
     assert ex.image_tokens == direct
+
+
+def test_micro_batches_give_the_whole_batch_update(tmp_path) -> None:
+    model_dir = save_tiny(tmp_path / "tiny", seed=3)
+    data = tmp_path / "sft.jsonl"
+    with data.open("w") as f:
+        for k in range(3):  # CoT lengths differ: per-chunk token means would weigh them wrongly
+            ex = _ex(["got-r1", "direct", "t2i-r1"][k], k)
+            f.write(json.dumps({"prompt": ex.prompt, "recipe": ex.recipe, "cot": ex.cot * (k + 1),
+                                "image_tokens": ex.image_tokens}) + "\n")  # fmt: skip
+    outs = []
+    for mb in (0, 1):
+        cfg = SFTConfig(model=str(model_dir), data=str(data), out_dir=str(tmp_path / f"r{mb}"),
+                        max_steps=1, batch_size=3, optimizer="sgd", lr=1.0, grad_clip=0.0,
+                        micro_batch_size=mb, device="cpu", progress=False, tensorboard=False)  # fmt: skip
+        outs.append(load_model(train(cfg), device="cpu").model.state_dict())
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    moved = max(float((outs[0][k] - start[k]).abs().max()) for k in start)
+    assert moved > 1e-3
+    assert all(float((outs[0][k] - outs[1][k]).abs().max()) < 1e-4 * moved for k in start)
