@@ -121,4 +121,4 @@ def client(webapp):
     """A fresh gradio_client session (nobody logged in)."""
     from gradio_client import Client
 
-    return Client(webapp.url, verbose=False)
+    return Client(webapp.url, verbose=False, download_files=False, analytics_enabled=False)

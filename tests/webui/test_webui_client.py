@@ -23,7 +23,16 @@ def _slot(i: int, part: int) -> int:
 
 
 def _is_file(x: object) -> bool:
+    """An image output: a file (downloading client) or its FileData dict (download_files=False)."""
+    if isinstance(x, dict):
+        x = x.get("path") or x.get("url")
     return isinstance(x, str) and x.endswith(".png")
+
+
+def _client(url: str, download_files: str | bool = False):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=download_files, analytics_enabled=False)
 
 
 def _generate(client, prompt: str, n: int = 2, seed: int = 0) -> list[tuple]:
@@ -115,8 +124,7 @@ def test_ranking_is_submitted_and_stored(webapp, client):
     assert df[(df["annotator"] == "ann1") & df["skipped"]].shape[0] == 1
 
 
-def test_results_are_for_researchers_only(webapp, client):
-    from gradio_client import Client
+def test_results_are_for_researchers_only(webapp, client, tmp_path):
 
     with pytest.raises(AppError, match="researchers"):
         client.predict(STUDY, api_name="/study_results")
@@ -125,7 +133,7 @@ def test_results_are_for_researchers_only(webapp, client):
     _login(client, "ann2")
     with pytest.raises(AppError, match="researchers"):
         client.predict(STUDY, api_name="/study_results")
-    res = Client(webapp.url, verbose=False)
+    res = _client(webapp.url, download_files=str(tmp_path))
     _login(res, "res1")
     summary, bt_plot, wr_plot, ratings, recipes, agreement, _controls = res.predict(
         STUDY, api_name="/study_results"
@@ -163,10 +171,8 @@ def test_researcher_sends_candidates_to_a_new_study(webapp, client):
 def test_submissions_do_not_wait_behind_generation(webapp):
     """Generation is held inside its (concurrency 1) queue: a second generation waits, while a
     login and a task request on the annotation queue still complete."""
-    from gradio_client import Client
 
-    gen, gen2 = Client(webapp.url, verbose=False), Client(webapp.url, verbose=False)
-    ann = Client(webapp.url, verbose=False)
+    gen, gen2, ann = _client(webapp.url), _client(webapp.url), _client(webapp.url)
     webapp.gate.gate.clear()
     webapp.gate.entered.clear()
     webapp.gate.block.set()
