@@ -150,6 +150,8 @@ def test_browser_researcher_sees_results(webapp, page):
     page.fill("#rg-password input", "res1-password")
     page.click("#rg-login")
     page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    page.get_by_role("tab", name="Generate").click()
+    page.wait_for_selector("#rg-send", state="visible")  # researchers may send candidates to a study
     page.get_by_role("tab", name="Results").click()
     page.fill("#rg-results-study input", "webui-study")
     page.keyboard.press("Enter")

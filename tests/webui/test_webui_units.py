@@ -127,3 +127,23 @@ def test_generate_handler_rate_limit_and_caps(tiny_loaded):
     with pytest.raises(gr.Error, match="Too many generations"):
         list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "s1"))
     assert list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "other"))  # per session
+
+
+def test_embedded_model_is_what_the_app_serves_by_default(tmp_path):
+    """``python app.py`` with no flags: the shipped model, ``<data_dir>/reasongen.db``, shapes reward."""
+    from reasongen.loading import default_model_path
+    from webui.generate_tab import stream_generation
+
+    if default_model_path() is None:
+        pytest.skip("no embedded model under assets/models yet (helper-trained shapes-janus)")
+    cfg = AppConfig(data_dir=str(tmp_path), device="cpu", max_cot_tokens=64)
+    svc = Services.build(cfg)
+    try:
+        assert svc.store.url == f"sqlite:///{(tmp_path / 'reasongen.db').resolve()}"
+        assert "shapes" in svc.rewards
+        example = svc.examples[0]
+        frames = list(stream_generation(svc, example.prompt, "got-r1", 1, 5.0, 1.0, 0, "t"))
+        table = frames[-1][-2]
+        assert isinstance(table["candidates"][0]["shapes"], float)
+    finally:
+        svc.close()
