@@ -29,6 +29,10 @@ from .common import (
 from .services import MAX_SLOTS, Scores, Services
 
 PLAN_SIZE = 256
+CLEAR = object()
+"""In a frame: empty this image (``None`` means: leave it as it is)."""
+LAST_RUN_TTL_S = 1800
+"""A researcher's last run (kept to send to a study) is dropped after this long."""
 
 
 def _round_robin_examples(examples: list[Any]) -> list[Any]:
@@ -71,26 +75,33 @@ class GenerateTab:
 def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: list[Any],
            html: list[str] | None, table: Any, last: Any, show: int | None) -> list[Any]:  # fmt: skip
     """Outputs in the order ``GenerateTab.outputs``: status, per slot (column, cot, plan, image,
-    scores), the scores JSON and the last-run state. ``None`` entries in plans/images/html and a
-    ``None`` table/last/show mean "unchanged"."""
+    scores), the scores JSON and the last-run state (passed through as given). ``None`` entries
+    in plans/images/html and a ``None`` table/show mean "unchanged"; ``CLEAR`` empties an image."""
+
+    def img(values: list[Any], i: int) -> Any:
+        v = values[i] if i < len(values) else None
+        return gr.skip() if v is None else (None if v is CLEAR else v)
+
     out: list[Any] = [status]
     for i in range(slots):
         out.append(gr.skip() if show is None else gr.Column(visible=i < show))
         out.append(cots[i] if i < len(cots) else gr.skip())
-        out.append(plans[i] if i < len(plans) and plans[i] is not None else gr.skip())
-        out.append(images[i] if i < len(images) and images[i] is not None else gr.skip())
+        out.append(img(plans, i))
+        out.append(img(images, i))
         out.append(html[i] if html is not None and i < len(html) else gr.skip())
     out.append(gr.skip() if table is None else table)
-    out.append(gr.skip() if last is None else last)
+    out.append(last)
     return out
 
 
 def stream_generation(services: Services, prompt: str, recipe: str, n: int, guidance: float,
-                      temperature: float, seed: int, session: str) -> Iterator[list[Any]]:  # fmt: skip
+                      temperature: float, seed: int, session: str,
+                      keep: bool = False) -> Iterator[list[Any]]:  # fmt: skip
     """The Generate handler's body (without Gradio's request plumbing, so it can be tested).
 
     A prompt that is one of the examples gets that example's GenEval metadata, so rewards that
-    need it (``shapes``) can score it; any other prompt is scored without metadata.
+    need it (``shapes``) can score it; any other prompt is scored without metadata. With ``keep``
+    (a researcher's session) the samples are kept in the session to be sent to a study.
     """
     from reasongen.generation import check_prompt, generate_stream
     from reasongen.plans import render_plan
@@ -123,29 +134,32 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     cots = [""] * n
     t0 = time.monotonic()
     empty: list[Any] = [None] * n
-    yield _frame(MAX_SLOTS, "Thinking…", cots, [None] * n, [None] * n, [""] * n, None, None, n)
+    clear = [CLEAR] * n
+    yield _frame(MAX_SLOTS, "Thinking…", cots, clear, clear, [""] * n, {}, None, n)
     samples: list[Any] = [None] * n
     stream = generate_stream(loaded, prompt, recipe, n, int(seed), settings, metadata=meta)
     for ev in stream:
         if isinstance(ev, CotDelta):
             cots[ev.index] += ev.text
-            yield _frame(MAX_SLOTS, "Thinking…", cots, empty, empty, None, None, None, None)
+            yield _frame(MAX_SLOTS, "Thinking…", cots, empty, empty, None, None, gr.skip(), None)
         elif isinstance(ev, PlanReady):
             plans: list[Any] = [None] * n
             plans[ev.index] = render_plan(ev.plan, PLAN_SIZE)
             msg = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
-            yield _frame(MAX_SLOTS, msg, cots, plans, empty, None, None, None, None)
+            yield _frame(MAX_SLOTS, msg, cots, plans, empty, None, None, gr.skip(), None)
         elif isinstance(ev, ImageProgress):
             msg = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
-            yield _frame(MAX_SLOTS, msg, cots, empty, [_show(p) for p in ev.previews], None, None, None, None)
+            yield _frame(
+                MAX_SLOTS, msg, cots, empty, [_show(p) for p in ev.previews], None, None, gr.skip(), None
+            )
         elif isinstance(ev, Done):
             samples[ev.sample.index] = ev.sample
-    yield _frame(MAX_SLOTS, "Scoring…", cots, empty, empty, None, None, None, None)
+    yield _frame(MAX_SLOTS, "Scoring…", cots, empty, empty, None, None, gr.skip(), None)
     scores = services.score(samples)
     rows = scores.table()
     html = [scores_html(r, scores.errors) for r in rows]
     elapsed = time.monotonic() - t0
-    last = {"samples": samples, "scores": scores, "metadata": meta}
+    last = {"samples": samples, "scores": scores, "metadata": meta} if keep else None
     table = {"prompt": prompt, "recipe": recipe, "candidates": rows, "errors": scores.errors}
     yield _frame(MAX_SLOTS, f"Done in {elapsed:.1f} s.", cots, empty, empty, html, table, last, None)
 
@@ -242,7 +256,7 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                     slots.append(Slot(col, cot, plan, image, scores))
             with gr.Accordion("Scores as JSON", open=False):
                 scores_json = gr.JSON(label="Per-candidate rewards", elem_id="rg-scores-json")
-    last_run = gr.State(None)
+    last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)
 
     outputs = [status]
     for s in slots:
@@ -250,12 +264,13 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     outputs += [scores_json, last_run]
 
     @ui_errors_stream
-    def on_generate(p: str, r: str, k: float, g: float, t: float, sd: float,
+    def on_generate(p: str, r: str, k: float, g: float, t: float, sd: float, user: Any,
                     request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
         session = getattr(request, "session_hash", None) or "anonymous"
-        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), session)
+        keep = bool(user) and user.get("role") == "researcher"
+        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), session, keep)
 
-    inputs = [prompt, recipe, n, guidance, temperature, seed]
+    inputs = [prompt, recipe, n, guidance, temperature, seed, user_state]
     run.click(on_generate, inputs, outputs, api_name="generate", concurrency_id=GENERATE_QUEUE,
               concurrency_limit=cfg.concurrency)  # fmt: skip
     prompt.submit(on_generate, inputs, outputs, concurrency_id=GENERATE_QUEUE,
