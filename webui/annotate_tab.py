@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, require_user, show_image, ui_errors
+from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, IMAGE_BUTTONS, require_user, show_image, ui_errors
 from .services import MAX_SLOTS, Services
 
 NO_STUDY = "Pick a study and press **Start** to get a task."
@@ -207,13 +207,15 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
         with gr.Row(equal_height=False):
             for i in range(MAX_SLOTS):
                 with gr.Column(visible=False, min_width=180) as col:
-                    images.append(gr.Image(label=f"Image {i + 1}", format="png", interactive=False,
-                                           height=220, elem_id=f"rg-cand-{i}"))  # fmt: skip
+                    image = gr.Image(label=f"Image {i + 1}", format="png", buttons=IMAGE_BUTTONS,
+                                     interactive=False, height=220, elem_id=f"rg-cand-{i}")  # fmt: skip
+                    images.append(image)
                     ranks.append(gr.Radio(choices=[], label=f"Rank of image {i + 1}",
                                           elem_id=f"rg-rank-{i}"))  # fmt: skip
                     with gr.Accordion("Reasoning", open=False):
                         cots.append(gr.Textbox(label="Chain of thought", lines=4, interactive=False))
-                        plans.append(gr.Image(label="Plan", format="png", interactive=False, height=160))
+                        plans.append(gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS,
+                                              interactive=False, height=160))  # fmt: skip
                 cols.append(col)
         with gr.Row(visible=False) as buttons:
             submit_btn = gr.Button("Submit ranking (Ctrl+Enter)", variant="primary", elem_id="rg-submit")

@@ -17,6 +17,8 @@ GENERATE_QUEUE = "generate"
 ANNOTATE_QUEUE = "annotate"
 """concurrency_id of login, task and ranking events: never behind generation."""
 ANNOTATE_LIMIT = 16
+IMAGE_BUTTONS = ["download", "fullscreen"]
+"""No "share" button: it would upload to Hugging Face."""
 
 
 def require_user(user: dict[str, Any] | None) -> dict[str, Any]:

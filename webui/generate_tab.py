@@ -18,6 +18,7 @@ from .common import (
     ANNOTATE_LIMIT,
     ANNOTATE_QUEUE,
     GENERATE_QUEUE,
+    IMAGE_BUTTONS,
     require_researcher,
     scores_html,
     ui_errors,
@@ -248,10 +249,10 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                         cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5,
                                          max_lines=12, interactive=False, autoscroll=True,
                                          elem_id=f"rg-cot-{i}")  # fmt: skip
-                        plan = gr.Image(label="Plan", format="png", interactive=False, height=200,
-                                        elem_id=f"rg-plan-{i}")  # fmt: skip
-                        image = gr.Image(label="Image", format="png", interactive=False, height=200,
-                                         elem_id=f"rg-image-{i}")  # fmt: skip
+                        plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False,
+                                        height=200, elem_id=f"rg-plan-{i}")  # fmt: skip
+                        image = gr.Image(label="Image", format="png", buttons=IMAGE_BUTTONS,
+                                         interactive=False, height=200, elem_id=f"rg-image-{i}")  # fmt: skip
                         scores = gr.HTML(elem_id=f"rg-scores-{i}")
                     slots.append(Slot(col, cot, plan, image, scores))
             with gr.Accordion("Scores as JSON", open=False):
