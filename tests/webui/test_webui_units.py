@@ -147,3 +147,47 @@ def test_embedded_model_is_what_the_app_serves_by_default(tmp_path):
         assert isinstance(table["candidates"][0]["shapes"], float)
     finally:
         svc.close()
+
+
+def test_app_makes_no_network_calls_beyond_loopback(tiny_loaded, tmp_path, monkeypatch):
+    """Launching the app and generating once looks up and connects to nothing but 127.0.0.1."""
+    import socket
+    import threading
+
+    from annotation.store import Store
+    from webui import build_demo, launch
+
+    seen: list[str] = []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        seen.append(f"lookup {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        seen.append(f"connect {address[0] if isinstance(address, tuple) else address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = AppConfig(rewards=(), max_cot_tokens=4, data_dir=str(tmp_path))
+    svc = Services(cfg, tiny_loaded, Store(None, tmp_path), {})
+    demo = build_demo(svc)
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        from gradio_client import Client
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        list(client.submit("a red circle", "direct", 1, 5.0, 1.0, 0, api_name="/generate"))
+        for t in threading.enumerate():  # let background threads (telemetry, if any) start
+            if t.name.startswith("analytics"):
+                t.join(5)
+    finally:
+        demo.close()
+        svc.close()
+    local = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+    outside = [x for x in seen if x.split(" ", 1)[1] not in local and not x.endswith(".sock")]
+    assert seen and not outside, outside
