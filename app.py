@@ -1,7 +1,8 @@
 """ReasonGen app: ``python app.py`` serves the embedded model and ``data/reasongen.db`` on
 http://127.0.0.1:7860 (Generate, Annotate and Results tabs; see ``webui``).
 
-Every flag has an environment variable (``--model`` / ``REASONGEN_MODEL`` ...); flags win.
+Every flag has an environment variable (``--model`` / ``REASONGEN_MODEL`` ...; ``--db`` also reads
+``REASONGEN_DB_URL``, as ``python -m annotation`` does); flags win.
 Annotator and researcher accounts: ``python -m annotation user add NAME --role researcher``.
 """
 
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, f.name)
         kind = type(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else str
         value = os.environ.get(env)
+        if f.name == "db" and value is None:  # the annotation CLI's name for the same database
+            value = os.environ.get("REASONGEN_DB_URL")
         if f.name == "rewards":
             default = ",".join(default)
         parser.add_argument(

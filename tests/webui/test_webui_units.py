@@ -35,7 +35,10 @@ def test_flags_and_environment(monkeypatch):
     assert cfg.port == 8001 and cfg.recipe == "direct" and cfg.device == "cpu"
     assert cfg.db_url() == f"sqlite:///{Path('x/app.db').resolve()}"
     monkeypatch.delenv("REASONGEN_PORT")
-    assert app.config_from_args([]).port == 7860
+    monkeypatch.delenv("REASONGEN_DB")
+    monkeypatch.setenv("REASONGEN_DB_URL", "sqlite:////tmp/shared.db")  # the annotation CLI's variable
+    cfg = app.config_from_args([])
+    assert cfg.port == 7860 and cfg.db_url() == "sqlite:////tmp/shared.db"
 
 
 def test_bad_settings_are_clear_errors(capsys):
