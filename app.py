@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"model {services.loaded.model_id}; database {services.store.url}; "
           f"rewards {', '.join(services.rewards) or 'none'}")  # fmt: skip
-    launch(build_demo(services), config.host, config.port)
+    try:
+        launch(build_demo(services), config.host, config.port)
+    except OSError as err:  # e.g. the port is taken
+        print(f"error: cannot serve on {config.host}:{config.port}: {err} (try --port)", file=sys.stderr)
+        return 2
+    finally:
+        services.close()
     return 0
 
 
