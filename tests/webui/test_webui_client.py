@@ -166,6 +166,9 @@ def test_researcher_sends_candidates_to_a_new_study(webapp, client):
     assert len(cands) == 2 and set(cands["prompt"]) == {example.prompt}
     assert all("shapes" in r and "gate" in r for r in cands["rewards"])
     assert webapp.store.progress("sent-study")["tasks"] == 1
+    assert client.predict("sent-study", api_name="/study_results")[0] == "No rankings yet."
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict("no-such-study", api_name="/study_results")
 
 
 def test_submissions_do_not_wait_behind_generation(webapp):
