@@ -30,6 +30,7 @@ from .common import (
 from .services import MAX_SLOTS, Scores, Services
 
 PLAN_SIZE = 256
+SLOTS_PER_ROW = 4
 CLEAR = object()
 """In a frame: empty this image (``None`` means: leave it as it is)."""
 LAST_RUN_TTL_S = 1800
@@ -199,6 +200,19 @@ def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[st
     return msg, gr.Dropdown(choices=names, value=study.name)
 
 
+def _slot(i: int) -> Slot:
+    """One candidate's column (inside the current row)."""
+    with gr.Column(visible=i < 2, min_width=160) as col:
+        cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5, max_lines=12,
+                         interactive=False, autoscroll=True, elem_id=f"rg-cot-{i}")  # fmt: skip
+        plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
+                        elem_id=f"rg-plan-{i}")  # fmt: skip
+        image = gr.Image(label="Image", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
+                         elem_id=f"rg-image-{i}")  # fmt: skip
+        scores = gr.HTML(elem_id=f"rg-scores-{i}")
+    return Slot(col, cot, plan, image, scores)
+
+
 def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     """Lay out the Generate tab and wire its events (call inside a ``gr.Blocks``)."""
     from reasongen.recipes import RECIPES
@@ -217,7 +231,7 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
             run = gr.Button("Generate", variant="primary", elem_id="rg-generate")
             recipe = gr.Dropdown(list(RECIPES), value=cfg.recipe, label="Recipe")
             n = gr.Slider(1, cfg.max_candidates, value=min(2, cfg.max_candidates), step=1,
-                          label="Candidates")  # fmt: skip
+                          label="Candidates", elem_id="rg-n")  # fmt: skip
             with gr.Accordion("Sampling", open=False):
                 guidance = gr.Slider(0.0, 10.0, value=loaded.defaults.guidance, step=0.5,
                                      label="Guidance (CFG weight)")  # fmt: skip
@@ -243,18 +257,10 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
         with gr.Column(scale=3):
             status = gr.Markdown("", elem_id="rg-status")
             slots = []
-            with gr.Row(equal_height=False):
-                for i in range(MAX_SLOTS):
-                    with gr.Column(visible=i < 2, min_width=220) as col:
-                        cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5,
-                                         max_lines=12, interactive=False, autoscroll=True,
-                                         elem_id=f"rg-cot-{i}")  # fmt: skip
-                        plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False,
-                                        height=200, elem_id=f"rg-plan-{i}")  # fmt: skip
-                        image = gr.Image(label="Image", format="png", buttons=IMAGE_BUTTONS,
-                                         interactive=False, height=200, elem_id=f"rg-image-{i}")  # fmt: skip
-                        scores = gr.HTML(elem_id=f"rg-scores-{i}")
-                    slots.append(Slot(col, cot, plan, image, scores))
+            for row in range(0, MAX_SLOTS, SLOTS_PER_ROW):
+                with gr.Row(equal_height=False):
+                    for i in range(row, min(row + SLOTS_PER_ROW, MAX_SLOTS)):
+                        slots.append(_slot(i))
             with gr.Accordion("Scores as JSON", open=False):
                 scores_json = gr.JSON(label="Per-candidate rewards", elem_id="rg-scores-json")
     last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)

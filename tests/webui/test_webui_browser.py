@@ -1,15 +1,16 @@
 """A real browser (Debian's Chromium through Playwright, headless) against the in-process app.
 
 Install the browser with ``.ci/browser.sh``; without ``/usr/bin/chromium`` these tests skip.
-Screenshots go to ``test-artifacts/`` (gitignored). With ``REASONGEN_SCREENSHOTS=1`` (or when it is
-missing) the generate screenshot is also copied to ``assets/screenshots/`` for the README; run with
-``REASONGEN_TEST_MODEL=assets/models/shapes-janus`` to take it with the shipped model.
+Screenshots go to ``test-artifacts/`` (gitignored). The README's screenshot is retaken with
+``REASONGEN_SCREENSHOTS=1 pytest tests/webui/test_webui_browser.py -k readme`` on the embedded model
+(or ``REASONGEN_TEST_MODEL=DIR``), with the real rewards only, into ``assets/screenshots/``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,11 +84,7 @@ def test_browser_streams_cot_then_plan_then_image(webapp, page):
     scores = page.inner_text("#rg-scores-0")
     assert "shapes" in scores and "combined" in scores
     assert "Done" in page.inner_text("#rg-status")
-    path = _shot(page, "generate.png")
-    target = SCREENSHOTS / "generate.png"
-    if os.environ.get("REASONGEN_SCREENSHOTS") == "1" or not target.exists():
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+    _shot(page, "generate.png")
 
 
 def _assignment_order(store, username: str, task_id: int) -> list[int]:
@@ -160,3 +157,38 @@ def test_browser_researcher_sees_results(webapp, page):
     page.wait_for_selector("#rg-wr-plot img")
     assert "Krippendorff" in page.inner_text("#rg-results-summary")
     _shot(page, "results.png")
+
+
+@pytest.mark.skipif(os.environ.get("REASONGEN_SCREENSHOTS") != "1", reason="set REASONGEN_SCREENSHOTS=1")
+def test_browser_readme_screenshot(browser, tmp_path):
+    """The README's screenshot: the real model and rewards, four candidates of an example prompt."""
+    from reasongen.loading import default_model_path
+    from webui import AppConfig, Services, build_demo, launch
+
+    model = os.environ.get("REASONGEN_TEST_MODEL") or default_model_path()
+    if model is None:
+        pytest.skip("no embedded model and no REASONGEN_TEST_MODEL")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = AppConfig(model=str(model), device="cpu", data_dir=str(tmp_path))
+    svc = Services.build(cfg)
+    demo = build_demo(svc)
+    launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#rg-prompt textarea", svc.examples[1].prompt)
+        page.fill("#rg-n input[type=number]", "4")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#rg-cot-3", state="visible")
+        page.click("#rg-generate")
+        page.wait_for_selector("#rg-scores-3 table", timeout=300_000)
+        path = _shot(page, "readme-generate.png")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS / "generate.png")
+    finally:
+        context.close()
+        demo.close()
+        svc.close()
