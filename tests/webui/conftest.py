@@ -97,7 +97,8 @@ def webapp(tiny_model_dir, tmp_path_factory):
     # REASONGEN_TEST_MODEL (e.g. assets/models/shapes-janus) runs the same tests on another model,
     # e.g. to take the README's screenshot with the shipped model; by default the tiny random one.
     model = os.environ.get("REASONGEN_TEST_MODEL") or str(tiny_model_dir)
-    cfg = AppConfig(model=model, device="cpu", data_dir=str(data_dir), max_cot_tokens=12,
+    cot_cap = 128 if os.environ.get("REASONGEN_TEST_MODEL") else 12  # a trained model ends its CoT
+    cfg = AppConfig(model=model, device="cpu", data_dir=str(data_dir), max_cot_tokens=cot_cap,
                     rewards=("shapes",), rate_limit=1000, max_candidates=3)  # fmt: skip
     gate = GateReward()
     rewards = {**build_rewards(cfg.rewards), "gate": gate, "broken": broken_reward}
