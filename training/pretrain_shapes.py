@@ -27,7 +27,15 @@ import torch
 from transformers import JanusConfig, JanusForConditionalGeneration, JanusVQVAE
 
 from reasongen.shapes import render_scene, sample_scenes
-from reasongen.shapes.codes import CELL, EMBED_DIM, GRID_CELLS, NUM_CODES, codebook_vectors
+from reasongen.shapes.codes import (
+    CELL,
+    EMBED_DIM,
+    GRID_CELLS,
+    NUM_BACKGROUND,
+    NUM_CODES,
+    codebook_vectors,
+    corner_mask,
+)
 from reasongen.tiny import make_processor, set_generation_defaults
 
 from .shapes_data import build_tokenizer, encode_texts, lm_codes
@@ -59,6 +67,7 @@ class PretrainShapesConfig:
     lm_lr: float = field(default=3e-3, metadata={"help": "SFT peak learning rate"})
     direct_fraction: float = field(default=0.3, metadata={"help": "share of direct (no-CoT) examples"})
     drop_prompt: float = field(default=0.1, metadata={"help": "share of unconditional examples (CFG)"})
+    corner_weight: float = field(default=5.0, metadata={"help": "image-loss weight of object starts"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop each stage after this long (0: off)"})
     eval_images: int = field(default=300, metadata={"help": "held-out scenes for VQ accuracy"})
 
@@ -164,15 +173,21 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     model = JanusForConditionalGeneration(config)
     set_codebook(model.model.vqmodel)
     with torch.no_grad():
-        book = torch.from_numpy(codebook_vectors())  # [K, D]
-        model.model.generation_embeddings.weight.copy_(book)
+        # Input embeddings of image tokens: the codebook, plus a distinct random direction per
+        # background cell (all background codes share one codebook vector).
+        emb = torch.from_numpy(codebook_vectors())  # [K, D]
+        noise = torch.randn(NUM_BACKGROUND, emb.shape[1], generator=torch.Generator().manual_seed(cfg.seed))
+        emb[:NUM_BACKGROUND] += 0.5 * torch.nn.functional.normalize(noise, dim=1)
+        model.model.generation_embeddings.weight.copy_(emb)
+    weights = 1.0 + (cfg.corner_weight - 1.0) * torch.from_numpy(corner_mask()).float()  # [K]
     scenes = sample_scenes(cfg.lm_scenes, seed=cfg.seed + 4, cell=CELL)
     texts = encode_texts(scenes, tok, cfg.direct_fraction, cfg.seed + 5)
     codes = lm_codes(scenes)  # [n, 64]
     limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     t = time.time()
     curve = train_lm(model, texts, codes, tok.pad_token_id, cfg.lm_steps, cfg.lm_batch, cfg.lm_lr,
-                     cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit)  # fmt: skip
+                     cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit,
+                     code_weights=weights)  # fmt: skip
     tail = np.array(curve[-50:])
     stats["lm"] = {"steps": len(curve), "seconds": time.time() - t,
                    "final_text_loss": float(tail[:, 0].mean()),

@@ -74,9 +74,14 @@ def shapes_config(
 
 
 def sft_losses(
-    model: JanusForConditionalGeneration, batch: dict[str, torch.Tensor]
+    model: JanusForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    code_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(text loss, image loss) of one left-padded batch (see ``shapes_data.make_batch``)."""
+    """(text loss, image loss) of one left-padded batch (see ``shapes_data.make_batch``).
+
+    ``code_weights`` (``[K]``) weights each image target by its code (weighted mean).
+    """
     ids, mask, codes = batch["ids"], batch["mask"], batch["codes"]  # [B, T], [B, T], [B, N]
     text_emb = model.get_input_embeddings()(ids)  # [B, T, H]
     img_emb = model.prepare_embeddings_for_image_generation(codes)  # [B, N, H]
@@ -94,8 +99,11 @@ def sft_losses(
     else:
         text_loss = hidden.sum() * 0.0
     img_logits = model.model.generation_head(hidden[:, t - 1 : t - 1 + n])  # [B, N, K]
-    img_loss = F.cross_entropy(img_logits.float().flatten(0, 1), codes.flatten())
-    return text_loss, img_loss
+    ce = F.cross_entropy(img_logits.float().flatten(0, 1), codes.flatten(), reduction="none")  # [B*N]
+    if code_weights is None:
+        return text_loss, ce.mean()
+    w = code_weights[codes.flatten()]  # [B*N]
+    return text_loss, (ce * w).sum() / w.sum()
 
 
 def train_lm(
@@ -111,6 +119,7 @@ def train_lm(
     seed: int,
     text_weight: float = 1.0,
     max_seconds: float | None = None,
+    code_weights: torch.Tensor | None = None,
 ) -> list[tuple[float, float]]:
     """SFT the LM, embeddings and heads (the VQ stays frozen); return (text, image) loss curve.
 
@@ -135,6 +144,7 @@ def train_lm(
     )
     sched = warmup_cosine(opt, steps, 0.03, max_seconds)
     amp = device.type == "cuda"
+    code_weights = None if code_weights is None else code_weights.to(device)
     curve: list[tuple[float, float]] = []
     bar = tqdm(range(steps), desc="LM", mininterval=5.0)
     for step in bar:
@@ -142,7 +152,7 @@ def train_lm(
         batch = make_batch([texts[i] for i in pick], codes[pick], pad_id, drop_prob, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            text_loss, img_loss = sft_losses(model, batch)
+            text_loss, img_loss = sft_losses(model, batch, code_weights)
         loss = text_weight * text_loss + img_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,9 +6,11 @@ object: the piece ``(dr, dc)`` (row and column inside the object) of a ``(shape,
 colour. The code of a cell names exactly that, which makes the world's "VQ encoder" exact; the
 VQ *decoder* (transformers' ``JanusVQVAE``) is trained to draw each code (``training/``).
 
-Code 0 is background; the others are ``1 + geometry_index * len(COLORS) + colour_index``. Each
-code's codebook vector is the normalised sum of a colour direction and a geometry direction, so
-related codes share structure (``codebook_vectors``).
+Background has one code per cell: code ``k`` is "background at cell k" (raster order), so the
+token sequence itself tells the LM where it is drawing; all background codes share one codebook
+vector, so the decoder draws them alike. Object codes are
+``NUM_BACKGROUND + geometry_index * len(COLORS) + colour_index``; their codebook vector is the
+normalised sum of a colour direction and a geometry direction (``codebook_vectors``).
 """
 
 from __future__ import annotations
@@ -32,23 +34,24 @@ GEOMETRIES: tuple[tuple[str, str, int, int], ...] = tuple(
 _GEOM_INDEX = {g: i for i, g in enumerate(GEOMETRIES)}
 _COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
 COLOR_NAMES = tuple(COLORS)
-NUM_CODES = 1 + len(GEOMETRIES) * len(COLORS)
+NUM_BACKGROUND = GRID_CELLS * GRID_CELLS
+NUM_CODES = NUM_BACKGROUND + len(GEOMETRIES) * len(COLORS)
 EMBED_DIM = 1 + len(COLORS) + len(GEOMETRIES)
 """Codebook vector size: background flag, colour one-hot, geometry one-hot."""
 
 
 def code_of(shape: str, color: str, size: str, dr: int, dc: int) -> int:
     """The code of piece ``(dr, dc)`` of a ``size`` ``color`` ``shape``."""
-    return 1 + _GEOM_INDEX[(shape, size, dr, dc)] * len(COLORS) + _COLOR_INDEX[color]
+    return NUM_BACKGROUND + _GEOM_INDEX[(shape, size, dr, dc)] * len(COLORS) + _COLOR_INDEX[color]
 
 
 def describe_code(code: int) -> tuple[str, str, str, int, int] | None:
     """``(shape, color, size, dr, dc)`` of a code, or None for background."""
     if not 0 <= code < NUM_CODES:
         raise ValueError(f"code {code} outside 0..{NUM_CODES - 1}")
-    if code == 0:
+    if code < NUM_BACKGROUND:
         return None
-    g, c = divmod(code - 1, len(COLORS))
+    g, c = divmod(code - NUM_BACKGROUND, len(COLORS))
     shape, size, dr, dc = GEOMETRIES[g]
     return shape, COLOR_NAMES[c], size, dr, dc
 
@@ -64,7 +67,7 @@ def _cells(obj: ShapeObject) -> tuple[int, int, int]:
 def scene_codes(scene: Scene | tuple[ShapeObject, ...]) -> np.ndarray:
     """The ``[GRID_CELLS * GRID_CELLS]`` codes (raster order) of a cell-aligned scene."""
     objects = scene.objects if isinstance(scene, Scene) else scene
-    grid = np.zeros((GRID_CELLS, GRID_CELLS), dtype=np.int64)
+    grid = np.arange(NUM_BACKGROUND, dtype=np.int64).reshape(GRID_CELLS, GRID_CELLS)
     for obj in objects:
         r0, c0, n = _cells(obj)
         for dr in range(n):
@@ -76,8 +79,13 @@ def scene_codes(scene: Scene | tuple[ShapeObject, ...]) -> np.ndarray:
 def codebook_vectors() -> np.ndarray:
     """``[NUM_CODES, EMBED_DIM]`` unit vectors: background, or (colour + geometry) / sqrt(2)."""
     vec = np.zeros((NUM_CODES, EMBED_DIM), dtype=np.float32)
-    vec[0, 0] = 1.0
-    for code in range(1, NUM_CODES):
-        g, c = divmod(code - 1, len(COLORS))
+    vec[:NUM_BACKGROUND, 0] = 1.0
+    for code in range(NUM_BACKGROUND, NUM_CODES):
+        g, c = divmod(code - NUM_BACKGROUND, len(COLORS))
         vec[code, 1 + c] = vec[code, 1 + len(COLORS) + g] = 2**-0.5
     return vec
+
+
+def corner_mask() -> np.ndarray:
+    """``[NUM_CODES]`` booleans: the code is an object's top-left piece (where it starts)."""
+    return np.array([(d is not None and d[3:] == (0, 0)) for d in map(describe_code, range(NUM_CODES))])

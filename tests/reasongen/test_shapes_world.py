@@ -142,10 +142,12 @@ def test_cell_aligned_scenes_sit_on_the_grid_and_code_exactly():
     from reasongen.shapes.codes import (
         CELL,
         GRID_CELLS,
+        NUM_BACKGROUND,
         NUM_CODES,
         SIZE_CELLS,
         code_of,
         codebook_vectors,
+        corner_mask,
         describe_code,
         scene_codes,
     )
@@ -163,17 +165,20 @@ def test_cell_aligned_scenes_sit_on_the_grid_and_code_exactly():
             r = s.relation
             assert relation_holds(s.objects[r.subject].box, r.relation, s.objects[r.reference].box)
         codes = scene_codes(s).reshape(GRID_CELLS, GRID_CELLS)
-        assert (codes > 0).sum() == sum(SIZE_CELLS[o.size] ** 2 for o in s.objects)
+        assert (codes >= NUM_BACKGROUND).sum() == sum(SIZE_CELLS[o.size] ** 2 for o in s.objects)
+        background = codes < NUM_BACKGROUND  # background codes name their own cell
+        assert (codes[background] == np.arange(NUM_BACKGROUND).reshape(8, 8)[background]).all()
+        assert corner_mask()[codes].sum() == len(s.objects)
         for o in s.objects:
             r0, c0 = o.box.y1 // CELL, o.box.x1 // CELL
             assert describe_code(int(codes[r0, c0])) == (o.shape, o.color, o.size, 0, 0)
         assert parse_plan(write_cot(s)).boxes == s.boxes
-    assert describe_code(0) is None
+    assert describe_code(0) is None and describe_code(NUM_BACKGROUND - 1) is None
     assert describe_code(code_of("star", "pink", "large", 2, 1)) == ("star", "pink", "large", 2, 1)
     book = codebook_vectors()
     assert book.shape[0] == NUM_CODES
     assert np.allclose(np.linalg.norm(book, axis=1), 1.0)
-    assert len({tuple(v) for v in book}) == NUM_CODES
+    assert len({tuple(v) for v in book}) == NUM_CODES - NUM_BACKGROUND + 1
     with pytest.raises(ValueError, match="outside"):
         describe_code(NUM_CODES)
     with pytest.raises(ValueError, match="cell must divide"):
