@@ -58,6 +58,11 @@ Known failure modes
   most fragile features, hence their small weight).
 - **Shapes outside the vocabulary** are always forced into the nearest known shape
   (``Detection.score`` is then low); colours outside the palette go to the nearest palette colour.
+  Early model outputs show this: irregular, multi-coloured blobs are split by colour and each
+  piece is read as some shape (often a star or circle), so a junk image can pass a
+  ``single_object`` prompt by GenEval's rules, which do not penalise extra objects. ``score``
+  does not separate such blobs from blurred true shapes (their ranges overlap), so no piece is
+  rejected.
 - **Rotated shapes**: the features are rotation tolerant except square vs diamond (the same
   polygon turned by 45°) and the up-down asymmetry of triangles and stars (pointing up in renders).
 """
