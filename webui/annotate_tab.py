@@ -10,6 +10,7 @@ here run on their own queue (``ANNOTATE_QUEUE``), never behind generation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, IMAGE_BUTTONS, require_user,
 from .services import MAX_SLOTS, Services
 
 NO_STUDY = "Pick a study and press **Start** to get a task."
+LOGIN_OUTPUTS = 6
+"""user state, token, login message, login box, work box, study dropdown."""
 AUTH_KEY, DRAFT_KEY = "reasongen-token", "reasongen-draft"
 RESTORE_JS = f"() => [localStorage.getItem('{AUTH_KEY}') || '', localStorage.getItem('{DRAFT_KEY}') || '']"
 """Run in the browser at page load: hands the stored token and draft to ``on_restore``."""
@@ -167,31 +170,61 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
     return f"{what} task {task['task_id']} (ranking {res.ranking_id})."
 
 
-def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
-    """Lay out the Annotate tab and wire its events (call inside a ``gr.Blocks``)."""
-    # Hidden mirrors of localStorage entries: a JS-only change handler writes them through, the
-    # page-load event reads them back (gr.BrowserState reads its value only after load events ran).
-    auth = gr.Textbox(visible=False, elem_id="rg-auth-token")
-    draft = gr.Textbox(visible=False, elem_id="rg-draft")
-    for box, key in ((auth, AUTH_KEY), (draft, DRAFT_KEY)):
-        box.change(
-            None,
-            box,
-            None,
-            api_visibility="private",
-            queue=False,
-            js=f"(v) => {{ v ? localStorage.setItem('{key}', v) : localStorage.removeItem('{key}'); }}",
-        )
-    task_state = gr.State(None)
-    with gr.Group(visible=True) as login_box:
-        gr.Markdown("**Log in** to annotate (accounts: `python -m annotation user add NAME`).")
-        with gr.Row():
-            username = gr.Textbox(label="Username", max_length=64, elem_id="rg-username")
-            password = gr.Textbox(label="Password", type="password", max_length=1024,
-                                  elem_id="rg-password")  # fmt: skip
-        login_btn = gr.Button("Log in", variant="primary", elem_id="rg-login")
-    login_message = gr.Markdown(elem_id="rg-login-message")
-    with gr.Column(visible=False) as work_box:
+def _studies_dropdown(services: Services, user: Any, value: str | None = None) -> Any:
+    names = [s.name for s in services.store.list_studies()] if user else []
+    return gr.Dropdown(choices=names, value=value or (names[0] if len(names) == 1 else None))
+
+
+def restore_frame(services: Services, token: Any, draft: Any, n_task_outputs: int) -> list[Any]:
+    """Page-load outputs (login outputs, then task outputs): after a reload the browser hands back
+    its token and draft; a valid token logs the user back in and reopens the drafted task."""
+    user = restore_user(services, token)
+    if user is None:
+        return [gr.skip()] * (LOGIN_OUTPUTS + n_task_outputs)
+    hello = f"Welcome back, **{user['username']}** ({user['role']})."
+    head = [user, gr.skip(), hello, gr.Group(visible=False), gr.Column(visible=True)]
+    dr = _draft(draft)
+    names = {s.id: s.name for s in services.store.list_studies()}
+    study = names.get(dr.get("study_id"))
+    frame = [gr.skip()] * n_task_outputs
+    if study is not None:
+        # a task that cannot be reopened (study gone, nothing left) leaves the page as it is
+        with contextlib.suppress(gr.Error, ValueError):
+            frame = task_frame(services, user, study, dr)
+    return [*head, _studies_dropdown(services, user, study), *frame]
+
+
+def _browser_mirrors() -> tuple[Any, Any]:
+    """Hidden mirrors of the login token and the ranking draft kept in the browser's localStorage:
+    a JS-only change handler writes them through; the page-load event reads them back
+    (``gr.BrowserState`` reads its value only after the load events have run)."""
+    boxes = gr.Textbox(visible=False, elem_id="rg-auth-token"), gr.Textbox(visible=False, elem_id="rg-draft")
+    for box, key in zip(boxes, (AUTH_KEY, DRAFT_KEY)):
+        js = f"(v) => {{ v ? localStorage.setItem('{key}', v) : localStorage.removeItem('{key}'); }}"
+        box.change(None, box, None, api_visibility="private", queue=False, js=js)
+    return boxes
+
+
+@dataclass
+class _Work:
+    """The panel a logged-in annotator works in."""
+
+    box: Any
+    study: Any
+    start: Any
+    logout: Any
+    guidelines: Any
+    progress: Any
+    prompt: Any
+    message: Any
+    slots: list[list[Any]]  # per candidate: column, image, rank radio, CoT, plan
+    buttons: Any
+    submit: Any
+    skip: Any
+
+
+def _work_panel(services: Services) -> _Work:
+    with gr.Column(visible=False) as box:
         with gr.Row():
             study = gr.Dropdown(
                 choices=[], label="Study", elem_id="rg-study", scale=3, allow_custom_value=True
@@ -203,33 +236,46 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
         progress = gr.Markdown(elem_id="rg-progress")
         prompt = gr.Markdown(NO_STUDY, elem_id="rg-task-prompt")
         message = gr.Markdown(elem_id="rg-annotate-message")
-        images, ranks, cols, cots, plans = [], [], [], [], []
+        slots = []
         with gr.Row(equal_height=False):
             for i in range(MAX_SLOTS):
                 with gr.Column(visible=False, min_width=180) as col:
                     image = gr.Image(label=f"Image {i + 1}", format="png", buttons=IMAGE_BUTTONS,
                                      interactive=False, height=220, elem_id=f"rg-cand-{i}")  # fmt: skip
-                    images.append(image)
-                    ranks.append(gr.Radio(choices=[], label=f"Rank of image {i + 1}",
-                                          elem_id=f"rg-rank-{i}"))  # fmt: skip
+                    rank = gr.Radio(choices=[], label=f"Rank of image {i + 1}", elem_id=f"rg-rank-{i}")
                     with gr.Accordion("Reasoning", open=False):
-                        cots.append(gr.Textbox(label="Chain of thought", lines=4, interactive=False))
-                        plans.append(gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS,
-                                              interactive=False, height=160))  # fmt: skip
-                cols.append(col)
+                        cot = gr.Textbox(label="Chain of thought", lines=4, interactive=False)
+                        plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS,
+                                        interactive=False, height=160)  # fmt: skip
+                slots.append([col, image, rank, cot, plan])
         with gr.Row(visible=False) as buttons:
-            submit_btn = gr.Button("Submit ranking (Ctrl+Enter)", variant="primary", elem_id="rg-submit")
-            skip_btn = gr.Button("Skip this task", elem_id="rg-skip")
+            submit = gr.Button("Submit ranking (Ctrl+Enter)", variant="primary", elem_id="rg-submit")
+            skip = gr.Button("Skip this task", elem_id="rg-skip")
+    return _Work(
+        box, study, start, logout, guidelines, progress, prompt, message, slots, buttons, submit, skip
+    )
 
-    task_outputs: list[Any] = [task_state, prompt, guidelines, progress, message]
-    for i in range(MAX_SLOTS):
-        task_outputs += [cols[i], images[i], ranks[i], cots[i], plans[i]]
-    task_outputs.append(buttons)
+
+def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
+    """Lay out the Annotate tab and wire its events (call inside a ``gr.Blocks``)."""
+    auth, draft = _browser_mirrors()
+    task_state = gr.State(None)
+    with gr.Group(visible=True) as login_box:
+        gr.Markdown("**Log in** to annotate (accounts: `python -m annotation user add NAME`).")
+        with gr.Row():
+            username = gr.Textbox(label="Username", max_length=64, elem_id="rg-username")
+            password = gr.Textbox(label="Password", type="password", max_length=1024, elem_id="rg-password")
+        login_btn = gr.Button("Log in", variant="primary", elem_id="rg-login")
+    login_message = gr.Markdown(elem_id="rg-login-message")
+    w = _work_panel(services)
+    work_box, study, ranks = w.box, w.study, [slot[2] for slot in w.slots]
+
+    task_outputs: list[Any] = [task_state, w.prompt, w.guidelines, w.progress, w.message]
+    task_outputs += [c for slot in w.slots for c in slot] + [w.buttons]
     q = {"concurrency_id": ANNOTATE_QUEUE, "concurrency_limit": ANNOTATE_LIMIT}
 
     def studies_update(user: Any) -> Any:
-        names = [s.name for s in services.store.list_studies()] if user else []
-        return gr.Dropdown(choices=names, value=names[0] if len(names) == 1 else None)
+        return _studies_dropdown(services, user)
 
     @ui_errors
     def on_login(name: str, pw: str, request: gr.Request) -> tuple[Any, ...]:
@@ -238,19 +284,20 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
         return user, token, hello, gr.Group(visible=False), gr.Column(visible=True), studies_update(user)
 
     login_outputs = [user_state, auth, login_message, login_box, work_box, study]
+    assert len(login_outputs) == LOGIN_OUTPUTS
     login_event = login_btn.click(on_login, [username, password], login_outputs, api_name="login", **q)
     password.submit(on_login, [username, password], login_outputs, api_visibility="private", **q)
 
     def on_logout() -> tuple[Any, ...]:
         return None, "", "Logged out.", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown()
 
-    logout_event = logout.click(on_logout, None, login_outputs, api_name="logout", **q)
+    logout_event = w.logout.click(on_logout, None, login_outputs, api_name="logout", **q)
 
     @ui_errors
     def on_start(user: Any, st: Any, dr: Any) -> list[Any]:
         return task_frame(services, user, st, dr)
 
-    start.click(on_start, [user_state, study, draft], task_outputs, api_name="next_task", **q)
+    w.start.click(on_start, [user_state, study, draft], task_outputs, api_name="next_task", **q)
 
     def on_rank(task: Any, *values: Any) -> Any:
         if not task:
@@ -274,29 +321,14 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
         out[4] = f"{msg} {out[4]}"
         return [*out, ""]
 
-    submit_btn.click(on_submit, [user_state, task_state, study, *ranks], [*task_outputs, draft],
+    w.submit.click(on_submit, [user_state, task_state, study, *ranks], [*task_outputs, draft],
                      api_name="submit_ranking", **q)  # fmt: skip
-    skip_btn.click(on_skip, [user_state, task_state, study], [*task_outputs, draft], api_name="skip_task",
+    w.skip.click(on_skip, [user_state, task_state, study], [*task_outputs, draft], api_name="skip_task",
                    **q)  # fmt: skip
 
     def on_restore(token: Any, dr: Any) -> list[Any]:
-        """After a reload the browser hands back its token and draft: log in, reopen the task."""
-        user = restore_user(services, token)
-        dr = _draft(dr)
-        if user is None:
-            return [gr.skip()] * (len(login_outputs) + len(task_outputs))
-        hello = f"Welcome back, **{user['username']}** ({user['role']})."
-        head = [user, gr.skip(), hello, gr.Group(visible=False), gr.Column(visible=True)]
-        study_id = dr.get("study_id") if isinstance(dr, dict) else None
-        names = {s.id: s.name for s in services.store.list_studies()}
-        if study_id in names:
-            try:
-                frame = task_frame(services, user, names[study_id], dr)
-            except (gr.Error, ValueError):
-                frame = [gr.skip()] * len(task_outputs)
-            return [*head, gr.Dropdown(choices=list(names.values()), value=names[study_id]), *frame]
-        return [*head, studies_update(user), *[gr.skip()] * len(task_outputs)]
+        return restore_frame(services, token, dr, len(task_outputs))
 
     return AnnotateTab(username, password, login_btn, login_message, login_box, work_box, study,
-                       submit_btn, skip_btn, ranks, message, auth, draft, login_event, logout_event,
+                       w.submit, w.skip, ranks, w.message, auth, draft, login_event, logout_event,
                        on_restore, [*login_outputs, *task_outputs])  # fmt: skip
