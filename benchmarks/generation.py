@@ -5,7 +5,8 @@ shipped) on any device, and random-weight Janus-Pro-1B/7B configs on a GPU — i
 image token, seconds per image and per CoT + image, at each batch size, the ratio to transformers'
 ``generate(generation_mode="image")`` (and text ``generate`` for the CoT) on the same model in the
 same run, and on a GPU the fraction of the bandwidth floor reached (one read of the weights per
-token). Both sides include the VQ decode of the final images.
+token). Both sides include the VQ decode of the final images. On the CPU, times are the process's
+CPU time (robust to other load on a shared machine); on a GPU, wall time.
 
     python benchmarks/generation.py                       # embedded model, batch 1 and 16
     python benchmarks/generation.py --sizes embedded,1b,7b --batches 1,16 --device cuda
@@ -85,11 +86,14 @@ def _sync(device: str) -> None:
 
 
 def _time(fn, device: str) -> float:
+    """Seconds one call takes: wall time on a GPU; on the CPU the process's CPU time, which other
+    load on a shared machine barely changes (run with --threads 1 for a fair comparison)."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
     _sync(device)
-    t = time.perf_counter()
+    t = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def run_size(loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int, device: str) -> list[Row]:

@@ -9,8 +9,9 @@ runs the same arithmetic on the same parameters with:
   unconditional rows alike), written in place;
 - the q/k/v and the gate/up projections fused into one matmul each (built once, rebuilt when any
   parameter changes, e.g. after an optimizer step, by watching the parameters' version counters);
-- rotary embeddings from the model's own ``rotary_emb`` (all of transformers' RoPE variants) and
-  attention through ``scaled_dot_product_attention`` with a boolean slot mask.
+- rotary tables computed once per cache by the model's own ``rotary_emb`` (all of transformers'
+  RoPE variants), q and k rotated together, ``F.rms_norm`` in float32, and attention through
+  ``scaled_dot_product_attention`` with a boolean slot mask.
 
 Rows may be left-padded: slot ``j`` of row ``b`` holds the token in column ``j`` and is attended to
 only if ``valid[b, j]``; rotary positions come from the caller (``cumsum(mask) - 1``). With fp32
@@ -43,7 +44,11 @@ class _Layer:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm: normalise in float32, scale in the input dtype. ``[..., D]``."""
+    """LlamaRMSNorm: normalise in float32, scale in the input dtype. ``[..., D]``.
+
+    In float32 that is exactly ``F.rms_norm`` (one fused kernel instead of six small ones)."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)
@@ -75,6 +80,7 @@ class StaticDecoder:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.valid = torch.zeros(0, dtype=torch.bool)
+        self.cos = self.sin = torch.zeros(0)
         self.graphs: dict[tuple[int, ...], CudaGraphStep] = {}
         self.use_cuda_graphs = True
 
@@ -125,6 +131,14 @@ class StaticDecoder:
             self.valid = torch.zeros((rows, slots), dtype=torch.bool, device=w.device)
             self.graphs.clear()  # captured graphs point at the old cache
         self.valid.zero_()  # stale keys/values stay in the cache but are never attended to
+        if self.cos.shape[0] < slots or self.cos.dtype != w.dtype or self.cos.device != w.device:
+            # rotary tables for every position a row can reach, from the model's own rotary module
+            pos = torch.arange(slots, device=w.device)[None]  # [1, S]
+            probe = torch.zeros(1, 1, 1, dtype=w.dtype, device=w.device)
+            with torch.inference_mode():
+                cos, sin = self.lm.rotary_emb(probe, pos)  # [1, S, hd] each
+            self.cos, self.sin = cos[0], sin[0]  # [S, hd]
+            self.graphs.clear()
         return self.valid
 
     def decode(self, x: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
@@ -151,9 +165,12 @@ class StaticDecoder:
         """
         t = x.shape[1]
         end = start + t
-        slots = torch.arange(end, device=x.device)  # [end]
-        query_slots = torch.arange(start, end, device=x.device)[:, None]  # [T, 1]
-        mask = _slot_mask(valid[:, :end], query_slots, slots)  # [B, 1, T, end]
+        if t == 1:  # decode: the new slot is valid, so the mask is just the valid slots so far
+            mask = valid[:, None, None, :end]  # [B, 1, 1, end]
+        else:
+            slots = torch.arange(end, device=x.device)  # [end]
+            query_slots = torch.arange(start, end, device=x.device)[:, None]  # [T, 1]
+            mask = _slot_mask(valid[:, :end], query_slots, slots)  # [B, 1, T, end]
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.k[i, : k.shape[0], :, start:end] = k
@@ -188,15 +205,15 @@ class StaticDecoder:
         b, t, _ = x.shape
         h, hd, kv = self.n_heads, self.head_dim, self.n_kv
         q_dim, kv_dim = h * hd, kv * hd
-        cos, sin = self.lm.rotary_emb(x, positions)  # [B, T, hd] each
-        cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, hd]
+        cos = self.cos[positions][:, None]  # [B, 1, T, hd]
+        sin = self.sin[positions][:, None]  # [B, 1, T, hd]
         for i, w in enumerate(self._layers):
             a = _rms_norm(x, w.ln1, self.eps)  # [B, T, D]
             qkv = F.linear(a, w.wqkv, w.bqkv)  # [B, T, q_dim + 2·kv_dim]
-            q = qkv[..., :q_dim].view(b, t, h, hd).transpose(1, 2)  # [B, H, T, hd]
-            k = qkv[..., q_dim : q_dim + kv_dim].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
+            qk = qkv[..., : q_dim + kv_dim].view(b, t, h + kv, hd).transpose(1, 2)  # [B, H+Hkv, T, hd]
+            qk = _rotate(qk, cos, sin)  # q and k rotated in one go
+            q, k = qk[:, :h], qk[:, h:]  # [B, H, T, hd], [B, Hkv, T, hd]
             v = qkv[..., q_dim + kv_dim :].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             keys, values = write(i, k, v)  # [B, Hkv, S', hd] each
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
                                                   enable_gqa=kv != h)  # [B, H, T, hd]  # fmt: skip
