@@ -127,6 +127,10 @@ def decode_image(
     pos = positions(mask)  # [R, L], R = 2B with CFG else B
     hidden = dec.forward(model.get_input_embeddings()(ids), pos, valid, 0)[:, -1]  # [R, D]
     not_finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+    # The image-token embedding (lookup + aligner MLP) acts row by row, so it is computed once for
+    # the whole codebook and looked up per step: one kernel instead of four.
+    codebook = torch.arange(model.model.generation_embeddings.num_embeddings, device=ids.device)
+    table = model.prepare_embeddings_for_image_generation(codebook[None])[0]  # [K, D]
     for i in range(n_tokens):
         logits = model.model.generation_head(hidden)  # [R, K]
         if cfg:
@@ -137,7 +141,7 @@ def decode_image(
         if i == n_tokens - 1:
             return
         nxt = torch.cat([tok, tok]) if cfg else tok  # [R]
-        embeds = model.prepare_embeddings_for_image_generation(nxt[:, None])  # [R, 1, D]
+        embeds = table[nxt][:, None]  # [R, 1, D]
         valid[:, width + i] = True
         pos = pos[:, -1:] + 1  # [R, 1]
         hidden = dec.decode(embeds, pos, width + i)[:, -1]  # [R, D]

@@ -54,11 +54,14 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * h.to(x.dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Llama's rotate-half RoPE. ``x [B, H, T, hd]``, ``cos``/``sin`` ``[B, 1, T, hd]``."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Llama's rotate-half RoPE, ``x·cos + rotate_half(x)·sin``, in four kernels.
+
+    ``rotate_half(x) = cat(−x₂, x₁)`` equals ``roll(x, half)·(−1 | +1)``, so the sign lives in
+    ``signed_sin = cat(−sin₁, sin₂)`` (exact: a sign flip does not round). ``x [B, H, T, hd]``,
+    ``cos``/``signed_sin`` ``[B, 1, T, hd]``.
+    """
+    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 class StaticDecoder:
@@ -137,7 +140,9 @@ class StaticDecoder:
             probe = torch.zeros(1, 1, 1, dtype=w.dtype, device=w.device)
             with torch.inference_mode():
                 cos, sin = self.lm.rotary_emb(probe, pos)  # [1, S, hd] each
-            self.cos, self.sin = cos[0], sin[0]  # [S, hd]
+            half = cos.shape[-1] // 2
+            self.cos = cos[0]  # [S, hd]
+            self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # [S, hd], signed
             self.graphs.clear()
         return self.valid
 

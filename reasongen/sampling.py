@@ -30,7 +30,7 @@ def sampling_logprobs(
     x = logits.float()
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature > 0:
+    if temperature > 0 and temperature != 1:
         x = x / temperature
     if top_k is not None and 0 < top_k < x.shape[-1]:
         kth = torch.topk(x, top_k, dim=-1).values[..., -1:]  # [..., 1]
