@@ -62,13 +62,13 @@ class PretrainShapesConfig:
     layers: int = field(default=4, metadata={"help": "LM layers"})
     heads: int = field(default=4, metadata={"help": "LM attention heads"})
     lm_scenes: int = field(default=40000, metadata={"help": "scenes in the SFT set"})
-    lm_steps: int = field(default=1300, metadata={"help": "SFT optimiser steps"})
+    lm_steps: int = field(default=2400, metadata={"help": "SFT optimiser steps"})
     lm_batch: int = field(default=24, metadata={"help": "SFT batch size"})
     lm_lr: float = field(default=3e-3, metadata={"help": "SFT peak learning rate"})
     direct_fraction: float = field(default=0.3, metadata={"help": "share of direct (no-CoT) examples"})
     drop_prompt: float = field(default=0.1, metadata={"help": "share of unconditional examples (CFG)"})
     corner_weight: float = field(default=5.0, metadata={"help": "image-loss weight of object starts"})
-    max_minutes: float = field(default=0.0, metadata={"help": "stop each stage after this long (0: off)"})
+    max_minutes: float = field(default=35.0, metadata={"help": "stop each stage after this long (0: off)"})
     eval_images: int = field(default=300, metadata={"help": "held-out scenes for VQ accuracy"})
 
     def __post_init__(self) -> None:

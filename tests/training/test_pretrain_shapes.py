@@ -105,16 +105,19 @@ def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts():
     from reasongen.shapes.detect import check_image
 
     loaded = load_model(SHIPPED, device="cpu")
-    assert loaded.num_image_tokens == 64
-    passed = 0
+    assert loaded.num_image_tokens == GRID_CELLS**2 and loaded.image_size == 64
+    tok = loaded.tokenizer
+    plan = "<|obj_start|>red circle<|obj_end|><|box_start|>(125,250),(500,625)<|box_end|>"
+    assert tok.decode(tok.encode(plan, add_special_tokens=False)) == plan
+    assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in GOT_BOX_TOKENS)
     for prompt, shape in EASY_PROMPTS:
         meta = {"tag": "single_object", "prompt": prompt, "include": [{"class": shape, "count": 1}]}
-        sample = generate(loaded, prompt, recipe="got-r1", n=1, seed=0)[0]
-        assert sample.image is not None and sample.image.size == (64, 64)
-        assert sample.plan is not None and len(sample.plan.boxes) >= 1
-        passed += bool(check_image(sample.image, meta).correct)
-    assert passed >= len(EASY_PROMPTS) - 1
+        samples = generate(loaded, prompt, recipe="got-r1", n=4, seed=0)
+        assert all(s.image is not None and s.image.size == (64, 64) for s in samples)
+        assert all(s.plan is not None and len(s.plan.boxes) >= 1 for s in samples)
+        # The model is weak (see its card): one of four seeded samples must be judged right.
+        assert any(check_image(s.image, meta).correct for s in samples), prompt
 
 
 EASY_PROMPTS = [("a photo of a square", "square"), ("a photo of a circle", "circle"),
-                ("a photo of a cross", "cross")]  # fmt: skip
+                ("a photo of a triangle", "triangle")]  # fmt: skip
