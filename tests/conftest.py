@@ -12,6 +12,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config) -> None:
+    """One torch thread for the whole run: the tests' models are tiny, and on a 2-core machine
+    (CI's, shared with a browser and a database) intra-op threads only add synchronisation."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Janus model + processor saved in HF format (built once per session)."""

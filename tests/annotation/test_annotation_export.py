@@ -151,10 +151,9 @@ def test_read_prompts_formats(tmp_path: Path) -> None:
 
 
 def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -> None:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from reasongen.tiny import save_tiny
 
-    torch.set_num_threads(1)
     model_a = save_tiny(tmp_path / "tiny_a", seed=0)
     model_b = save_tiny(tmp_path / "tiny_b", seed=1)
     meta = {"tag": "single_object", "include": [{"class": "circle", "count": 1, "color": "green"}]}

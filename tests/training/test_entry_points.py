@@ -15,14 +15,6 @@ from training import grpo, sft
 RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
     model_dir = save_tiny(tmp_path / "tiny", seed=1)
     out = tmp_path / "run"

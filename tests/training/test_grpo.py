@@ -14,15 +14,6 @@ from training.common import checkpoint_dirs, parse_config
 from training.grpo import GRPOConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def low_tokens(samples) -> RewardOutput:
     """Toy reward: the fraction of image tokens in the lower half of the 64-code codebook."""
     scores = [sum(t < 32 for t in s.image_token_ids) / len(s.image_token_ids) for s in samples]

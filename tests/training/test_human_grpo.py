@@ -16,14 +16,6 @@ from training.logprobs import policy_logprobs
 PROMPTS = ["a red circle", "two green triangles", "a blue star"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """3 prompts x one group of 4 tiny-model samples, 2 control tasks, 3 annotators:

@@ -11,15 +11,6 @@ from reasongen.types import Sample, SamplingSettings
 from training.logprobs import pack_samples, policy_logprobs, stored_logprobs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)

@@ -14,15 +14,6 @@ from training.logprobs import cot_in_prefix
 from training.sft import SFTConfig, SFTExample, example_to_sample, load_sft_jsonl, sft_loss, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def loaded():
     model, processor = build_tiny(seed=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from reasongen.loading import load_model, wrap_loaded
@@ -13,14 +12,6 @@ from training.common import enable_checkpointing
 from training.grpo import GRPOConfig, train
 from training.logprobs import policy_logprobs
 from training.sft import SFTExample, example_to_sample, sft_loss
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def low_tokens(samples) -> RewardOutput:

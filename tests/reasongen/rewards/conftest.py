@@ -16,8 +16,6 @@ from PIL import Image, ImageDraw
 
 from reasongen.types import Plan, Sample, SamplingSettings
 
-torch.set_num_threads(1)
-
 WORDS = [
     "a", "an", "the", "is", "are", "there", "of", "and", "this", "image", "does", "show", "picture",
     "red", "blue", "green", "yellow", "two", "three", "cat", "cats", "dog", "dogs", "car", "ball",
