@@ -9,6 +9,7 @@ VQ ``base_channels >= 32`` (GroupNorm(32)); the VQ downsamples by ``2 ** (len(ch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -50,16 +51,25 @@ def janus_config(
     vq_embed_dim: int = 8,
     vq_base_channels: int = 32,
     max_position_embeddings: int = 2048,
+    channel_multiplier: Sequence[int] | None = None,
+    latent_channels: int | None = None,
+    num_res_blocks: int = 1,
 ) -> JanusConfig:
     """A Janus config whose LM, VQ and heads agree; the vision tower is kept minimal.
 
-    ``image_size / vq_downsample`` squared is the number of image tokens.
+    ``image_size / vq_downsample`` squared is the number of image tokens. ``channel_multiplier``
+    (one entry per VQ level, default all 1), ``latent_channels`` (default transformers') and
+    ``num_res_blocks`` shape the VQ.
     """
     if image_size % vq_downsample:
         raise ValueError(f"image_size {image_size} must be a multiple of vq_downsample {vq_downsample}")
     levels = vq_downsample.bit_length() - 1
     if 2**levels != vq_downsample:
         raise ValueError(f"vq_downsample must be a power of two, got {vq_downsample}")
+    mults = list(channel_multiplier) if channel_multiplier is not None else [1] * (levels + 1)
+    if len(mults) != levels + 1:
+        raise ValueError(f"channel_multiplier needs {levels + 1} entries for vq_downsample {vq_downsample}")
+    vq_extra = {} if latent_channels is None else {"latent_channels": latent_channels}
     text = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -85,12 +95,13 @@ def janus_config(
         embed_dim=vq_embed_dim,
         num_embeddings=codebook_size,
         base_channels=vq_base_channels,
-        channel_multiplier=[1] * (levels + 1),
-        num_res_blocks=1,
+        channel_multiplier=mults,
+        num_res_blocks=num_res_blocks,
         projection_dim=hidden_size,
         image_token_embed_dim=hidden_size,
         num_patches=image_size // vq_downsample,
         resolution=image_size,
+        **vq_extra,
     )
     return JanusConfig(text_config=text, vision_config=vision, vq_config=vq)
 

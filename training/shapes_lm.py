@@ -9,13 +9,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import (
-    JanusConfig,
-    JanusForConditionalGeneration,
-    JanusVisionConfig,
-    JanusVQVAEConfig,
-    LlamaConfig,
-)
+from transformers import JanusConfig, JanusForConditionalGeneration
+
+from reasongen.tiny import janus_config
 
 from .shapes_data import TextExample, make_batch
 from .shapes_vq import warmup_cosine
@@ -33,44 +29,25 @@ def shapes_config(
     vq_base_channels: int,
     max_positions: int = 1024,
 ) -> JanusConfig:
-    """A small Janus config: Llama LM, VQ with ``downsample_levels`` halvings, minimal vision tower."""
-    grid = image_size // 2**downsample_levels
+    """A small Janus config: Llama LM, VQ with ``downsample_levels`` halvings and no residual
+    blocks, minimal vision tower (built by ``reasongen.tiny.janus_config``)."""
     mults = [1, 1, 2, 2, 4, 4][: downsample_levels + 1]
-    text = LlamaConfig(
-        vocab_size=vocab_size,
+    return janus_config(
+        vocab_size,
         hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
         intermediate_size=3 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=False,
-        rope_theta=10000.0,
-    )
-    vision = JanusVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
         image_size=image_size,
-        patch_size=2**downsample_levels,
-        projection_dim=hidden,
-        depth=1,
-        num_image_tokens=grid * grid,
-    )
-    vq = JanusVQVAEConfig(
-        embed_dim=vq_embed_dim,
-        num_embeddings=codebook,
-        base_channels=vq_base_channels,
+        vq_downsample=2**downsample_levels,
+        codebook_size=codebook,
+        vq_embed_dim=vq_embed_dim,
+        vq_base_channels=vq_base_channels,
+        max_position_embeddings=max_positions,
         channel_multiplier=mults,
         latent_channels=vq_base_channels * mults[-1],
         num_res_blocks=0,
-        projection_dim=hidden,
-        image_token_embed_dim=hidden,
-        num_patches=grid,
-        resolution=image_size,
     )
-    return JanusConfig(text_config=text, vision_config=vision, vq_config=vq)
 
 
 def sft_losses(
