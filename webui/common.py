@@ -39,6 +39,17 @@ def require_researcher(user: dict[str, Any] | None) -> dict[str, Any]:
     return user
 
 
+def _as_ui_error(fn: Callable[..., Any], err: Exception, failure: str) -> gr.Error:
+    """``gr.Error`` for ``err``: the message itself for bad input (``ValueError``, annotation
+    errors), a logged generic ``failure`` message for anything else."""
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, ValueError):
+        return gr.Error(str(err))
+    log.exception("handler %s failed", fn.__name__)
+    return gr.Error(f"{failure} ({type(err).__name__}: {err}).")
+
+
 def ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ``ValueError`` (bad input, annotation errors) into ``gr.Error`` messages and any other
     failure into a generic ``gr.Error``, so the page never dies on an exception."""
@@ -47,13 +58,8 @@ def ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
         except Exception as err:
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}).") from None
+            raise _as_ui_error(fn, err, "Something went wrong") from None
 
     return wrapper
 
@@ -65,13 +71,8 @@ def ui_errors_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator
     def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
         try:
             yield from fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
         except Exception as err:
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Generation failed ({type(err).__name__}: {err}).") from None
+            raise _as_ui_error(fn, err, "Generation failed") from None
 
     return wrapper
 
