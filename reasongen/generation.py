@@ -125,9 +125,11 @@ class _CotStreamer:
         return delta
 
     def flush(self) -> str:
+        """All text not emitted yet, held-back partial characters included."""
         text = self.text()
-        delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
-        self.emitted = text if delta or text == self.emitted else self.emitted
+        if not text.startswith(self.emitted):
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
         return delta
 
 
