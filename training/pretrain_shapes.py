@@ -62,13 +62,16 @@ class PretrainShapesConfig:
     layers: int = field(default=4, metadata={"help": "LM layers"})
     heads: int = field(default=4, metadata={"help": "LM attention heads"})
     lm_scenes: int = field(default=40000, metadata={"help": "scenes in the SFT set"})
-    lm_steps: int = field(default=2400, metadata={"help": "SFT optimiser steps"})
+    lm_steps: int = field(default=3600, metadata={"help": "SFT optimiser steps"})
     lm_batch: int = field(default=24, metadata={"help": "SFT batch size"})
     lm_lr: float = field(default=3e-3, metadata={"help": "SFT peak learning rate"})
     direct_fraction: float = field(default=0.3, metadata={"help": "share of direct (no-CoT) examples"})
     drop_prompt: float = field(default=0.1, metadata={"help": "share of unconditional examples (CFG)"})
     corner_weight: float = field(default=5.0, metadata={"help": "image-loss weight of object starts"})
-    max_minutes: float = field(default=35.0, metadata={"help": "stop each stage after this long (0: off)"})
+    anchor_weight: float = field(
+        default=1.0, metadata={"help": "weight of the box tokens' object-identity loss (0: off)"}
+    )
+    max_minutes: float = field(default=40.0, metadata={"help": "stop each stage after this long (0: off)"})
     eval_images: int = field(default=300, metadata={"help": "held-out scenes for VQ accuracy"})
 
     def __post_init__(self) -> None:
@@ -187,7 +190,7 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     t = time.time()
     curve = train_lm(model, texts, codes, tok.pad_token_id, cfg.lm_steps, cfg.lm_batch, cfg.lm_lr,
                      cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit,
-                     code_weights=weights)  # fmt: skip
+                     code_weights=weights, anchor_weight=cfg.anchor_weight)  # fmt: skip
     tail = np.array(curve[-50:])
     stats["lm"] = {"steps": len(curve), "seconds": time.time() - t,
                    "final_text_loss": float(tail[:, 0].mean()),

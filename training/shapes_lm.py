@@ -54,10 +54,12 @@ def sft_losses(
     model: JanusForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     code_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(text loss, image loss) of one left-padded batch (see ``shapes_data.make_batch``).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(text loss, image loss, anchor loss) of one left-padded batch (``shapes_data.make_batch``).
 
-    ``code_weights`` (``[K]``) weights each image target by its code (weighted mean).
+    ``code_weights`` (``[K]``) weights each image target by its code (weighted mean). The anchor
+    loss is the generation head's cross-entropy at each plan box's corner token against that
+    object's starting image code (``shapes_data.anchor_targets``; zero when the batch has none).
     """
     ids, mask, codes = batch["ids"], batch["mask"], batch["codes"]  # [B, T], [B, T], [B, N]
     text_emb = model.get_input_embeddings()(ids)  # [B, T, H]
@@ -77,10 +79,19 @@ def sft_losses(
         text_loss = hidden.sum() * 0.0
     img_logits = model.model.generation_head(hidden[:, t - 1 : t - 1 + n])  # [B, N, K]
     ce = F.cross_entropy(img_logits.float().flatten(0, 1), codes.flatten(), reduction="none")  # [B*N]
+    anchor_code = batch.get("anchor_code")
+    if anchor_code is not None and (anchor_code >= 0).any():
+        rows = torch.arange(ids.shape[0], device=ids.device)[:, None]  # [B, 1]
+        anchor_logits = model.model.generation_head(hidden[rows, batch["anchor_pos"]])  # [B, A, K]
+        anchor_loss = F.cross_entropy(
+            anchor_logits.float().flatten(0, 1), anchor_code.flatten(), ignore_index=-100
+        )
+    else:
+        anchor_loss = hidden.sum() * 0.0
     if code_weights is None:
-        return text_loss, ce.mean()
+        return text_loss, ce.mean(), anchor_loss
     w = code_weights[codes.flatten()]  # [B*N]
-    return text_loss, (ce * w).sum() / w.sum()
+    return text_loss, (ce * w).sum() / w.sum(), anchor_loss
 
 
 def train_lm(
@@ -97,6 +108,7 @@ def train_lm(
     text_weight: float = 1.0,
     max_seconds: float | None = None,
     code_weights: torch.Tensor | None = None,
+    anchor_weight: float = 1.0,
 ) -> list[tuple[float, float]]:
     """SFT the LM, embeddings and heads (the VQ stays frozen); return (text, image) loss curve.
 
@@ -129,8 +141,8 @@ def train_lm(
         batch = make_batch([texts[i] for i in pick], codes[pick], pad_id, drop_prob, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            text_loss, img_loss = sft_losses(model, batch, code_weights)
-        loss = text_weight * text_loss + img_loss
+            text_loss, img_loss, anchor_loss = sft_losses(model, batch, code_weights)
+        loss = text_weight * text_loss + img_loss + anchor_weight * anchor_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -138,7 +150,8 @@ def train_lm(
         sched.step()
         curve.append((float(text_loss.detach()), float(img_loss.detach())))
         if step % 25 == 0:
-            bar.set_postfix(text=f"{curve[-1][0]:.3f}", image=f"{curve[-1][1]:.3f}")
+            bar.set_postfix(text=f"{curve[-1][0]:.3f}", image=f"{curve[-1][1]:.3f}",
+                            anchor=f"{float(anchor_loss):.3f}")  # fmt: skip
         if max_seconds is not None and time.time() - t0 > max_seconds:
             break
     model.eval()

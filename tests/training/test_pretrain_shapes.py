@@ -12,10 +12,18 @@ import torch
 from reasongen.plans import parse_plan
 from reasongen.recipes import get_recipe
 from reasongen.shapes import sample_scenes, write_cot
-from reasongen.shapes.codes import CELL, GRID_CELLS
+from reasongen.shapes.codes import CELL, EMBED_DIM, GRID_CELLS, NUM_CODES, code_of
 from reasongen.tokenizer import BOI, GOT_BOX_TOKENS
 from training.pretrain_shapes import PretrainShapesConfig, parse_args, run
-from training.shapes_data import COORD_TOKENS, build_tokenizer, encode_texts, make_batch
+from training.shapes_data import (
+    COORD_TOKENS,
+    CORNER_TOKENS,
+    build_tokenizer,
+    encode_texts,
+    lm_codes,
+    make_batch,
+)
+from training.shapes_lm import sft_losses, shapes_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-janus"
 
@@ -40,7 +48,37 @@ def test_tokenizer_round_trips_plans_with_one_token_per_number(tok, scenes):
             assert ids.count(tok.convert_tokens_to_ids(t)) == len(s.objects)
     for number in COORD_TOKENS:
         assert len(tok.encode(number, add_special_tokens=False)) == 1
-    assert len(tok.encode("(125,750),(500,1000)", add_special_tokens=False)) <= 11
+    for corner in CORNER_TOKENS:
+        assert len(tok.encode(corner, add_special_tokens=False)) == 1
+    assert len(tok.encode("(125,750),(500,1000)", add_special_tokens=False)) == 3
+    # Off-grid coordinates still tokenise (digit by digit) and round-trip.
+    assert tok.decode(tok.encode("(120,755),(1000,0)", add_special_tokens=False)) == "(120,755),(1000,0)"
+
+
+def test_anchors_pair_each_box_corner_token_with_its_objects_start_code(tok, scenes):
+    texts = encode_texts(scenes[:10], tok, direct_fraction=0.0, seed=0)
+    for t, s in zip(texts, scenes[:10]):
+        # four anchors per box: its two corner tokens, the comma between them and <|box_end|>
+        assert len(t.anchors) == 4 * len(s.objects)
+        for i, obj in enumerate(s.objects):
+            box = t.anchors[4 * i : 4 * i + 4]
+            b = obj.box
+            words = [tok.convert_ids_to_tokens(t.ids[p]) for p, _ in box]
+            assert words == [f"({b.x1},{b.y1})", ",", f"({b.x2},{b.y2})", GOT_BOX_TOKENS[3]]
+            assert tok.convert_ids_to_tokens(t.ids[box[0][0] - 1]) == GOT_BOX_TOKENS[2]
+            assert {c for _, c in box} == {code_of(obj.shape, obj.color, obj.size, 0, 0)}
+    codes = torch.zeros((10, GRID_CELLS**2), dtype=torch.long)
+    batch = make_batch(texts, codes, tok.pad_token_id, drop_prob=0.0, rng=random.Random(0))
+    for b, t in enumerate(texts):
+        n = len(t.anchors)
+        assert batch["anchor_code"][b, :n].tolist() == [c for _, c in t.anchors]
+        assert (batch["anchor_code"][b, n:] == -100).all()
+        picked = batch["ids"][b, batch["anchor_pos"][b, :n]].tolist()
+        assert picked == [t.ids[p] for p, _ in t.anchors]
+    direct = encode_texts(scenes[:4], tok, direct_fraction=0.999, seed=0)
+    assert all(t.anchors == [] for t in direct)
+    dropped = make_batch(texts, codes, tok.pad_token_id, drop_prob=0.999, rng=random.Random(0))
+    assert (dropped["anchor_code"] == -100).all()
 
 
 def test_batches_put_targets_on_cot_and_boi_only(tok, scenes):
@@ -121,3 +159,27 @@ def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts():
 
 EASY_PROMPTS = [("a photo of a square", "square"), ("a photo of a circle", "circle"),
                 ("a photo of a triangle", "triangle")]  # fmt: skip
+
+
+def test_sft_losses_anchor_term_is_the_generation_heads_cross_entropy_at_box_tokens(tok, scenes):
+    from transformers import JanusForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = shapes_config(len(tok), 32, 1, 2, 64, 3, NUM_CODES, EMBED_DIM, 32)
+    model = JanusForConditionalGeneration(config).eval()
+    texts = encode_texts(scenes[:3], tok, direct_fraction=0.0, seed=0)
+    codes = lm_codes(scenes[:3])
+    batch = make_batch(texts, codes, tok.pad_token_id, drop_prob=0.0, rng=random.Random(0))
+    with torch.no_grad():
+        _, _, anchor = sft_losses(model, batch)
+        # Reference: each example alone, unpadded, through HF's own embedding path.
+        nll = []
+        for t in texts:
+            ids = torch.tensor([t.ids])
+            embeds = model.get_input_embeddings()(ids)
+            hidden = model.model.language_model(inputs_embeds=embeds).last_hidden_state
+            logits = model.model.generation_head(hidden[0])  # [T, K]
+            nll += [-torch.log_softmax(logits[p], -1)[c] for p, c in t.anchors]
+    assert anchor.item() == pytest.approx(torch.stack(nll).mean().item(), rel=1e-4)
+    no_anchor = {k: v for k, v in batch.items() if not k.startswith("anchor")}
+    assert sft_losses(model, no_anchor)[2].item() == 0.0
