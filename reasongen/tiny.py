@@ -118,14 +118,17 @@ def make_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, num_imag
     )
 
 
-def set_generation_defaults(model: JanusForConditionalGeneration, tokenizer) -> None:
-    """Fill the ids a fresh Janus generation config lacks (bos/pad/eos and ``boi_token_id``)."""
+def set_generation_defaults(
+    model: JanusForConditionalGeneration, tokenizer, guidance: float = 5.0
+) -> None:
+    """Fill the ids a fresh Janus generation config lacks (bos/pad/eos and ``boi_token_id``) and
+    set the model's default CFG weight ``guidance``."""
     boi = tokenizer.convert_tokens_to_ids(BOI)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        guidance_scale=5.0,
+        guidance_scale=guidance,
         generation_kwargs={"boi_token_id": boi},
     )
 

@@ -1,10 +1,12 @@
 # ruff: noqa: E501  (the card is a Markdown template)
 """Write the model card (README.md) of a pretrained shapes model from its measured numbers.
 
-    python -m training.shapes_card MODEL_DIR --bench got-r1=BENCH_DIR --bench direct=BENCH_DIR
+    python -m training.shapes_card MODEL_DIR --bench got-r1=BENCH_DIR --bench direct=BENCH_DIR \
+        [--notes NOTES.md]
 
 Reads ``MODEL_DIR/training_stats.json`` (written by ``training.pretrain_shapes``) and each
-benchmark's ``report.json`` (``python -m reasongen.eval shapes``); nothing is typed in by hand.
+benchmark's ``report.json`` (``python -m reasongen.eval shapes``); no number is typed in by hand.
+``--notes`` is the card's "Limitations" section, written after looking at the results.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _bench_table(reports: dict[str, dict[str, Any]]) -> str:
     return head + "\n".join(rows) + "\n\n" + "\n".join(extra)
 
 
-def card(model_dir: Path, reports: dict[str, dict[str, Any]]) -> str:
+def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -> str:
     """The model card text."""
     st = json.loads((model_dir / "training_stats.json").read_text())
     cfg, cfgj = st["config"], json.loads((model_dir / "config.json").read_text())
@@ -62,7 +64,9 @@ on a 2-core CPU) and is meant to be improved by GRPO (see the numbers below).
 - Language model: Llama, hidden {cfgj["text_config"]["hidden_size"]}, {cfgj["text_config"]["num_hidden_layers"]} layers,
   {cfgj["text_config"]["num_attention_heads"]} heads, vocabulary {cfgj["text_config"]["vocab_size"]} ({p["language_model"] / 1e6:.2f} M parameters).
 - Tokenizer: byte-level BPE trained offline on the world's text (`reasongen.tokenizer.build_bpe_tokenizer`)
-  with Janus's special tokens, GoT's four box tokens and one token per plan coordinate (0, 125, …, 1000).
+  with Janus's special tokens, GoT's four box tokens, one token per plan coordinate (0, 125, …, 1000)
+  and one per cell corner `(x,y)` of the 8 × 8 grid (so a box is `<|box_start|>`, two corner tokens, a comma
+  and `<|box_end|>`; off-grid numbers still tokenise digit by digit).
 - Image tokens: {cfgj["vision_config"]["num_image_tokens"]} per image (an 8 × 8 grid), {cfg["image_size"]} × {cfg["image_size"]} px.
   The codes are semantic (`reasongen/shapes/codes.py`): one code per background cell and one per
   piece of an object (shape, size, colour, row and column inside the object); the codebook is fixed.
@@ -82,8 +86,11 @@ on a 2-core CPU) and is meant to be improved by GRPO (see the numbers below).
   {round(100 * (1 - cfg["direct_fraction"]))}% in the `got-r1` format (CoT + plan), {round(100 * cfg["direct_fraction"])}% `direct`
   (no CoT); {round(100 * cfg["drop_prompt"])}% of examples have the prompt and CoT replaced by pad (classifier-free guidance).
   CoT tokens go through the LM head, image tokens through the generation head; object starts are
-  weighted ×{cfg.get("corner_weight", 1.0)} in the image loss. Final losses: text {lm["final_text_loss"]:.3f},
-  image {lm["final_image_loss"]:.3f} nats/token.
+  weighted ×{cfg.get("corner_weight", 1.0)} in the image loss. Each token of a plan box is also asked, through the
+  generation head, for the code of its object's top-left piece (weight {cfg.get("anchor_weight", 0.0)}): the image positions
+  find where an object starts by attending to box tokens, and without this term those tokens carried the box's
+  position and size but not the object's shape and colour (`training/shapes_data.py`, `anchor_targets`).
+  Final losses: text {lm["final_text_loss"]:.3f}, image {lm["final_image_loss"]:.3f} nats/token.
 - VQ decoder: {vq["steps"]} steps of batch {cfg["vq_batch"]} on dense random cell-aligned scenes (L1 + L2),
   trained in a second process at the same time as the LM.
 - VQ quality, {cfg["eval_images"]} held-out scenes decoded from their codes: the detector is right on
@@ -100,15 +107,7 @@ Sampling settings: {", ".join(sorted(settings))}.
 
 ## Limitations
 
-- It does **not** meet the project's quality bar (overall ≥ 0.60, every category ≥ 0.35). The CoT
-  and plan are mostly right (plan faithfulness above), but the image ignores the plan's positions
-  (plan–image IoU near 0): teacher-forced, the LM continues an object it has started almost
-  perfectly, but it has not learnt where objects start, and sampled images often mix pieces of
-  several objects into blobs or stay empty. More SFT steps (or GRPO with the detector reward) are
-  the next step; the compute here was about 35 minutes of two shared CPU cores.
-- An earlier run of the same recipe with a single background code and 1000 LM steps scored
-  0.200 overall on 120 prompts (`got-r1`); the per-cell background codes did not fix plan following.
-- Cell-aligned layouts only; no textures; 64 px images.
+{notes.strip() or "- Cell-aligned layouts only; no textures; 64 px images."}
 """
 
 
@@ -116,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--bench", action="append", default=[], help="NAME=DIR of a benchmark report")
+    ap.add_argument("--notes", type=Path, default=None, help="Markdown for the Limitations section")
     args = ap.parse_args(argv)
     reports = {}
     for item in args.bench:
         name, _, path = item.partition("=")
         reports[name] = json.loads((Path(path) / "report.json").read_text())
-    (args.model_dir / "README.md").write_text(card(args.model_dir, reports))
+    notes = args.notes.read_text() if args.notes else ""
+    (args.model_dir / "README.md").write_text(card(args.model_dir, reports, notes))
     return 0
 
 

@@ -153,8 +153,8 @@ def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts():
         samples = generate(loaded, prompt, recipe="got-r1", n=4, seed=0)
         assert all(s.image is not None and s.image.size == (64, 64) for s in samples)
         assert all(s.plan is not None and len(s.plan.boxes) >= 1 for s in samples)
-        # The model is weak (see its card): one of four seeded samples must be judged right.
-        assert any(check_image(s.image, meta).correct for s in samples), prompt
+        # The card measures 0.97 on single objects; seeded, at least three of four must pass.
+        assert sum(check_image(s.image, meta).correct for s in samples) >= 3, prompt
 
 
 EASY_PROMPTS = [("a photo of a square", "square"), ("a photo of a circle", "circle"),
