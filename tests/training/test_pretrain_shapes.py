@@ -25,7 +25,8 @@ from training.shapes_data import (
 )
 from training.shapes_lm import sft_losses, shapes_config
 
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-janus"
+MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
+SHIPPED = MODELS / "shapes-janus"
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +137,18 @@ def test_tiny_pretraining_run_saves_a_loadable_janus_folder(tmp_path):
         assert torch.equal(a, b), k
 
 
-@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped checkpoint")
-def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts():
+@pytest.mark.parametrize("name", ["shapes-janus", "shapes-janus-r1"])
+def test_shipped_checkpoint_loads_offline_and_draws_easy_prompts(name):
     from reasongen.generation import generate
-    from reasongen.loading import load_model
+    from reasongen.loading import EMBEDDED_MODELS, default_model_path, load_model
     from reasongen.shapes.detect import check_image
 
-    loaded = load_model(SHIPPED, device="cpu")
+    if not (MODELS / name / "config.json").is_file():
+        pytest.skip(f"{name} is not shipped")
+    # The app and CLI default: the first embedded model that is present (GRPO's over SFT's).
+    first = next(MODELS / n for n in EMBEDDED_MODELS if (MODELS / n / "config.json").is_file())
+    assert default_model_path() == first
+    loaded = load_model(MODELS / name, device="cpu")
     assert loaded.num_image_tokens == GRID_CELLS**2 and loaded.image_size == 64
     tok = loaded.tokenizer
     plan = "<|obj_start|>red circle<|obj_end|><|box_start|>(125,250),(500,625)<|box_end|>"
