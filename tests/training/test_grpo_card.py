@@ -1,0 +1,45 @@
+"""The GRPO model card is built from the run's own files: config and step, reward curve, reports."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from reasongen.types import CATEGORIES
+from training.grpo_card import main
+
+
+def _report(path, overall: float, cats: dict[str, float]):
+    path.mkdir(parents=True)
+    counts = {c: {"prompts": 10} for c in CATEGORIES}
+    report = {"overall": overall, "categories": cats, "counts": counts, "settings": {"guidance": 2.0},
+              "plan": {"images": 60, "faithfulness": 0.9, "iou": overall}}  # fmt: skip
+    (path / "report.json").write_text(json.dumps(report))
+
+
+def test_card_reads_step_config_reward_curve_and_per_category_deltas(tmp_path):
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-4"
+    (ckpt / "trainer_state").mkdir(parents=True)
+    cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "lr": 1e-4, "device": "cpu"}
+    torch.save({"step": 4, "config": cfg}, ckpt / "trainer_state" / "extra.pt")
+    writer = SummaryWriter(str(run / "tb"))
+    for step, (reward, t) in enumerate([(0.5, 0.0), (0.6, 60.0), (0.7, 120.0), (0.8, 180.0), (0.9, 240.0)]):
+        writer.add_scalar("grpo/reward/mean", reward, step, walltime=1000.0 + t)
+    writer.add_scalar("grpo/reward/mean", 0.1, 9, walltime=5000.0)  # after the checkpoint: ignored
+    writer.close()
+    _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
+    _report(tmp_path / "after", 0.6, {c: 0.5 + 0.02 * i for i, c in enumerate(CATEGORIES)})
+    out = tmp_path / "model"
+    out.mkdir()
+    assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
+                 "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
+    text = (out / "README.md").read_text()
+    assert "4 optimizer steps of 4 prompts × 8 samples (128 rollouts)" in text
+    assert "**4.0 min** of wall time" in text  # steps 0..4: 240 s
+    assert "0.500 over the first 1 steps, 0.900 over the last 1" in text
+    assert "| **overall** | 0.500 | 0.600 | +0.100 |" in text
+    assert f"| {CATEGORIES[-1]} | 0.500 | {0.5 + 0.02 * (len(CATEGORIES) - 1):.3f} |" in text
+    assert "60 held-out prompts" in text
