@@ -227,9 +227,15 @@ def plan_faithfulness(
     plan: Plan | Sequence[Box],
     metadata: dict[str, Any],
     size_threshold: int | None = None,
+    separate: bool = True,
     **kwargs: Any,
 ) -> CheckResult:
     """Does the plan, read as objects (``object_from_label``), satisfy the prompt's metadata?
+
+    With ``separate`` (default) the plan must also be drawable: no two boxes may overlap (the
+    world's scenes keep objects apart; overlapping objects occlude or merge, so a plan of four
+    overlapping squares can count four while its image shows fewer). That is one more
+    requirement in ``satisfied``/``total``, and each clash is a reason.
 
     ``size_threshold`` sizes unlabelled boxes (``reasongen.shapes.detect.size_threshold_for``;
     default: the free layout's). Texture is not checked unless ``check_texture=True`` is passed
@@ -238,7 +244,28 @@ def plan_faithfulness(
     boxes = plan.boxes if isinstance(plan, Plan) else tuple(plan)
     kwargs.setdefault("check_texture", False)
     objects = [object_from_label(b, size_threshold) for b in boxes]
-    return check_objects(metadata, objects, **kwargs)
+    verdict = check_objects(metadata, objects, **kwargs)
+    if not separate:
+        return verdict
+    clashes = overlapping_boxes(boxes)
+    reasons = tuple(f"boxes {i} and {j} overlap" for i, j in clashes)
+    return CheckResult(
+        correct=verdict.correct and not clashes,
+        reasons=verdict.reasons + reasons,
+        satisfied=verdict.satisfied + (not clashes),
+        total=verdict.total + 1,
+        matched=verdict.matched,
+    )
+
+
+def overlapping_boxes(boxes: Sequence[Box]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, of boxes whose intersection has positive area."""
+    return [
+        (i, j)
+        for i, a in enumerate(boxes)
+        for j in range(i + 1, len(boxes))
+        if min(a.x2, boxes[j].x2) > max(a.x1, boxes[j].x1) and min(a.y2, boxes[j].y2) > max(a.y1, boxes[j].y1)
+    ]
 
 
 def _compatible(planned: PlanObject, found: ObjectLike) -> bool:

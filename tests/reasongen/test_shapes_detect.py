@@ -26,6 +26,7 @@ from reasongen.shapes.geneval import (
     check_image,
     check_objects,
     object_from_label,
+    overlapping_boxes,
     plan_faithfulness,
     plan_image_iou,
     relative_position,
@@ -338,6 +339,26 @@ def test_world_renders_pass_their_own_prompts(clean_set):
         v.correct for v in verdicts[:12]
     ]
     assert not verdict_only(blank, scenes[0].metadata).correct
+
+
+def test_plan_faithfulness_rejects_overlapping_boxes():
+    """Four planned squares of which two overlap count four on paper but cannot be drawn as four."""
+    meta = {"tag": "counting", "prompt": "four squares", "include": [{"class": "square", "count": 4}]}
+    corners = [(0, 0), (500, 0), (0, 500), (625, 625)]
+    apart = [Box("red square", x, y, x + 250, y + 250) for x, y in corners]
+    assert overlapping_boxes(apart) == []
+    ok = plan_faithfulness(apart, meta)
+    assert ok.correct and (ok.satisfied, ok.total) == (2, 2)  # the count and the layout
+    # Touching edges are not an overlap; a shared area is.
+    touching = [*apart[:3], Box("red square", 250, 500, 500, 750)]
+    assert plan_faithfulness(touching, meta).correct
+    clash = [*apart[:3], Box("red square", 125, 200, 375, 550)]  # overlaps boxes 0 and 2
+    assert overlapping_boxes(clash) == [(0, 3), (2, 3)]
+    bad = plan_faithfulness(clash, meta)
+    assert not bad.correct
+    assert bad.reasons == ("boxes 0 and 3 overlap", "boxes 2 and 3 overlap")
+    assert (bad.satisfied, bad.total) == (1, 2) and bad.fraction == 0.5
+    assert plan_faithfulness(clash, meta, separate=False).correct
 
 
 def test_plan_checks_on_the_world_cot(clean_set):
