@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -83,18 +84,24 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, device: str) -> float:
-    """Seconds one call takes: wall time on a GPU; on the CPU the process's CPU time, which other
-    load on a shared machine barely changes (run with --threads 1 for a fair comparison)."""
+def _time(fn, device: str, repeats: int = 1) -> float:
+    """Median seconds of ``repeats`` calls: wall time on a GPU; on the CPU the process's CPU time,
+    which other load on a shared machine barely changes (run with --threads 1 for a fair
+    comparison)."""
     clock = time.perf_counter if device == "cuda" else time.process_time
-    _sync(device)
-    t = clock()
-    fn()
-    _sync(device)
-    return clock() - t
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = clock()
+        fn()
+        _sync(device)
+        times.append(clock() - t)
+    return statistics.median(times)
 
 
-def run_size(loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int, device: str) -> list[Row]:
+def run_size(
+    loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int, device: str, repeats: int = 1
+) -> list[Row]:
     """Time our engine and transformers' loops on one model at each batch size."""
     model, n_img = loaded.model, loaded.num_image_tokens
     image_only = SamplingSettings(guidance=5.0, num_image_tokens=n_img)
@@ -104,15 +111,17 @@ def run_size(loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int
     rows = []
     for b in batches:
         generate(loaded, "warm up", "direct", n=b, seed=0, settings=image_only)  # allocations, kernels
-        ours = _time(partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only), device)
-        ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device)
+        run_ours = partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only)
+        ours = _time(run_ours, device, repeats)
+        ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device, repeats)
         rows.append(Row(size, b, "image", ours, ref, n_img))
         # CoT + image: exactly `cot_tokens` CoT tokens on both sides (stop tokens forbidden).
         handle = model.lm_head.register_forward_hook(_forbid([loaded.ids.boi, loaded.ids.eos]))
         try:
             run_ours = partial(generate, loaded, "a red circle", "got-r1", n=b, settings=with_cot)
-            ours_c = _time(run_ours, device)
-            ref_c = _time(partial(_reference_cot_image, model, prefix.repeat(b, 1), cot_tokens), device)
+            ours_c = _time(run_ours, device, repeats)
+            ref_c = _time(partial(_reference_cot_image, model, prefix.repeat(b, 1), cot_tokens), device,
+                          repeats)  # fmt: skip
         finally:
             handle.remove()
         rows.append(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
@@ -151,11 +160,13 @@ def main() -> None:
     p.add_argument("--cot-tokens", type=int, default=128, help="CoT length for the CoT + image rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per figure (the median is shown)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"median of {args.repeats} calls")  # fmt: skip
     print("reference: transformers JanusForConditionalGeneration.generate (image mode with its default "
           "static cache; text mode for the CoT), same model, same run")  # fmt: skip
     print(f"{'size':>9} {'batch':>5} {'what':>12} {'ms/token':>9} {'ours s':>9} {'ref s':>9} {'speedup':>8} "
@@ -167,7 +178,7 @@ def main() -> None:
         loaded = shapes_sized(args.device) if size == "embedded" else random_real_size(size, args.device)
         lm_params = loaded.model.model.language_model.parameters()
         weight_bytes = sum(p.numel() * p.element_size() for p in lm_params)
-        for row in run_size(loaded, size, batches, args.cot_tokens, args.device):
+        for row in run_size(loaded, size, batches, args.cot_tokens, args.device, args.repeats):
             print(row.line(weight_bytes, args.device), flush=True)
         del loaded
         if args.device == "cuda":

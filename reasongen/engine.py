@@ -33,14 +33,22 @@ SLOT_ROUNDING = 64
 
 @dataclass
 class _Layer:
-    wqkv: torch.Tensor  # [(H + 2·Hkv)·hd, D]
-    bqkv: torch.Tensor | None
-    wo: torch.Tensor  # [D, H·hd]
-    bo: torch.Tensor | None
-    w_gate_up: torch.Tensor  # [2·I, D]
-    w_down: torch.Tensor  # [D, I]
+    """One decoder layer's weights, projections stored input-major (``[in, out]``, contiguous) so
+    that each is a single ``mm``/``addmm`` on ``[rows, in]`` activations (no transpose per call)."""
+
+    wqkv: torch.Tensor  # [D, (H + 2·Hkv)·hd]
+    bqkv: torch.Tensor | None  # [(H + 2·Hkv)·hd]
+    wo: torch.Tensor  # [H·hd, D]
+    bo: torch.Tensor | None  # [D]
+    w_gate_up: torch.Tensor  # [D, 2·I]
+    w_down: torch.Tensor  # [I, D]
     ln1: torch.Tensor  # [D]
     ln2: torch.Tensor  # [D]
+
+
+def _proj(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w (+ b)`` for ``x [N, in]``, ``w [in, out]``: one kernel."""
+    return torch.mm(x, w) if b is None else torch.addmm(b, x, w)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -104,12 +112,12 @@ class StaticDecoder:
                 biases = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
                 layers.append(
                     _Layer(
-                        wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                        wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
                         bqkv=torch.cat(biases) if biases[0] is not None else None,
-                        wo=a.o_proj.weight,
+                        wo=a.o_proj.weight.t().contiguous(),
                         bo=a.o_proj.bias,
-                        w_gate_up=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-                        w_down=m.down_proj.weight,
+                        w_gate_up=torch.cat([m.gate_proj.weight, m.up_proj.weight]).t().contiguous(),
+                        w_down=m.down_proj.weight.t().contiguous(),
                         ln1=layer.input_layernorm.weight,
                         ln2=layer.post_attention_layernorm.weight,
                     )
@@ -206,26 +214,28 @@ class StaticDecoder:
 
     def _run(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, write) -> torch.Tensor:
         """The decoder layers; ``write(i, k, v)`` stores layer ``i``'s new keys/values and returns
-        the keys/values to attend to."""
-        b, t, _ = x.shape
+        the keys/values to attend to. The residual stream is kept flat, ``[B·T, D]``."""
+        b, t, d = x.shape
         h, hd, kv = self.n_heads, self.head_dim, self.n_kv
         q_dim, kv_dim = h * hd, kv * hd
+        inter = self._layers[0].w_down.shape[0] if self._layers else 0
         cos = self.cos[positions][:, None]  # [B, 1, T, hd]
         sin = self.sin[positions][:, None]  # [B, 1, T, hd]
+        x = x.reshape(b * t, d)  # [N, D], N = B·T
         for i, w in enumerate(self._layers):
-            a = _rms_norm(x, w.ln1, self.eps)  # [B, T, D]
-            qkv = F.linear(a, w.wqkv, w.bqkv)  # [B, T, q_dim + 2·kv_dim]
-            qk = qkv[..., : q_dim + kv_dim].view(b, t, h + kv, hd).transpose(1, 2)  # [B, H+Hkv, T, hd]
+            qkv = _proj(_rms_norm(x, w.ln1, self.eps), w.wqkv, w.bqkv)  # [N, q_dim + 2·kv_dim]
+            qk = qkv[:, : q_dim + kv_dim].view(b, t, h + kv, hd).transpose(1, 2)  # [B, H+Hkv, T, hd]
             qk = _rotate(qk, cos, sin)  # q and k rotated in one go
             q, k = qk[:, :h], qk[:, h:]  # [B, H, T, hd], [B, Hkv, T, hd]
-            v = qkv[..., q_dim + kv_dim :].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
+            v = qkv[:, q_dim + kv_dim :].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
             keys, values = write(i, k, v)  # [B, Hkv, S', hd] each
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
                                                   enable_gqa=kv != h)  # [B, H, T, hd]  # fmt: skip
-            x = x + F.linear(attn.transpose(1, 2).reshape(b, t, q_dim), w.wo, w.bo)  # [B, T, D]
-            gate, up = F.linear(_rms_norm(x, w.ln2, self.eps), w.w_gate_up).chunk(2, dim=-1)  # [B, T, I] x2
-            x = x + F.linear(self.act(gate) * up, w.w_down)  # [B, T, D]
-        return _rms_norm(x, self.lm.norm.weight, self.eps)  # [B, T, D]
+            attn = attn.transpose(1, 2).reshape(b * t, q_dim)  # [N, q_dim]
+            x = _proj(attn, w.wo, w.bo) + x if w.bo is not None else torch.addmm(x, attn, w.wo)  # [N, D]
+            gate_up = _proj(_rms_norm(x, w.ln2, self.eps), w.w_gate_up)  # [N, 2·I]
+            x = torch.addmm(x, self.act(gate_up[:, :inter]) * gate_up[:, inter:], w.w_down)  # [N, D]
+        return _rms_norm(x, self.lm.norm.weight, self.eps).view(b, t, d)  # [B, T, D]
 
 
 def _slot_mask(valid: torch.Tensor, query_slots: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
