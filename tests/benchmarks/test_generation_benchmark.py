@@ -1,0 +1,45 @@
+"""``benchmarks/generation.py`` still runs both sides (ours and transformers' generate) end to end.
+
+Figures are not asserted (speed lives in the benchmark, not in tests); the rows, their token counts
+and the printed line are. A transformers upgrade that changes Janus's ``generate`` arguments broke
+this script once without any test noticing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "generation.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("generation_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_size_times_ours_and_reference(bench, tiny_loaded):
+    rows = bench.run_size(tiny_loaded, "tiny", [1, 2], cot_tokens=4, device="cpu", repeats=2)
+    n_img = tiny_loaded.num_image_tokens
+    assert [(r.batch, r.what, r.tokens) for r in rows] == [
+        (1, "image", n_img),
+        (1, "cot4+image", n_img + 4),
+        (2, "image", n_img),
+        (2, "cot4+image", n_img + 4),
+    ]
+    assert all(r.ours_s > 0 and r.ref_s > 0 for r in rows)
+    line = rows[0].line(weight_bytes=1, device="cpu")
+    assert line.split()[:3] == ["tiny", "1", "image"] and line.rstrip().endswith("x")
+
+
+def test_median_of_repeats(bench):
+    calls = []
+    assert bench._time(lambda: calls.append(1), "cpu", repeats=3) >= 0
+    assert len(calls) == 3
