@@ -24,7 +24,7 @@ from typing import Any
 
 import gradio as gr
 
-from .common import CSS, KEYBOARD_JS
+from .common import CSS, KEYBOARD_JS, model_label
 from .services import AppConfig, RateLimiter, Services, TokenSigner, build_rewards
 
 __all__ = ["AppConfig", "RateLimiter", "Services", "TokenSigner", "build_demo", "build_rewards", "launch"]
@@ -39,7 +39,7 @@ def build_demo(services: Services) -> gr.Blocks:
     from .generate_tab import build_generate_tab
     from .results_tab import build_results_tab
 
-    model_id = getattr(services.loaded, "model_id", "?")
+    model_id = model_label(getattr(services.loaded, "model_id", "?"))
     with gr.Blocks(title="ReasonGen") as demo:
         user_state = gr.State(None)
         gr.Markdown(

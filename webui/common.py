@@ -6,6 +6,7 @@ import html
 import logging
 from collections.abc import Callable, Iterator
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,6 +20,18 @@ ANNOTATE_QUEUE = "annotate"
 ANNOTATE_LIMIT = 16
 IMAGE_BUTTONS = ["download", "fullscreen"]
 """No "share" button: it would upload to Hugging Face."""
+
+
+def model_label(model_id: str, cwd: Path | None = None) -> str:
+    """How the page names the model: a hub id as is, a local folder relative to the working
+    directory when under it, else by its folder name (never the server's absolute path)."""
+    path = Path(model_id)
+    if not path.is_absolute():
+        return model_id
+    try:
+        return str(path.relative_to(cwd or Path.cwd()))
+    except ValueError:
+        return path.name
 
 
 def require_user(user: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from webui.common import scores_html
+from webui.common import model_label, scores_html
 from webui.services import AppConfig, RateLimiter, Services, TokenSigner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +194,11 @@ def test_app_makes_no_network_calls_beyond_loopback(tiny_loaded, tmp_path, monke
     local = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
     outside = [x for x in seen if x.split(" ", 1)[1] not in local and not x.endswith(".sock")]
     assert seen and not outside, outside
+
+
+def test_model_label_hides_absolute_server_paths(tmp_path):
+    assert model_label("deepseek-ai/Janus-Pro-7B") == "deepseek-ai/Janus-Pro-7B"
+    assert model_label("assets/models/shapes-janus-r1") == "assets/models/shapes-janus-r1"
+    inside = tmp_path / "assets" / "models" / "shapes-janus-r1"
+    assert model_label(str(inside), cwd=tmp_path) == "assets/models/shapes-janus-r1"
+    assert model_label("/srv/weights/janus-pro-7b", cwd=tmp_path) == "janus-pro-7b"
