@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any, Protocol
 
 import numpy as np
@@ -260,12 +261,7 @@ def plan_faithfulness(
 
 def overlapping_boxes(boxes: Sequence[Box]) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)``, ``i < j``, of boxes whose intersection has positive area."""
-    return [
-        (i, j)
-        for i, a in enumerate(boxes)
-        for j in range(i + 1, len(boxes))
-        if min(a.x2, boxes[j].x2) > max(a.x1, boxes[j].x1) and min(a.y2, boxes[j].y2) > max(a.y1, boxes[j].y1)
-    ]
+    return [(i, j) for (i, a), (j, b) in combinations(enumerate(boxes), 2) if box_iou(a, b) > 0]
 
 
 def _compatible(planned: PlanObject, found: ObjectLike) -> bool:
