@@ -218,7 +218,6 @@ class StaticDecoder:
         b, t, d = x.shape
         h, hd, kv = self.n_heads, self.head_dim, self.n_kv
         q_dim, kv_dim = h * hd, kv * hd
-        inter = self._layers[0].w_down.shape[0] if self._layers else 0
         cos = self.cos[positions][:, None]  # [B, 1, T, hd]
         sin = self.sin[positions][:, None]  # [B, 1, T, hd]
         x = x.reshape(b * t, d)  # [N, D], N = B·T
@@ -232,9 +231,9 @@ class StaticDecoder:
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
                                                   enable_gqa=kv != h)  # [B, H, T, hd]  # fmt: skip
             attn = attn.transpose(1, 2).reshape(b * t, q_dim)  # [N, q_dim]
-            x = _proj(attn, w.wo, w.bo) + x if w.bo is not None else torch.addmm(x, attn, w.wo)  # [N, D]
-            gate_up = _proj(_rms_norm(x, w.ln2, self.eps), w.w_gate_up)  # [N, 2·I]
-            x = torch.addmm(x, self.act(gate_up[:, :inter]) * gate_up[:, inter:], w.w_down)  # [N, D]
+            x = torch.addmm(x if w.bo is None else x + w.bo, attn, w.wo)  # [N, D]
+            gate, up = _proj(_rms_norm(x, w.ln2, self.eps), w.w_gate_up).chunk(2, dim=-1)  # [N, I] x2
+            x = torch.addmm(x, self.act(gate) * up, w.w_down)  # [N, D]
         return _rms_norm(x, self.lm.norm.weight, self.eps).view(b, t, d)  # [B, T, D]
 
 
