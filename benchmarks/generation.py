@@ -160,7 +160,7 @@ def main() -> None:
     p.add_argument("--cot-tokens", type=int, default=128, help="CoT length for the CoT + image rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per figure (the median is shown)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is shown)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
