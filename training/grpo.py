@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from reasongen.recipes import get_recipe
-from reasongen.types import Sample, SamplingSettings
+from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
 from .common import (
     RunConfig,
@@ -77,6 +77,11 @@ class GRPOConfig(RunConfig):
         default=600,
         metadata={"help": "Leave out the texts of the shapes benchmark's first N prompts "
                   "(prompt_seed 0) from the 'shapes' pool, so the benchmark stays held out."},
+    )  # fmt: skip
+    shapes_categories: list[str] = field(
+        default_factory=lambda: list(CATEGORIES),
+        metadata={"help": "Categories the 'shapes' pool cycles through, in order; name one more "
+                  "than once to weight it (counting twice doubles its share of the pool)."},
     )  # fmt: skip
     shapes_cell: int = field(
         default=125, metadata={"help": "Cell-aligned scenes (the embedded model's world); 0 = free."}
@@ -134,6 +139,11 @@ class GRPOConfig(RunConfig):
             raise ValueError("give at least one reward name (--rewards shapes)")
         if self.reward_mode not in ("weighted_sum", "product", "group_norm"):
             raise ValueError("reward_mode must be weighted_sum, product or group_norm")
+        unknown = sorted(set(self.shapes_categories) - set(CATEGORIES))
+        if unknown or not self.shapes_categories:
+            raise ValueError(
+                f"shapes_categories must name some of {', '.join(CATEGORIES)}; got {unknown or 'none'}"
+            )
         if self.eval_every and self.prompts != "shapes":
             raise ValueError("eval_every runs the shapes benchmark: use it with --prompts shapes")
         if self.eval_every and not 0 < self.eval_n <= max(self.holdout_benchmark, 1):
@@ -164,7 +174,9 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
         from reasongen.shapes import sample_scenes
 
         cell = cfg.shapes_cell or None
-        scenes = sample_scenes(cfg.num_shapes_prompts, seed=cfg.shapes_seed, cell=cell)
+        scenes = sample_scenes(
+            cfg.num_shapes_prompts, seed=cfg.shapes_seed, categories=tuple(cfg.shapes_categories), cell=cell
+        )
         held: set[str] = set()
         if cfg.holdout_benchmark > 0:
             from reasongen.eval.shapes_bench import benchmark_prompts

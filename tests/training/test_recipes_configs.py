@@ -64,3 +64,23 @@ def test_shapes_pool_holds_out_the_benchmark_prompts() -> None:
     bench = {p.prompt for p in benchmark_prompts(600, seed=0, cell=125)}
     assert pool and not any(p in bench for p, _ in pool)
     assert all(meta and meta["prompt"] == p for p, meta in pool)
+
+
+def test_shapes_categories_weight_the_pool_and_reject_unknown_names() -> None:
+    from training.grpo import load_prompts
+
+    base = ["--num_shapes_prompts", "600", "--holdout_benchmark", "0"]
+    even = load_prompts(parse_config(GRPOConfig, base))
+    tags = ["single_object", "two_object", "counting", "counting", "colors", "position", "color_attr"]
+    weighted = load_prompts(parse_config(GRPOConfig, [*base, "--shapes_categories", *tags]))
+
+    def share(pool: list) -> float:
+        return sum(meta["tag"] == "counting" for _, meta in pool) / len(pool)
+
+    assert share(even) == pytest.approx(1 / 6) and share(weighted) == pytest.approx(2 / 7, abs=0.01)
+    only = load_prompts(parse_config(GRPOConfig, [*base, "--shapes_categories", "position"]))
+    assert {meta["tag"] for _, meta in only} == {"position"}
+    with pytest.raises(ValueError, match="shapes_categories"):
+        GRPOConfig(shapes_categories=["counting", "juggling"])
+    with pytest.raises(ValueError, match="shapes_categories"):
+        GRPOConfig(shapes_categories=[])
