@@ -233,12 +233,10 @@ def plan_faithfulness(
 ) -> CheckResult:
     """Does the plan, read as objects (``object_from_label``), satisfy the prompt's metadata?
 
-    With ``separate`` (default) the plan must also be drawable: no two boxes may overlap or touch
-    (``crowded_boxes``). The world's scenes keep objects apart; shapes drawn in overlapping or
-    touching boxes occlude or merge into one blob, so a plan of four such squares counts four on
-    paper while its image shows fewer. (Measured on the GRPO model's benchmark plans of two or more
-    boxes: 98% of images right when the boxes are apart, 50% when two touch, 32% when two
-    overlap.) That is one more requirement in ``satisfied``/``total``; each clash is a reason.
+    With ``separate`` (default) the plan must also be drawable: no two boxes may overlap (the
+    world's scenes keep objects apart; overlapping objects occlude or merge, so a plan of four
+    overlapping squares can count four while its image shows fewer). That is one more
+    requirement in ``satisfied``/``total``, and each clash is a reason.
 
     ``size_threshold`` sizes unlabelled boxes (``reasongen.shapes.detect.size_threshold_for``;
     default: the free layout's). Texture is not checked unless ``check_texture=True`` is passed
@@ -250,8 +248,8 @@ def plan_faithfulness(
     verdict = check_objects(metadata, objects, **kwargs)
     if not separate:
         return verdict
-    clashes = crowded_boxes(boxes)
-    reasons = tuple(f"boxes {i} and {j} touch or overlap" for i, j in clashes)
+    clashes = overlapping_boxes(boxes)
+    reasons = tuple(f"boxes {i} and {j} overlap" for i, j in clashes)
     return CheckResult(
         correct=verdict.correct and not clashes,
         reasons=verdict.reasons + reasons,
@@ -261,14 +259,9 @@ def plan_faithfulness(
     )
 
 
-def crowded_boxes(boxes: Sequence[Box]) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)``, ``i < j``, of boxes that overlap or touch (share an edge or a
-    corner): their closed extents meet on both axes."""
-
-    def meet(a: Box, b: Box) -> bool:
-        return max(a.x1, b.x1) <= min(a.x2, b.x2) and max(a.y1, b.y1) <= min(a.y2, b.y2)
-
-    return [(i, j) for (i, a), (j, b) in combinations(enumerate(boxes), 2) if meet(a, b)]
+def overlapping_boxes(boxes: Sequence[Box]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, of boxes whose intersection has positive area."""
+    return [(i, j) for (i, a), (j, b) in combinations(enumerate(boxes), 2) if box_iou(a, b) > 0]
 
 
 def _compatible(planned: PlanObject, found: ObjectLike) -> bool:
