@@ -19,9 +19,8 @@ import logging
 import sys
 from dataclasses import fields
 
-FLAGS = ("model", "recipe", "db", "data_dir", "rewards", "combine", "device", "compile", "host", "port",
+FLAGS = ("model", "recipe", "db", "data_dir", "rewards", "combine", "device", "host", "port",
          "max_prompt_chars", "max_candidates", "max_cot_tokens", "concurrency", "rate_limit")  # fmt: skip
-TRUE = ("1", "true", "yes", "on")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
             value = os.environ.get("REASONGEN_DB_URL")
         if f.name == "rewards":
             default = ",".join(default)
-        if isinstance(default, bool):  # --compile / --no-compile; the variable takes 1/true/yes/on
-            on = value.strip().lower() in TRUE if value is not None else default
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                default=on, help=f"{f.metadata.get('help', '')} [env {env}=1]")  # fmt: skip
-            continue
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=kind,

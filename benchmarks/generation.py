@@ -24,7 +24,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,8 +110,8 @@ def run_size(
                           device=loaded.device)  # fmt: skip
     rows = []
     for b in batches:
+        generate(loaded, "warm up", "direct", n=b, seed=0, settings=image_only)  # allocations, kernels
         run_ours = partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only)
-        warm = _wall(run_ours, device)  # allocations, kernels (and compiling, with --compile)
         ours = _time(run_ours, device, repeats)
         ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device, repeats)
         rows.append(Row(size, b, "image", ours, ref, n_img))
@@ -120,25 +119,13 @@ def run_size(
         handle = model.lm_head.register_forward_hook(_forbid([loaded.ids.boi, loaded.ids.eos]))
         try:
             run_ours = partial(generate, loaded, "a red circle", "got-r1", n=b, settings=with_cot)
-            warm_c = _wall(run_ours, device)
             ours_c = _time(run_ours, device, repeats)
             ref_c = _time(partial(_reference_cot_image, model, prefix.repeat(b, 1), cot_tokens), device,
                           repeats)  # fmt: skip
         finally:
             handle.remove()
         rows.append(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
-        print(f"# {size} batch {b}: first (untimed) calls of ours took {warm:.1f} s (image) and "
-              f"{warm_c:.1f} s (cot+image) of wall time", flush=True)  # fmt: skip
     return rows
-
-
-def _wall(fn, device: str) -> float:
-    """Wall seconds of one call (the untimed first call: warm-up, and compiling with --compile)."""
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
 
 
 def _reference_image(model, prefix: torch.Tensor) -> None:
@@ -173,19 +160,13 @@ def main() -> None:
     p.add_argument("--cot-tokens", type=int, default=128, help="CoT length for the CoT + image rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="decode through torch.compile (StaticDecoder.compile); compiling is not timed",
-    )
     p.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is shown)")
     args = p.parse_args()
-    transformers.logging.set_verbosity_error()  # its generate warns about our explicit arguments
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"median of {args.repeats} calls, engine {'compiled' if args.compile else 'eager'}")  # fmt: skip
+          f"median of {args.repeats} calls")  # fmt: skip
     print("reference: transformers JanusForConditionalGeneration.generate (image mode with its default "
           "static cache; text mode for the CoT), same model, same run")  # fmt: skip
     print(f"{'size':>9} {'batch':>5} {'what':>12} {'ms/token':>9} {'ours s':>9} {'ref s':>9} {'speedup':>8} "
@@ -195,10 +176,6 @@ def main() -> None:
             print(f"{size:>9}  skipped: random {size} weights need a GPU")
             continue
         loaded = shapes_sized(args.device) if size == "embedded" else random_real_size(size, args.device)
-        if args.compile:
-            from reasongen.engine import decoder_for
-
-            decoder_for(loaded.model).compile()
         lm_params = loaded.model.model.language_model.parameters()
         weight_bytes = sum(p.numel() * p.element_size() for p in lm_params)
         for row in run_size(loaded, size, batches, args.cot_tokens, args.device, args.repeats):

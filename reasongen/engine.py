@@ -21,7 +21,6 @@ decoding), so stored log-probs stay exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -95,8 +94,6 @@ class StaticDecoder:
         self.cos = self.sin = torch.zeros(0)
         self.graphs: dict[tuple[int, ...], CudaGraphStep] = {}
         self.use_cuda_graphs = True
-        self.compiled_step: Callable[..., torch.Tensor] | None = None  # see ``compile``
-        self._slot = torch.zeros(1, dtype=torch.long)
 
     # ------------------------------------------------------------------ weights
 
@@ -157,27 +154,11 @@ class StaticDecoder:
             self.graphs.clear()
         return self.valid
 
-    def compile(self, on: bool = True) -> None:
-        """Decode through ``torch.compile(step)`` (inductor) off CUDA graphs, e.g. on the CPU.
-
-        Inductor fuses each layer's norms, rotary and activation into a few generated kernels, so a
-        small model's step costs fewer launches. Every new (rows, cache slots) shape compiles once
-        (seconds to a minute; inductor caches the result on disk); tensors, not values, are guarded,
-        so rebuilt fused weights are picked up without recompiling. Results equal the eager path
-        to float rounding (not bit for bit: fused reductions sum in another order).
-        """
-        self.compiled_step = torch.compile(self._step, dynamic=False, fullgraph=True) if on else None
-
     def decode(self, x: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
         """One token per row into ``slot`` (after ``reset`` and a prefill): a replayed CUDA graph on
-        GPU when ``use_cuda_graphs``, else the compiled ``step`` after ``compile()``, else
-        ``forward``. ``x``: ``[R, 1, D]`` → ``[R, 1, D]``."""
+        GPU when ``use_cuda_graphs``, else ``forward``. ``x``: ``[R, 1, D]`` → ``[R, 1, D]``."""
         if not (x.is_cuda and self.use_cuda_graphs):
-            if self.compiled_step is None:
-                return self.forward(x, positions, self.valid, slot)
-            self._slot = self._slot.to(x.device)
-            self._slot.fill_(slot)
-            return self.compiled_step(x, positions, self.valid, self._slot)
+            return self.forward(x, positions, self.valid, slot)
         key = tuple(self.valid.shape)
         if key not in self.graphs:
             self.graphs[key] = CudaGraphStep(self, x, positions)
@@ -215,14 +196,7 @@ class StaticDecoder:
     def step(
         self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, slot: torch.Tensor
     ) -> torch.Tensor:
-        """One decode token per row with every shape static, so it can be captured as a CUDA graph
-        or compiled. See ``_step``."""
-        return self._step(x, positions, valid, slot)
-
-    def _step(
-        self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, slot: torch.Tensor
-    ) -> torch.Tensor:
-        """One decode token per row with every shape static.
+        """One decode token per row with every shape static, so it can be captured as a CUDA graph.
 
         ``x``: ``[R, 1, D]``; ``positions``: ``[R, 1]``; ``valid``: ``[R, S]`` (the whole cache);
         ``slot``: ``[1]`` long tensor, the slot to write. Attention reads all ``S`` slots, masked.

@@ -49,11 +49,6 @@ class AppConfig:
         default="weighted_sum", metadata={"help": "How rewards combine: weighted_sum, product, group_norm."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: auto)."})
-    compile: bool = field(
-        default=False,
-        metadata={"help": "Decode through torch.compile (reasongen.engine): faster per token, but the "
-                  "first generation of each batch shape compiles first (seconds to a minute)."},
-    )  # fmt: skip
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on."})
     port: int = field(default=7860, metadata={"help": "Port to listen on."})
     max_prompt_chars: int = field(default=300, metadata={"help": "Longest prompt accepted."})
@@ -217,10 +212,6 @@ class Services:
         from reasongen.loading import load_model
 
         loaded = load_model(config.model, device=config.device)
-        if config.compile:
-            from reasongen.engine import decoder_for
-
-            decoder_for(loaded.model).compile()
         store = Store(config.db_url(), config.data_dir)
         built = build_rewards(config.rewards) if rewards is None else dict(rewards)
         return cls(config, loaded, store, built)

@@ -39,9 +39,6 @@ def test_flags_and_environment(monkeypatch):
     monkeypatch.setenv("REASONGEN_DB_URL", "sqlite:////tmp/shared.db")  # the annotation CLI's variable
     cfg = app.config_from_args([])
     assert cfg.port == 7860 and cfg.db_url() == "sqlite:////tmp/shared.db"
-    assert not cfg.compile and app.config_from_args(["--compile"]).compile
-    monkeypatch.setenv("REASONGEN_COMPILE", "yes")
-    assert app.config_from_args([]).compile and not app.config_from_args(["--no-compile"]).compile
 
 
 def test_bad_settings_are_clear_errors(capsys):
@@ -153,19 +150,6 @@ def test_embedded_model_is_what_the_app_serves_by_default(tmp_path):
         assert isinstance(table["candidates"][0]["shapes"], float)
     finally:
         svc.close()
-
-
-def test_compile_setting_compiles_the_served_models_decoder(tiny_model_dir, tmp_path):
-    from reasongen.engine import decoder_for
-
-    for on in (False, True):
-        cfg = AppConfig(model=str(tiny_model_dir), data_dir=str(tmp_path / str(on)), device="cpu",
-                        rewards=(), compile=on)  # fmt: skip
-        svc = Services.build(cfg)
-        try:
-            assert (decoder_for(svc.loaded.model).compiled_step is not None) is on
-        finally:
-            svc.close()
 
 
 def test_app_makes_no_network_calls_beyond_loopback(tiny_loaded, tmp_path, monkeypatch):
