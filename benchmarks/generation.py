@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -162,6 +163,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is shown)")
     args = p.parse_args()
+    transformers.logging.set_verbosity_error()  # its generate warns about our explicit arguments
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
