@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ class AppConfig:
     rate_limit: int = field(default=10, metadata={"help": "Generations per session per rate window."})
     rate_window_s: float = field(default=60.0, metadata={"help": "Length of the rate-limit window."})
     secret: str | None = field(
-        default=None, metadata={"help": "Key signing login tokens; default: random per process."}
-    )
+        default=None,
+        metadata={"help": "Key signing login tokens; default: a random key kept in <data_dir>/.secret "
+                  "(made on first start, owner-only), so logins survive restarts."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.rewards, str):
@@ -106,6 +108,40 @@ class RateLimiter:
                 for k in [k for k, v in self._hits.items() if not v]:
                     del self._hits[k]
             return 0.0
+
+
+SECRET_FILE = ".secret"
+
+
+def persistent_secret(data_dir: str | Path) -> str | None:
+    """The login-signing key stored in ``<data_dir>/.secret``, made (random, mode 0600) if absent.
+
+    Written to a temporary file and hard-linked into place, so two servers starting at once agree
+    on one complete key. Returns None (the caller then uses a per-process key) when the folder
+    cannot be written or the file is unreadable or empty; that is logged, not raised.
+    """
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{threading.get_ident()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex())
+            try:
+                os.link(tmp, path)  # fails if another process got there first: use theirs
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_text().strip()
+    except OSError as err:
+        log.warning("cannot keep a login key in %s (%s); logins will not survive a restart", path, err)
+        return None
+    if not key:
+        log.warning("%s is empty; logins will not survive a restart (delete it to make a new key)", path)
+        return None
+    return key
 
 
 class TokenSigner:
@@ -212,6 +248,8 @@ class Services:
         from reasongen.loading import load_model
 
         loaded = load_model(config.model, device=config.device)
+        if config.secret is None:
+            config = replace(config, secret=persistent_secret(config.data_dir))
         store = Store(config.db_url(), config.data_dir)
         built = build_rewards(config.rewards) if rewards is None else dict(rewards)
         return cls(config, loaded, store, built)

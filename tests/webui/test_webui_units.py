@@ -76,6 +76,35 @@ def test_login_tokens():
         assert signer.verify(junk) is None
 
 
+def test_login_key_persists_in_the_data_dir_so_logins_survive_a_restart(tiny_model_dir, tmp_path):
+    import os
+    import stat
+
+    from webui.services import persistent_secret
+
+    data = tmp_path / "data"
+    key = persistent_secret(data)
+    assert key and len(key) == 64 and persistent_secret(data) == key
+    assert stat.S_IMODE(os.stat(data / ".secret").st_mode) == 0o600
+    assert sorted(p.name for p in data.iterdir()) == [".secret"]  # no temporary file left behind
+
+    def served_signer(secret: str | None = None) -> TokenSigner:
+        cfg = AppConfig(model=str(tiny_model_dir), data_dir=str(data), device="cpu", rewards=(),
+                        secret=secret)  # fmt: skip
+        svc = Services.build(cfg)
+        svc.close()
+        return svc.signer
+
+    token = served_signer().sign(7)
+    assert served_signer().verify(token) == 7  # a restarted server accepts it
+    assert served_signer("explicit").verify(token) is None  # REASONGEN_SECRET wins
+    (data / ".secret").write_text("")
+    assert persistent_secret(data) is None  # unusable file: per-process key, logged
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert persistent_secret(blocked) is None
+
+
 def test_scores_html_numbers_and_bars():
     html = scores_html({"shapes": 0.25, "hps": None, "combined": 1.7}, {"gdino": "offline <x>"})
     assert "0.250" in html and "width:25.0%" in html
