@@ -7,11 +7,13 @@ loaded at import time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -124,16 +126,14 @@ def persistent_secret(data_dir: str | Path) -> str | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{threading.get_ident()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(os.urandom(32).hex())
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{SECRET_FILE}.")  # mode 0600
             try:
-                os.link(tmp, path)  # fails if another process got there first: use theirs
-            except FileExistsError:
-                pass
+                with os.fdopen(fd, "w") as f:
+                    f.write(os.urandom(32).hex())
+                with contextlib.suppress(FileExistsError):  # another server was first: use its key
+                    os.link(tmp, path)
             finally:
-                tmp.unlink()
+                os.unlink(tmp)
         key = path.read_text().strip()
     except OSError as err:
         log.warning("cannot keep a login key in %s (%s); logins will not survive a restart", path, err)
