@@ -2,21 +2,27 @@
 
 transformers' Llama forward is general (cache classes, mask builders, output capturing, hooks); at
 one token per step that generality, not arithmetic, dominates the time of a small model, and its
-``DynamicCache`` re-concatenates every layer's keys and values at every step. ``StaticDecoder``
-runs the same arithmetic on the same parameters with:
+``DynamicCache`` re-concatenates every layer's keys and values at every step. On a CPU every tensor
+op costs several microseconds whatever its size, so a small model's step time is its op count.
+``StaticDecoder`` runs the same arithmetic on the same parameters with fewer ops:
 
 - one pre-allocated cache ``[layers, rows, kv_heads, slots, head_dim]`` for all rows (conditional and
   unconditional rows alike), written in place;
-- the q/k/v and the gate/up projections fused into one matmul each (built once, rebuilt when any
-  parameter changes, e.g. after an optimizer step, by watching the parameters' version counters);
-- rotary tables computed once per cache by the model's own ``rotary_emb`` (all of transformers'
-  RoPE variants), q and k rotated together, ``F.rms_norm`` in float32, and attention through
-  ``scaled_dot_product_attention`` with a boolean slot mask.
+- the q/k/v and the gate/up projections fused into one matmul each, with the RMSNorm weight that
+  precedes each folded into its rows (built once, rebuilt when any parameter changes, e.g. after an
+  optimizer step, by watching the parameters' version counters);
+- RMSNorm as ``x / hypot(‖x‖, √(D·eps))`` (the ``√D`` folded into the weights too): three ops
+  instead of the seven of ``rms_norm``'s CPU decomposition;
+- rotary position embedding as one complex multiplication: the q and k output columns of each head
+  are permuted at fusion time so that rotate-half pairs ``(j, j + hd/2)`` sit side by side, and the
+  model's own ``rotary_emb`` tables (all of transformers' RoPE variants) become ``cos + i·sin``.
+  Queries and keys share the permutation, so their dot products (attention) are unchanged;
+- attention through ``scaled_dot_product_attention`` with a boolean slot mask.
 
 Rows may be left-padded: slot ``j`` of row ``b`` holds the token in column ``j`` and is attended to
 only if ``valid[b, j]``; rotary positions come from the caller (``cumsum(mask) - 1``). With fp32
-weights the results equal transformers' own forward to rounding (tested token for token on greedy
-decoding), so stored log-probs stay exact.
+weights the results equal transformers' own forward to float32 rounding (greedy tokens equal
+token for token; log-probs to 1e-4, tested), so stored log-probs stay exact for training.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ SLOT_ROUNDING = 64
 @dataclass
 class _Layer:
     """One decoder layer's weights, projections stored input-major (``[in, out]``, contiguous) so
-    that each is a single ``mm``/``addmm`` on ``[rows, in]`` activations (no transpose per call)."""
+    that each is a single ``mm``/``addmm`` on ``[rows, in]`` activations (no transpose per call).
+    ``wqkv`` and ``w_gate_up`` carry the preceding norm's weight (times ``√D``) in their rows, and
+    ``wqkv``/``bqkv`` hold q and k in the interleaved rotary layout (see ``_interleave``)."""
 
     wqkv: torch.Tensor  # [D, (H + 2·Hkv)·hd]
     bqkv: torch.Tensor | None  # [(H + 2·Hkv)·hd]
@@ -42,8 +50,6 @@ class _Layer:
     bo: torch.Tensor | None  # [D]
     w_gate_up: torch.Tensor  # [D, 2·I]
     w_down: torch.Tensor  # [I, D]
-    ln1: torch.Tensor  # [D]
-    ln2: torch.Tensor  # [D]
 
 
 def _proj(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,25 +57,38 @@ def _proj(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> to
     return torch.mm(x, w) if b is None else torch.addmm(b, x, w)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm: normalise in float32, scale in the input dtype. ``[..., D]``.
+def _fold(weights: list[torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+    """``[out, in]`` weights → one ``[in, Σout]`` matrix with input row ``j`` scaled by
+    ``scale[j]`` (a norm's weight, folded into the projection that follows it); computed in float32
+    and returned in the weights' dtype."""
+    w = torch.cat(weights).float() * scale.float()  # [Σout, in]
+    return w.t().contiguous().to(weights[0].dtype)
 
-    In float32 that is exactly ``F.rms_norm`` (one fused kernel instead of six small ones)."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+def _normalize(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """RMSNorm without its weight and without the ``√D``: ``x / hypot(‖x‖, c)`` with
+    ``c = √(D·eps)``, i.e. ``x / √(mean(x²) + eps) / √D`` (the weights carry ``√D``). Computed in
+    float32 (as LlamaRMSNorm), returned in the input dtype. ``[..., D]``; ``c`` a 0-dim tensor."""
     h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    h = h / torch.hypot(torch.linalg.vector_norm(h, dim=-1, keepdim=True), c)  # [..., D]
+    return h.to(x.dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """Llama's rotate-half RoPE, ``x·cos + rotate_half(x)·sin``, in four kernels.
+def _interleave(w: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """Reorder each head's ``head_dim`` output rows of ``w`` (``[heads·hd, ...]``, or a bias
+    ``[heads·hd]``) from rotate-half order ``(0..hd/2-1 | hd/2..hd-1)`` to pairs
+    ``(0, hd/2, 1, hd/2+1, …)``, so that a view as complex numbers rotates with one multiply."""
+    half = head_dim // 2
+    order = torch.stack([torch.arange(half), torch.arange(half) + half], dim=-1).flatten()  # [hd]
+    return w.unflatten(0, (heads, head_dim))[:, order.to(w.device)].flatten(0, 1)
 
-    ``rotate_half(x) = cat(−x₂, x₁)`` equals ``roll(x, half)·(−1 | +1)``, so the sign lives in
-    ``signed_sin = cat(−sin₁, sin₂)`` (exact: a sign flip does not round). ``x [B, H, T, hd]``,
-    ``cos``/``signed_sin`` ``[B, 1, T, hd]``.
-    """
-    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
+
+def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Llama's rotate-half RoPE on the interleaved layout: ``(x₁ + i·x₂)·(cos + i·sin)`` per pair,
+    computed in float32 (the complex view needs it) and returned in ``x``'s dtype.
+    ``x``: ``[B, T, heads, hd]``; ``rot``: ``[B, T, 1, hd/2]`` complex."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, T, heads, hd/2]
+    return torch.view_as_real(pairs * rot).flatten(-2).to(x.dtype)  # [B, T, heads, hd]
 
 
 class StaticDecoder:
@@ -91,7 +110,8 @@ class StaticDecoder:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.valid = torch.zeros(0, dtype=torch.bool)
-        self.cos = self.sin = torch.zeros(0)
+        self.rot = torch.zeros(0, dtype=torch.complex64)
+        self._final_norm = self._norm_c = torch.zeros(0)
         self.graphs: dict[tuple[int, ...], CudaGraphStep] = {}
         self.use_cuda_graphs = True
 
@@ -105,23 +125,31 @@ class StaticDecoder:
         versions = self._param_versions()
         if versions == self._versions:
             return
+        h, kv, hd = self.n_heads, self.n_kv, self.head_dim
+        root_d = self.lm.config.hidden_size**0.5
         layers = []
         with torch.no_grad():
             for layer in self.lm.layers:
                 a, m = layer.self_attn, layer.mlp
-                biases = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
+                q, k = _interleave(a.q_proj.weight, h, hd), _interleave(a.k_proj.weight, kv, hd)
+                bias = None
+                if a.q_proj.bias is not None:
+                    bias = torch.cat([_interleave(a.q_proj.bias, h, hd), _interleave(a.k_proj.bias, kv, hd),
+                                      a.v_proj.bias])  # fmt: skip
+                gate_up = [m.gate_proj.weight, m.up_proj.weight]
                 layers.append(
                     _Layer(
-                        wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
-                        bqkv=torch.cat(biases) if biases[0] is not None else None,
+                        wqkv=_fold([q, k, a.v_proj.weight], layer.input_layernorm.weight * root_d),
+                        bqkv=bias,
                         wo=a.o_proj.weight.t().contiguous(),
                         bo=a.o_proj.bias,
-                        w_gate_up=torch.cat([m.gate_proj.weight, m.up_proj.weight]).t().contiguous(),
+                        w_gate_up=_fold(gate_up, layer.post_attention_layernorm.weight * root_d),
                         w_down=m.down_proj.weight.t().contiguous(),
-                        ln1=layer.input_layernorm.weight,
-                        ln2=layer.post_attention_layernorm.weight,
                     )
                 )
+            norm = self.lm.norm.weight
+            self._final_norm = (norm.float() * root_d).to(norm.dtype)  # [D]
+            self._norm_c = torch.tensor((self.lm.config.hidden_size * self.eps) ** 0.5, device=norm.device)
         self._layers = layers
         self._versions = versions
         self.graphs.clear()  # captured graphs point at the old fused weights
@@ -131,7 +159,8 @@ class StaticDecoder:
     def reset(self, rows: int, slots: int) -> torch.Tensor:
         """Prepare the cache for ``rows`` sequences of up to ``slots`` tokens (buffers of the same
         shape are reused, so captured graphs stay valid) and return ``valid`` ``[rows, slots]``,
-        all False: the caller marks the slots it fills."""
+        all False: the caller marks the slots that hold, or will hold, real tokens (a query never
+        reads past its own slot, so decode slots may be marked before they are written)."""
         self._fuse()
         w = self._layers[0].wqkv
         slots = -(-slots // SLOT_ROUNDING) * SLOT_ROUNDING  # fewer distinct shapes, fewer captures
@@ -142,15 +171,16 @@ class StaticDecoder:
             self.valid = torch.zeros((rows, slots), dtype=torch.bool, device=w.device)
             self.graphs.clear()  # captured graphs point at the old cache
         self.valid.zero_()  # stale keys/values stay in the cache but are never attended to
-        if self.cos.shape[0] < slots or self.cos.dtype != w.dtype or self.cos.device != w.device:
+        if self.rot.shape[0] < slots or self.rot.device != w.device:
             # rotary tables for every position a row can reach, from the model's own rotary module
             pos = torch.arange(slots, device=w.device)[None]  # [1, S]
-            probe = torch.zeros(1, 1, 1, dtype=w.dtype, device=w.device)
+            probe = torch.zeros(1, 1, 1, dtype=torch.float32, device=w.device)
             with torch.inference_mode():
-                cos, sin = self.lm.rotary_emb(probe, pos)  # [1, S, hd] each
+                cos, sin = self.lm.rotary_emb(probe, pos)  # [1, S, hd] each, rotate-half layout
             half = cos.shape[-1] // 2
-            self.cos = cos[0]  # [S, hd]
-            self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)  # [S, hd], signed
+            if not all(torch.equal(t[..., :half], t[..., half:]) for t in (cos, sin)):
+                raise ValueError("rotary tables are not in rotate-half layout (cat(freqs, freqs))")
+            self.rot = torch.complex(cos[0, :, :half], sin[0, :, :half])  # [S, hd/2]
             self.graphs.clear()
         return self.valid
 
@@ -218,23 +248,21 @@ class StaticDecoder:
         b, t, d = x.shape
         h, hd, kv = self.n_heads, self.head_dim, self.n_kv
         q_dim, kv_dim = h * hd, kv * hd
-        cos = self.cos[positions][:, None]  # [B, 1, T, hd]
-        sin = self.sin[positions][:, None]  # [B, 1, T, hd]
+        rot = self.rot[positions][:, :, None]  # [B, T, 1, hd/2]
         x = x.reshape(b * t, d)  # [N, D], N = B·T
         for i, w in enumerate(self._layers):
-            qkv = _proj(_rms_norm(x, w.ln1, self.eps), w.wqkv, w.bqkv)  # [N, q_dim + 2·kv_dim]
-            qk = qkv[:, : q_dim + kv_dim].view(b, t, h + kv, hd).transpose(1, 2)  # [B, H+Hkv, T, hd]
-            qk = _rotate(qk, cos, sin)  # q and k rotated in one go
-            q, k = qk[:, :h], qk[:, h:]  # [B, H, T, hd], [B, Hkv, T, hd]
+            qkv = _proj(_normalize(x, self._norm_c), w.wqkv, w.bqkv)  # [N, q_dim + 2·kv_dim]
+            qk = _rotate(qkv[:, : q_dim + kv_dim].view(b, t, h + kv, hd), rot)  # [B, T, H+Hkv, hd]
+            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)  # [B, H|Hkv, T, hd]
             v = qkv[:, q_dim + kv_dim :].view(b, t, kv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
             keys, values = write(i, k, v)  # [B, Hkv, S', hd] each
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
                                                   enable_gqa=kv != h)  # [B, H, T, hd]  # fmt: skip
             attn = attn.transpose(1, 2).reshape(b * t, q_dim)  # [N, q_dim]
             x = torch.addmm(x if w.bo is None else x + w.bo, attn, w.wo)  # [N, D]
-            gate, up = _proj(_rms_norm(x, w.ln2, self.eps), w.w_gate_up).chunk(2, dim=-1)  # [N, I] x2
+            gate, up = _proj(_normalize(x, self._norm_c), w.w_gate_up).chunk(2, dim=-1)  # [N, I] x2
             x = torch.addmm(x, self.act(gate) * up, w.w_down)  # [N, D]
-        return _rms_norm(x, self.lm.norm.weight, self.eps).view(b, t, d)  # [B, T, D]
+        return (_normalize(x, self._norm_c) * self._final_norm).view(b, t, d)  # [B, T, D]
 
 
 def _slot_mask(valid: torch.Tensor, query_slots: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

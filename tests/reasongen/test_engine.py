@@ -31,6 +31,38 @@ def test_prefill_equals_transformers_forward_on_left_padded_rows(tiny_loaded):
     assert torch.isfinite(ours).all()  # padding slots do not produce NaN
 
 
+def test_grouped_heads_biases_and_scaled_rope_equal_transformers():
+    """The folded norms and the interleaved rotary layout on a Llama with 2 key/value heads for 4
+    query heads, q/k/v biases, non-unit norm weights and llama3 RoPE scaling: prefill and then two
+    decode steps against transformers' forward over the whole sequence."""
+    from transformers import LlamaConfig, LlamaModel
+
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32}  # fmt: skip
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, attention_bias=True, vocab_size=50, max_position_embeddings=256,
+                      rope_scaling=rope)  # fmt: skip
+    torch.manual_seed(0)
+    lm = LlamaModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.normal_(1.0 if "norm" in name else 0.0, 0.3)  # defaults (ones, zeros) would hide a bug
+    x = torch.randn(2, 7, 64)
+    mask = torch.tensor([[1] * 7, [0, 0] + [1] * 5])
+    pos = positions(mask)
+    with torch.no_grad():
+        ref = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state  # [2, 7, 64]
+    dec = StaticDecoder(lm)
+    valid = dec.reset(2, 16)
+    valid[:, :7] = mask.bool()
+    outs = [dec.forward(x[:, :5], pos[:, :5], valid, 0)]  # prefill 5 columns, then one at a time
+    outs += [dec.forward(x[:, t : t + 1], pos[:, t : t + 1], valid, t) for t in (5, 6)]
+    ours = torch.cat(outs, dim=1)
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
 def test_static_step_equals_sliced_forward(tiny_loaded):
     lm = tiny_loaded.model.model.language_model
     x, mask = _embedded_batch(tiny_loaded)
@@ -89,3 +121,12 @@ def test_cuda_graph_decode_matches_eager(tiny_model_dir):
     eager = generate(loaded, "two stars", "got-r1", n=3, settings=settings)
     assert [s.image_token_ids for s in graphed] == [s.image_token_ids for s in eager]
     assert [s.cot_token_ids for s in graphed] == [s.cot_token_ids for s in eager]
+
+
+def test_image_head_equals_the_generation_head_module(tiny_loaded):
+    from reasongen.decode import image_head
+
+    hidden = torch.randn(3, tiny_loaded.model.config.text_config.hidden_size)
+    with torch.no_grad():
+        ref = tiny_loaded.model.model.generation_head(hidden)
+    torch.testing.assert_close(image_head(tiny_loaded.model)(hidden), ref, atol=0, rtol=0)
