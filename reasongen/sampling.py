@@ -10,8 +10,10 @@ import torch
 
 
 def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, weight: float) -> torch.Tensor:
-    """Classifier-free guidance: ``u + w · (c − u)``. Shapes ``[..., V]``; ``w = 1`` gives ``c``."""
-    return uncond + weight * (cond - uncond)  # [..., V]
+    """Classifier-free guidance: ``u + w · (c − u)``. Shapes ``[..., V]``; ``w = 1`` gives ``c``.
+
+    One ``lerp`` kernel (``w`` may exceed 1: it extrapolates) instead of three."""
+    return torch.lerp(uncond, cond, weight)  # [..., V]
 
 
 def sampling_logprobs(
@@ -47,9 +49,17 @@ def sampling_logprobs(
 def draw(
     logprobs: torch.Tensor, greedy: bool, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row of ``logprobs`` ``[B, V]``; return ``(tokens [B], their logprobs [B])``."""
+    """Draw one token per row of ``logprobs`` ``[B, V]``; return ``(tokens [B], their logprobs [B])``.
+
+    Sampling is an exponential race, ``argmax(p / E)`` with ``E ~ Exp(1)`` i.i.d. per token: the
+    Gumbel-max trick in another form, an exact draw from ``p``, in a few element-wise kernels and no
+    host sync (``torch.multinomial`` builds a CDF per row and costs ~2× as much per step on a CPU).
+    Filtered tokens have ``p = 0`` and never win (``E`` is kept above 0, so no ``0 / 0``).
+    """
     if greedy:
         tokens = logprobs.argmax(dim=-1)  # [B]
     else:
-        tokens = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)  # [B]
+        race = torch.empty_like(logprobs).exponential_(generator=generator)  # [B, V]
+        race.clamp_min_(torch.finfo(race.dtype).tiny)
+        tokens = logprobs.exp().div_(race).argmax(dim=-1)  # [B]
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)

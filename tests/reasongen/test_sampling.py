@@ -1,0 +1,35 @@
+"""The sampling maths: guidance, filtered log-probs, and the exponential-race draw."""
+
+from __future__ import annotations
+
+import torch
+
+from reasongen.sampling import draw, guided_logits, sampling_logprobs
+
+
+def test_guidance_extrapolates_from_unconditional_to_conditional():
+    cond, uncond = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.5]])
+    torch.testing.assert_close(guided_logits(cond, uncond, 5.0), torch.tensor([[5.0, -14.0, 0.5]]))
+    torch.testing.assert_close(guided_logits(cond, uncond, 1.0), cond)
+
+
+def test_draw_frequencies_follow_the_distribution_and_skip_filtered_tokens():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(4000, 1)  # [4000, 4] rows
+    logp = sampling_logprobs(logits, top_k=3)  # the 0.05 token is filtered out
+    gen = torch.Generator().manual_seed(0)
+    tokens, lps = draw(logp, greedy=False, generator=gen)
+    freq = torch.bincount(tokens, minlength=4).float() / tokens.numel()
+    expected = torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95
+    # 4000 draws: one standard error is at most 0.008; allow four
+    torch.testing.assert_close(freq, expected, atol=0.032, rtol=0)
+    assert int((tokens == 3).sum()) == 0
+    torch.testing.assert_close(lps, logp.gather(-1, tokens[:, None]).squeeze(-1))
+
+
+def test_draw_is_seeded_and_greedy_takes_the_argmax():
+    logp = torch.log_softmax(torch.randn(8, 50, generator=torch.Generator().manual_seed(1)), dim=-1)
+    a = draw(logp, False, torch.Generator().manual_seed(3))[0]
+    b = draw(logp, False, torch.Generator().manual_seed(3))[0]
+    c = draw(logp, False, torch.Generator().manual_seed(4))[0]
+    assert a.tolist() == b.tolist() and a.tolist() != c.tolist()
+    assert draw(logp, True, None)[0].tolist() == logp.argmax(-1).tolist()
