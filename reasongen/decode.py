@@ -13,10 +13,12 @@ stream; nothing here decodes text or images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from .engine import decoder_for
 from .sampling import draw, guided_logits, sampling_logprobs
@@ -61,6 +63,27 @@ def unconditional_rows(ids: torch.Tensor, mask: torch.Tensor, bos: int, boi: int
     return uncond
 
 
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "gelu_new": partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+def image_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Janus's generation head (``proj_out`` → activation → ``vision_head``) as three kernels.
+
+    The same weights and arithmetic as ``model.model.generation_head``, without its four module
+    calls (hook dispatch, hub-kernel wrappers): on a CPU those cost more per token than the small
+    matmuls. Forward hooks on the head's submodules do not fire here. ``[R, D]`` → ``[R, K]``.
+    """
+    head = model.model.generation_head
+    act = _ACTIVATIONS.get(getattr(model.config.vq_config, "hidden_act", ""), head.activation_fn)
+    w1, b1, w2, b2 = head.proj_out.weight, head.proj_out.bias, head.vision_head.weight, head.vision_head.bias
+    return lambda h: F.linear(act(F.linear(h, w1, b1)), w2, b2)
+
+
 @torch.inference_mode()
 def decode_text(
     model,
@@ -79,6 +102,7 @@ def decode_text(
     dec = decoder_for(model)
     valid = dec.reset(b, width + max_new_tokens)  # [B, S]
     valid[:, :width] = mask.bool()
+    valid[:, width : width + max_new_tokens] = True  # every row writes every step (attention is causal)
     pos = positions(mask)  # [B, L]
     embed = model.get_input_embeddings()
     hidden = dec.forward(embed(ids), pos, valid, 0)[:, -1]  # [B, D]
@@ -92,10 +116,8 @@ def decode_text(
         finished |= torch.isin(tok, stops)
         if bool(finished.all()) or step == max_new_tokens - 1:
             return
-        slot = width + step
-        valid[:, slot] = True
         pos = pos[:, -1:] + 1  # [B, 1]
-        hidden = dec.decode(embed(tok[:, None]), pos, slot)[:, -1]  # [B, D]
+        hidden = dec.decode(embed(tok[:, None]), pos, width + step)[:, -1]  # [B, D]
 
 
 @torch.inference_mode()
@@ -124,6 +146,7 @@ def decode_image(
     dec = decoder_for(model)
     valid = dec.reset(rows, width + n_tokens)  # [R, S]
     valid[:, :width] = mask.bool()
+    valid[:, width : width + n_tokens] = True  # filled one per step; attention is causal
     pos = positions(mask)  # [R, L], R = 2B with CFG else B
     hidden = dec.forward(model.get_input_embeddings()(ids), pos, valid, 0)[:, -1]  # [R, D]
     not_finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
@@ -131,8 +154,9 @@ def decode_image(
     # the whole codebook and looked up per step: one kernel instead of four.
     codebook = torch.arange(model.model.generation_embeddings.num_embeddings, device=ids.device)
     table = model.prepare_embeddings_for_image_generation(codebook[None])[0]  # [K, D]
+    head = image_head(model)
     for i in range(n_tokens):
-        logits = model.model.generation_head(hidden)  # [R, K]
+        logits = head(hidden)  # [R, K]
         if cfg:
             logits = guided_logits(logits[:b], logits[b:], guidance)  # [B, K]
         logp = sampling_logprobs(logits, temperature, top_k, top_p)  # [B, K]
@@ -142,6 +166,5 @@ def decode_image(
             return
         nxt = torch.cat([tok, tok]) if cfg else tok  # [R]
         embeds = table[nxt][:, None]  # [R, 1, D]
-        valid[:, width + i] = True
         pos = pos[:, -1:] + 1  # [R, 1]
         hidden = dec.decode(embeds, pos, width + i)[:, -1]  # [R, D]

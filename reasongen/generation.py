@@ -210,16 +210,18 @@ def generate_stream(
     x, m = left_pad(prefixes, ids.pad, dev)
     grid = loaded.grid
     every = grid // 4 if preview_every_rows is None else preview_every_rows
-    image_tokens = torch.empty((n, s.num_image_tokens), dtype=torch.long, device=dev)  # [n, N]
-    image_lps = torch.empty((n, s.num_image_tokens), dtype=torch.float32, device=dev)  # [n, N]
+    tokens: list[torch.Tensor] = []  # per step [n]; stacked when needed (no per-token copy)
+    lps: list[torch.Tensor] = []
     steps = decode_image(loaded.model, x, m, s.num_image_tokens, ids.bos, ids.boi, ids.pad,
                          s.guidance, s.temperature, s.top_k, s.top_p, gen)  # fmt: skip
     for j, step in enumerate(steps):
-        image_tokens[:, j] = step.tokens
-        image_lps[:, j] = step.logprobs
+        tokens.append(step.tokens)
+        lps.append(step.logprobs)
         rows = (j + 1) // grid
         if every and (j + 1) % grid == 0 and rows % every == 0 and rows < grid:
-            yield ImageProgress(rows, grid, _previews(loaded, image_tokens[:, : j + 1], rows))
+            yield ImageProgress(rows, grid, _previews(loaded, torch.stack(tokens, dim=1), rows))
+    image_tokens = torch.stack(tokens, dim=1)  # [n, N]
+    image_lps = torch.stack(lps, dim=1).float()  # [n, N]
 
     images = tokens_to_images(loaded, image_tokens)
     yield ImageProgress(grid, grid, images)
