@@ -111,9 +111,9 @@ def decode_text(
     for step in range(max_new_tokens):
         logp = sampling_logprobs(model.lm_head(hidden), temperature, top_k, top_p)  # [B, V]
         tok, lp = draw(logp, greedy=temperature == 0, generator=generator)  # [B], [B]
-        tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
+        tok = tok.masked_fill(finished, pad_id)
         yield TokenStep(tok, lp, finished.clone())
-        finished |= torch.isin(tok, stops)
+        finished |= (tok[:, None] == stops).any(dim=-1)
         if bool(finished.all()) or step == max_new_tokens - 1:
             return
         pos = pos[:, -1:] + 1  # [B, 1]

@@ -39,8 +39,8 @@ def sampling_logprobs(
         x = x.masked_fill(x < kth, float("-inf"))
     if top_p is not None and 0.0 < top_p < 1.0:
         sorted_x, order = torch.sort(x, dim=-1, descending=True)  # [..., V]
-        cum = torch.softmax(sorted_x, dim=-1).cumsum(dim=-1)  # [..., V]
-        drop_sorted = (cum - torch.softmax(sorted_x, dim=-1)) >= top_p  # mass before this token
+        probs = torch.softmax(sorted_x, dim=-1)  # [..., V]
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p  # mass before this token
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         x = x.masked_fill(drop, float("-inf"))
     return torch.log_softmax(x, dim=-1)  # [..., V]
