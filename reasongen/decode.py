@@ -106,6 +106,7 @@ def decode_text(
     pos = positions(mask)  # [B, L]
     embed = model.get_input_embeddings()
     hidden = dec.forward(embed(ids), pos, valid, 0)[:, -1]  # [B, D]
+    next_pos = pos[:, -1:] + torch.arange(1, max_new_tokens + 1, device=ids.device)  # [B, max_new_tokens]
     stops = torch.tensor(stop_ids, device=ids.device)
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)  # [B]
     for step in range(max_new_tokens):
@@ -116,8 +117,7 @@ def decode_text(
         finished |= (tok[:, None] == stops).any(dim=-1)
         if bool(finished.all()) or step == max_new_tokens - 1:
             return
-        pos = pos[:, -1:] + 1  # [B, 1]
-        hidden = dec.decode(embed(tok[:, None]), pos, width + step)[:, -1]  # [B, D]
+        hidden = dec.decode(embed(tok[:, None]), next_pos[:, step : step + 1], width + step)[:, -1]  # [B, D]
 
 
 @torch.inference_mode()
@@ -149,6 +149,7 @@ def decode_image(
     valid[:, width : width + n_tokens] = True  # filled one per step; attention is causal
     pos = positions(mask)  # [R, L], R = 2B with CFG else B
     hidden = dec.forward(model.get_input_embeddings()(ids), pos, valid, 0)[:, -1]  # [R, D]
+    next_pos = pos[:, -1:] + torch.arange(1, n_tokens + 1, device=ids.device)  # [R, n_tokens]
     not_finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
     # The image-token embedding (lookup + aligner MLP) acts row by row, so it is computed once for
     # the whole codebook and looked up per step: one kernel instead of four.
@@ -166,5 +167,4 @@ def decode_image(
             return
         nxt = torch.cat([tok, tok]) if cfg else tok  # [R]
         embeds = table[nxt][:, None]  # [R, 1, D]
-        pos = pos[:, -1:] + 1  # [R, 1]
-        hidden = dec.decode(embeds, pos, width + i)[:, -1]  # [R, D]
+        hidden = dec.decode(embeds, next_pos[:, i : i + 1], width + i)[:, -1]  # [R, D]
