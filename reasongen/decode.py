@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from .engine import decoder_for
+from .engine import activation, decoder_for
 from .sampling import draw, guided_logits, sampling_logprobs
 
 
@@ -63,14 +62,6 @@ def unconditional_rows(ids: torch.Tensor, mask: torch.Tensor, bos: int, boi: int
     return uncond
 
 
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,
-    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "gelu_new": partial(F.gelu, approximate="tanh"),
-    "silu": F.silu,
-}
-
-
 def image_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
     """Janus's generation head (``proj_out`` → activation → ``vision_head``) as three kernels.
 
@@ -79,7 +70,7 @@ def image_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
     matmuls. Forward hooks on the head's submodules do not fire here. ``[R, D]`` → ``[R, K]``.
     """
     head = model.model.generation_head
-    act = _ACTIVATIONS.get(getattr(model.config.vq_config, "hidden_act", ""), head.activation_fn)
+    act = activation(getattr(model.config.vq_config, "hidden_act", None), head.activation_fn)
     w1, b1, w2, b2 = head.proj_out.weight, head.proj_out.bias, head.vision_head.weight, head.vision_head.bias
     return lambda h: F.linear(act(F.linear(h, w1, b1)), w2, b2)
 

@@ -27,7 +27,9 @@ token for token; log-probs to 1e-4, tested), so stored log-probs stay exact for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,20 @@ from torch import nn
 
 SLOT_ROUNDING = 64
 """Cache lengths are rounded up to this, so prompts of similar length share one CUDA graph."""
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+}
+
+
+def activation(name: str | None, module: Callable[[torch.Tensor], torch.Tensor]):
+    """The function behind transformers' activation ``name`` (``ACT2FN``), called directly: its
+    module wrappers (hub-kernel dispatch, ``nn.Module.__call__``) cost more than the kernel on a
+    CPU. Names not listed fall back to ``module``, the model's own activation module."""
+    return _ACTIVATIONS.get(name or "", module)
 
 
 @dataclass
@@ -103,7 +119,7 @@ class StaticDecoder:
         self.n_kv = cfg.num_key_value_heads or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        self.act = lm.layers[0].mlp.act_fn
+        self.act = activation(cfg.hidden_act, lm.layers[0].mlp.act_fn)
         self.scale = lm.layers[0].self_attn.scaling
         self._layers: list[_Layer] = []
         self._versions: tuple[int, ...] | None = None
