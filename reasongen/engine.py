@@ -85,9 +85,9 @@ def _normalize(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """RMSNorm without its weight and without the ``√D``: ``x / hypot(‖x‖, c)`` with
     ``c = √(D·eps)``, i.e. ``x / √(mean(x²) + eps) / √D`` (the weights carry ``√D``). Computed in
     float32 (as LlamaRMSNorm), returned in the input dtype. ``[..., D]``; ``c`` a 0-dim tensor."""
-    h = x.float()
+    h = x if x.dtype == torch.float32 else x.float()  # (no-op calls cost µs on a CPU)
     h = h / torch.hypot(torch.linalg.vector_norm(h, dim=-1, keepdim=True), c)  # [..., D]
-    return h.to(x.dtype)
+    return h if x.dtype == torch.float32 else h.to(x.dtype)
 
 
 def _interleave(w: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
@@ -103,8 +103,10 @@ def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Llama's rotate-half RoPE on the interleaved layout: ``(x₁ + i·x₂)·(cos + i·sin)`` per pair,
     computed in float32 (the complex view needs it) and returned in ``x``'s dtype.
     ``x``: ``[B, T, heads, hd]``; ``rot``: ``[B, T, 1, hd/2]`` complex."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, T, heads, hd/2]
-    return torch.view_as_real(pairs * rot).flatten(-2).to(x.dtype)  # [B, T, heads, hd]
+    fp32 = x.dtype == torch.float32
+    pairs = torch.view_as_complex((x if fp32 else x.float()).unflatten(-1, (-1, 2)))  # [B, T, heads, hd/2]
+    out = torch.view_as_real(pairs * rot).flatten(-2)  # [B, T, heads, hd]
+    return out if fp32 else out.to(x.dtype)
 
 
 class StaticDecoder:
@@ -125,6 +127,7 @@ class StaticDecoder:
         self._versions: tuple[int, ...] | None = None
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self._layer_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.valid = torch.zeros(0, dtype=torch.bool)
         self.rot = torch.zeros(0, dtype=torch.complex64)
         self._final_norm = self._norm_c = torch.zeros(0)
@@ -184,6 +187,7 @@ class StaticDecoder:
         if self.k is None or self.k.shape != shape or self.k.dtype != w.dtype or self.k.device != w.device:
             self.k = torch.zeros(shape, dtype=w.dtype, device=w.device)
             self.v = torch.zeros(shape, dtype=w.dtype, device=w.device)
+            self._layer_caches = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per-layer views
             self.valid = torch.zeros((rows, slots), dtype=torch.bool, device=w.device)
             self.graphs.clear()  # captured graphs point at the old cache
         self.valid.zero_()  # stale keys/values stay in the cache but are never attended to
@@ -231,10 +235,16 @@ class StaticDecoder:
             query_slots = torch.arange(start, end, device=x.device)[:, None]  # [T, 1]
             mask = _slot_mask(valid[:, :end], query_slots, slots)  # [B, 1, T, end]
 
+        b = x.shape[0]
+        caches = self._layer_caches  # [R, Hkv, S, hd] views; fewer rows than the cache use the first b
+        if b != self.valid.shape[0]:
+            caches = [(k[:b], v[:b]) for k, v in caches]
+
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self.k[i, : k.shape[0], :, start:end] = k
-            self.v[i, : v.shape[0], :, start:end] = v
-            return self.k[i, : k.shape[0], :, :end], self.v[i, : v.shape[0], :, :end]
+            k_cache, v_cache = caches[i]  # [B, Hkv, S, hd] views
+            k_cache.narrow(2, start, t).copy_(k)
+            v_cache.narrow(2, start, t).copy_(v)
+            return k_cache.narrow(2, 0, end), v_cache.narrow(2, 0, end)
 
         return self._run(x, positions, mask, write)
 
