@@ -208,6 +208,8 @@ class StaticDecoder:
         """One token per row into ``slot`` (after ``reset`` and a prefill): a replayed CUDA graph on
         GPU when ``use_cuda_graphs``, else ``forward``. ``x``: ``[R, 1, D]`` → ``[R, 1, D]``."""
         if not (x.is_cuda and self.use_cuda_graphs):
+            if torch.is_inference_mode_enabled():  # the decode loops: skip forward's re-entry (~30 µs)
+                return self._forward(x, positions, self.valid, slot)
             return self.forward(x, positions, self.valid, slot)
         key = tuple(self.valid.shape)
         if key not in self.graphs:
@@ -226,6 +228,12 @@ class StaticDecoder:
         ``valid``: ``[B, S]`` bool, which slots hold real tokens (at least up to ``start+T``).
         Attention reads only slots ``< start+T`` (the cheapest form for prefill and CPU decode).
         """
+        return self._forward(x, positions, valid, start)
+
+    def _forward(
+        self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """``forward`` without entering inference mode (the caller is already in it)."""
         t = x.shape[1]
         end = start + t
         if t == 1:  # decode: the new slot is valid, so the mask is just the valid slots so far
