@@ -31,36 +31,64 @@ def test_prefill_equals_transformers_forward_on_left_padded_rows(tiny_loaded):
     assert torch.isfinite(ours).all()  # padding slots do not produce NaN
 
 
-def test_grouped_heads_biases_and_scaled_rope_equal_transformers():
-    """The folded norms and the interleaved rotary layout on a Llama with 2 key/value heads for 4
-    query heads, q/k/v biases, non-unit norm weights and llama3 RoPE scaling: prefill and then two
-    decode steps against transformers' forward over the whole sequence."""
+def _llama():
+    """A Llama with 2 key/value heads for 4 query heads, q/k/v biases, random norm weights and
+    biases (the defaults, ones and zeros, would hide a folding bug), llama3 RoPE scaling, and
+    weights large enough that attention depends on positions."""
     from transformers import LlamaConfig, LlamaModel
 
     rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 32}  # fmt: skip
     cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, attention_bias=True, vocab_size=50, max_position_embeddings=256,
-                      rope_scaling=rope)  # fmt: skip
+                      rope_scaling=rope, initializer_range=0.2)  # fmt: skip
     torch.manual_seed(0)
     lm = LlamaModel(cfg).eval()
     with torch.no_grad():
         for name, p in lm.named_parameters():
             if "norm" in name or name.endswith("bias"):
-                p.normal_(1.0 if "norm" in name else 0.0, 0.3)  # defaults (ones, zeros) would hide a bug
-    x = torch.randn(2, 7, 64)
-    mask = torch.tensor([[1] * 7, [0, 0] + [1] * 5])
+                p.normal_(1.0 if "norm" in name else 0.0, 0.3)
+    return lm
+
+
+def _prefill_then_decode(lm, x, mask):
+    """Our decoder over ``x [2, 7, D]``: prefill 5 columns, then one decode step at a time."""
     pos = positions(mask)
-    with torch.no_grad():
-        ref = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state  # [2, 7, 64]
     dec = StaticDecoder(lm)
     valid = dec.reset(2, 16)
     valid[:, :7] = mask.bool()
-    outs = [dec.forward(x[:, :5], pos[:, :5], valid, 0)]  # prefill 5 columns, then one at a time
+    outs = [dec.forward(x[:, :5], pos[:, :5], valid, 0)]
     outs += [dec.forward(x[:, t : t + 1], pos[:, t : t + 1], valid, t) for t in (5, 6)]
-    ours = torch.cat(outs, dim=1)
-    real = mask.bool()
-    torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=1e-5)
+    return torch.cat(outs, dim=1)
+
+
+MASK = torch.tensor([[1] * 7, [0, 0] + [1] * 5])
+
+
+def test_grouped_heads_biases_and_scaled_rope_equal_transformers():
+    """The folded norms and the interleaved rotary layout against transformers' forward over the
+    whole sequence (prefill plus two decode steps, one row left-padded)."""
+    lm = _llama()
+    x = torch.randn(2, 7, 64)
+    with torch.no_grad():
+        ref = lm(inputs_embeds=x, attention_mask=MASK, position_ids=positions(MASK)).last_hidden_state
+        still = lm(inputs_embeds=x, attention_mask=MASK, position_ids=0 * MASK).last_hidden_state
+    real = MASK.bool()
+    assert (ref[real] - still[real]).abs().max() > 0.1  # positions matter in this model
+    torch.testing.assert_close(_prefill_then_decode(lm, x, MASK)[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_path_follows_transformers_in_bfloat16():
+    """The GPU's dtype (the non-float32 branches of the norm and the rotation), run on the CPU."""
+    lm = _llama().to(torch.bfloat16)
+    x = torch.randn(2, 7, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = lm(inputs_embeds=x, attention_mask=MASK, position_ids=positions(MASK)).last_hidden_state
+    ours = _prefill_then_decode(lm, x, MASK)
+    assert ours.dtype == torch.bfloat16
+    real = MASK.bool()
+    # bf16 rounding differs (fp32 rotation, folded weights): ~0.08 here; a missing rotation gives ~4
+    torch.testing.assert_close(ours[real].float(), ref[real].float(), atol=0.15, rtol=0.05)
 
 
 def test_static_step_equals_sliced_forward(tiny_loaded):
