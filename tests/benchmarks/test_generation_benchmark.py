@@ -31,12 +31,17 @@ def test_run_size_times_ours_and_reference(bench, tiny_loaded):
     assert [(r.batch, r.what, r.tokens) for r in rows] == [
         (1, "image", n_img),
         (1, "cot4+image", n_img + 4),
+        (1, "vq-decode", n_img),
         (2, "image", n_img),
         (2, "cot4+image", n_img + 4),
+        (2, "vq-decode", n_img),
     ]
     assert all(r.ours_s > 0 and r.ref_s > 0 for r in rows)
     line = rows[0].line(weight_bytes=1, device="cpu")
     assert line.split()[:3] == ["tiny", "1", "image"] and line.rstrip().endswith("x")
+    vq = rows[2]
+    assert vq.bound == pytest.approx(rows[0].ref_s / vq.ours_s)  # the image call's ceiling
+    assert vq.line(weight_bytes=1, device="cpu").split()[:3] == ["tiny", "1", "vq-decode"]
 
 
 def test_median_of_repeats(bench):
