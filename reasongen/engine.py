@@ -75,9 +75,9 @@ def _proj(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> to
 
 def _fold(weights: list[torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
     """``[out, in]`` weights → one ``[in, Σout]`` matrix with input row ``j`` scaled by
-    ``scale[j]`` (a norm's weight, folded into the projection that follows it); computed in float32
-    and returned in the weights' dtype."""
-    w = torch.cat(weights).float() * scale.float()  # [Σout, in]
+    ``scale[j]`` (float32: a norm's weight times √D, folded into the projection that follows it);
+    computed in float32 and returned in the weights' dtype (one rounding)."""
+    w = torch.cat(weights).float() * scale  # [Σout, in]
     return w.t().contiguous().to(weights[0].dtype)
 
 
@@ -158,11 +158,11 @@ class StaticDecoder:
                 gate_up = [m.gate_proj.weight, m.up_proj.weight]
                 layers.append(
                     _Layer(
-                        wqkv=_fold([q, k, a.v_proj.weight], layer.input_layernorm.weight * root_d),
+                        wqkv=_fold([q, k, a.v_proj.weight], layer.input_layernorm.weight.float() * root_d),
                         bqkv=bias,
                         wo=a.o_proj.weight.t().contiguous(),
                         bo=a.o_proj.bias,
-                        w_gate_up=_fold(gate_up, layer.post_attention_layernorm.weight * root_d),
+                        w_gate_up=_fold(gate_up, layer.post_attention_layernorm.weight.float() * root_d),
                         w_down=m.down_proj.weight.t().contiguous(),
                     )
                 )
