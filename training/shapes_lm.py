@@ -151,7 +151,7 @@ def train_lm(
         curve.append((float(text_loss.detach()), float(img_loss.detach())))
         if step % 25 == 0:
             bar.set_postfix(text=f"{curve[-1][0]:.3f}", image=f"{curve[-1][1]:.3f}",
-                            anchor=f"{float(anchor_loss):.3f}")  # fmt: skip
+                            anchor=f"{float(anchor_loss.detach()):.3f}")  # fmt: skip
         if max_seconds is not None and time.time() - t0 > max_seconds:
             break
     model.eval()
