@@ -270,9 +270,10 @@ class StaticDecoder:
         mask = _slot_mask(valid, slot[:, None], slots)  # [R, 1, 1, S]
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self.k[i].index_copy_(2, slot, k)
-            self.v[i].index_copy_(2, slot, v)
-            return self.k[i], self.v[i]
+            k_cache, v_cache = self._layer_caches[i]  # [R, Hkv, S, hd] views
+            k_cache.index_copy_(2, slot, k)
+            v_cache.index_copy_(2, slot, v)
+            return k_cache, v_cache
 
         return self._run(x, positions, mask, write)
 
