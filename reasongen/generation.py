@@ -221,7 +221,7 @@ def generate_stream(
         if every and (j + 1) % grid == 0 and rows % every == 0 and rows < grid:
             yield ImageProgress(rows, grid, _previews(loaded, torch.stack(tokens, dim=1), rows))
     image_tokens = torch.stack(tokens, dim=1)  # [n, N]
-    image_lps = torch.stack(lps, dim=1).float()  # [n, N]
+    image_lps = torch.stack(lps, dim=1)  # [n, N], float32 (sampling_logprobs)
 
     images = tokens_to_images(loaded, image_tokens)
     yield ImageProgress(grid, grid, images)
