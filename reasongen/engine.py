@@ -124,7 +124,7 @@ class StaticDecoder:
         self.act = activation(cfg.hidden_act, lm.layers[0].mlp.act_fn)
         self.scale = lm.layers[0].self_attn.scaling
         self._layers: list[_Layer] = []
-        self._versions: tuple[int, ...] | None = None
+        self._versions: tuple[tuple[int, int, torch.dtype, torch.device], ...] | None = None
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self._layer_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -136,11 +136,15 @@ class StaticDecoder:
 
     # ------------------------------------------------------------------ weights
 
-    def _param_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.lm.parameters())
+    def _param_versions(self) -> tuple[tuple[int, int, torch.dtype, torch.device], ...]:
+        # The version counter catches in-place updates (optimizer steps); the storage, dtype and
+        # device catch ``model.to(...)``/``.half()``, which give parameters new tensors whose
+        # counters can equal the old ones.
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.lm.parameters())
 
     def _fuse(self) -> None:
-        """(Re)build the fused weights when a parameter changed since the last build."""
+        """(Re)build the fused weights when a parameter changed (in place, or moved to another
+        device or dtype) since the last build."""
         versions = self._param_versions()
         if versions == self._versions:
             return

@@ -51,10 +51,11 @@ def _llama():
     return lm
 
 
-def _prefill_then_decode(lm, x, mask):
-    """Our decoder over ``x [2, 7, D]``: prefill 5 columns, then one decode step at a time."""
+def _prefill_then_decode(lm, x, mask, dec=None):
+    """Our decoder (``dec``, or a new one) over ``x [2, 7, D]``: prefill 5 columns, then one
+    decode step at a time."""
     pos = positions(mask)
-    dec = StaticDecoder(lm)
+    dec = dec or StaticDecoder(lm)
     valid = dec.reset(2, 16)
     valid[:, :7] = mask.bool()
     outs = [dec.forward(x[:, :5], pos[:, :5], valid, 0)]
@@ -88,6 +89,23 @@ def test_bfloat16_path_follows_transformers_in_bfloat16():
     assert ours.dtype == torch.bfloat16
     real = MASK.bool()
     # bf16 rounding differs (fp32 rotation, folded weights): ~0.08 here; a missing rotation gives ~4
+    torch.testing.assert_close(ours[real].float(), ref[real].float(), atol=0.15, rtol=0.05)
+
+
+def test_fused_weights_follow_a_dtype_move():
+    """``model.to(...)`` gives parameters new tensors whose version counters can equal the old
+    ones; a decoder built before the move must re-fuse instead of keeping float32 weights."""
+    lm = _llama()
+    dec = StaticDecoder(lm)
+    x = torch.randn(2, 7, 64)
+    real = MASK.bool()
+    with torch.no_grad():
+        _prefill_then_decode(lm, x, MASK, dec)  # fuses the float32 weights
+        lm.to(torch.bfloat16)
+        x = x.bfloat16()
+        ref = lm(inputs_embeds=x, attention_mask=MASK, position_ids=positions(MASK)).last_hidden_state
+        ours = _prefill_then_decode(lm, x, MASK, dec)
+    assert ours.dtype == torch.bfloat16
     torch.testing.assert_close(ours[real].float(), ref[real].float(), atol=0.15, rtol=0.05)
 
 
