@@ -340,7 +340,10 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+    # Our steps are global (a batch is split over the processes), so the prepared scheduler must
+    # step once per optimizer step; by default accelerate steps it once per process.
+    acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
+                      step_scheduler_with_optimizer=False)  # fmt: skip
     set_seed(cfg.seed)
     if loaded is None:
         loaded = load_model(cfg.model or None, device=acc.device, dtype="float32")

@@ -41,8 +41,8 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\ntwo green triangles\na blue star\n")
     base = dict(model=str(model_dir), prompts=str(prompts), recipe="got-r1", group_size=3,
-                prompts_per_step=2, max_cot_tokens=4, guidance=3.0, lr=0.5, max_steps=1,
-                optimizer="sgd", grad_clip=0.0,
+                prompts_per_step=2, max_cot_tokens=4, guidance=3.0, lr=0.5, max_steps=2,
+                optimizer="sgd", grad_clip=0.0, lr_scheduler="linear", warmup_steps=2,
                 save_every=0, device="cpu", progress=False, tensorboard=False, rewards=["toy"],
                 kl_coef=0.02, adaptive_entropy=True, dynamic_sampling=False)  # fmt: skip
     one = {**base, "out_dir": str(tmp_path / "one")}
@@ -53,7 +53,9 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
     b = load_model(tmp_path / "two" / "final", device="cpu").model.state_dict()
     start = load_model(model_dir, device="cpu").model.state_dict()
     # SGD keeps the update linear in the gradient, so a mis-scaled loss (e.g. DDP's averaging
-    # not undone, or per-process token means) would show here; Adam would hide it.
+    # not undone, or per-process token means) would show here; Adam would hide it. The warm-up
+    # (lr 0 at the first step, lr/2 at the second) would show a schedule that steps once per
+    # process instead of once per optimizer step.
     moved = max(float((a[k] - start[k]).abs().max()) for k in a)
     assert moved > 1e-3
     diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()}
