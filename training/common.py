@@ -257,14 +257,15 @@ class RunConfig:
 
     model: str = _h("Model folder or hub id (HF Janus format); '' = the embedded model.", default="")
     out_dir: str = _h("Run folder: checkpoints, TensorBoard logs, final model.", default="runs/train")
-    max_steps: int = _h("Optimizer steps to run.", default=100)
+    max_steps: int = _h("Training steps to run (GRPO: rollout batches, each ppo_epochs optimizer steps).",
+                        default=100)  # fmt: skip
     lr: float = _h("Peak learning rate.", default=1e-5)
     optimizer: str = _h("'adamw' or 'sgd' (plain SGD, mostly for exactness tests).", default="adamw")
     weight_decay: float = _h("AdamW weight decay.", default=0.0)
     adam_betas: list[float] = dataclasses.field(
         default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas."}
     )
-    warmup_steps: int = _h("Linear warm-up steps.", default=0)
+    warmup_steps: int = _h("Linear warm-up, in optimizer steps.", default=0)
     lr_scheduler: str = _h("transformers scheduler name: constant_with_warmup, cosine, linear.",
                            default="constant_with_warmup")  # fmt: skip
     grad_clip: float = _h("Max gradient norm (0 = no clipping).", default=1.0)
@@ -309,6 +310,10 @@ class RunConfig:
             raise ValueError("adam_betas takes two numbers, e.g. --adam_betas 0.9 0.999")
         if self.save_every < 0 or self.log_every < 1:
             raise ValueError("save_every must be >= 0 and log_every >= 1")
+
+    def optimizer_steps(self) -> int:
+        """Optimizer (and scheduler) steps in the whole run: the length of the lr schedule."""
+        return self.max_steps
 
 
 @dataclasses.dataclass
@@ -364,7 +369,7 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                 weight_decay=cfg.weight_decay)  # fmt: skip
-    sched = get_scheduler(cfg.lr_scheduler, opt, cfg.warmup_steps, cfg.max_steps)
+    sched = get_scheduler(cfg.lr_scheduler, opt, cfg.warmup_steps, cfg.optimizer_steps())
     prepared, opt, sched = acc.prepare(policy, opt, sched)
     start, extra = 0, {}
     path = resolve_resume(cfg.resume, cfg.out_dir)

@@ -153,6 +153,9 @@ class GRPOConfig(RunConfig):
         LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
                      self.image_weight, self.normalisation)  # fmt: skip
 
+    def optimizer_steps(self) -> int:
+        return self.max_steps * self.ppo_epochs
+
     def loss_settings(self) -> LossSettings:
         return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
                             self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip

@@ -130,3 +130,19 @@ def test_micro_batches_accumulate_to_the_full_batch_update(setup) -> None:
     moved = max(float((a[k] - start[k]).abs().max()) for k in a)
     assert moved > 1e-3
     assert all(float((a[k] - b[k]).abs().max()) < 1e-4 * moved for k in a)
+
+
+def test_ppo_epochs_stretch_the_lr_schedule_over_every_optimizer_step(setup) -> None:
+    """With E optimizer steps per rollout batch, the schedule spans max_steps × E steps: a
+    linear decay is half-way after the first of two batches, not already at zero."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, model_dir, prompts = setup
+    cfg = _cfg(root, model_dir, prompts, "epochs", max_steps=2, save_every=0, ppo_epochs=2,
+               lr_scheduler="linear", tensorboard=True, dynamic_sampling=False)  # fmt: skip
+    assert cfg.optimizer_steps() == 4
+    train(cfg, reward_fn=low_tokens)
+    ev = EventAccumulator(str(root / "epochs" / "tb"))
+    ev.Reload()
+    lrs = [e.value for e in ev.Scalars("grpo/lr")]
+    assert lrs == pytest.approx([cfg.lr / 2, 0.0])
