@@ -68,8 +68,11 @@ def card(checkpoint: Path, before: dict[str, Any], after: dict[str, Any], notes:
     n_prompts = sorted({sum(c["prompts"] for c in r["counts"].values()) for r in after.values()})
     settings = sorted({json.dumps(r.get("settings", {}), sort_keys=True) for r in after.values()})
     keys = ("model", "recipe", "rewards", "group_size", "prompts_per_step", "lr", "kl_coef", "clip_low",
-            "clip_high", "temperature", "cot_temperature", "dynamic_sampling", "seed")  # fmt: skip
+            "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed")  # fmt: skip
     shown = ", ".join(f"{k_}={cfg[k_]}" for k_ in keys if k_ in cfg)
+    epochs = int(cfg.get("ppo_epochs", 1))
+    updates = (f", each batch used for {epochs} optimizer steps ({step * epochs} in all)" if epochs > 1
+               else ", one optimizer step each")  # fmt: skip
     return f"""# shapes-janus-r1: the embedded model after GRPO
 
 `assets/models/shapes-janus` (supervised only) trained further with online GRPO on the shapes
@@ -79,7 +82,7 @@ its embeddings and heads changed. It is the default model of the app and the CLI
 
 ## Run
 
-- {step} optimizer steps of {cfg["prompts_per_step"]} prompts × {cfg["group_size"]} samples ({step * cfg["prompts_per_step"] * cfg["group_size"]} rollouts),
+- {step} steps of {cfg["prompts_per_step"]} prompts × {cfg["group_size"]} samples ({step * cfg["prompts_per_step"] * cfg["group_size"]} rollouts){updates},
   **{minutes:.1f} min** of wall time on {cfg.get("device", "cpu")} (this project's 2-core CPU machine, shared with other jobs).
 - Settings: {shown}.
 - Training prompts: {cfg.get("num_shapes_prompts")} procedurally drawn prompts (seed {cfg.get("shapes_seed")}) with the

@@ -37,9 +37,25 @@ def test_card_reads_step_config_reward_curve_and_per_category_deltas(tmp_path):
     assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
                  "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
     text = (out / "README.md").read_text()
-    assert "4 optimizer steps of 4 prompts × 8 samples (128 rollouts)" in text
+    assert "4 steps of 4 prompts × 8 samples (128 rollouts), one optimizer step each" in text
     assert "**4.0 min** of wall time" in text  # steps 0..4: 240 s
     assert "0.500 over the first 1 steps, 0.900 over the last 1" in text
     assert "| **overall** | 0.500 | 0.600 | +0.100 |" in text
     assert f"| {CATEGORIES[-1]} | 0.500 | {0.5 + 0.02 * (len(CATEGORIES) - 1):.3f} |" in text
     assert "60 held-out prompts" in text
+
+
+def test_card_counts_optimizer_steps_when_each_batch_is_reused(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoint-3"
+    (ckpt / "trainer_state").mkdir(parents=True)
+    cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "ppo_epochs": 4, "device": "cpu"}
+    torch.save({"step": 3, "config": cfg}, ckpt / "trainer_state" / "extra.pt")
+    _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
+    _report(tmp_path / "after", 0.6, {c: 0.6 for c in CATEGORIES})
+    out = tmp_path / "model"
+    out.mkdir()
+    assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
+                 "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
+    text = (out / "README.md").read_text()
+    assert "3 steps of 4 prompts × 8 samples (96 rollouts), each batch used for 4 optimizer steps (12 in all)" in text
+    assert "ppo_epochs=4" in text
