@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from reasongen.loading import load_model
 from reasongen.tiny import save_tiny
@@ -28,11 +29,18 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 1, 2]
     assert all(0.0 <= e["eval/overall"] <= 1.0 and "eval/counting" in e for e in evals)
-    # A random tiny model never draws the prompt: every group has zero spread, is dropped after
-    # its redraws, and with no signal left no optimizer step is taken.
-    before = load_model(model_dir, device="cpu").model.state_dict()
-    after = load_model(out / "final", device="cpu").model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    # A random tiny model rarely draws the prompt: at step 1 every group has zero spread and is
+    # dropped after its redraws, so no optimizer step is taken (the recipe's ppo_epochs would
+    # take several, and all but the warm-up's first have a non-zero lr); at step 2 one group
+    # spreads and the model changes.
+    acc = EventAccumulator(str(next(out.glob("tb/**/events.out.tfevents.*"))))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("grpo/groups/kept")] == [0.0, 1.0]
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    step1 = load_model(out / "checkpoint-1", device="cpu").model.state_dict()
+    final = load_model(out / "final", device="cpu").model.state_dict()
+    assert all(torch.equal(start[k], step1[k]) for k in start)
+    assert not all(torch.equal(start[k], final[k]) for k in start)
 
 
 def test_sft_main(tmp_path, capsys) -> None:
