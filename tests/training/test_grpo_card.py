@@ -19,24 +19,35 @@ def _report(path, overall: float, cats: dict[str, float]):
     (path / "report.json").write_text(json.dumps(report))
 
 
+def _checkpoint(run, step: int, cfg: dict):
+    """A run's ``checkpoint-<step>`` folder holding only the trainer state the card reads."""
+    ckpt = run / f"checkpoint-{step}"
+    (ckpt / "trainer_state").mkdir(parents=True)
+    torch.save({"step": step, "config": cfg}, ckpt / "trainer_state" / "extra.pt")
+    return ckpt
+
+
+def _card(tmp_path, ckpt, after: float, after_cats: dict[str, float]) -> str:
+    """Write the card for ``ckpt`` against an SFT report of 0.5 everywhere; return its text."""
+    _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
+    _report(tmp_path / "after", after, after_cats)
+    out = tmp_path / "model"
+    out.mkdir()
+    assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
+                 "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
+    return (out / "README.md").read_text()
+
+
 def test_card_reads_step_config_reward_curve_and_per_category_deltas(tmp_path):
     run = tmp_path / "run"
-    ckpt = run / "checkpoint-4"
-    (ckpt / "trainer_state").mkdir(parents=True)
     cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "lr": 1e-4, "device": "cpu"}
-    torch.save({"step": 4, "config": cfg}, ckpt / "trainer_state" / "extra.pt")
+    ckpt = _checkpoint(run, 4, cfg)
     writer = SummaryWriter(str(run / "tb"))
     for step, (reward, t) in enumerate([(0.5, 0.0), (0.6, 60.0), (0.7, 120.0), (0.8, 180.0), (0.9, 240.0)]):
         writer.add_scalar("grpo/reward/mean", reward, step, walltime=1000.0 + t)
     writer.add_scalar("grpo/reward/mean", 0.1, 9, walltime=5000.0)  # after the checkpoint: ignored
     writer.close()
-    _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
-    _report(tmp_path / "after", 0.6, {c: 0.5 + 0.02 * i for i, c in enumerate(CATEGORIES)})
-    out = tmp_path / "model"
-    out.mkdir()
-    assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
-                 "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
-    text = (out / "README.md").read_text()
+    text = _card(tmp_path, ckpt, 0.6, {c: 0.5 + 0.02 * i for i, c in enumerate(CATEGORIES)})
     assert "4 steps of 4 prompts × 8 samples (128 rollouts), one optimizer step each" in text
     assert "**4.0 min** of wall time" in text  # steps 0..4: 240 s
     assert "0.500 over the first 1 steps, 0.900 over the last 1" in text
@@ -46,17 +57,8 @@ def test_card_reads_step_config_reward_curve_and_per_category_deltas(tmp_path):
 
 
 def test_card_counts_optimizer_steps_when_each_batch_is_reused(tmp_path):
-    ckpt = tmp_path / "run" / "checkpoint-3"
-    (ckpt / "trainer_state").mkdir(parents=True)
     cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "ppo_epochs": 4, "device": "cpu"}
-    torch.save({"step": 3, "config": cfg}, ckpt / "trainer_state" / "extra.pt")
-    _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
-    _report(tmp_path / "after", 0.6, {c: 0.6 for c in CATEGORIES})
-    out = tmp_path / "model"
-    out.mkdir()
-    assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
-                 "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
-    text = (out / "README.md").read_text()
+    text = _card(tmp_path, _checkpoint(tmp_path / "run", 3, cfg), 0.6, {c: 0.6 for c in CATEGORIES})
     assert "3 steps of 4 prompts × 8 samples (96 rollouts), each batch used for 4 optimizer steps" in text
     assert "(12 in all)" in text
     assert "ppo_epochs=4" in text
