@@ -286,6 +286,9 @@ class RunConfig:
     save_every: int = _h("Save a checkpoint every K optimizer steps (0 = only at the end).",
                          default=50)  # fmt: skip
     keep_last: int = _h("Keep only the newest K checkpoints (0 = keep all).", default=0)
+    average_last: int = _h("Export final/ as the mean of the weights of the run's newest N "
+                           "checkpoints (tail averaging, see training/averaging.py); 0 or 1 = "
+                           "the last checkpoint as it is.", default=0)  # fmt: skip
     resume: str = _h("'' (fresh run), 'latest' (newest checkpoint in out_dir), or a folder.",
                      default="")  # fmt: skip
     log_every: int = _h("Log scalars every K steps.", default=1)
@@ -310,6 +313,13 @@ class RunConfig:
             raise ValueError("adam_betas takes two numbers, e.g. --adam_betas 0.9 0.999")
         if self.save_every < 0 or self.log_every < 1:
             raise ValueError("save_every must be >= 0 and log_every >= 1")
+        if self.average_last < 0:
+            raise ValueError(f"average_last must be >= 0, got {self.average_last}")
+        if self.average_last > 1 and not self.save_every:
+            raise ValueError("average_last needs checkpoints to average: set save_every > 0")
+        if self.average_last > 1 and 0 < self.keep_last < self.average_last:
+            raise ValueError(f"keep_last {self.keep_last} keeps fewer checkpoints than "
+                             f"average_last {self.average_last} averages")  # fmt: skip
 
     def optimizer_steps(self) -> int:
         """Optimizer (and scheduler) steps in the whole run: the length of the lr schedule."""
@@ -391,12 +401,27 @@ def optimizer_step(run: Run, grad_clip: float) -> float:
     return norm
 
 
-def export_final(accelerator: Any, checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Copy a checkpoint's HF model + processor (not its trainer state) to ``<out_dir>/final``."""
+def export_final(
+    accelerator: Any, checkpoint: str | Path, out_dir: str | Path, average_last: int = 0
+) -> Path:
+    """Write ``<out_dir>/final``: the HF model + processor of ``checkpoint`` (not its trainer
+    state), or with ``average_last > 1`` the mean of the newest ``average_last`` checkpoints in
+    ``out_dir`` up to ``checkpoint`` (fewer if the run saved fewer; a warning says so)."""
     src, dst = Path(checkpoint), Path(out_dir) / "final"
     if accelerator.is_main_process:
         if dst.exists():
             shutil.rmtree(dst)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer_state"))
+        found = [p.resolve() for p in checkpoint_dirs(out_dir)]
+        upto = found[: found.index(src.resolve()) + 1] if src.resolve() in found else [src]
+        sources = upto[-average_last:] if average_last > 1 else [src]
+        if len(sources) < max(average_last, 1):
+            print(f"warning: average_last is {average_last} but the run has {len(sources)} "
+                  f"checkpoints up to {src.name}; final/ averages those", file=sys.stderr)  # fmt: skip
+        if len(sources) > 1:
+            from training.averaging import average_checkpoints
+
+            average_checkpoints(sources, dst)
+        else:
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer_state"))
     accelerator.wait_for_everyone()
     return dst

@@ -500,7 +500,7 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
             path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)
     run.logger.close()
     if path is not None:
-        export_final(acc, path, cfg.out_dir)
+        export_final(acc, path, cfg.out_dir, cfg.average_last)
     return path or Path(cfg.out_dir)
 
 

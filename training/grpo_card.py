@@ -56,8 +56,27 @@ def _table(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(plan)
 
 
-def card(checkpoint: Path, before: dict[str, Any], after: dict[str, Any], notes: str = "") -> str:
-    """The model card text."""
+def _weights_line(model_dir: Path | None, step: int) -> str:
+    """Which weights the model holds: the step-N checkpoint, or the mean of several
+    (``averaged_from.json``, written by ``training.averaging``)."""
+    manifest = model_dir / "averaged_from.json" if model_dir else None
+    if manifest is None or not manifest.is_file():
+        return f"the step-{step} checkpoint"
+    names = [Path(p).name for p in json.loads(manifest.read_text())["checkpoints"]]
+    steps = ", ".join(n.removeprefix("checkpoint-") for n in names)
+    return (f"the element-wise mean of the {len(names)} checkpoints at steps {steps} (tail averaging, "
+            f"`average_last: {len(names)}`; `python -m training.averaging`)")  # fmt: skip
+
+
+def card(
+    checkpoint: Path,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    notes: str = "",
+    model_dir: Path | None = None,
+) -> str:
+    """The model card text. ``checkpoint`` is the run's last checkpoint the model comes from;
+    ``model_dir`` (optional) is read for ``averaged_from.json``."""
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
@@ -84,6 +103,7 @@ its embeddings and heads changed. It is the default model of the app and the CLI
 
 - {step} steps of {cfg["prompts_per_step"]} prompts × {cfg["group_size"]} samples ({step * cfg["prompts_per_step"] * cfg["group_size"]} rollouts){updates},
   **{minutes:.1f} min** of wall time on {cfg.get("device", "cpu")} (this project's 2-core CPU machine, shared with other jobs).
+- Weights: {_weights_line(model_dir, step)}.
 - Settings: {shown}.
 - Training prompts: {cfg.get("num_shapes_prompts")} procedurally drawn prompts (seed {cfg.get("shapes_seed")}) with the
   benchmark's {cfg.get("holdout_benchmark")} prompt texts removed.
@@ -104,7 +124,7 @@ Sampling settings: {", ".join(settings)}.
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--checkpoint", type=Path, required=True, help="the run's checkpoint-N folder")
+    ap.add_argument("--checkpoint", type=Path, required=True, help="the run's (last) checkpoint-N folder")
     ap.add_argument("--before", action="append", default=[], help="NAME=DIR: the SFT model's report")
     ap.add_argument("--after", action="append", default=[], help="NAME=DIR: this model's report")
     ap.add_argument("--notes", type=Path, default=None, help="Markdown for the Limitations section")
@@ -120,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if not before or set(before) != set(after):
         ap.error("give --before and --after for the same benchmark names")
     notes = args.notes.read_text() if args.notes else ""
-    (args.model_dir / "README.md").write_text(card(args.checkpoint, before, after, notes))
+    (args.model_dir / "README.md").write_text(card(args.checkpoint, before, after, notes, args.model_dir))
     return 0
 
 

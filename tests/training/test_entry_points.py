@@ -23,7 +23,7 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
                       "--out_dir", str(out), "--max_steps", "2", "--group_size", "2",
                       "--prompts_per_step", "2", "--max_cot_tokens", "4", "--num_shapes_prompts",
                       "10", "--torch_threads", "1", "--save_every", "1", "--progress", "false",
-                      "--eval_every", "1", "--eval_n", "6"])  # fmt: skip
+                      "--eval_every", "1", "--eval_n", "6", "--average_last", "2"])  # fmt: skip
     assert code == 0 and "GRPO finished" in capsys.readouterr().out
     assert [p.name for p in sorted(out.glob("checkpoint-*"))] == ["checkpoint-1", "checkpoint-2"]
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
@@ -38,9 +38,15 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
     assert [e.value for e in acc.Scalars("grpo/groups/kept")] == [0.0, 1.0]
     start = load_model(model_dir, device="cpu").model.state_dict()
     step1 = load_model(out / "checkpoint-1", device="cpu").model.state_dict()
+    step2 = load_model(out / "checkpoint-2", device="cpu").model.state_dict()
     final = load_model(out / "final", device="cpu").model.state_dict()
     assert all(torch.equal(start[k], step1[k]) for k in start)
-    assert not all(torch.equal(start[k], final[k]) for k in start)
+    assert not all(torch.equal(start[k], step2[k]) for k in start)
+    # final/ is the mean of the last two checkpoints (--average_last 2), not checkpoint-2.
+    for k, v in final.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, ((step1[k].double() + step2[k].double()) / 2).to(v.dtype))
+    assert not all(torch.equal(step2[k], final[k]) for k in start)
 
 
 def test_sft_main(tmp_path, capsys) -> None:

@@ -27,12 +27,15 @@ def _checkpoint(run, step: int, cfg: dict):
     return ckpt
 
 
-def _card(tmp_path, ckpt, after: float, after_cats: dict[str, float]) -> str:
-    """Write the card for ``ckpt`` against an SFT report of 0.5 everywhere; return its text."""
+def _card(tmp_path, ckpt, after: float, after_cats: dict[str, float], averaged: list[str] = ()) -> str:
+    """Write the card for ``ckpt`` against an SFT report of 0.5 everywhere; return its text.
+    ``averaged`` names checkpoints whose mean the model is (its ``averaged_from.json``)."""
     _report(tmp_path / "before", 0.5, {c: 0.5 for c in CATEGORIES})
     _report(tmp_path / "after", after, after_cats)
     out = tmp_path / "model"
     out.mkdir()
+    if averaged:
+        (out / "averaged_from.json").write_text(json.dumps({"checkpoints": list(averaged)}))
     assert main([str(out), "--checkpoint", str(ckpt), "--before", f"got-r1={tmp_path / 'before'}",
                  "--after", f"got-r1={tmp_path / 'after'}"]) == 0  # fmt: skip
     return (out / "README.md").read_text()
@@ -62,3 +65,13 @@ def test_card_counts_optimizer_steps_when_each_batch_is_reused(tmp_path):
     assert "3 steps of 4 prompts × 8 samples (96 rollouts), each batch used for 4 optimizer steps" in text
     assert "(12 in all)" in text
     assert "ppo_epochs=4" in text
+
+
+def test_card_names_the_weights_single_checkpoint_or_tail_average(tmp_path):
+    cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "device": "cpu"}
+    ckpt = _checkpoint(tmp_path / "run", 4, cfg)
+    text = _card(tmp_path / "one", ckpt, 0.6, {c: 0.6 for c in CATEGORIES})
+    assert "- Weights: the step-4 checkpoint." in text
+    averaged = [f"runs/x/checkpoint-{s}" for s in (2, 3, 4)]
+    text = _card(tmp_path / "avg", ckpt, 0.6, {c: 0.6 for c in CATEGORIES}, averaged)
+    assert "mean of the 3 checkpoints at steps 2, 3, 4" in text and "`average_last: 3`" in text
