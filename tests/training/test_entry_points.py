@@ -47,6 +47,11 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
         if v.is_floating_point():
             torch.testing.assert_close(v, ((step1[k].double() + step2[k].double()) / 2).to(v.dtype))
     assert not all(torch.equal(step2[k], final[k]) for k in start)
+    # How the parent was loaded (a local folder) is not written into the checkpoints' tokenizer.
+    for folder in ("checkpoint-2", "final"):
+        tok_cfg = json.loads((out / folder / "tokenizer_config.json").read_text())
+        assert tok_cfg["processor_class"] == "JanusProcessor"
+        assert "local_files_only" not in tok_cfg and "is_local" not in tok_cfg
 
 
 def test_sft_main(tmp_path, capsys) -> None:
