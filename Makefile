@@ -22,6 +22,7 @@ $(STAMP): requirements.txt constraints.txt
 
 test: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: venv

@@ -19,8 +19,11 @@ from .recipes import RECIPES
 def _generate_args(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate images for one prompt (CoT, plan, image)")
     p.add_argument("prompt", help="what the image should show")
-    p.add_argument("--model", default=None,
-                   help="HF-format folder or hub id (default: the embedded model under assets/models)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="HF-format folder or hub id (default: the embedded model under assets/models)",
+    )
     p.add_argument("--recipe", default="got-r1", choices=list(RECIPES), help="prompt recipe")
     p.add_argument("--n", type=int, default=4, help="samples of the prompt, drawn as one batch")
     p.add_argument("--seed", type=int, default=0, help="random seed of the batch")

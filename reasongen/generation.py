@@ -46,9 +46,7 @@ def check_prompt(prompt: Any) -> str:
     if not cleaned:
         raise ValueError("prompt is empty: type what the image should show")
     if len(cleaned) > MAX_PROMPT_CHARS:
-        raise ValueError(
-            f"prompt is {len(cleaned)} characters long; the limit is {MAX_PROMPT_CHARS}"
-        )
+        raise ValueError(f"prompt is {len(cleaned)} characters long; the limit is {MAX_PROMPT_CHARS}")
     return cleaned
 
 

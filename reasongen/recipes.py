@@ -86,8 +86,7 @@ _T2I_R1 = (
     "Do not miss objects. Output your visualization directly without explanation:"
 )
 _T2I_R1_SYSTEM = (
-    "You are a helpful assistant that receives an image prompt and generate a visualization of "
-    "the prompt."
+    "You are a helpful assistant that receives an image prompt and generate a visualization of the prompt."
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -115,10 +114,7 @@ RECIPES: dict[str, Recipe] = {
             "got-r1",
             has_cot=True,
             uses_plan=True,
-            template=(
-                "Follow the caption to generate an image through a chain of thought process: "
-                "{prompt}"
-            ),
+            template=("Follow the caption to generate an image through a chain of thought process: {prompt}"),
             roles=("User", "Assistant"),
             source="gogoduan/GoT-R1 infer.py",
             description="Reasoning chain with a GoT box plan (labelled boxes, 0–1000), then the image.",

@@ -118,9 +118,7 @@ def make_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, num_imag
     )
 
 
-def set_generation_defaults(
-    model: JanusForConditionalGeneration, tokenizer, guidance: float = 5.0
-) -> None:
+def set_generation_defaults(model: JanusForConditionalGeneration, tokenizer, guidance: float = 5.0) -> None:
     """Fill the ids a fresh Janus generation config lacks (bos/pad/eos and ``boi_token_id``) and
     set the model's default CFG weight ``guidance``."""
     boi = tokenizer.convert_tokens_to_ids(BOI)

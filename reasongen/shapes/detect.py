@@ -197,17 +197,17 @@ class DetectorConfig:
         default_factory=lambda: dict(COLORS),
         metadata={"help": "Colour name → fill RGB (the world's palette)."},
     )
-    background: tuple[int, int, int] = field(
-        default=BACKGROUND, metadata={"help": "Background RGB."}
-    )
+    background: tuple[int, int, int] = field(default=BACKGROUND, metadata={"help": "Background RGB."})
     texture_tones: bool = field(
         default=True,
         metadata={"help": "Also match each colour's texture tone (fill mixed half-way with white)."},
     )
     fg_threshold: float = field(
         default=24.0,
-        metadata={"help": "RGB distance (0–255 units) from the background above which a pixel "
-                  "is foreground (the palette's nearest texture tone lies 55 away)."},
+        metadata={
+            "help": "RGB distance (0–255 units) from the background above which a pixel "
+            "is foreground (the palette's nearest texture tone lies 55 away)."
+        },
     )
     min_area: float = field(
         default=0.002,
@@ -391,9 +391,11 @@ class Detector:
         cfg = self.config
         self.color_names = list(cfg.colors)
         fills = [tuple(int(v) for v in cfg.colors[n]) for n in self.color_names]
-        tones = [
-            tuple((int(v) + 255) // 2 for v in cfg.colors[n]) for n in self.color_names
-        ] if cfg.texture_tones else []
+        tones = (
+            [tuple((int(v) + 255) // 2 for v in cfg.colors[n]) for n in self.color_names]
+            if cfg.texture_tones
+            else []
+        )
         entries = fills + tones
         self._entry_rgb = np.array(entries, dtype=np.float32)  # [K, 3]
         self._entry_lab = srgb_to_lab(self._entry_rgb)  # [K, 3]
@@ -519,7 +521,6 @@ class Detector:
             features=feats,
         )
 
-
     def _texture(self, mask: np.ndarray, lab: np.ndarray, color: int) -> str | None:
         """Texture of an object: its interior's texture-tone pixels, as stripes or dots."""
         core = ndimage.binary_erosion(mask, iterations=2)  # away from the anti-aliased rim
@@ -563,9 +564,7 @@ def detect(image: Image.Image | np.ndarray, config: DetectorConfig | None = None
 # --------------------------------------------------------------------------- agreement with scenes
 
 
-def matches_objects(
-    detections: Sequence[Detection], objects: Sequence[Any], min_iou: float = 0.5
-) -> bool:
+def matches_objects(detections: Sequence[Detection], objects: Sequence[Any], min_iou: float = 0.5) -> bool:
     """True when detections and ground-truth objects (anything with ``shape``, ``color``, ``box``)
     pair up one-to-one (optimal matching on box IoU, ≥ ``min_iou``) with equal shape and colour,
     and nothing is left over on either side."""
@@ -579,9 +578,7 @@ def matches_objects(
     if len(pairs) != len(objects):
         return False
     return all(
-        iou >= min_iou
-        and detections[j].shape == objects[i].shape
-        and detections[j].color == objects[i].color
+        iou >= min_iou and detections[j].shape == objects[i].shape and detections[j].color == objects[i].color
         for i, j, iou in pairs
     )
 

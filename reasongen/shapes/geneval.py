@@ -105,9 +105,7 @@ def relative_position(a: Box, b: Box, threshold: float = POSITION_THRESHOLD) -> 
     """
     (ax, ay), (bx, by) = a.center, b.center
     off = np.array([ax - bx, ay - by], dtype=np.float64)
-    dims = np.array(
-        [(a.x2 - a.x1) + (b.x2 - b.x1), (a.y2 - a.y1) + (b.y2 - b.y1)], dtype=np.float64
-    )
+    dims = np.array([(a.x2 - a.x1) + (b.x2 - b.x1), (a.y2 - a.y1) + (b.y2 - b.y1)], dtype=np.float64)
     revised = np.maximum(np.abs(off) - threshold * dims, 0.0) * np.sign(off)
     if np.all(np.abs(revised) < 1e-3):
         return set()
@@ -128,9 +126,7 @@ def _has(obj: ObjectLike, req: dict[str, Any], attrs: Sequence[str]) -> bool:
     return all(getattr(obj, a, None) == req[a] for a in attrs if a in req)
 
 
-def _take(
-    req: dict[str, Any], objects: Sequence[ObjectLike], attrs: Sequence[str]
-) -> list[int]:
+def _take(req: dict[str, Any], objects: Sequence[ObjectLike], attrs: Sequence[str]) -> list[int]:
     """Indices of the objects taken for an include entry (at most ``count``)."""
     cls = normalize_class(req["class"])
     cands = [i for i, o in enumerate(objects) if o.shape == cls]

@@ -47,9 +47,7 @@ def _noun(obj: ShapeObject, color: bool, size: bool = False, texture: bool = Fal
     return f"{article(phrase)} {phrase}"
 
 
-def _entry(
-    obj: ShapeObject, color: bool, size: bool = False, texture: bool = False
-) -> dict[str, Any]:
+def _entry(obj: ShapeObject, color: bool, size: bool = False, texture: bool = False) -> dict[str, Any]:
     d: dict[str, Any] = {"class": obj.shape, "count": 1}
     if color:
         d["color"] = obj.color

@@ -107,8 +107,6 @@ def render_objects(
     return img
 
 
-def render_scene(
-    scene: Scene, size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE
-) -> Image.Image:
+def render_scene(scene: Scene, size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE) -> Image.Image:
     """Render a scene (see ``render_objects``)."""
     return render_objects(scene.objects, size, supersample)
