@@ -102,7 +102,9 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     """The Generate handler's body (without Gradio's request plumbing, so it can be tested).
 
     A prompt that is one of the examples gets that example's GenEval metadata, so rewards that
-    need it (``shapes``) can score it; any other prompt is scored without metadata. With ``keep``
+    need it (``shapes``) can score it; a typed prompt in the shapes world's language gets the
+    metadata read from it (``Services.prompt_metadata``); any other prompt is scored without
+    metadata. With ``keep``
     (a researcher's session) the samples are kept in the session to be sent to a study.
     """
     from reasongen.generation import check_prompt, generate_stream
@@ -132,7 +134,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
         max_cot_tokens=cfg.max_cot_tokens,
         num_image_tokens=loaded.num_image_tokens,
     )
-    meta = services.example_metadata(prompt)
+    meta = services.prompt_metadata(prompt)
     cots = [""] * n
     t0 = time.monotonic()
     empty: list[Any] = [None] * n

@@ -261,6 +261,18 @@ class Services:
                 return ex.metadata
         return None
 
+    def prompt_metadata(self, prompt: str) -> dict[str, Any] | None:
+        """GenEval metadata for ``prompt``: the example's, else the shapes world's reading of it.
+
+        A typed prompt in the shapes world's language ("two green stars", "a red circle left of a
+        blue square") is read by ``reasongen.shapes.parse.parse_prompt``; anything else gets None
+        and is scored without metadata.
+        """
+        from reasongen.shapes.parse import parse_prompt
+
+        meta = self.example_metadata(prompt)
+        return meta if meta is not None else parse_prompt(prompt)
+
     def score(self, samples: Sequence[Any]) -> Scores:
         """Score samples with every reward; a reward that fails is reported, never fatal."""
         from reasongen.rewards import RewardOutput, combine_outputs

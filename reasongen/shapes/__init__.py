@@ -2,6 +2,7 @@
 CoTs with box plans) used to train and benchmark the embedded default model."""
 
 from .cot import describe, write_cot
+from .parse import parse_prompt
 from .render import IMAGE_SIZE, render_objects, render_scene
 from .scene import (
     BACKGROUND,
@@ -19,6 +20,6 @@ from .scene import (
 
 __all__ = [
     "BACKGROUND", "COLORS", "IMAGE_SIZE", "SHAPES", "SIZES", "TEXTURES", "Relation", "Scene",
-    "ShapeObject", "describe", "relation_holds", "render_objects", "render_scene", "sample_scene",
-    "sample_scenes", "write_cot",
+    "ShapeObject", "describe", "parse_prompt", "relation_holds", "render_objects", "render_scene",
+    "sample_scene", "sample_scenes", "write_cot",
 ]  # fmt: skip

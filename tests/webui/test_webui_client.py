@@ -75,10 +75,15 @@ def test_stream_order_then_scores(webapp, client):
     assert "rg-bar" in html and f"{rows[0]['combined']:.3f}" in html and "unavailable" in html
 
 
-def test_free_prompt_has_no_shapes_score_and_bad_input_is_a_message(client):
+def test_free_prompt_has_no_shapes_score_and_bad_input_is_a_message(webapp, client):
     frames = _generate(client, "something that is not an example", n=1)
     row = frames[-1][JSON]["candidates"][0]
     assert row["shapes"] is None and row["combined"] == 0.5  # missing parts are skipped
+    # A typed prompt that is not an example but is in the shapes world's language is read and scored.
+    typed = "A photo of two green stars and a black cross."
+    assert all(ex.prompt != typed for ex in webapp.services.examples)
+    row = _generate(client, typed, n=1)[-1][JSON]["candidates"][0]
+    assert isinstance(row["shapes"], float) and row["combined"] == pytest.approx(row["shapes"] + 0.5)
     with pytest.raises(AppError, match="limit is 300"):
         _generate(client, "x" * 301, n=1)
     with pytest.raises(AppError, match="empty"):
