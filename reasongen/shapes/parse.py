@@ -28,6 +28,8 @@ from typing import Any
 
 from reasongen.types import validate_metadata
 
+from .geneval import normalize_class
+from .prompts import NUMBER_WORDS
 from .scene import COLORS, SHAPES, SIZES, TEXTURES
 
 MAX_OBJECTS = 4
@@ -35,10 +37,11 @@ MAX_OBJECTS = 4
 MAX_CHARS = 300
 """Longer texts are not read (four objects with every attribute fit well within this)."""
 
-_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
-_NUMBERS.update({str(i): i for i in range(1, 10)})
+_NUMBERS = {word: n for n, word in enumerate(NUMBER_WORDS) if n} | {str(n): n for n in range(1, 10)}
 _ARTICLES = ("a", "an")
-_PLURAL = {("crosses" if s == "cross" else s + "s"): s for s in SHAPES}
+_ATTRIBUTES = (
+    dict.fromkeys(COLORS, "color") | dict.fromkeys(SIZES, "size") | dict.fromkeys(TEXTURES, "texture")
+)
 _OPENING = re.compile(
     r"^(?:(?:a|an)\s+)?(?:photo|image|picture|drawing|illustration|render)\s+(?:of|showing|with)\s+"
 )
@@ -53,49 +56,35 @@ _RELATIONS = (
 )
 
 
-def _object(words: list[str]) -> dict[str, Any] | None:
-    """One object phrase (``["two", "large", "green", "stars"]``) as an include entry."""
+def _object(words: list[str]) -> tuple[dict[str, Any], bool] | None:
+    """One object phrase (``["two", "large", "green", "stars"]``) as an include entry, and
+    whether its count was a number word (exact) rather than an article (at least one)."""
     if len(words) < 2:
         return None
     qty, *adjectives, noun = words
-    if qty in _ARTICLES:
-        count, explicit = 1, False
-    elif qty in _NUMBERS:
-        count, explicit = _NUMBERS[qty], True
-    else:
+    exact = qty in _NUMBERS
+    if not exact and qty not in _ARTICLES:
         return None
-    if count == 1 and noun in SHAPES:
-        shape = noun
-    elif count > 1 and noun in _PLURAL:
-        shape = _PLURAL[noun]
-    else:
+    count = _NUMBERS[qty] if exact else 1
+    shape = normalize_class(noun)  # singular of a plural
+    if shape not in SHAPES or (noun != shape) != (count > 1):
         return None  # unknown noun, or "a stars" / "three star"
     entry: dict[str, Any] = {"class": shape, "count": count}
     for word in adjectives:
-        key = (
-            "color"
-            if word in COLORS
-            else "size"
-            if word in SIZES
-            else "texture"
-            if word in TEXTURES
-            else None
-        )
+        key = _ATTRIBUTES.get(word)
         if key is None or key in entry:
             return None  # an unknown word, or two colours for one object
         entry[key] = word
-    if explicit:
-        entry["_exact"] = True
-    return entry
+    return entry, exact
 
 
-def _objects(text: str) -> list[dict[str, Any]] | None:
-    """Object phrases joined by commas and "and"."""
+def _objects(text: str) -> list[tuple[dict[str, Any], bool]] | None:
+    """Object phrases joined by commas and "and" (see ``_object``)."""
     parts = [p.split() for p in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", text)]
     if not 1 <= len(parts) <= MAX_OBJECTS:
         return None
-    entries = [_object(p) for p in parts]
-    return None if any(e is None for e in entries) else entries  # type: ignore[return-value]
+    read = [_object(p) for p in parts]
+    return None if any(r is None for r in read) else read  # type: ignore[return-value]
 
 
 def _split_relation(text: str) -> tuple[str, str, str] | None:
@@ -127,30 +116,30 @@ def parse_prompt(prompt: str) -> dict[str, Any] | None:
         subject, reference = _objects(subject_text), _objects(reference_text)
         if subject is None or reference is None or len(subject) != 1 or len(reference) != 1:
             return None
-        include = [reference[0], {**subject[0], "position": [rel, 0]}]
+        (ref, ref_exact), (subj, subj_exact) = reference[0], subject[0]
+        read = [(ref, ref_exact), ({**subj, "position": [rel, 0]}, subj_exact)]
         tag = "position"
     else:
         found = _objects(text)
         if found is None:
             return None
-        include = found
-        attributed = any(k in e for e in include for k in ("color", "size", "texture"))
-        if len(include) > 1:
+        read = found
+        attributed = any(k in e for e, _ in read for k in ("color", "size", "texture"))
+        if len(read) > 1:
             tag = "color_attr" if attributed else "two_object"
-        elif include[0].get("_exact"):
+        elif read[0][1]:
             tag = "counting"
         else:
             tag = "colors" if attributed else "single_object"
+    include = [e for e, _ in read]
     # "two stars" means no third star; when a shape is named twice ("a red star and a blue star")
     # the total it may reach is not stated, so no exclusion is read for it.
     classes = [e["class"] for e in include]
     exclude = [
         {"class": e["class"], "count": e["count"] + 1}
-        for e in include
-        if e.get("_exact") and classes.count(e["class"]) == 1
+        for e, exact in read
+        if exact and classes.count(e["class"]) == 1
     ]
-    for e in include:
-        e.pop("_exact", None)
     meta: dict[str, Any] = {"tag": tag, "prompt": prompt, "include": include}
     if exclude:
         meta["exclude"] = exclude
