@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reasongen.types import validate_metadata
 
-if TYPE_CHECKING:
-    from .scene import Relation, ShapeObject
+from .scene import PLURALS, Relation, ShapeObject
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 OPENINGS = ("a photo of ", "a photo of ", "a photo of ", "an image of ", "a picture of ", "")
@@ -28,10 +27,6 @@ MENTION_PROB = 0.3
 def article(phrase: str) -> str:
     """``"a"`` or ``"an"`` for the phrase that follows."""
     return "an" if phrase[:1].lower() in "aeiou" else "a"
-
-
-def _plural(shape: str) -> str:
-    return "crosses" if shape == "cross" else shape + "s"
 
 
 def _noun(obj: ShapeObject, color: bool, size: bool = False, texture: bool = False) -> str:
@@ -81,7 +76,7 @@ def write_prompt(
         include = [_entry(objects[0], color), _entry(objects[1], color)]
     elif category == "counting":
         n, shape = len(objects), objects[0].shape
-        body = f"{NUMBER_WORDS[n]} {shape if n == 1 else _plural(shape)}"
+        body = f"{NUMBER_WORDS[n]} {shape if n == 1 else PLURALS[shape]}"
         include = [{"class": shape, "count": n}]
         exclude = [{"class": shape, "count": n + 1}]
     elif category == "position":
