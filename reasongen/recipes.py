@@ -114,7 +114,7 @@ RECIPES: dict[str, Recipe] = {
             "got-r1",
             has_cot=True,
             uses_plan=True,
-            template=("Follow the caption to generate an image through a chain of thought process: {prompt}"),
+            template="Follow the caption to generate an image through a chain of thought process: {prompt}",
             roles=("User", "Assistant"),
             source="gogoduan/GoT-R1 infer.py",
             description="Reasoning chain with a GoT box plan (labelled boxes, 0–1000), then the image.",
