@@ -145,6 +145,11 @@ def load_model(
         )
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"could not load {where}: {first}. {how}.") from None
+    # from_pretrained records how it found the files (``is_local``, ``local_files_only``) among the
+    # tokenizer's init kwargs, and save_pretrained would write them into every checkpoint saved
+    # from this model: they describe this load, not the tokenizer.
+    for key in ("is_local", "local_files_only"):
+        processor.tokenizer.init_kwargs.pop(key, None)
     model.to(dev).eval()
     return wrap_loaded(model, processor, model_id=str(name_or_path or source))
 

@@ -171,23 +171,6 @@ def resolve_resume(resume: str, out_dir: str | Path) -> Path | None:
     return path
 
 
-# from_pretrained(local folder) records these in the tokenizer's init kwargs and save_pretrained
-# writes them back: they describe how the parent was loaded, not the checkpoint, and a published
-# folder saying ``local_files_only: true`` misleads whoever downloads it.
-_LOAD_TIME_KEYS = ("is_local", "local_files_only")
-
-
-def _drop_load_time_keys(tokenizer_config: Path) -> None:
-    """Remove :data:`_LOAD_TIME_KEYS` from a saved ``tokenizer_config.json`` (if there is one)."""
-    if not tokenizer_config.is_file():
-        return
-    cfg = json.loads(tokenizer_config.read_text(encoding="utf-8"))
-    if any(k in cfg for k in _LOAD_TIME_KEYS):
-        for k in _LOAD_TIME_KEYS:
-            cfg.pop(k, None)
-        tokenizer_config.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def save_checkpoint(
     accelerator: Any,
     model: torch.nn.Module,
@@ -216,7 +199,6 @@ def save_checkpoint(
             unwrapped.save_pretrained(path, safe_serialization=True)
         if processor is not None:
             processor.save_pretrained(path)
-            _drop_load_time_keys(path / "tokenizer_config.json")
         torch.save(extra, path / "trainer_state" / "extra.pt")
         if keep_last > 0:
             for old in checkpoint_dirs(out_dir)[:-keep_last]:
