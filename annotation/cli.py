@@ -121,8 +121,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_progress(args: argparse.Namespace) -> int:
+    from annotation.workflow import progress
+
     with _store(args) as st:
-        print(json.dumps(st.progress(_study_ref(args.study)), indent=2))
+        print(json.dumps(progress(st, _study_ref(args.study)), indent=2))
     return 0
 
 

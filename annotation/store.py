@@ -2,8 +2,8 @@
 
 ``Store`` owns an engine and a session factory; every method opens its own short session and
 transaction, so one ``Store`` may be used from many threads (sessions are never shared).
-Assignment and submission live in :mod:`annotation.workflow`, tables for statistics and export in
-:mod:`annotation.tables`; ``Store`` exposes them as methods.
+Serving tasks and taking rankings live in :mod:`annotation.workflow`, tables for statistics and
+export in :mod:`annotation.tables`: both are functions of a ``Store``, built on top of it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from annotation import validation as v
 from annotation.db import DEFAULT_DATA_DIR, default_url, make_engine, session_factory, upgrade
 from annotation.errors import AnnotationError, ConflictError, NotFoundError
+from annotation.lookups import load_study, load_user, system_label
 from annotation.models import (
     ROLES,
     Candidate,
@@ -66,11 +67,6 @@ def _user_info(u: User) -> UserInfo:
 
 def _study_info(s: Study) -> StudyInfo:
     return StudyInfo(s.id, s.name, s.guidelines, s.group_size, s.rankings_per_task, s.control_rate, s.seed)
-
-
-def system_label(model_id: str, recipe: str) -> str:
-    """The name a (model, recipe) pair goes by in statistics: ``model_id:recipe``."""
-    return f"{model_id}:{recipe}"
 
 
 class Store:
@@ -155,11 +151,11 @@ class Store:
     def get_user(self, user: int | str) -> UserInfo:
         """Look a user up by id or username; raises ``NotFoundError``."""
         with self.session() as s:
-            return _user_info(_load_user(s, user))
+            return _user_info(load_user(s, user))
 
     def set_user_active(self, user: int | str, active: bool) -> UserInfo:
         with self.session() as s:
-            u = _load_user(s, user)
+            u = load_user(s, user)
             u.active = bool(active)
             return _user_info(u)
 
@@ -194,7 +190,7 @@ class Store:
         try:
             with self.session() as s:
                 if created_by is not None:
-                    _load_user(s, created_by)
+                    load_user(s, created_by)
                 study = Study(
                     name=name,
                     guidelines=guidelines,
@@ -213,7 +209,7 @@ class Store:
     def get_study(self, study: int | str) -> StudyInfo:
         """Look a study up by id or name; raises ``NotFoundError``."""
         with self.session() as s:
-            return _study_info(_load_study(s, study))
+            return _study_info(load_study(s, study))
 
     def list_studies(self) -> list[StudyInfo]:
         with self.session() as s:
@@ -223,7 +219,7 @@ class Store:
         """Append prompts (strings, or dicts with ``prompt`` and optional ``metadata``)."""
         rows = [_prompt_row(p, i) for i, p in enumerate(prompts)]
         with self.session() as s:
-            study = _load_study(s, study_id)
+            study = load_study(s, study_id)
             start = (
                 s.scalar(
                     select(func.coalesce(func.max(Prompt.position), -1)).where(Prompt.study_id == study.id)
@@ -353,7 +349,7 @@ class Store:
         ``control_best``.
         """
         with self.session() as s:
-            return _create_task(s, _load_study(s, study_id), candidate_ids, control_best)
+            return _create_task(s, load_study(s, study_id), candidate_ids, control_best)
 
     def build_tasks(self, study_id: int, layout: str = "mixed") -> list[int]:
         """Group every not-yet-tasked candidate of the study into regular tasks.
@@ -366,7 +362,7 @@ class Store:
         if layout not in ("mixed", "per_system"):
             raise AnnotationError(f"layout must be 'mixed' or 'per_system', got {layout!r}")
         with self.session() as s:
-            study = _load_study(s, study_id)
+            study = load_study(s, study_id)
             tasked = select(TaskCandidate.candidate_id)
             rows = s.execute(
                 select(Candidate.id, Candidate.prompt_id, Candidate.model_id, Candidate.recipe)
@@ -391,7 +387,7 @@ class Store:
                 bounds = [round(i * len(dealt) / n_tasks) for i in range(n_tasks + 1)]
                 groups += [dealt[a:b] for a, b in itertools.pairwise(bounds)]
         with self.session() as s:  # all tasks or none
-            study = _load_study(s, study_id)
+            study = load_study(s, study_id)
             return [_create_task(s, study, g, None) for g in groups if len(g) >= 2]
 
     def add_control_tasks(self, study_id: int, n: int, seed: int = 0) -> list[int]:
@@ -399,7 +395,7 @@ class Store:
         made for other prompts, which cannot match it. Needs at least two prompts."""
         rng = random.Random(f"controls:{study_id}:{seed}")
         with self.session() as s:
-            study = _load_study(s, study_id)
+            study = load_study(s, study_id)
             rows = s.execute(
                 select(Candidate.id, Candidate.prompt_id)
                 .join(Prompt, Prompt.id == Candidate.prompt_id)
@@ -422,68 +418,11 @@ class Store:
             rng.shuffle(members)
             groups.append((members, best))
         with self.session() as s:  # all tasks or none
-            study = _load_study(s, study_id)
+            study = load_study(s, study_id)
             return [_create_task(s, study, g, best) for g, best in groups]
-
-    # ------------------------------------------------------------------ workflow, tables
-
-    def next_task(self, annotator_id: int, study_id: int, **kwargs: Any) -> Any:
-        """See :func:`annotation.workflow.next_task`."""
-        from annotation.workflow import next_task
-
-        return next_task(self, annotator_id, study_id, **kwargs)
-
-    def submit_ranking(
-        self,
-        annotator_id: int,
-        study_id: int,
-        task_id: int,
-        ranking: Any = None,
-        *,
-        skipped: bool = False,
-        time_taken_s: float | None = None,
-    ) -> Any:
-        """See :func:`annotation.workflow.submit_ranking`."""
-        from annotation.workflow import submit_ranking
-
-        return submit_ranking(
-            self,
-            annotator_id,
-            study_id,
-            task_id,
-            ranking,
-            skipped=skipped,
-            time_taken_s=time_taken_s,
-        )
-
-    def progress(self, study_id: int | str) -> dict[str, Any]:
-        """See :func:`annotation.workflow.progress`."""
-        from annotation.workflow import progress
-
-        return progress(self, study_id)
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _load_user(s: Session, user: int | str) -> User:
-    if isinstance(user, str):
-        obj = s.scalar(select(User).where(User.username == user))
-    else:
-        obj = s.get(User, v.check_id(user, "user id"))
-    if obj is None:
-        raise NotFoundError(f"user {user!r} does not exist")
-    return obj
-
-
-def _load_study(s: Session, study: int | str) -> Study:
-    if isinstance(study, str):
-        obj = s.scalar(select(Study).where(Study.name == study))
-    else:
-        obj = s.get(Study, v.check_id(study, "study id"))
-    if obj is None:
-        raise NotFoundError(f"study {study!r} does not exist")
-    return obj
 
 
 def _create_task(s: Session, study: Study, candidate_ids: Sequence[int], control_best: int | None) -> int:

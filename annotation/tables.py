@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sqlalchemy import select
 
+from annotation.lookups import load_study, system_label
 from annotation.models import (
     Candidate,
     Prompt,
@@ -48,10 +49,8 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
     """One row per (ranking, candidate) of a study; a skipped ranking is one row with no
     candidate and no rank. ``system`` is ``model_id:recipe``; ``prompt`` is the candidate's own
     prompt (for control tasks it may differ from the task's)."""
-    from annotation.store import _load_study, system_label
-
     with store.session() as s:
-        st = _load_study(s, study)
+        st = load_study(s, study)
         q = (
             select(
                 Ranking.id.label("ranking_id"),
@@ -98,10 +97,8 @@ def candidates_frame(store: Store, study: int | str, *, with_sample: bool = True
     """One row per candidate of the study's prompts: ids, model, recipe, seed, image path
     (relative to the data directory), reward scores as a JSON object string and, if asked, the
     whole stored sample (``Sample.to_dict()``) as a JSON string."""
-    from annotation.store import _load_study, system_label
-
     with store.session() as s:
-        st = _load_study(s, study)
+        st = load_study(s, study)
         cands = s.execute(
             select(Candidate, Prompt.text, Prompt.position)
             .join(Prompt, Prompt.id == Candidate.prompt_id)

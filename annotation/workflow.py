@@ -1,4 +1,4 @@
-"""Serving tasks to annotators and taking their rankings.
+"""Serving tasks to annotators and taking their rankings: functions of a ``Store``.
 
 ``next_task`` never serves a task twice to one annotator, returns an unfinished assignment again
 (a page reload does not burn a task), serves the regular task with the fewest submitted rankings
@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from annotation import validation as v
 from annotation.errors import ConflictError, NotFoundError, PermissionDeniedError
+from annotation.lookups import load_study, load_user
 from annotation.models import (
     Assignment,
     Candidate,
@@ -33,9 +34,7 @@ from annotation.models import (
     User,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    from annotation.store import Store
+from annotation.store import Store
 
 
 @dataclass(frozen=True)
@@ -67,22 +66,6 @@ class SubmitResult:
     """False when an identical ranking was already stored (an idempotent resubmission)."""
 
 
-def _annotator(s: Session, annotator_id: int) -> User:
-    user = s.get(User, v.check_id(annotator_id, "annotator_id"))
-    if user is None:
-        raise NotFoundError(f"user {annotator_id} does not exist")
-    if not user.active:
-        raise PermissionDeniedError(f"user {user.username!r} is deactivated")
-    return user
-
-
-def _study(s: Session, study_id: int) -> Study:
-    study = s.get(Study, v.check_id(study_id, "study_id"))
-    if study is None:
-        raise NotFoundError(f"study {study_id} does not exist")
-    return study
-
-
 def _view(store: Store, s: Session, a: Assignment, study: Study) -> TaskView:
     task = s.get(Task, a.task_id)
     prompt = s.get(Prompt, task.prompt_id)
@@ -112,6 +95,8 @@ def next_task(
     ``control_rate`` (a per-annotator seeded draw) an unseen control task is served instead.
     The candidate order is shuffled per annotator and stored in the assignment.
     """
+    v.check_id(annotator_id, "annotator_id")
+    v.check_id(study_id, "study_id")
     for attempt in range(3):
         try:
             with store.session() as s:
@@ -134,8 +119,8 @@ def _aware(t: datetime) -> datetime:
 def _next_task(
     store: Store, s: Session, annotator_id: int, study_id: int, pending_ttl_s: float
 ) -> TaskView | None:
-    user = _annotator(s, annotator_id)
-    study = _study(s, study_id)
+    user = load_user(s, annotator_id, active=True)
+    study = load_study(s, study_id)
     mine = s.execute(
         select(Assignment, Task.is_control)
         .join(Task, Task.id == Assignment.task_id)
@@ -240,8 +225,8 @@ def _submit(
     skipped: bool,
     time_taken: float | None,
 ) -> SubmitResult:
-    user = _annotator(s, annotator_id)
-    study = _study(s, study_id)
+    user = load_user(s, annotator_id, active=True)
+    study = load_study(s, study_id)
     task = s.get(Task, task_id)
     if task is None:
         raise NotFoundError(f"task {task_id} does not exist")
@@ -286,10 +271,8 @@ def _submit(
 
 def progress(store: Store, study: int | str) -> dict[str, Any]:
     """Counts for a study: tasks, rankings wanted/submitted, per-annotator work."""
-    from annotation.store import _load_study
-
     with store.session() as s:
-        st = _load_study(s, study)
+        st = load_study(s, study)
         tasks = s.execute(select(Task.id, Task.is_control).where(Task.study_id == st.id)).all()
         regular = [t for t, c in tasks if not c]
         per_task = dict(

@@ -93,6 +93,7 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
     """Outputs showing the user's next (or still open) task of ``study``; see ``_task_outputs``."""
     from PIL import Image
 
+    from annotation.workflow import next_task
     from reasongen.plans import render_plan
     from reasongen.types import Plan
 
@@ -100,7 +101,7 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
     if not study:
         raise gr.Error("Pick a study first.")
     st = services.store.get_study(study)
-    view = services.store.next_task(int(user["id"]), st.id)
+    view = next_task(services.store, int(user["id"]), st.id)
     progress = _progress_text(services, st.name, user["username"])
     guidelines = st.guidelines or services.default_guidelines
     if view is None:
@@ -135,7 +136,9 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
 
 
 def _progress_text(services: Services, study: str, username: str) -> str:
-    p = services.store.progress(study)
+    from annotation.workflow import progress
+
+    p = progress(services.store, study)
     mine = p["annotators"].get(username, {"submitted": 0, "skipped": 0})
     return (
         f"Study progress: {p['rankings_done']}/{p['rankings_wanted']} rankings "
@@ -147,6 +150,7 @@ def _progress_text(services: Services, study: str, username: str) -> str:
 def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: bool) -> str:
     """Store the ranking (or a skip) of the open task; return a confirmation line."""
     from annotation.validation import MAX_TIME_TAKEN_S
+    from annotation.workflow import submit_ranking
 
     user = require_user(user)
     if not task or not task.get("task_id"):
@@ -164,8 +168,8 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
             ranking = {int(c): int(r) for c, r in zip(cids, given)}
         except (TypeError, ValueError):
             raise gr.Error("Ranks must be whole numbers.") from None
-    res = services.store.submit_ranking(int(user["id"]), int(task["study_id"]), int(task["task_id"]),
-                                        ranking, skipped=skipped, time_taken_s=taken)  # fmt: skip
+    res = submit_ranking(services.store, int(user["id"]), int(task["study_id"]), int(task["task_id"]),
+                         ranking, skipped=skipped, time_taken_s=taken)  # fmt: skip
     what = "Skipped" if skipped else "Saved"
     return f"{what} task {task['task_id']} (ranking {res.ranking_id})."
 

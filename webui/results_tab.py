@@ -99,6 +99,7 @@ def study_results(services: Services, user: Any, study: Any) -> dict[str, Any]:
     """Everything the tab shows for ``study`` (researchers only); pieces without data are None."""
     from annotation import stats
     from annotation.tables import rankings_frame
+    from annotation.workflow import progress
 
     require_researcher(user)
     if not study:
@@ -118,7 +119,7 @@ def study_results(services: Services, user: Any, study: Any) -> dict[str, Any]:
         "agreement": _safe("agreement", stats.annotator_agreement, kept),
         "recipes": _safe("recipes", stats.recipe_comparison, kept, n_boot=N_BOOT, seed=0),
         "controls": controls,
-        "progress": services.store.progress(study),
+        "progress": progress(services.store, study),
     }
     return out
 

@@ -17,6 +17,7 @@ from annotation.models import Task
 from annotation.populate import derive_seed, load_rewards, parse_system
 from annotation.populate import populate_study as generate_candidates
 from annotation.store import Store
+from annotation.workflow import next_task, progress, submit_ranking
 
 
 def _run_study(store: Store, populate_study) -> int:
@@ -31,7 +32,7 @@ def _run_study(store: Store, populate_study) -> int:
     for name, limit in (("ann_a", 99), ("ann_b", 99), ("ann_c", 8)):
         uid = store.create_user(name, "password123").id
         for n in range(limit):
-            view = store.next_task(uid, sid)
+            view = next_task(store, uid, sid)
             if view is None:
                 break
             ids = sorted(c.id for c in view.candidates)
@@ -39,9 +40,9 @@ def _run_study(store: Store, populate_study) -> int:
                 ids.remove(best[view.task_id])
                 ids = [*ids, best[view.task_id]] if name == "ann_b" else [best[view.task_id], *ids]
             elif name == "ann_b" and n == 0:
-                store.submit_ranking(uid, sid, view.task_id, skipped=True)
+                submit_ranking(store, uid, sid, view.task_id, skipped=True)
                 continue
-            store.submit_ranking(uid, sid, view.task_id, [[i] for i in ids], time_taken_s=2.0)
+            submit_ranking(store, uid, sid, view.task_id, [[i] for i in ids], time_taken_s=2.0)
     return sid
 
 
@@ -55,7 +56,7 @@ def test_export_tables_round_trip(fmt: str, tmp_path: Path, populate_study) -> N
     ]
     rankings = read(paths["rankings"])
     n_rankings = rankings["ranking_id"].nunique()
-    per_user = store.progress(sid)["annotators"]
+    per_user = progress(store, sid)["annotators"]
     assert n_rankings == sum(u["submitted"] for u in per_user.values())
     skipped = rankings[rankings["skipped"].astype(bool)]
     assert len(skipped) == 1 and skipped["rank"].isna().all()
@@ -177,9 +178,9 @@ def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -
     rita = store.authenticate("rita", "s3cret-password")
     assert rita is not None and rita.role == "researcher"
     study = store.get_study("pilot")
-    while (view := store.next_task(rita.id, study.id)) is not None:
+    while (view := next_task(store, rita.id, study.id)) is not None:
         assert len(view.candidates) == 4 and all(Path(c.image_path).is_file() for c in view.candidates)
-        store.submit_ranking(rita.id, study.id, view.task_id, [[c.id] for c in view.candidates])
+        submit_ranking(store, rita.id, study.id, view.task_id, [[c.id] for c in view.candidates])
     sample = store.load_sample(1)
     assert sample.model_id == str(model_a) and len(sample.image_token_ids) == 16
     assert sample.prompt == "a red square" and sample.metadata is None

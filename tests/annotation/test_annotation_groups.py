@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 from annotation.db import current_revision, downgrade, upgrade
 from annotation.groups import ranked_groups
 from annotation.store import Store
+from annotation.workflow import next_task, submit_ranking
 
 
 def test_ranked_groups_give_borda_rewards(store: Store, populate_study) -> None:
@@ -15,11 +16,11 @@ def test_ranked_groups_give_borda_rewards(store: Store, populate_study) -> None:
     a, b = (store.create_user(n, "password123").id for n in ("a", "b"))
     answers = {}
     for u in (a, b):
-        while (view := store.next_task(u, sid)) is not None:
+        while (view := next_task(store, u, sid)) is not None:
             ids = sorted(c.id for c in view.candidates)
             # a: strict order; b: same best and worst, middle two tied
             ranking = [[i] for i in ids] if u == a else [[ids[0]], ids[1:3], [ids[3]]]
-            store.submit_ranking(u, sid, view.task_id, ranking)
+            submit_ranking(store, u, sid, view.task_id, ranking)
             answers.setdefault(view.task_id, ids)
     groups = ranked_groups(store, sid)
     assert [g.task_id for g in groups] == sorted(tasks)
@@ -36,13 +37,13 @@ def test_ranked_groups_give_borda_rewards(store: Store, populate_study) -> None:
 def test_abandoned_assignment_frees_its_place_after_the_ttl(store: Store, populate_study) -> None:
     sid, tasks = populate_study(store, n_prompts=1, per_system=2, group_size=4, rankings_per_task=1)
     a, b = (store.create_user(n, "password123").id for n in ("a", "b"))
-    held = store.next_task(a, sid)  # a opens the only task and walks away
-    assert store.next_task(b, sid) is None  # still held within the TTL
-    late = store.next_task(b, sid, pending_ttl_s=0.0)  # after the TTL it is served again
+    held = next_task(store, a, sid)  # a opens the only task and walks away
+    assert next_task(store, b, sid) is None  # still held within the TTL
+    late = next_task(store, b, sid, pending_ttl_s=0.0)  # after the TTL it is served again
     assert late is not None and late.task_id == held.task_id == tasks[0]
-    store.submit_ranking(b, sid, late.task_id, [[c.id] for c in late.candidates])
+    submit_ranking(store, b, sid, late.task_id, [[c.id] for c in late.candidates])
     # a may still hand in their answer; the task then simply has one extra ranking
-    assert store.submit_ranking(a, sid, held.task_id, [[c.id] for c in held.candidates]).created
+    assert submit_ranking(store, a, sid, held.task_id, [[c.id] for c in held.candidates]).created
 
 
 def test_migrations_downgrade_and_upgrade_again(tmp_path) -> None:

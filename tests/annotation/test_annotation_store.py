@@ -11,7 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 
 from annotation.db import current_revision, default_url, init_db, make_engine
-from annotation.errors import AnnotationError, ConflictError, NotFoundError
+from annotation.errors import AnnotationError, ConflictError, NotFoundError, PermissionDeniedError
+from annotation.lookups import load_study, load_user, system_label
 from annotation.models import Base, Candidate, RewardScore, User
 from annotation.security import hash_password, verify_password
 from annotation.store import Store
@@ -93,6 +94,26 @@ def test_user_validation(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.get_user("carol")
     assert [u.username for u in store.list_users()] == ["bob"]
+
+
+def test_lookups_find_users_and_studies_by_id_or_name(store: Store) -> None:
+    bob = store.create_user("bob", "password1")
+    st = store.create_study("pilot", group_size=2, rankings_per_task=1)
+    with store.session() as s:
+        assert load_user(s, "bob").id == load_user(s, bob.id).id == bob.id
+        assert load_study(s, "pilot").id == load_study(s, st.id).id == st.id
+        with pytest.raises(NotFoundError, match="user 'carol' does not exist"):
+            load_user(s, "carol")
+        with pytest.raises(NotFoundError, match="study 99 does not exist"):
+            load_study(s, 99)
+        with pytest.raises(AnnotationError, match="user id must be a positive"):
+            load_user(s, 0)
+    store.set_user_active(bob.id, False)
+    with store.session() as s:
+        assert load_user(s, bob.id).username == "bob"  # a lookup, not a permission check
+        with pytest.raises(PermissionDeniedError, match="deactivated"):
+            load_user(s, bob.id, active=True)
+    assert system_label("models/janus", "got-r1") == "models/janus:got-r1"
 
 
 def test_study_validation(store: Store) -> None:

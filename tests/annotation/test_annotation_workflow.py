@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from annotation.errors import AnnotationError, ConflictError, NotFoundError, PermissionDeniedError
 from annotation.models import Assignment, Ranking, RankingEntry, Task
 from annotation.store import Store
+from annotation.workflow import next_task, progress, submit_ranking
 
 
 def _users(store: Store, n: int, prefix: str = "ann") -> list[int]:
@@ -36,33 +37,33 @@ def test_assignment_never_repeats_and_stops_at_wanted(store: Store, populate_stu
     served: dict[int, list[int]] = {u: [] for u in users}
     for _round in range(10):
         for u in users:
-            view = store.next_task(u, sid)
+            view = next_task(store, u, sid)
             if view is not None:
                 served[u].append(view.task_id)
-                store.submit_ranking(u, sid, view.task_id, _answer(view), time_taken_s=1.5)
+                submit_ranking(store, u, sid, view.task_id, _answer(view), time_taken_s=1.5)
     for u in users:
         assert len(served[u]) == len(set(served[u]))  # never the same task twice
-        assert store.next_task(u, sid) is None
+        assert next_task(store, u, sid) is None
     per_task = Counter(t for ts in served.values() for t in ts)
     assert set(per_task) == set(tasks)
     assert all(n == 2 for n in per_task.values())  # exactly the number wanted, never more
-    prog = store.progress(sid)
+    prog = progress(store, sid)
     assert prog["rankings_done"] == prog["rankings_wanted"] == 8 and prog["fraction_done"] == 1.0
 
 
 def test_fewest_rankings_first(store: Store, populate_study) -> None:
     sid, _tasks = populate_study(store, n_prompts=3, per_system=2, group_size=4, rankings_per_task=3)
     a, b, c = _users(store, 3)
-    first_a = store.next_task(a, sid)
-    store.submit_ranking(a, sid, first_a.task_id, _answer(first_a))
+    first_a = next_task(store, a, sid)
+    submit_ranking(store, a, sid, first_a.task_id, _answer(first_a))
     # b must get a task nobody has ranked yet, not a's
-    first_b = store.next_task(b, sid)
+    first_b = next_task(store, b, sid)
     assert first_b.task_id != first_a.task_id
-    store.submit_ranking(b, sid, first_b.task_id, _answer(first_b))
-    first_c = store.next_task(c, sid)
+    submit_ranking(store, b, sid, first_b.task_id, _answer(first_b))
+    first_c = next_task(store, c, sid)
     assert first_c.task_id not in {first_a.task_id, first_b.task_id}
     # an open (unsubmitted) assignment counts toward the load and is served again on reload
-    assert store.next_task(c, sid).assignment_id == first_c.assignment_id
+    assert next_task(store, c, sid).assignment_id == first_c.assignment_id
 
 
 def test_shuffle_is_per_annotator_and_recorded(store: Store, populate_study) -> None:
@@ -70,7 +71,7 @@ def test_shuffle_is_per_annotator_and_recorded(store: Store, populate_study) -> 
     users = _users(store, 12)
     orders = []
     for u in users:
-        view = store.next_task(u, sid)
+        view = next_task(store, u, sid)
         with store.session() as s:
             a = s.get(Assignment, view.assignment_id)
             canonical = [m.candidate_id for m in s.get(Task, view.task_id).members]
@@ -88,9 +89,9 @@ def test_control_tasks_are_mixed_in_at_the_rate(store: Store, populate_study) ->
     controls = set(store.add_control_tasks(sid, 40, seed=0))
     served = []
     for u in _users(store, 2):
-        while (view := store.next_task(u, sid)) is not None:
+        while (view := next_task(store, u, sid)) is not None:
             served.append(view.task_id in controls)
-            store.submit_ranking(u, sid, view.task_id, _answer(view))
+            submit_ranking(store, u, sid, view.task_id, _answer(view))
     n_regular = served.count(False)
     assert n_regular == 20  # every regular task got its one ranking
     frac = served.count(True) / len(served)
@@ -101,23 +102,23 @@ def test_no_controls_when_rate_is_zero(store: Store, populate_study) -> None:
     sid, _ = populate_study(store, n_prompts=4, per_system=1, group_size=2, rankings_per_task=1)
     controls = set(store.add_control_tasks(sid, 4))
     (u,) = _users(store, 1)
-    while (view := store.next_task(u, sid)) is not None:
+    while (view := next_task(store, u, sid)) is not None:
         assert view.task_id not in controls
-        store.submit_ranking(u, sid, view.task_id, _answer(view))
+        submit_ranking(store, u, sid, view.task_id, _answer(view))
 
 
 def test_submission_is_idempotent_and_conflicts_are_refused(store: Store, populate_study) -> None:
     sid, _ = populate_study(store)
     (u,) = _users(store, 1)
-    view = store.next_task(u, sid)
+    view = next_task(store, u, sid)
     ids = [c.id for c in view.candidates]
-    first = store.submit_ranking(u, sid, view.task_id, [[ids[0]], [ids[1], ids[2]], [ids[3]]])
+    first = submit_ranking(store, u, sid, view.task_id, [[ids[0]], [ids[1], ids[2]], [ids[3]]])
     assert first.created
     # the same answer as a mapping is the same ranking: idempotent
-    again = store.submit_ranking(u, sid, view.task_id, {ids[0]: 1, ids[1]: 5, ids[2]: 5, ids[3]: 9})
+    again = submit_ranking(store, u, sid, view.task_id, {ids[0]: 1, ids[1]: 5, ids[2]: 5, ids[3]: 9})
     assert again.ranking_id == first.ranking_id and not again.created
     with pytest.raises(ConflictError, match="different"):
-        store.submit_ranking(u, sid, view.task_id, [[ids[3]], [ids[1], ids[2]], [ids[0]]])
+        submit_ranking(store, u, sid, view.task_id, [[ids[3]], [ids[1], ids[2]], [ids[0]]])
     with store.session() as s:
         entries = dict(s.execute(select(RankingEntry.candidate_id, RankingEntry.rank)).all())
     assert entries == {ids[0]: 1, ids[1]: 2, ids[2]: 2, ids[3]: 3}
@@ -127,22 +128,22 @@ def test_submission_is_idempotent_and_conflicts_are_refused(store: Store, popula
 def test_skipped_ranking(store: Store, populate_study) -> None:
     sid, _ = populate_study(store, n_prompts=1, per_system=2, group_size=4, rankings_per_task=1)
     a, b = _users(store, 2)
-    view = store.next_task(a, sid)
-    res = store.submit_ranking(a, sid, view.task_id, skipped=True, time_taken_s=2.0)
+    view = next_task(store, a, sid)
+    res = submit_ranking(store, a, sid, view.task_id, skipped=True, time_taken_s=2.0)
     assert res.created
     with pytest.raises(AnnotationError, match="skipped"):
-        store.submit_ranking(a, sid, view.task_id, _answer(view), skipped=True)
+        submit_ranking(store, a, sid, view.task_id, _answer(view), skipped=True)
     # a skip does not count toward the wanted rankings: b still gets the task
-    assert store.next_task(b, sid).task_id == view.task_id
-    assert store.next_task(a, sid) is None
+    assert next_task(store, b, sid).task_id == view.task_id
+    assert next_task(store, a, sid) is None
 
 
 def test_hostile_submissions_get_clear_errors(store: Store, populate_study) -> None:
     sid, _ = populate_study(store)
     sid2, _ = populate_study(store, name="other study")
     a, b = _users(store, 2)
-    view = store.next_task(a, sid)
-    other = store.next_task(a, sid2)
+    view = next_task(store, a, sid)
+    other = next_task(store, a, sid2)
     ids = [c.id for c in view.candidates]
     t = view.task_id
     cases = [
@@ -168,22 +169,22 @@ def test_hostile_submissions_get_clear_errors(store: Store, populate_study) -> N
     ]
     for args, exc, msg in cases:
         with pytest.raises(exc, match=msg):
-            store.submit_ranking(*args)
+            submit_ranking(store, *args)
     for bad_time in (float("nan"), -1.0, 1e308, "3s"):
         with pytest.raises(AnnotationError, match="time_taken_s"):
-            store.submit_ranking(a, sid, t, [ids], time_taken_s=bad_time)
+            submit_ranking(store, a, sid, t, [ids], time_taken_s=bad_time)
     store.set_user_active(a, False)
     with pytest.raises(PermissionDeniedError, match="deactivated"):
-        store.submit_ranking(a, sid, t, [ids])
+        submit_ranking(store, a, sid, t, [ids])
     with pytest.raises(PermissionDeniedError, match="deactivated"):
-        store.next_task(a, sid)
+        next_task(store, a, sid)
     assert _count(store, Ranking) == 0 and _count(store, RankingEntry) == 0
 
 
 def test_failed_transaction_leaves_no_partial_rows(store: Store, populate_study) -> None:
     sid, _ = populate_study(store)
     (u,) = _users(store, 1)
-    view = store.next_task(u, sid)
+    view = next_task(store, u, sid)
 
     def explode(session: Session, _ctx) -> None:
         if any(isinstance(o, RankingEntry) for o in session.new) or _rows_flushed(session):
@@ -199,14 +200,14 @@ def test_failed_transaction_leaves_no_partial_rows(store: Store, populate_study)
     event.listen(Session, "after_flush_postexec", explode)
     try:
         with pytest.raises(RuntimeError, match="disk on fire"):
-            store.submit_ranking(u, sid, view.task_id, _answer(view))
+            submit_ranking(store, u, sid, view.task_id, _answer(view))
     finally:
         event.remove(Session, "after_flush_postexec", explode)
     assert flushed["n"] == 4  # the rows really were written inside the transaction...
     assert _count(store, Ranking) == 0 and _count(store, RankingEntry) == 0  # ...and rolled back
     with store.session() as s:
         assert s.get(Assignment, view.assignment_id).completed_at is None
-    assert store.submit_ranking(u, sid, view.task_id, _answer(view)).created  # retry works
+    assert submit_ranking(store, u, sid, view.task_id, _answer(view)).created  # retry works
 
 
 def test_32_threads_submitting_lose_and_duplicate_nothing(store: Store, populate_study) -> None:
@@ -217,10 +218,10 @@ def test_32_threads_submitting_lose_and_duplicate_nothing(store: Store, populate
     def work(u: int) -> list[tuple[int, int, dict]]:
         barrier.wait()
         done = []
-        while (view := store.next_task(u, sid)) is not None:
+        while (view := next_task(store, u, sid)) is not None:
             ranking = _answer(view)
-            res = store.submit_ranking(u, sid, view.task_id, ranking, time_taken_s=0.5)
-            res2 = store.submit_ranking(u, sid, view.task_id, ranking)  # a double click
+            res = submit_ranking(store, u, sid, view.task_id, ranking, time_taken_s=0.5)
+            res2 = submit_ranking(store, u, sid, view.task_id, ranking)  # a double click
             assert res.created and not res2.created and res.ranking_id == res2.ranking_id
             done.append((res.ranking_id, view.task_id, ranking))
         return done
@@ -248,12 +249,12 @@ def test_32_threads_submitting_lose_and_duplicate_nothing(store: Store, populate
 def test_32_threads_same_submission_store_one_row(store: Store, populate_study) -> None:
     sid, _ = populate_study(store, n_prompts=1, per_system=2)
     (u,) = _users(store, 1)
-    view = store.next_task(u, sid)
+    view = next_task(store, u, sid)
     barrier = threading.Barrier(32)
 
     def work(_i: int):
         barrier.wait()
-        return store.submit_ranking(u, sid, view.task_id, _answer(view))
+        return submit_ranking(store, u, sid, view.task_id, _answer(view))
 
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(work, range(32)))

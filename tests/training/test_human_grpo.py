@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from annotation.store import Store
+from annotation.workflow import next_task, submit_ranking
 from reasongen.generation import generate
 from reasongen.loading import load_model
 from reasongen.tiny import save_tiny
@@ -36,7 +37,7 @@ def seeded(tmp_path_factory):
         users = {n: st.create_user(n, "password123").id for n in ("a", "b", "c")}
         tied_task = regular[-1]
         for name, uid in users.items():
-            while (view := st.next_task(uid, study.id)) is not None:
+            while (view := next_task(st, uid, study.id)) is not None:
                 ids = sorted(c.id for c in view.candidates)
                 if view.task_id in controls:
                     best = [c for c in ids if c in _control_best(st, view.task_id)]
@@ -46,7 +47,7 @@ def seeded(tmp_path_factory):
                     ranking = [ids]
                 else:
                     ranking = [[c] for c in (ids if name != "c" else ids[::-1])]
-                st.submit_ranking(uid, study.id, view.task_id, ranking)
+                submit_ranking(st, uid, study.id, view.task_id, ranking)
     return root, model_dir, url, regular, controls
 
 

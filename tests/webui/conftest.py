@@ -61,6 +61,7 @@ def _free_port() -> int:
 def _make_study(store: Any, loaded: Any) -> int:
     """Two prompts, each one task of 2 ``got-r1`` + 1 ``direct`` candidates, and rankings by three
     seeded annotators (so the Results tab has two systems to rate)."""
+    from annotation.workflow import next_task, submit_ranking
     from reasongen.generation import generate
     from reasongen.types import SamplingSettings
 
@@ -77,12 +78,12 @@ def _make_study(store: Any, loaded: Any) -> int:
         store.create_task(study.id, cids)
     for k in range(3):
         user = store.create_user(f"seed{k}", f"seed{k}-password")
-        while (view := store.next_task(user.id, study.id)) is not None:
+        while (view := next_task(store, user.id, study.id)) is not None:
             ids = [c.id for c in view.candidates]
             ranks = {c: (1 if recipe_of[c] == "got-r1" else 2) for c in ids}
             if k == 2:  # one annotator disagrees
                 ranks = {c: 3 - r for c, r in ranks.items()}
-            store.submit_ranking(user.id, study.id, view.task_id, ranks)
+            submit_ranking(store, user.id, study.id, view.task_id, ranks)
     return study.id
 
 

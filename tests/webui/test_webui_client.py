@@ -159,6 +159,7 @@ def test_results_are_for_researchers_only(webapp, client, tmp_path):
 
 def test_researcher_sends_candidates_to_a_new_study(webapp, client):
     from annotation.tables import candidates_frame
+    from annotation.workflow import progress
 
     with pytest.raises(AppError, match="researchers"):
         client.predict(None, "visitor-study", api_name="/send_to_study")
@@ -170,7 +171,7 @@ def test_researcher_sends_candidates_to_a_new_study(webapp, client):
     cands = candidates_frame(webapp.store, "sent-study")
     assert len(cands) == 2 and set(cands["prompt"]) == {example.prompt}
     assert all("shapes" in r and "gate" in r for r in cands["rewards"])
-    assert webapp.store.progress("sent-study")["tasks"] == 1
+    assert progress(webapp.store, "sent-study")["tasks"] == 1
     assert client.predict("sent-study", api_name="/study_results")[0] == "No rankings yet."
     with pytest.raises(AppError, match="does not exist"):
         client.predict("no-such-study", api_name="/study_results")
