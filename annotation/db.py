@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,8 +124,3 @@ def init_db(url: str | None = None, *, pool_size: int = 8) -> Engine:
     engine = make_engine(url, pool_size=pool_size)
     upgrade(engine)
     return engine
-
-
-def table_names(engine: Engine) -> list[str]:
-    """Names of the tables present in the database (for checks and tests)."""
-    return sorted(inspect(engine).get_table_names())
