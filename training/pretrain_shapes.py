@@ -132,15 +132,13 @@ def _decoder_stage(cfg_dict: dict[str, Any], vq_config: dict[str, Any], path: st
     torch.save({"state": vq.cpu().state_dict(), "summary": summary}, path)
 
 
-def detector_accuracy(scenes, images: np.ndarray) -> float | None:
-    """Share of images the world's detector finds correct for their scene (None if no detector)."""
-    try:
-        from reasongen.shapes.detect import check_image
-    except ImportError:
-        return None
+def detector_accuracy(scenes, images: np.ndarray) -> float:
+    """Share of images the world's detector finds correct for their scene."""
     from PIL import Image
 
-    ok = [bool(check_image(Image.fromarray(im), s.metadata).correct) for s, im in zip(scenes, images)]
+    from reasongen.shapes.geneval import check_image
+
+    ok = [bool(check_image(Image.fromarray(im), s.metadata)[0].correct) for s, im in zip(scenes, images)]
     return float(np.mean(ok))
 
 

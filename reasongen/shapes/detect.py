@@ -80,8 +80,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from reasongen.types import COORD_MAX, Box
 
-from . import scene as _scene
-from .scene import BACKGROUND, COLORS, SIZE_RANGE, SIZES
+from .scene import BACKGROUND, COLORS, SIZES, size_threshold_for
 
 # --------------------------------------------------------------------------- colour space
 
@@ -158,27 +157,6 @@ class ShapeFeatures:
             [self.fill, self.solidity, self.circularity, self.centroid_dy, self.corners, self.vsym],
             dtype=np.float64,
         )
-
-
-def size_threshold_for(cell: int | None = None) -> int:
-    """Box side (GoT units) from which an object is ``large`` rather than ``small``.
-
-    Free layouts draw sides from ``SIZE_RANGE``, cell-aligned layouts (the embedded model's,
-    e.g. ``cell=125``) use ``CELL_SIDES``. With ``cell`` the midpoint of the cell sides is
-    returned; without, the midpoint between the largest small side and the smallest large side
-    of both layouts, so that one detector serves both (falling back to the free layout's midpoint
-    if the two layouts' sizes were ever to interleave).
-    """
-    small, large = SIZES[0], SIZES[-1]
-    cells = getattr(_scene, "CELL_SIDES", None)
-    if cell:
-        if not cells:
-            raise ValueError("this version of reasongen.shapes.scene has no cell-aligned layout")
-        return (cells[small] + cells[large]) // 2
-    small_max, large_min = SIZE_RANGE[small][1], SIZE_RANGE[large][0]
-    if cells and max(small_max, cells[small]) < min(large_min, cells[large]):
-        return (max(small_max, cells[small]) + min(large_min, cells[large])) // 2
-    return (small_max + large_min) // 2
 
 
 TEXTURE_MIN_SHARE = 0.08
@@ -598,14 +576,3 @@ def detector_agreement(
     det = Detector(config)
     hits = sum(matches_objects(det(img), sc.objects, min_iou) for img, sc in zip(images, scenes))
     return hits / len(images)
-
-
-def check_image(image: Image.Image | np.ndarray, metadata: dict[str, Any], **kwargs: Any) -> Any:
-    """The GenEval-style verdict (a ``reasongen.shapes.geneval.CheckResult``) of one image.
-
-    A shortcut for callers that need only the verdict; ``reasongen.shapes.geneval.check_image``
-    returns the verdict and the detections.
-    """
-    from .geneval import check_image as _check
-
-    return _check(image, metadata, **kwargs)[0]

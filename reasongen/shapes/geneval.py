@@ -32,7 +32,8 @@ from scipy.optimize import linear_sum_assignment
 from reasongen.plans import box_iou
 from reasongen.types import Box, Plan, validate_metadata
 
-from .scene import COLORS, PLURALS, SHAPES, SIZES, TEXTURES
+from .detect import detect
+from .scene import COLORS, PLURALS, SHAPES, SIZES, TEXTURES, size_threshold_for
 
 POSITION_THRESHOLD = 0.1
 """GenEval's margin: centre offsets shrink by this fraction of the two boxes' summed sizes."""
@@ -206,15 +207,13 @@ def check_objects(
 def object_from_label(box: Box, size_threshold: int | None = None) -> PlanObject:
     """Read a plan box as an object: shape, colour, size and texture words of its label
     (``"large striped red circle"``); a missing size comes from the box's longer side."""
-    from .detect import DEFAULT_CONFIG
-
     words = [normalize_class(w) for w in box.label.lower().replace(",", " ").split()]
     shape = next((w for w in reversed(words) if w in SHAPES), " ".join(words))
     color = next((w for w in words if w in COLORS), "")
     texture = next((w for w in words if w in TEXTURES), None)
     size = next((w for w in words if w in SIZES), None)
     if size is None:
-        threshold = size_threshold if size_threshold is not None else DEFAULT_CONFIG.size_threshold
+        threshold = size_threshold if size_threshold is not None else size_threshold_for()
         side = max(box.x2 - box.x1, box.y2 - box.y1)
         size = SIZES[-1] if side >= threshold else SIZES[0]
     return PlanObject(shape, color, size, box, texture, area=box.area / 1e6)
@@ -234,8 +233,8 @@ def plan_faithfulness(
     overlapping squares can count four while its image shows fewer). That is one more
     requirement in ``satisfied``/``total``, and each clash is a reason.
 
-    ``size_threshold`` sizes unlabelled boxes (``reasongen.shapes.detect.size_threshold_for``;
-    default: the free layout's). Texture is not checked unless ``check_texture=True`` is passed
+    ``size_threshold`` sizes unlabelled boxes (default ``reasongen.shapes.scene.size_threshold_for()``,
+    right for both layouts, as the detector's). Texture is not checked unless ``check_texture=True`` is passed
     (plan labels usually omit it). Other keyword arguments go to ``check_objects``.
     """
     boxes = plan.boxes if isinstance(plan, Plan) else tuple(plan)
@@ -303,7 +302,5 @@ def check_image(
     ``detector`` is a callable image → detections (default: ``reasongen.shapes.detect.detect``);
     keyword arguments go to ``check_objects``. Returns the verdict and the detections.
     """
-    from .detect import detect
-
     dets = (detector or detect)(image)
     return check_objects(metadata, dets, **kwargs), dets

@@ -61,6 +61,26 @@ MAX_CROSS_OFFSET = 120
 MAX_COUNT = 4
 
 
+def size_threshold_for(cell: int | None = None) -> int:
+    """Box side (GoT units) from which an object is ``large`` rather than ``small``.
+
+    Free layouts draw sides from ``SIZE_RANGE``, cell-aligned layouts (the embedded model's,
+    e.g. ``cell=125``) use ``CELL_SIDES``. With ``cell`` the midpoint of the cell sides is
+    returned; without, the midpoint between the largest small side and the smallest large side
+    of both layouts, so that one detector serves both (falling back to the free layout's midpoint
+    if the two layouts' sizes were ever to interleave).
+    """
+    small, large = SIZES[0], SIZES[-1]
+    if cell:
+        return (CELL_SIDES[small] + CELL_SIDES[large]) // 2
+    small_max, large_min = SIZE_RANGE[small][1], SIZE_RANGE[large][0]
+    both_small_max = max(small_max, CELL_SIDES[small])
+    both_large_min = min(large_min, CELL_SIDES[large])
+    if both_small_max < both_large_min:
+        return (both_small_max + both_large_min) // 2
+    return (small_max + large_min) // 2
+
+
 def texture_rgb(color: str) -> tuple[int, int, int]:
     """The colour a texture is drawn in: the object's colour mixed half-way with white."""
     r, g, b = COLORS[color]
