@@ -23,7 +23,8 @@ from typing import Any
 from PIL import Image
 
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
-from reasongen.shapes.scene import BACKGROUND, Scene, sample_scenes
+from reasongen.shapes.scene import BACKGROUND, Scene
+from reasongen.shapes.scene_sampler import sample_scenes
 from reasongen.types import CATEGORIES, Sample
 
 Generated = Image.Image | Sample

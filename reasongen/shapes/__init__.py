@@ -14,9 +14,8 @@ from .scene import (
     Scene,
     ShapeObject,
     relation_holds,
-    sample_scene,
-    sample_scenes,
 )
+from .scene_sampler import sample_scene, sample_scenes
 
 __all__ = [
     "BACKGROUND", "COLORS", "IMAGE_SIZE", "SHAPES", "SIZES", "TEXTURES", "Relation", "Scene",

@@ -1,10 +1,11 @@
 """The embedded model's image tokens: one semantic code per cell of a cell-aligned scene.
 
-In a cell-aligned layout (``sample_scene(..., cell=CELL)``) every object covers whole cells of a
-``GRID_CELLS × GRID_CELLS`` grid, so each cell shows either background or one known piece of one
-object: the piece ``(dr, dc)`` (row and column inside the object) of a ``(shape, size)`` in a
-colour. The code of a cell names exactly that, which makes the world's "VQ encoder" exact; the
-VQ *decoder* (transformers' ``JanusVQVAE``) is trained to draw each code (``training/``).
+In a cell-aligned layout (``sample_scene(..., cell=CELL)``, ``reasongen.shapes.scene_sampler``)
+every object covers whole cells of a ``GRID_CELLS × GRID_CELLS`` grid, so each cell shows either
+background or one known piece of one object: the piece ``(dr, dc)`` (row and column inside the
+object) of a ``(shape, size)`` in a colour. The code of a cell names exactly that, which makes
+the world's "VQ encoder" exact; the VQ *decoder* (transformers' ``JanusVQVAE``) is trained to
+draw each code (``training/``).
 
 Background has one code per cell: code ``k`` is "background at cell k" (raster order), so the
 token sequence itself tells the LM where it is drawing; all background codes share one codebook

@@ -1,0 +1,151 @@
+"""Seeded sampling of shapes-world scenes: layouts of non-overlapping square boxes, the objects
+that fill them, and the prompt and metadata of each scene.
+
+``sample_scene`` draws one scene of a GenEval category from a ``random.Random``; ``sample_scenes``
+draws a category-balanced list from a seed. The world's facts (vocabularies, sizes, gaps, the
+relation test) live in ``reasongen.shapes.scene``, the prompt wording in
+``reasongen.shapes.prompts``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from reasongen.types import CATEGORIES, RELATIONS, Box
+
+from .prompts import write_prompt
+from .scene import (
+    CELL_SIDES,
+    COLORS,
+    GRID,
+    MARGIN,
+    MAX_COUNT,
+    MIN_GAP,
+    SHAPES,
+    SIZE_RANGE,
+    SIZES,
+    TEXTURE_PROB,
+    TEXTURES,
+    Relation,
+    Scene,
+    ShapeObject,
+    relation_holds,
+)
+
+
+def _snap(v: float) -> int:
+    return round(v / GRID) * GRID
+
+
+def _random_box(side: int, label: str, rng: random.Random, cell: int | None = None) -> Box:
+    if cell:
+        x1 = cell * rng.randint(0, (1000 - side) // cell)
+        y1 = cell * rng.randint(0, (1000 - side) // cell)
+    else:
+        x1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
+        y1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
+    return Box(label, x1, y1, x1 + side, y1 + side)
+
+
+def _apart(a: Box, b: Box, gap: int = MIN_GAP) -> bool:
+    return a.x2 + gap <= b.x1 or b.x2 + gap <= a.x1 or a.y2 + gap <= b.y1 or b.y2 + gap <= a.y1
+
+
+def _side(size: str, rng: random.Random, cell: int | None = None) -> int:
+    if cell:
+        return CELL_SIDES[size]
+    lo, hi = SIZE_RANGE[size]
+    return _snap(rng.uniform(lo, hi))
+
+
+def _layout(
+    specs: list[tuple[str, str, str]],
+    rng: random.Random,
+    relation: Relation | None = None,
+    cell: int | None = None,
+) -> list[Box]:
+    """Place square boxes for ``(label, size, _)`` specs apart from each other (and related)."""
+    gap = cell or MIN_GAP
+    for _ in range(2000):
+        boxes: list[Box] = []
+        for label, size, _t in specs:
+            side = _side(size, rng, cell)
+            for _try in range(50):
+                box = _random_box(side, label, rng, cell)
+                if all(_apart(box, other, gap) for other in boxes):
+                    boxes.append(box)
+                    break
+            else:
+                break
+        if len(boxes) != len(specs):
+            continue
+        if relation is None or relation_holds(
+            boxes[relation.subject], relation.relation, boxes[relation.reference]
+        ):
+            return boxes
+    raise RuntimeError(f"could not place {len(specs)} objects; sizes too large for the canvas")
+
+
+def _texture(rng: random.Random) -> str | None:
+    return rng.choice(TEXTURES) if rng.random() < TEXTURE_PROB else None
+
+
+def _objects(
+    shapes: list[str], colors: list[str], sizes: list[str], rng: random.Random,
+    relation: Relation | None = None, textured: bool = True, cell: int | None = None,
+) -> tuple[ShapeObject, ...]:  # fmt: skip
+    textures = [_texture(rng) if textured and not cell else None for _ in shapes]
+    specs = [(f"{c} {s}", z, "") for s, c, z in zip(shapes, colors, sizes)]
+    boxes = _layout(specs, rng, relation, cell)
+    return tuple(ShapeObject(s, c, z, t, b) for s, c, z, t, b in zip(shapes, colors, sizes, textures, boxes))
+
+
+def _sample_objects(
+    category: str, rng: random.Random, cell: int | None = None
+) -> tuple[tuple[ShapeObject, ...], Relation | None]:
+    color_names = list(COLORS)
+    if category in ("single_object", "colors"):
+        shape, color, size = rng.choice(SHAPES), rng.choice(color_names), rng.choice(SIZES)
+        return _objects([shape], [color], [size], rng, cell=cell), None
+    if category in ("two_object", "color_attr"):
+        shapes = rng.sample(SHAPES, 2)
+        colors = rng.sample(color_names, 2)
+        return _objects(shapes, colors, [rng.choice(SIZES) for _ in shapes], rng, cell=cell), None
+    if category == "counting":
+        n = rng.randint(1, MAX_COUNT)
+        size = rng.choice(SIZES) if n <= 2 else "small"
+        color = rng.choice(color_names)
+        shapes = [rng.choice(SHAPES)] * n
+        return _objects(shapes, [color] * n, [size] * n, rng, textured=False, cell=cell), None
+    if category == "position":
+        shapes = rng.sample(SHAPES, 2)
+        colors = rng.sample(color_names, 2)
+        relation = Relation(0, rng.choice(RELATIONS), 1)
+        sizes = [rng.choice(SIZES) for _ in shapes]
+        return _objects(shapes, colors, sizes, rng, relation, cell=cell), relation
+    raise ValueError(f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
+
+
+def sample_scene(category: str, rng: random.Random, cell: int | None = None) -> Scene:
+    """Sample a scene of ``category`` (one of ``CATEGORIES``) with its prompt and metadata.
+
+    Deterministic given the state of ``rng``. The metadata passes
+    ``reasongen.types.validate_metadata``. With ``cell`` (e.g. 125: an 8 × 8 grid) the layout is
+    cell-aligned: boxes on the grid with sides ``CELL_SIDES``, at least one cell apart, no
+    textures (the embedded model's token grid, see ``reasongen.shapes.codes``).
+    """
+    if cell is not None and (cell <= 0 or any(v % cell for v in (1000, *CELL_SIDES.values()))):
+        raise ValueError(f"cell must divide 1000 and the sides {CELL_SIDES}; e.g. 125")
+    objects, relation = _sample_objects(category, rng, cell)
+    prompt, metadata = write_prompt(category, objects, relation, rng)
+    return Scene(category, objects, prompt, metadata, relation)
+
+
+def sample_scenes(
+    n: int, seed: int = 0, categories: tuple[str, ...] = CATEGORIES, cell: int | None = None
+) -> list[Scene]:
+    """``n`` scenes cycling through ``categories`` (balanced), from one seeded generator."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    return [sample_scene(categories[i % len(categories)], rng, cell) for i in range(n)]
