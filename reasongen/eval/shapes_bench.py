@@ -52,14 +52,7 @@ def benchmark_prompts(n: int, seed: int = 0, cell: int | None = None) -> list[Be
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the benchmark needs at least one prompt; got n={n!r}")
-    if cell:
-        try:
-            scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell)
-        except TypeError:
-            raise ValueError("this version of reasongen.shapes has no cell-aligned layout; "
-                             "use cell=None (--cell 0)") from None  # fmt: skip
-    else:
-        scenes = sample_scenes(n, seed=seed, categories=CATEGORIES)
+    scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell or None)
     return [BenchPrompt(i, s.category, s.prompt, s.metadata, s) for i, s in enumerate(scenes)]
 
 

@@ -22,12 +22,8 @@ from reasongen.eval import (
 from reasongen.eval.cli import main
 from reasongen.plans import parse_plan
 from reasongen.shapes import render_scene
-from reasongen.shapes import scene as scene_module
 from reasongen.shapes.cot import write_cot
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
-
-HAS_CELLS = hasattr(scene_module, "CELL_SIDES")
-needs_cells = pytest.mark.skipif(not HAS_CELLS, reason="the world has no cell-aligned layout yet")
 
 
 def test_prompt_set_is_balanced_and_fixed():
@@ -42,7 +38,6 @@ def test_prompt_set_is_balanced_and_fixed():
         benchmark_prompts(0)
 
 
-@needs_cells
 def test_cell_aligned_prompt_set_asks_for_no_texture():
     prompts = benchmark_prompts(60, seed=0, cell=125)
     assert all("texture" not in e for p in prompts for e in p.metadata["include"])
@@ -137,7 +132,7 @@ def test_outputs_and_contact_sheet(tmp_path):
 
 @pytest.mark.parametrize(
     "layout",
-    [["--cell", "0"], pytest.param(["--image-size", "64"], marks=needs_cells)],
+    [["--cell", "0"], ["--image-size", "64"]],
     ids=["free", "cell-default"],
 )
 def test_cli_oracle_run_writes_report(tmp_path, capsys, layout):
