@@ -17,6 +17,10 @@ from ..types import Sample, validate_metadata
 
 T = TypeVar("T")
 
+MAX_IMAGE_ASPECT = 200.0
+"""Longest over shortest image side beyond which no reward scores an image (Qwen2.5-VL's processor
+refuses more, and resizing such a sliver to a model's input size leaves a side of zero pixels)."""
+
 
 class RewardModelUnavailable(RuntimeError):
     """A reward model's weights could not be loaded (offline, wrong path, missing file)."""
@@ -108,11 +112,15 @@ class ModelRewardConfig(RewardConfig):
 class Reward:
     """Base class: validates input, resolves metadata, calls :meth:`score`.
 
-    Subclasses set ``name`` and ``config_class`` and implement ``score``.
+    Subclasses set ``name`` and ``config_class`` and implement ``score``. A sample whose image
+    this reward cannot score (:meth:`image_problem`) never reaches ``score``: it gets ``None``
+    with ``{"error": reason}`` as details, and the rest of the batch is scored as usual.
     """
 
     name: ClassVar[str] = "reward"
     config_class: ClassVar[type[RewardConfig]] = RewardConfig
+    min_image_side: ClassVar[int] = 1
+    """Fewest pixels an image side may have for this reward to score it."""
 
     def __init__(self, config: RewardConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -135,10 +143,38 @@ class Reward:
         metas = resolve_metadata(samples, metadata)
         if not samples:
             return RewardOutput(self.name, [], [])
-        out = self.score(samples, metas)
-        if len(out) != len(samples):
-            raise RuntimeError(f"reward {self.name!r} returned {len(out)} scores for {len(samples)}")
-        return out
+        problems = [self.image_problem(getattr(s, "image", None)) for s in samples]
+        ok = [i for i, p in enumerate(problems) if p is None]
+        out = (
+            self.score([samples[i] for i in ok], [metas[i] for i in ok])
+            if ok
+            else RewardOutput(self.name, [], [])
+        )
+        if len(out) != len(ok):
+            raise RuntimeError(f"reward {self.name!r} returned {len(out)} scores for {len(ok)}")
+        if len(ok) == len(samples):
+            return out
+        scores: list[float | None] = [None] * len(samples)
+        details: list[dict[str, Any]] = [{"error": p} for p in problems]
+        for j, i in enumerate(ok):
+            scores[i], details[i] = out.scores[j], out.details[j]
+        return RewardOutput(out.name, scores, details)
+
+    def image_problem(self, image: Any) -> str | None:
+        """Why this reward cannot score ``image`` (empty, thinner than ``min_image_side``, longer
+        than ``MAX_IMAGE_ASPECT`` times its width), or ``None`` if it can. A missing image
+        (``None``) is no problem here: each reward says itself how it treats one."""
+        if image is None:
+            return None
+        size = getattr(image, "size", None)
+        if not (isinstance(size, tuple) and len(size) == 2):
+            return f"not an image ({type(image).__name__})"
+        w, h = size
+        if min(w, h) < self.min_image_side:
+            return f"image is {w}x{h} pixels; {self.name} needs at least {self.min_image_side} a side"
+        if max(w, h) > MAX_IMAGE_ASPECT * min(w, h):
+            return f"image is {w}x{h} pixels: sides further apart than {MAX_IMAGE_ASPECT:g}:1"
+        return None
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
         raise NotImplementedError

@@ -183,6 +183,19 @@ class GroundingDinoReward(ModelReward):
         )
         return model.to(cfg.torch_device()).eval(), processor
 
+    def image_problem(self, image: Any) -> str | None:
+        """The shared limits, and a short side that the processor's resize (long side capped at
+        ``longest_edge``) would round to zero pixels."""
+        problem = super().image_problem(image)
+        if problem is not None or image is None:
+            return problem
+        size = self.bundle[1].image_processor.size
+        longest = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+        w, h = image.size
+        if longest and round(longest * min(w, h) / max(w, h)) < 1:
+            return f"image is {w}x{h} pixels: too thin for GroundingDINO's resize to {longest} px"
+        return None
+
     def detect(self, images: list[Any], groups: list[list[str]]) -> list[dict[str, list[Detection]]]:
         """Ground each phrase group in its image: every box goes to the phrase of the group that
         scores highest on it; boxes under the threshold are dropped, then NMS per phrase.

@@ -119,7 +119,7 @@ def preprocess(image: Any, size: int) -> Any:
     h, w = x.shape[1:]
     scale = size / float(max(h, w))
     if scale != 1.0:
-        nh, nw = round(h * scale), round(w * scale)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))  # a sliver keeps one pixel
         x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.BICUBIC)
         ph, pw = size - nh, size - nw
         x = TF.pad(x, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)

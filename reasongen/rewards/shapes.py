@@ -69,6 +69,7 @@ class ShapesReward(Reward):
     name = "shapes"
     config_class = ShapesConfig
     config: ShapesConfig
+    min_image_side = 4  # the detector's smallest input
 
     def parts(self, sample: Sample, meta: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Part values (None where a part does not apply) and display details of one sample."""
