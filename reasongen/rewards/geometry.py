@@ -44,7 +44,9 @@ def from_plan_box(box: Box) -> NBox:
 
 
 def to_plan_box(label: str, box: NBox) -> Box:
-    """Normalised → GoT box (rounded to 0–1000 integers)."""
+    """Normalised → GoT box (rounded to 0–1000 integers); a non-finite coordinate is a ValueError."""
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"box {box} of {label!r} has a non-finite coordinate")
     x1, y1, x2, y2 = (round(min(max(v, 0.0), 1.0) * COORD_MAX) for v in box)
     return Box(label, x1, y1, x2, y2)
 

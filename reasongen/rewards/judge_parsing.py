@@ -4,13 +4,33 @@ raises on model output (empty, truncated, adversarial, or a prompt injection ins
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 SEM_CRITERIA = ("completeness", "faithfulness", "consistency", "clarity")
 """GoT-R1's four 0–10 criteria for the semantic reward R_sem."""
 
-_NUM = r"(-?\d+(?:\.\d+)?)"
+_VALUE = re.compile(r"-?\d+(?:\.\d+)?(?:\s*/\s*10)?")
+"""The whole of a judge's 0–10 rating: a plain decimal, optionally written out of 10 (``7/10``)."""
+
+_TOKEN = r"(-?\.?\d[\w.%/+-]*(?:\s*/\s*[\w.%+-]+)?)"
+"""Everything number-like after a label (``7``, ``7/100``, ``1e3``, ``8%``, ``7.5.3``), so that the
+strict :data:`_VALUE` sees the whole token, not a readable prefix of it."""
+
+
+def _last_rating(label: str, text: str) -> float | None:
+    """The last ``label: N`` rating in ``text`` (label a regex, case-insensitive, ``**`` bold and
+    ``=`` allowed); ``None`` when there is none or the last one is not a plain 0–10-style decimal
+    (``7/100``, ``1e3``, ``8%``)."""
+    hits = re.findall(label + r"\s*\**\s*[:=]\s*\**\s*" + _TOKEN, text, flags=re.I)
+    if not hits:
+        return None
+    token = hits[-1].rstrip(".")  # a full stop ending the sentence
+    if not _VALUE.fullmatch(token):
+        return None
+    value = float(token.split("/")[0])
+    return value if math.isfinite(value) else None
 
 
 def last_boxed(text: str) -> str | None:
@@ -39,28 +59,23 @@ def parse_binary_verdict(text: str) -> float | None:
 
 
 def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None:
-    """The number after the last ``Score:`` (case-insensitive), if it lies in ``[low, high]``."""
+    """The number after the last ``Score:`` (case-insensitive), if it is a plain decimal (``7``,
+    ``7.5``, ``7/10``; not ``7/100``, ``1e3`` or ``80%``) that lies in ``[low, high]``."""
     if not isinstance(text, str):
         return None
-    hits = re.findall(r"score\s*[:=]\s*\**\s*" + _NUM + r"(?:\s*/\s*10)?", text, flags=re.I)
-    if not hits:
-        return None
-    value = float(hits[-1])
-    return value if low <= value <= high else None
+    value = _last_rating("score", text)
+    return value if value is not None and low <= value <= high else None
 
 
 def parse_criteria(text: str, names: tuple[str, ...] = SEM_CRITERIA) -> dict[str, float] | None:
     """``{criterion: score}`` from lines like ``Completeness: 8``; ``None`` unless all are present
-    and each is within 0–10 (the last mention of a criterion wins)."""
+    and each is a plain decimal within 0–10 (the last mention of a criterion wins)."""
     if not isinstance(text, str):
         return None
     out: dict[str, float] = {}
     for name in names:
-        hits = re.findall(rf"{name}\s*\**\s*[:=]\s*\**\s*" + _NUM, text, flags=re.I)
-        if not hits:
-            return None
-        v = float(hits[-1])
-        if not 0.0 <= v <= 10.0:
+        v = _last_rating(re.escape(name), text)
+        if v is None or not 0.0 <= v <= 10.0:
             return None
         out[name] = v
     return out
@@ -81,7 +96,8 @@ def parse_grounding(text: str) -> list[tuple[str, tuple[float, float, float, flo
 
     Returns ``(label, box)`` pairs (coordinates as written: the caller converts them); an empty
     list when the judge says it found nothing (``[]``); ``None`` when no valid JSON list is found.
-    Entries without a 4-number box are skipped.
+    Every entry must be an object with a string ``label`` and a ``bbox_2d`` (or ``bbox``) of four
+    finite numbers: one that is not makes the list unreadable (``None``), never a box not found.
     """
     if not isinstance(text, str):
         return None
@@ -92,19 +108,22 @@ def parse_grounding(text: str) -> list[tuple[str, tuple[float, float, float, flo
             continue
         if isinstance(data, dict):
             data = [data]
-        if not isinstance(data, list) or (data and not any(isinstance(d, dict) for d in data)):
+        if not isinstance(data, list):
             continue
-        out = []
-        for item in data:
-            if not isinstance(item, dict):
-                continue
-            box = item.get("bbox_2d", item.get("bbox"))
-            if (
-                isinstance(box, list)
-                and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-            ):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                out.append((str(item.get("label", "")), (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))))
-        return out
+        entries = [_grounded_entry(item) for item in data]
+        if all(e is not None for e in entries):
+            return [e for e in entries if e is not None]
     return None
+
+
+def _grounded_entry(item: Any) -> tuple[str, tuple[float, float, float, float]] | None:
+    """``(label, (x1, y1, x2, y2))`` of one grounding entry (corners sorted), or ``None``."""
+    if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+        return None
+    box = item.get("bbox_2d", item.get("bbox"))
+    if not (isinstance(box, list) and len(box) == 4):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        return None  # json reads NaN and Infinity
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return item["label"], (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))

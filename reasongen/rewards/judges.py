@@ -108,6 +108,11 @@ class OrmReward(QwenJudge):
         details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
         for i, p in zip(idx, probs):
             scores[i], details[i] = p, {"p_yes": p}
+            if p is None:
+                details[i]["error"] = (
+                    "the judge's first token is no usable yes/no answer (non-finite logits, or "
+                    f"P(yes) + P(no) below min_answer_mass={self.config.min_answer_mass:g})"
+                )
         return RewardOutput(self.name, scores, details)
 
 
@@ -210,7 +215,10 @@ class GotJudgeReward(QwenJudge):
             assert sample.plan is not None
             found = self._grounded_boxes(raw, image_of(sample))
             if found is None:
-                return None, {"error": "no JSON list of bbox_2d entries in the reply"}
+                return None, {
+                    "error": "no JSON list whose every entry has a string label and a bbox_2d of "
+                    "four finite numbers"
+                }
             total = 0.0
             pairs = []
             for label in dict.fromkeys(b.label for b in sample.plan.boxes):

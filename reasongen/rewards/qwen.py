@@ -8,6 +8,7 @@ judge with ``do_sample=False``), batched with left padding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +28,20 @@ class QwenJudgeConfig(ModelRewardConfig):
     )
     max_new_tokens: int = field(default=512, metadata={"help": "Cap on each judge reply."})
     batch_size: int = field(default=4, metadata={"help": "Judge queries per generate call."})
+    min_answer_mass: float = field(
+        default=1e-4,
+        metadata={
+            "help": "Yes/no questions: below this first-token probability of yes + no the judge "
+            "did not answer yes or no, and the sample scores None."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0.0 <= self.min_answer_mass < 1.0:
+            raise ValueError(f"min_answer_mass must be in [0, 1), got {self.min_answer_mass}")
 
 
 class QwenJudge(ModelReward):
@@ -97,18 +107,26 @@ class QwenJudge(ModelReward):
             raise ValueError(f"{self.config.model}: 'yes' and 'no' share a first token")
         return yes, no
 
-    def yes_probability(self, items: list[JudgeItem]) -> list[float]:
-        """``P(yes)/(P(yes)+P(no))`` of the first reply token for each item (both casings)."""
+    def yes_probability(self, items: list[JudgeItem]) -> list[float | None]:
+        """``P(yes)/(P(yes)+P(no))`` of the first reply token for each item (both casings);
+        ``None`` where it is unusable: non-finite logits, or yes + no below ``min_answer_mass``.
+
+        Computed from log-probabilities, so two tiny probabilities still give their true ratio
+        instead of 0/0."""
         import torch
 
         model, _ = self.bundle
         yes, no = self.yes_no_ids()
-        out: list[float] = []
+        out: list[float | None] = []
         for chunk in batched(items, self.config.batch_size):
             enc = self._inputs(chunk)
             with torch.no_grad():
                 logits = model(**enc).logits[:, -1, :].float()  # [B, V] (left padded)
-            p = logits.softmax(-1)
-            py, pn = p[:, yes].sum(-1), p[:, no].sum(-1)  # [B]
-            out += [float(v) for v in py / (py + pn).clamp_min(1e-12)]
+            logp = logits.log_softmax(-1)  # [B, V]
+            ly, ln = logp[:, yes].logsumexp(-1), logp[:, no].logsumexp(-1)  # [B]
+            ratio = torch.sigmoid(ly - ln)  # [B]
+            mass = torch.logaddexp(ly, ln).exp()  # [B]
+            for r, m in zip(ratio.tolist(), mass.tolist()):
+                usable = math.isfinite(r) and math.isfinite(m) and m >= self.config.min_answer_mass
+                out.append(float(r) if usable else None)
         return out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
 import torch
 
 from reasongen.rewards import RewardModelUnavailable, get_reward
+from reasongen.rewards.geometry import to_plan_box
 from reasongen.rewards.judge_parsing import (
     last_boxed,
     parse_binary_verdict,
@@ -59,6 +61,20 @@ def test_last_boxed_matches_nested_braces():
         ("Score: -2", None),
         ("eight out of ten", None),
         ("", None),
+        # strict: the whole number-like token after the label, or nothing
+        ("Score: 7/100", None),
+        ("Score: 1e3", None),
+        ("Score: 0.5e1", None),
+        ("Score: 80%", None),
+        ("Score: 8%", None),
+        ("Score: 7.5.3", None),
+        ("Score: 7/10/10", None),
+        ("Score: 6 / 100", None),
+        ("Score: 5\nOn reflection, Score: 7/100", None),  # the last rating is unreadable
+        ("Score: 7.", 7.0),
+        ("Score: 7 / 10.", 7.0),
+        ("Score: **7** (good)", 7.0),
+        ("Answer with 'Score: N'.\nScore: 6", 6.0),
     ],
 )
 def test_score_parsing(text, expected):
@@ -76,20 +92,58 @@ def test_criteria_parsing_needs_all_four_in_range():
     assert parse_criteria("**Completeness**: 5 faithfulness=5 CONSISTENCY: 5 clarity: 5") == dict.fromkeys(
         ("completeness", "faithfulness", "consistency", "clarity"), 5.0
     )
+    assert parse_criteria(ok.replace("Completeness: 8", "Completeness: 1e1")) is None
+    assert parse_criteria(ok.replace("Clarity: 7", "Clarity: 7/100")) is None
+    assert parse_criteria(ok.replace("Clarity: 7", "Clarity: 7/10.")) == parse_criteria(ok)
 
 
 def test_grounding_parsing():
     fenced = '```json\n[{"bbox_2d": [10, 20, 110, 220], "label": "cat"}]\n```'
     assert parse_grounding(fenced) == [("cat", (10.0, 20.0, 110.0, 220.0))]
-    swapped = 'Here: [{"bbox_2d": [110, 220, 10, 20], "label": "dog"}, {"label": "x"}]'
+    swapped = 'Here: [{"bbox_2d": [110, 220, 10, 20], "label": "dog"}]'
     assert parse_grounding(swapped) == [("dog", (10.0, 20.0, 110.0, 220.0))]
     assert parse_grounding("[]") == []
     assert parse_grounding("no objects here") is None
-    assert parse_grounding('[{"bbox_2d": [1, 2, "3", 4]}]') == []
-    assert parse_grounding("[" * 5000 + "]" * 5000) in (None, [])
+    assert parse_grounding("[" * 5000 + "]" * 5000) is None
     assert parse_grounding('{"bbox_2d": [0, 0, 5, 5], "label": "a"}') == [("a", (0, 0, 5, 5))]
     assert parse_grounding("[1, 2, 3]") is None  # a list, but of no objects
-    assert parse_grounding('[{"bbox_2d": [true, 0, 5, 5], "label": "a"}]') == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '[{"box": [0, 0, 5, 5], "name": "cat"}]',  # wrong keys: unreadable, not "nothing found"
+        '[{"bbox_2d": [0, 0, 5, 5], "label": "cat"}, {"label": "dog"}]',  # one entry without a box
+        '[{"bbox_2d": [0, 0, 5, 5]}]',  # no label
+        '[{"bbox_2d": [0, 0, 5, 5], "label": 3}]',
+        '[{"bbox_2d": [1, 2, "3", 4], "label": "cat"}]',
+        '[{"bbox_2d": [true, 0, 5, 5], "label": "cat"}]',
+        '[{"bbox_2d": [0, 0, 5], "label": "cat"}]',
+        '[{"bbox_2d": [NaN, 0, 5, 5], "label": "cat"}]',
+        '[{"bbox_2d": [0, 0, Infinity, 5], "label": "cat"}]',
+        '[{"bbox_2d": [0, 0, 1e999, 5], "label": "cat"}]',
+    ],
+)
+def test_grounding_with_an_unreadable_entry_is_none(reply):
+    assert parse_grounding(reply) is None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '[{"box": [0, 0, 500, 500], "name": "cat"}]',
+        '[{"bbox_2d": [NaN, 0, 500, 500], "label": "cat"}]',
+    ],
+)
+def test_got_judge_unreadable_grounding_is_none_not_zero(tiny_qwen_dir, sample_factory, images, reply):
+    r = get_reward("got_judge", model=str(tiny_qwen_dir), coords="relative1000")
+    value, info = r._part(_got_sample(sample_factory, images[0]), "R_RI", reply)
+    assert value is None and "four finite numbers" in info["error"]
+
+
+def test_to_plan_box_names_a_non_finite_coordinate():
+    with pytest.raises(ValueError, match="non-finite"):
+        to_plan_box("cat", (float("nan"), 0.0, 0.5, 0.5))
 
 
 def test_got_total_is_gotr1_formula():
@@ -130,6 +184,49 @@ def test_orm_probability_on_tiny_qwen(orm, sample_factory, images):
     assert out.scores[1] == pytest.approx((py / (py + pn)).item(), abs=1e-4)
     clone = pickle.loads(pickle.dumps(orm))
     assert not clone.loaded
+
+
+class _Logits:
+    """Stands in for the judge model: fixed last-position logits for every row."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, fill: dict[int, float], vocab: int, base: float = 0.0) -> None:
+        self.fill, self.vocab, self.base = fill, vocab, base
+
+    def __call__(self, **enc):
+        logits = torch.full((enc["input_ids"].shape[0], 1, self.vocab), self.base)  # [B, 1, V]
+        for tid, v in self.fill.items():
+            logits[:, -1, tid] = v
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize(
+    ("yes", "no", "others", "expected"),
+    [
+        (float("nan"), 0.0, 0.0, None),  # NaN logits: was NaN
+        (-200.0, -200.0, 0.0, None),  # no mass on yes/no (both underflow): was 0.0
+        (-1e30, -1e30, 0.0, None),
+        (float("inf"), 0.0, 0.0, None),
+        (-15.0, -15.0, 0.0, None),  # yes + no below min_answer_mass: was 0.5
+        (-20.0, -21.0, -30.0, 1 / (1 + math.exp(-1.0))),  # a usable answer: the true ratio
+        (2.0, 2.0, 0.0, 0.5),
+    ],
+)
+def test_orm_unusable_yes_no_probabilities_are_none(
+    orm, sample_factory, images, monkeypatch, yes, no, others, expected
+):
+    model, processor = orm.bundle
+    tid = processor.tokenizer.convert_tokens_to_ids
+    fill = {tid("Yes"): yes, tid("yes"): yes, tid("No"): no, tid("no"): no}
+    vocab = model.config.get_text_config().vocab_size
+    monkeypatch.setattr(orm, "_bundle", (_Logits(fill, vocab, others), processor))
+    out = orm([sample_factory("a red cat", images[0]), sample_factory("a red cat", images[1])])
+    for score, detail in zip(out.scores, out.details):
+        if expected is None:
+            assert score is None and "no usable yes/no answer" in detail["error"]
+        else:
+            assert score == pytest.approx(expected, abs=1e-6)
 
 
 def test_binary_judge_keeps_raw_text_when_unparseable(tiny_qwen_dir, sample_factory, images):
