@@ -36,11 +36,12 @@ def _group_ids(n: int, groups: Sequence[Any] | None) -> list[Any]:
 def group_normalise(
     scores: Sequence[float | None], groups: Sequence[Any] | None = None, eps: float = 1e-6
 ) -> list[float | None]:
-    """Standardise scores within each group (population std); ``None`` stays ``None``."""
+    """Standardise scores within each group (population std); ``None`` and non-finite scores
+    become ``None`` and leave the rest of their group's statistics alone."""
     gids = _group_ids(len(scores), groups)
     members: dict[Any, list[int]] = {}
     for i, g in enumerate(gids):
-        if scores[i] is not None:
+        if scores[i] is not None and math.isfinite(scores[i]):  # type: ignore[arg-type]
             members.setdefault(g, []).append(i)
     out: list[float | None] = [None] * len(scores)
     for idx in members.values():

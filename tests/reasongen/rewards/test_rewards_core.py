@@ -171,6 +171,18 @@ def test_group_normalised_sum_standardises_within_groups():
     assert out.details[1]["normalised"]["b"] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_group_norm_with_one_unusable_score_keeps_the_rest_finite(bad):
+    z = group_normalise([1.0, bad, 3.0, 5.0], groups=["p", "p", "p", "q"])
+    assert z[1] is None and z[3] == 0.0
+    assert z[0] == pytest.approx(-1.0, abs=1e-5) and z[2] == pytest.approx(1.0, abs=1e-5)
+    a = RewardOutput("a", [1.0, bad, 3.0], [{}, {}, {}])
+    b = RewardOutput("b", [10.0, 20.0, 30.0], [{}, {}, {}])
+    out = combine_outputs([a, b], "group_norm", groups=[0, 0, 0], on_missing="skip")
+    assert all(math.isfinite(v) for v in out.scores)
+    assert out.scores[0] == pytest.approx(-1.0 - 1.2247, abs=1e-3)  # a: -1; b: -sqrt(3/2)
+
+
 def test_combination_errors():
     a = RewardOutput("a", [1.0], [{}])
     with pytest.raises(ValueError, match=r"unknown combination mode"):
