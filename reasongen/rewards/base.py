@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from ..types import Sample, validate_metadata
 
@@ -53,7 +53,9 @@ class RewardConfig:
 
     @classmethod
     def from_kwargs(cls: type[T], **kwargs: Any) -> T:
-        """Build from keyword arguments, naming the unknown ones and the accepted ones."""
+        """Build from keyword arguments, naming the unknown ones and the accepted ones, and
+        refusing a value of the wrong kind for a bool, int, float or str option (``"maybe"`` for
+        a bool, ``True`` for a number)."""
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(kwargs) - known)
         if unknown:
@@ -61,7 +63,19 @@ class RewardConfig:
                 f"{cls.__name__}: unknown option(s) {', '.join(unknown)}; "
                 f"accepted: {', '.join(sorted(known))}"
             )
+        hints = get_type_hints(cls)
+        for name, value in kwargs.items():
+            kinds = _SIMPLE_KINDS.get(hints.get(name))
+            if kinds is not None and (
+                not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
+            ):
+                want = hints[name].__name__
+                raise ValueError(f"{cls.__name__}.{name} expects {want}, got {value!r}")
         return cls(**kwargs)
+
+
+_SIMPLE_KINDS: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+"""Option type → the Python types accepted for it (an int is a valid float; a bool is neither)."""
 
 
 @dataclass

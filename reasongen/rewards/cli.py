@@ -6,13 +6,18 @@ per image with ``--json``). Prompts come from ``--prompts``: a ``.jsonl`` file w
 ``cot_text`` and ``recipe``; or a text file with one prompt per line, in sorted file-name order.
 Without ``--prompts``, ``DIR/metadata.jsonl`` is used when present (the layout our exports and
 ``datasets``' image folders share). Reward options: ``--set hps.model=/path/HPS_v2.1_compressed.pt``
-(value parsed as JSON when it can be).
+(value parsed as JSON when it can be, then checked against the option's type).
+
+Bad input (an unreadable image, a malformed prompt record, a repeated reward, ``--weights``
+without ``--combine``) is a one-line error with exit status 2; ``--json`` writes a score that is
+not a finite number as ``null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,8 +64,10 @@ def _records(images_dir: Path, prompts: Path | None, files: list[Path]) -> dict[
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{prompts}:{n}: not JSON ({e.msg})") from e
+            if not isinstance(rec, dict):
+                raise ValueError(f"{prompts}:{n}: a record is a JSON object, got a {type(rec).__name__}")
             name = rec.get("file_name") or rec.get("file") or rec.get("image")
-            if not isinstance(rec, dict) or not isinstance(name, str):
+            if not isinstance(name, str):
                 raise ValueError(f"{prompts}:{n}: needs a 'file_name' (or 'file'/'image') string")
             meta = rec.get("metadata")
             if meta is not None:
@@ -86,13 +93,23 @@ def load_samples(images_dir: Path, prompts: Path | None = None) -> list[tuple[st
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
     recs = _records(images_dir, prompts, files)
+    images, unreadable = {}, []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                images[f.name] = im.convert("RGB")  # decodes the whole file
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            why = "a folder" if f.is_dir() else "an empty file" if f.stat().st_size == 0 else why
+            unreadable.append(f"{f.name} ({why.replace(str(f), f.name)})")
+    if unreadable:
+        raise ValueError(f"cannot read {len(unreadable)} image(s) in {images_dir}: {'; '.join(unreadable)}")
     out = []
     for f in files:
         rec = recs.get(f.name, {})
         cot = str(rec.get("cot_text", "") or "")
         plan = parse_plan(cot) if cot else None
-        with Image.open(f) as im:
-            image = im.convert("RGB")
+        image = images[f.name]
         out.append(
             (
                 f.name,
@@ -117,6 +134,18 @@ def load_samples(images_dir: Path, prompts: Path | None = None) -> list[tuple[st
             )
         )
     return out
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in lists and dicts too) replaced by ``None``,
+    so that ``--json`` writes ``null`` and stays valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _fmt(v: float | None) -> str:
@@ -145,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--prompts", type=Path, default=None, help=".jsonl records or one prompt per line")
     sc.add_argument("--set", action="append", default=[], metavar="REWARD.OPTION=VALUE")
     sc.add_argument("--combine", choices=MODES, default=None, help="also print a combined score")
-    sc.add_argument("--weights", default="", help="combination weights, e.g. hps=1,gdino=2")
+    sc.add_argument("--weights", default="", help="with --combine: weights, e.g. hps=1,gdino=2")
     sc.add_argument("--json", action="store_true", help="one JSON line per image with details")
     sub.add_parser("list", help="list reward names")
     return ap
@@ -159,8 +188,8 @@ def _parse_weights(text: str) -> dict[str, float]:
             out[name.strip()] = float(value)
         except ValueError:
             raise ValueError(f"--weights takes NAME=NUMBER pairs, got {item!r}") from None
-        if not eq:
-            raise ValueError(f"--weights takes NAME=NUMBER pairs, got {item!r}")
+        if not eq or not math.isfinite(out[name.strip()]):
+            raise ValueError(f"--weights takes NAME=NUMBER pairs (finite numbers), got {item!r}")
     return out
 
 
@@ -168,6 +197,9 @@ def _build_rewards(args: argparse.Namespace) -> list[Reward]:
     names = [n.strip() for n in args.rewards.split(",") if n.strip()]
     if not names:
         raise ValueError("--rewards needs at least one name")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--rewards names {', '.join(twice)} more than once")
     sets = _parse_sets(args.set)
     unused = set(sets) - set(names)
     if unused:
@@ -183,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         rewards = _build_rewards(args)
+        weights = _parse_weights(args.weights)
+        if weights and not args.combine:
+            raise ValueError("--weights only weighs a combination: add --combine MODE")
+        unknown = set(weights) - {r.name for r in rewards}
+        if unknown:
+            raise ValueError(f"--weights given for rewards not requested: {', '.join(sorted(unknown))}")
         named = load_samples(args.images, args.prompts)
         samples = [s for _, s in named]
         if not any(s.prompt for s in samples):
@@ -197,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 outs.append(RewardOutput(r.name, [None] * len(samples), [{"error": str(e)}] * len(samples)))
         if args.combine:
             groups = [s.prompt for s in samples]
-            outs.append(combine_outputs(outs, args.combine, _parse_weights(args.weights), groups))
+            outs.append(combine_outputs(outs, args.combine, weights, groups))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -205,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (name, s) in enumerate(named):
             row = {"image": name, "prompt": s.prompt}
             row.update({o.name: {"score": o.scores[i], "details": o.details[i]} for o in outs})
-            print(json.dumps(row, default=str))
+            print(json.dumps(_finite_or_null(row), default=str, allow_nan=False))
     else:
         cols = {o.name: o.scores for o in outs}
         print(format_table([n for n, _ in named], [s.prompt for _, s in named], cols))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
+from reasongen.rewards import Reward, RewardOutput, registry
 from reasongen.rewards.cli import main
 from reasongen.shapes import render_scene, sample_scenes, write_cot
 
@@ -109,3 +113,100 @@ def test_module_entry_point_lists_rewards():
     )
     assert out.returncode == 0
     assert {"hps", "gdino", "shapes", "got_judge"} <= set(out.stdout.split())
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _good_folder(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    render_scene(sample_scenes(1, seed=3)[0]).save(d / "good.png")
+    return d
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "a.png (an empty file)"),
+        (lambda p: p.write_bytes(_png_bytes()[:60]), "a.png ("),
+        (lambda p: p.write_bytes(b"GIF89a not really" * 20), "a.png (cannot identify image file"),
+        (lambda p: p.mkdir(), "a.png (a folder)"),
+    ],
+    ids=["zero-byte", "truncated", "corrupt", "folder"],
+)
+def test_unreadable_image_is_a_one_line_error(tmp_path, capsys, make, message):
+    d = _good_folder(tmp_path)
+    make(d / "a.png")
+    assert main(["score", "--rewards", "shapes", "--images", str(d)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("error: cannot read 1 image(s)") and message in err
+
+
+def test_unreadable_image_through_the_module_has_no_traceback(tmp_path):
+    d = _good_folder(tmp_path)
+    (d / "a.png").write_bytes(_png_bytes()[: len(_png_bytes()) // 2])
+    res = subprocess.run(
+        [sys.executable, "-m", "reasongen.rewards", "score", "--rewards", "shapes", "--images", str(d)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert "a.png (image file is truncated)" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rewards", "shapes", "--weights", "shapes=2"], "--weights only weighs a combination"),
+        (["--rewards", "shapes", "--combine", "weighted_sum", "--weights", "hps=2"], "not requested: hps"),
+        (["--rewards", "shapes", "--combine", "weighted_sum", "--weights", "shapes=nan"], "finite"),
+        (["--rewards", "shapes,shapes"], "--rewards names shapes more than once"),
+        (
+            ["--rewards", "shapes", "--set", "shapes.graded=maybe"],
+            "ShapesConfig.graded expects bool, got 'maybe'",
+        ),
+        (["--rewards", "shapes", "--set", "shapes.position_threshold=true"], "expects float, got True"),
+    ],
+)
+def test_bad_options_are_one_line_errors(folder, capsys, args, message):
+    d, _ = folder
+    assert main(["score", "--images", str(d), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
+
+
+def test_jsonl_line_that_is_not_an_object(tmp_path, capsys):
+    d = _good_folder(tmp_path)
+    (d / "metadata.jsonl").write_text(json.dumps({"file_name": "good.png", "prompt": "x"}) + "\n[1, 2]\n")
+    assert main(["score", "--rewards", "shapes", "--images", str(d)]) == 2
+    assert "metadata.jsonl:2: a record is a JSON object, got a list" in capsys.readouterr().err
+
+
+class NanReward(Reward):
+    """Scores NaN and infinity, with NaN in its details too."""
+
+    name = "nanny"
+
+    def score(self, samples, metas):
+        vals = [math.nan, math.inf][: len(samples)] + [1.0] * max(0, len(samples) - 2)
+        return RewardOutput(self.name, vals, [{"raw": v, "parts": [v, 0.5]} for v in vals])
+
+
+def test_json_output_writes_null_for_non_finite_scores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "nanny", f"{__name__}:NanReward")
+    d = _good_folder(tmp_path)
+    render_scene(sample_scenes(1, seed=4)[0]).save(d / "other.png")
+    assert main(["score", "--rewards", "nanny", "--images", str(d), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}")) for line in out.splitlines()]
+    assert [r["nanny"]["score"] for r in rows] == [None, None]
+    assert rows[0]["nanny"]["details"] == {"raw": None, "parts": [None, 0.5]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -139,6 +140,28 @@ def test_config_validation_messages():
         CountingConfig(dtype="int8")
     with pytest.raises(ValueError, match=r"model is empty"):
         CountingConfig(model="")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"graded": "maybe"}, "ShapesConfig.graded expects bool, got 'maybe'"),
+        ({"graded": 1}, "expects bool, got 1"),
+        ({"position_threshold": True}, "position_threshold expects float, got True"),
+        ({"position_threshold": "0.1"}, "expects float, got '0.1'"),
+    ],
+)
+def test_options_of_the_wrong_kind_are_refused(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_reward("shapes", **options)
+
+
+def test_options_of_the_right_kind_pass():
+    r = get_reward("shapes", graded=True, position_threshold=0, weights={"prompt": 1})
+    assert r.config.graded is True and r.config.position_threshold == 0
+    assert get_reward("gdino", batch_size=2, box_threshold=1).config.box_threshold == 1
+    with pytest.raises(ValueError, match=r"batch_size expects int, got 2.0"):
+        get_reward("gdino", batch_size=2.0)
 
 
 # --------------------------------------------------------------------------- combination
