@@ -17,6 +17,7 @@ weights offline): run both on a few images with the real checkpoint and compare 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +64,15 @@ class GitVqaReward(ModelReward):
             ids.append(t[0])
         return model.to(cfg.torch_device()).eval(), processor, ids[0], ids[1]
 
-    def answer_yes(self, images: list[Any], questions: list[str]) -> list[float]:
-        """``P(yes)/(P(yes)+P(no))`` for each (image, question) pair, batched."""
+    def answer_yes(self, images: list[Any], questions: list[str]) -> list[float | None]:
+        """``P(yes)/(P(yes)+P(no))`` for each (image, question) pair, batched, from
+        log-probabilities (two tiny probabilities keep their true ratio); ``None`` where the
+        logits are not finite."""
         import torch
 
         model, processor, yes_id, no_id = self.bundle
         tok = processor.tokenizer
-        out: list[float] = []
+        out: list[float | None] = []
         for chunk in batched(list(zip(images, questions)), self.config.batch_size):
             pix = processor(images=[im for im, _ in chunk], return_tensors="pt").pixel_values
             rows = [[tok.cls_token_id, *tok(q, add_special_tokens=False).input_ids] for _, q in chunk]
@@ -85,9 +88,9 @@ class GitVqaReward(ModelReward):
                 ).logits  # [B, image_tokens + T, V]  # fmt: skip
             text_logits = logits[:, -width:, :].float()  # [B, T, V]
             last = torch.tensor([len(r) - 1 for r in rows])  # [B]
-            nxt = text_logits[torch.arange(len(rows)), last].softmax(-1)  # [B, V]
-            p = nxt[:, yes_id] / (nxt[:, yes_id] + nxt[:, no_id]).clamp_min(1e-12)  # [B]
-            out += [float(v) for v in p]
+            nxt = text_logits[torch.arange(len(rows)), last].log_softmax(-1)  # [B, V]
+            p = torch.sigmoid(nxt[:, yes_id] - nxt[:, no_id])  # [B]
+            out += [float(v) if math.isfinite(v) else None for v in p.tolist()]
         return out
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
@@ -96,7 +99,7 @@ class GitVqaReward(ModelReward):
             if s.image is not None:
                 pairs += [(i, q) for q in vqa_questions(m, s.prompt)]
         probs = self.answer_yes([image_of(samples[i]) for i, _ in pairs], [q for _, q in pairs])
-        per: dict[int, list[tuple[str, float]]] = {}
+        per: dict[int, list[tuple[str, float | None]]] = {}
         for (i, q), p in zip(pairs, probs):
             per.setdefault(i, []).append((q, p))
         scores: list[float | None] = []
@@ -107,6 +110,9 @@ class GitVqaReward(ModelReward):
                 details.append({"skipped": "no image"})
                 continue
             qa = per[i]
-            scores.append(sum(p for _, p in qa) / len(qa))
+            usable = [p for _, p in qa if p is not None]
+            scores.append(sum(usable) / len(qa) if len(usable) == len(qa) else None)
             details.append({"questions": [{"question": q, "p_yes": p} for q, p in qa]})
+            if len(usable) < len(qa):
+                details[-1]["error"] = "GIT's answer logits are not finite for some question"
         return RewardOutput(self.name, scores, details)

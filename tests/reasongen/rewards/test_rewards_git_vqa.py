@@ -74,3 +74,27 @@ def test_git_vqa_offline_error(monkeypatch, sample_factory, images):
     r = get_reward("git_vqa", model="microsoft/no-such-git")
     with pytest.raises(RewardModelUnavailable, match=r"GIT .*microsoft/no-such-git"):
         r([sample_factory("a cat", images[0])])
+
+
+class _NanGit:
+    """Stands in for GIT: NaN logits for the first row of every batch, zeros elsewhere."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def __call__(self, input_ids, attention_mask, pixel_values):
+        logits = torch.zeros(input_ids.shape[0], 5 + input_ids.shape[1], self.vocab)  # [B, 5 + T, V]
+        logits[0] = float("nan")
+        return type("Out", (), {"logits": logits})()
+
+
+def test_git_vqa_non_finite_logits_give_none_not_nan(tiny_git_dir, sample_factory, images, monkeypatch):
+    r = get_reward("git_vqa", model=str(tiny_git_dir), batch_size=2)
+    model, processor, yes_id, no_id = r.bundle
+    monkeypatch.setattr(r, "_bundle", (_NanGit(model.config.vocab_size), processor, yes_id, no_id))
+    out = r([sample_factory("a red cat", images[0]), sample_factory("a blue dog", images[1])])
+    assert out.scores[0] is None and "not finite" in out.details[0]["error"]
+    assert out.details[0]["questions"][0]["p_yes"] is None
+    assert out.scores[1] == pytest.approx(0.5)  # equal logits: yes and no alike
