@@ -1,8 +1,10 @@
 """ReasonGen app: ``python app.py`` serves the embedded model and ``data/reasongen.db`` on
 http://127.0.0.1:7860 (Generate, Annotate and Results tabs; see ``webui``).
 
-Every flag has an environment variable (``--model`` / ``REASONGEN_MODEL`` ...; ``--db`` also reads
-``REASONGEN_DB_URL``, as ``python -m annotation`` does); flags win.
+Every ``AppConfig`` field is a flag with an environment variable (``--model`` / ``REASONGEN_MODEL``,
+``--rate-window-s`` / ``REASONGEN_RATE_WINDOW_S`` ...; ``--db`` also reads ``REASONGEN_DB_URL``, as
+``python -m annotation`` does), and ``--config FILE.yaml`` may hold any of them; flags win over the
+environment, which wins over the file.
 Annotator and researcher accounts: ``python -m annotation user add NAME --role researcher``.
 """
 
@@ -14,49 +16,21 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse
 import logging
 import sys
-from dataclasses import fields
 
-FLAGS = ("model", "recipe", "db", "data_dir", "rewards", "combine", "device", "host", "port",
-         "max_prompt_chars", "max_candidates", "max_cot_tokens", "concurrency", "rate_limit")  # fmt: skip
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags for every ``AppConfig`` field in ``FLAGS``, defaulting to ``REASONGEN_<FIELD>``."""
-    from webui.services import AppConfig
-
-    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
-    defaults = AppConfig()
-    for f in fields(AppConfig):
-        if f.name not in FLAGS:
-            continue
-        env = f"REASONGEN_{f.name.upper()}"
-        default = getattr(defaults, f.name)
-        kind = type(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else str
-        value = os.environ.get(env)
-        if f.name == "db" and value is None:  # the annotation CLI's name for the same database
-            value = os.environ.get("REASONGEN_DB_URL")
-        if f.name == "rewards":
-            default = ",".join(default)
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=kind,
-            default=kind(value) if value is not None else default,
-            help=f"{f.metadata.get('help', '')} [env {env}; default {default!r}]",
-        )
-    return parser
+ENV_PREFIX = "REASONGEN_"
+ENV_ALIASES = {"db": ("REASONGEN_DB_URL",)}
+"""Besides ``REASONGEN_<FIELD>``: the annotation CLI's name for the same database."""
 
 
 def config_from_args(argv: list[str] | None = None):
-    """Parse flags (and environment variables) into an ``AppConfig``."""
+    """Parse flags, environment variables and ``--config FILE.yaml`` into an ``AppConfig``."""
+    from reasongen.config import parse_config
     from webui.services import AppConfig
 
-    args = build_parser().parse_args(argv)
-    values = {name: getattr(args, name) for name in FLAGS}
-    values["secret"] = os.environ.get("REASONGEN_SECRET")
-    return AppConfig(**values)
+    return parse_config(AppConfig, argv, prog="python app.py", description=__doc__.splitlines()[0],
+                        env_prefix=ENV_PREFIX, env_aliases=ENV_ALIASES)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

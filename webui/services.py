@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reasongen.config import CommaList
+
 log = logging.getLogger("reasongen.app")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +46,9 @@ class AppConfig:
         metadata={"help": "SQLAlchemy URL or SQLite file path; default: <data_dir>/reasongen.db."},
     )
     data_dir: str = field(default="data", metadata={"help": "Folder for the database and images."})
-    rewards: tuple[str, ...] = field(
-        default=("shapes",), metadata={"help": "Reward names (reasongen.rewards) scored per candidate."}
+    rewards: CommaList = field(
+        default=CommaList(["shapes"]),
+        metadata={"help": "Reward names (reasongen.rewards) scored per candidate, e.g. shapes,hps."},
     )
     combine: str = field(
         default="weighted_sum", metadata={"help": "How rewards combine: weighted_sum, product, group_norm."}
@@ -61,14 +64,13 @@ class AppConfig:
     rate_window_s: float = field(default=60.0, metadata={"help": "Length of the rate-limit window."})
     secret: str | None = field(
         default=None,
-        metadata={"help": "Key signing login tokens; default: a random key kept in <data_dir>/.secret "
+        metadata={"help": "Key signing login tokens (prefer the environment variable: a command line "
+                  "is visible to other users); default: a random key kept in <data_dir>/.secret "
                   "(made on first start, owner-only), so logins survive restarts."},
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if isinstance(self.rewards, str):
-            self.rewards = tuple(r.strip() for r in self.rewards.split(",") if r.strip())
-        self.rewards = tuple(self.rewards)
+        self.rewards = CommaList(self.rewards)  # "shapes,hps" (a flag, the environment) or names
         if self.combine not in ("weighted_sum", "product", "group_norm"):
             raise ValueError(f"combine must be weighted_sum, product or group_norm; got {self.combine!r}")
         if not 1 <= self.port <= 65535:

@@ -79,58 +79,19 @@ class ShapesBenchConfig:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
 
 
-_TYPES = {"int": int, "float": float, "str": str}
+def config_from_args(argv: list[str]) -> ShapesBenchConfig:
+    """The ``shapes`` command's flags (after the command name): dataclass defaults < the
+    ``--config`` YAML file < flags; unknown YAML keys are an error."""
+    from reasongen.config import parse_config
 
-
-def _add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per dataclass field, typed from its annotation, with its help text.
-
-    Flags that are not given stay out of the namespace (``SUPPRESS``), so a YAML file given with
-    ``--config`` supplies them and the dataclass defaults fill the rest.
-    """
-    parser.add_argument("--config", default=argparse.SUPPRESS,
-                        help="YAML file of these settings (flat keys); flags override it")  # fmt: skip
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS,
-                                help=help_text)  # fmt: skip
-            continue
-        base = str(f.type).split("|")[0].strip()
-        parser.add_argument(flag, dest=f.name, type=_TYPES[base], default=argparse.SUPPRESS,
-                            help=f"{help_text} (default: {f.default})")  # fmt: skip
-
-
-def config_from_args(args: argparse.Namespace) -> ShapesBenchConfig:
-    """Dataclass defaults < the ``--config`` YAML file < flags; unknown YAML keys are an error."""
-    values: dict[str, Any] = {}
-    path = getattr(args, "config", None)
-    if path:
-        import yaml
-
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"cannot read --config {path}: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"--config {path} must hold a mapping of setting: value")
-        known = {f.name for f in dataclasses.fields(ShapesBenchConfig)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown setting(s) in {path}: {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")  # fmt: skip
-        values.update(data)
-    values.update({k: v for k, v in vars(args).items() if k not in ("command", "config")})
-    return ShapesBenchConfig(**values)
+    return parse_config(ShapesBenchConfig, argv, prog="python -m reasongen.eval shapes")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command names; each command parses its own flags (``config_from_args``)."""
     parser = argparse.ArgumentParser(prog="python -m reasongen.eval", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    shapes = sub.add_parser("shapes", help="GenEval-style benchmark on the shapes world")
-    _add_config_args(shapes, ShapesBenchConfig)
+    sub.add_parser("shapes", help="GenEval-style benchmark on the shapes world", add_help=False)
     return parser
 
 
@@ -212,9 +173,9 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _, rest = build_parser().parse_known_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(rest)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

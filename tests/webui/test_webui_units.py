@@ -41,6 +41,38 @@ def test_flags_and_environment(monkeypatch):
     assert cfg.port == 7860 and cfg.db_url() == "sqlite:////tmp/shared.db"
 
 
+# A value other than the default for every AppConfig field, as a flag or variable spells it.
+APP_VALUES = {"model": "m/dir", "recipe": "direct", "db": "sqlite:////tmp/x.db", "data_dir": "d",
+              "rewards": "shapes,hps", "combine": "product", "device": "cpu", "host": "0.0.0.0",
+              "port": "8123", "max_prompt_chars": "77", "max_candidates": "3", "max_cot_tokens": "12",
+              "concurrency": "2", "rate_limit": "5", "rate_window_s": "2.5", "secret": "k"}  # fmt: skip
+
+
+def _check_app_values(cfg: AppConfig) -> None:
+    for name, text in APP_VALUES.items():
+        default = getattr(AppConfig(), name)
+        want = AppConfig(**{name: type(default)(text) if isinstance(default, int | float) else text})
+        assert getattr(cfg, name) == getattr(want, name) != default, name
+
+
+def test_every_app_setting_is_a_flag_and_an_environment_variable(monkeypatch, tmp_path):
+    from dataclasses import fields
+
+    app = _app_module()
+    assert set(APP_VALUES) == {f.name for f in fields(AppConfig)}  # a new field needs a value here
+    argv = [a for name, text in APP_VALUES.items() for a in (f"--{name.replace('_', '-')}", text)]
+    _check_app_values(app.config_from_args(argv))
+    for name, text in APP_VALUES.items():
+        monkeypatch.setenv(f"REASONGEN_{name.upper()}", text)
+    _check_app_values(app.config_from_args([]))
+    # The YAML file of --config is below the environment, which is below the flags.
+    y = tmp_path / "app.yaml"
+    y.write_text("port: 9001\nrate_window_s: 30\nhost: 10.0.0.1\n")
+    monkeypatch.delenv("REASONGEN_HOST")
+    cfg = app.config_from_args(["--config", str(y), "--rate-window-s", "4"])
+    assert (cfg.port, cfg.rate_window_s, cfg.host) == (8123, 4.0, "10.0.0.1")
+
+
 def test_bad_settings_are_clear_errors(capsys):
     with pytest.raises(ValueError, match="port"):
         AppConfig(port=0)
