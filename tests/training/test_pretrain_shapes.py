@@ -14,8 +14,7 @@ from reasongen.recipes import get_recipe
 from reasongen.shapes import sample_scenes, write_cot
 from reasongen.shapes.codes import CELL, EMBED_DIM, GRID_CELLS, NUM_CODES, code_of
 from reasongen.tokenizer import BOI, GOT_BOX_TOKENS
-from training.pretrain_shapes import PretrainShapesConfig, parse_args, run
-from training.shapes_data import (
+from training.shapes.data import (
     COORD_TOKENS,
     CORNER_TOKENS,
     build_tokenizer,
@@ -23,7 +22,8 @@ from training.shapes_data import (
     lm_codes,
     make_batch,
 )
-from training.shapes_lm import sft_losses, shapes_config
+from training.shapes.lm import sft_losses, shapes_config
+from training.shapes.pretrain import PretrainShapesConfig, parse_args, run
 
 MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
 SHIPPED = MODELS / "shapes-janus"

@@ -13,8 +13,8 @@ from transformers import JanusConfig, JanusForConditionalGeneration
 
 from reasongen.tiny import janus_config
 
-from .shapes_data import TextExample, make_batch
-from .shapes_vq import warmup_cosine
+from .data import TextExample, make_batch
+from .vq import warmup_cosine
 
 
 def shapes_config(
@@ -55,11 +55,11 @@ def sft_losses(
     batch: dict[str, torch.Tensor],
     code_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(text loss, image loss, anchor loss) of one left-padded batch (``shapes_data.make_batch``).
+    """(text loss, image loss, anchor loss) of one left-padded batch (``data.make_batch``).
 
     ``code_weights`` (``[K]``) weights each image target by its code (weighted mean). The anchor
     loss is the generation head's cross-entropy at each plan box's corner token against that
-    object's starting image code (``shapes_data.anchor_targets``; zero when the batch has none).
+    object's starting image code (``data.anchor_targets``; zero when the batch has none).
     """
     ids, mask, codes = batch["ids"], batch["mask"], batch["codes"]  # [B, T], [B, T], [B, N]
     text_emb = model.get_input_embeddings()(ids)  # [B, T, H]

@@ -1,6 +1,6 @@
 """Pretrain the embedded shapes model: tokenizer, VQ decoder and a small Janus LM, from nothing.
 
-    python -m training.pretrain_shapes --out assets/models/shapes-janus [--seed 0]
+    python -m training.shapes.pretrain --out assets/models/shapes-janus [--seed 0]
 
 Everything comes from the shapes world (``reasongen.shapes``) and is seeded. The model draws
 cell-aligned scenes on an 8 × 8 token grid whose codes are semantic (``reasongen.shapes.codes``),
@@ -12,7 +12,6 @@ folder (``save_pretrained`` model + ``JanusProcessor``) that ``reasongen.loading
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing as mp
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from transformers import JanusConfig, JanusForConditionalGeneration, JanusVQVAE
 
+from reasongen.config import parse_config
 from reasongen.shapes import render_scene, sample_scenes
 from reasongen.shapes.codes import (
     CELL,
@@ -38,14 +38,14 @@ from reasongen.shapes.codes import (
 )
 from reasongen.tiny import make_processor, set_generation_defaults
 
-from .shapes_data import build_tokenizer, encode_texts, lm_codes
-from .shapes_lm import shapes_config, train_lm
-from .shapes_vq import decode_codes, set_codebook, train_decoder
+from .data import build_tokenizer, encode_texts, lm_codes
+from .lm import shapes_config, train_lm
+from .vq import decode_codes, set_codebook, train_decoder
 
 
 @dataclass
 class PretrainShapesConfig:
-    """Configuration of ``python -m training.pretrain_shapes`` (every field is a flag)."""
+    """Configuration of ``python -m training.shapes.pretrain`` (every field is a flag)."""
 
     out: str = field(default="assets/models/shapes-janus", metadata={"help": "output folder"})
     seed: int = field(default=0, metadata={"help": "seed of scenes, initialisation and batches"})
@@ -99,12 +99,9 @@ class PretrainShapesConfig:
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainShapesConfig:
-    """Command-line flags, one per config field (``--vq-steps 100``)."""
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    for f in dataclasses.fields(PretrainShapesConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f.metadata.get("help", ""))  # fmt: skip
-    return PretrainShapesConfig(**vars(p.parse_args(argv)))
+    """Command-line flags, one per config field (``--vq-steps 100``), or ``--config FILE.yaml``."""
+    return parse_config(PretrainShapesConfig, argv, prog="python -m training.shapes.pretrain",
+                        description=(__doc__ or "").split("\n\n")[0])  # fmt: skip
 
 
 def _device(name: str) -> torch.device:

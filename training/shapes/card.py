@@ -1,10 +1,10 @@
 # ruff: noqa: E501  (the card is a Markdown template)
 """Write the model card (README.md) of a pretrained shapes model from its measured numbers.
 
-    python -m training.shapes_card MODEL_DIR --bench got-r1=BENCH_DIR --bench direct=BENCH_DIR \
+    python -m training.shapes.card MODEL_DIR --bench got-r1=BENCH_DIR --bench direct=BENCH_DIR \
         [--notes NOTES.md]
 
-Reads ``MODEL_DIR/training_stats.json`` (written by ``training.pretrain_shapes``) and each
+Reads ``MODEL_DIR/training_stats.json`` (written by ``training.shapes.pretrain``) and each
 benchmark's ``report.json`` (``python -m reasongen.eval shapes``); no number is typed in by hand.
 ``--notes`` is the card's "Limitations" section, written after looking at the results.
 """
@@ -52,7 +52,7 @@ def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -
     return f"""# shapes-janus: the embedded default model
 
 A small Janus-format text-to-image model trained from nothing by
-`python -m training.pretrain_shapes --out {cfg["out"]} --seed {cfg["seed"]} --lm-steps {cfg["lm_steps"]} --vq-steps {cfg["vq_steps"]} --max-minutes {cfg["max_minutes"]:g}`
+`python -m training.shapes.pretrain --out {cfg["out"]} --seed {cfg["seed"]} --lm-steps {cfg["lm_steps"]} --vq-steps {cfg["vq_steps"]} --max-minutes {cfg["max_minutes"]:g}`
 (the defaults) on the shapes world
 (`reasongen/shapes/`). It writes a short description and a GoT box plan, then draws the image, and
 loads with `reasongen.loading.load_model` or
@@ -89,7 +89,7 @@ on a 2-core CPU) and is meant to be improved by GRPO (see the numbers below).
   weighted ×{cfg.get("corner_weight", 1.0)} in the image loss. Each token of a plan box is also asked, through the
   generation head, for the code of its object's top-left piece (weight {cfg.get("anchor_weight", 0.0)}): the image positions
   find where an object starts by attending to box tokens, and without this term those tokens carried the box's
-  position and size but not the object's shape and colour (`training/shapes_data.py`, `anchor_targets`).
+  position and size but not the object's shape and colour (`training/shapes/data.py`, `anchor_targets`).
   Final losses: text {lm["final_text_loss"]:.3f}, image {lm["final_image_loss"]:.3f} nats/token.
 - VQ decoder: {vq["steps"]} steps of batch {cfg["vq_batch"]} on dense random cell-aligned scenes (L1 + L2),
   trained in a second process at the same time as the LM.
