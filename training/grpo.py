@@ -39,18 +39,12 @@ from typing import Any
 
 import torch
 
+from reasongen.config import parse_config
 from reasongen.recipes import get_recipe
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
-from .common import (
-    RunConfig,
-    config_dict,
-    export_final,
-    optimizer_step,
-    parse_config,
-    save_checkpoint,
-    setup_run,
-)
+from .checkpoints import export_final, save_checkpoint
+from .config import RunConfig, config_dict
 from .grpo_loss import (
     AdaptiveEntropyCoefficient,
     LossSettings,
@@ -61,6 +55,7 @@ from .grpo_loss import (
     rewards_tensor,
 )
 from .logprobs import policy_logprobs, run_policy, stored_logprobs
+from .run_setup import optimizer_step, setup_run
 
 RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOutput
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import parse_config, setup_run
+from reasongen.config import parse_config
+
 from .grpo import Group, GRPOConfig, check_world, reference_model, run_loop
 from .grpo_loss import group_advantages
+from .run_setup import setup_run
 from .sft import batch_indices
 
 

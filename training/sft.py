@@ -30,20 +30,15 @@ from typing import Any
 
 import torch
 
+from reasongen.config import parse_config
 from reasongen.recipes import get_recipe
 from reasongen.types import Sample, SamplingSettings
 
-from .common import (
-    RunConfig,
-    config_dict,
-    export_final,
-    optimizer_step,
-    parse_config,
-    save_checkpoint,
-    setup_run,
-)
+from .checkpoints import export_final, save_checkpoint
+from .config import RunConfig, config_dict
 from .grpo_loss import masked_mean
 from .logprobs import run_policy
+from .run_setup import optimizer_step, setup_run
 
 
 @dataclass

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from reasongen.loading import load_model
 from reasongen.tiny import save_tiny
 from training.averaging import average_checkpoints, main
-from training.common import RunConfig
+from training.config import RunConfig
 
 
 def _two(tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reasongen.config import parse_config
 from reasongen.generation import generate
 from reasongen.loading import load_model
 from reasongen.rewards import RewardOutput
 from reasongen.tiny import save_tiny
 from reasongen.types import SamplingSettings
-from training.common import checkpoint_dirs, parse_config
+from training.checkpoints import checkpoint_dirs
 from training.grpo import GRPOConfig, train
 
 

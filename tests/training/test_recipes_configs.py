@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.common import parse_config
+from reasongen.config import parse_config
 from training.grpo import GRPOConfig
 from training.sft import SFTConfig
 

@@ -8,9 +8,9 @@ from reasongen.loading import load_model, wrap_loaded
 from reasongen.rewards import RewardOutput
 from reasongen.tiny import build_tiny, save_tiny
 from reasongen.types import SamplingSettings
-from training.common import enable_checkpointing
 from training.grpo import GRPOConfig, train
 from training.logprobs import policy_logprobs
+from training.run_setup import enable_checkpointing
 from training.sft import SFTExample, example_to_sample, sft_loss
 
 
