@@ -61,7 +61,53 @@ RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOu
 
 
 @dataclass
-class GRPOConfig(RunConfig):
+class PolicyOptimConfig(RunConfig):
+    """How groups of scored samples become updates, in online and human-ranking GRPO alike: groups
+    per step, micro-batches, advantages, the clipped loss, KL and entropy bonuses."""
+
+    prompts_per_step: int = field(default=4, metadata={"help": "Groups per optimizer step (global)."})
+    micro_batch_groups: int = field(default=1, metadata={"help": "Groups per forward/backward."})
+    adv_eps: float = field(default=1e-4, metadata={"help": "eps in (r - mean) / (std + eps)."})
+    # ---- loss
+    clip_low: float = field(default=0.2, metadata={"help": "PPO clip below (1 - clip_low)."})
+    clip_high: float = field(default=0.2, metadata={"help": "PPO clip above (1 + clip_high)."})
+    kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the initial model (β)."})
+    text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
+    image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
+    normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
+    ppo_epochs: int = field(default=1, metadata={"help": "Optimizer steps per rollout batch."})
+    detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
+    text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
+    image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
+    adaptive_entropy: bool = field(default=False, metadata={"help": "Adaptive entropy bonuses."})
+    text_entropy_target: float = field(default=2.0, metadata={"help": "Target entropy, text."})
+    image_entropy_target: float = field(default=7.0, metadata={"help": "Target entropy, image."})
+    entropy_lr: float = field(default=1e-3, metadata={"help": "Controller learning rate."})
+    entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
+    # ---- logging
+    sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prompts_per_step < 1 or self.micro_batch_groups < 1 or self.ppo_epochs < 1:
+            raise ValueError("prompts_per_step, micro_batch_groups and ppo_epochs must be >= 1")
+        if self.adv_eps < 0:
+            raise ValueError("adv_eps must be >= 0")
+        self.loss_settings()
+
+    def optimizer_steps(self) -> int:
+        return self.max_steps * self.ppo_epochs
+
+    def loss_settings(self) -> LossSettings:
+        return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
+                            self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip
+
+
+@dataclass
+class GRPOConfig(PolicyOptimConfig):
+    """Online GRPO: the update settings plus where prompts come from, how groups are sampled
+    (rollouts), how they are scored (rewards) and the periodic shapes benchmark."""
+
     # ---- data and rollouts
     prompts: str = field(default="shapes", metadata={"help": "JSONL/TXT prompt file, or 'shapes'."})
     num_shapes_prompts: int = field(default=5000, metadata={"help": "Pool size for 'shapes'."})
@@ -82,9 +128,7 @@ class GRPOConfig(RunConfig):
         default=125, metadata={"help": "Cell-aligned scenes (the embedded model's world); 0 = free."}
     )
     recipe: str = field(default="got-r1", metadata={"help": "Generation recipe of the rollouts."})
-    prompts_per_step: int = field(default=4, metadata={"help": "Groups per optimizer step (global)."})
     group_size: int = field(default=8, metadata={"help": "Samples per prompt (G)."})
-    micro_batch_groups: int = field(default=1, metadata={"help": "Groups per forward/backward."})
     guidance: float | None = field(
         default=None, metadata={"help": "CFG weight of rollouts (None = the model's default)."}
     )
@@ -98,25 +142,7 @@ class GRPOConfig(RunConfig):
     reward_options: dict[str, dict] = field(default_factory=dict, metadata={"help": "name: {opt: v}"})
     dynamic_sampling: bool = field(default=True, metadata={"help": "Redraw zero-spread groups."})
     max_resample: int = field(default=2, metadata={"help": "Redraws of a zero-spread group."})
-    adv_eps: float = field(default=1e-4, metadata={"help": "eps in (r - mean) / (std + eps)."})
-    # ---- loss
-    clip_low: float = field(default=0.2, metadata={"help": "PPO clip below (1 - clip_low)."})
-    clip_high: float = field(default=0.2, metadata={"help": "PPO clip above (1 + clip_high)."})
-    kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the initial model (β)."})
-    text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
-    image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
-    normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
-    ppo_epochs: int = field(default=1, metadata={"help": "Optimizer steps per rollout batch."})
-    detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
-    text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
-    image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
-    adaptive_entropy: bool = field(default=False, metadata={"help": "Adaptive entropy bonuses."})
-    text_entropy_target: float = field(default=2.0, metadata={"help": "Target entropy, text."})
-    image_entropy_target: float = field(default=7.0, metadata={"help": "Target entropy, image."})
-    entropy_lr: float = field(default=1e-3, metadata={"help": "Controller learning rate."})
-    entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
-    # ---- logging
-    sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
+    # ---- evaluation
     eval_every: int = field(
         default=0, metadata={"help": "Run the shapes benchmark every K steps and at the start (0 = off)."}
     )
@@ -128,8 +154,6 @@ class GRPOConfig(RunConfig):
         get_recipe(self.recipe)
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2: advantages compare samples of a group")
-        if self.prompts_per_step < 1 or self.micro_batch_groups < 1 or self.ppo_epochs < 1:
-            raise ValueError("prompts_per_step, micro_batch_groups and ppo_epochs must be >= 1")
         if not self.rewards:
             raise ValueError("give at least one reward name (--rewards shapes)")
         if self.reward_mode not in ("weighted_sum", "product", "group_norm"):
@@ -143,17 +167,8 @@ class GRPOConfig(RunConfig):
             raise ValueError("eval_every runs the shapes benchmark: use it with --prompts shapes")
         if self.eval_every and not 0 < self.eval_n <= max(self.holdout_benchmark, 1):
             raise ValueError("eval_n must be in 1..holdout_benchmark so evaluation prompts stay held out")
-        if self.max_resample < 0 or self.adv_eps < 0:
-            raise ValueError("max_resample and adv_eps must be >= 0")
-        LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
-                     self.image_weight, self.normalisation)  # fmt: skip
-
-    def optimizer_steps(self) -> int:
-        return self.max_steps * self.ppo_epochs
-
-    def loss_settings(self) -> LossSettings:
-        return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
-                            self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip
+        if self.max_resample < 0:
+            raise ValueError("max_resample must be >= 0")
 
     def sampling(self, num_image_tokens: int, default_guidance: float = 5.0) -> SamplingSettings:
         guidance = default_guidance if self.guidance is None else self.guidance
@@ -295,7 +310,7 @@ def _tokens(
 
 def _chunk_loss(
     run: Any,
-    cfg: GRPOConfig,
+    cfg: PolicyOptimConfig,
     chunk: list[Group],
     ref_model: Any,
     coefs: dict[str, float],
@@ -325,7 +340,7 @@ def _chunk_loss(
 
 def update(
     run: Any,
-    cfg: GRPOConfig,
+    cfg: PolicyOptimConfig,
     groups: list[Group],
     ref_model: Any,
     coefs: dict[str, float],
@@ -399,7 +414,7 @@ def _gather_stats(acc: Any, groups: list[Group], sums: dict[str, float]) -> dict
     return stats
 
 
-def make_controllers(cfg: GRPOConfig) -> dict[str, AdaptiveEntropyCoefficient]:
+def make_controllers(cfg: PolicyOptimConfig) -> dict[str, AdaptiveEntropyCoefficient]:
     if not cfg.adaptive_entropy:
         return {}
     kw = {"lr": cfg.entropy_lr, "min_coef": -cfg.entropy_coef_max, "max_coef": cfg.entropy_coef_max}
@@ -409,7 +424,7 @@ def make_controllers(cfg: GRPOConfig) -> dict[str, AdaptiveEntropyCoefficient]:
     }
 
 
-def reference_model(cfg: GRPOConfig, run: Any, loaded: Any | None) -> Any | None:
+def reference_model(cfg: PolicyOptimConfig, run: Any, loaded: Any | None) -> Any | None:
     """The frozen initial policy for the KL term (reloaded from ``cfg.model`` on resume)."""
     if cfg.kl_coef <= 0:
         return None
@@ -449,10 +464,18 @@ def _maybe_eval(cfg: GRPOConfig, run: Any, done: int, log_dir: Path) -> None:
         f.write(json.dumps({"step": done, **stats}) + "\n")
 
 
-def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_model: Any | None) -> Path:
+def run_loop(
+    cfg: PolicyOptimConfig,
+    run: Any,
+    draw: Callable[[int], list[Group]],
+    ref_model: Any | None,
+    evaluate: Callable[[int], None] | None = None,
+) -> Path:
     """The optimizer loop shared by online and human-ranking GRPO.
 
-    ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged).
+    ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged);
+    ``evaluate(done)``, if given, runs before the first step of a fresh run and after every step
+    (``done`` = steps finished), before that step's checkpoint.
     """
     from tqdm.auto import tqdm
 
@@ -463,8 +486,8 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
-    if run.start_step == 0:
-        _maybe_eval(cfg, run, 0, Path(cfg.out_dir))
+    if evaluate is not None and run.start_step == 0:
+        evaluate(0)
     for step in bar:
         drawn = draw(step)
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
@@ -487,7 +510,8 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
         if cfg.sample_images_every and done % cfg.sample_images_every == 0 and groups:
             run.logger.images("samples", [s.image for s in groups[0].samples if s.image], done)
         bar.set_postfix(reward=f"{stats['reward/mean']:.3f}", dropped=int(stats["groups/dropped"]))
-        _maybe_eval(cfg, run, done, Path(cfg.out_dir))
+        if evaluate is not None:
+            evaluate(done)
         acc.wait_for_everyone()
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             extra = {"step": done, "config": config_dict(cfg),
@@ -499,7 +523,7 @@ def run_loop(cfg: GRPOConfig, run: Any, draw: Callable[[int], list[Group]], ref_
     return path or Path(cfg.out_dir)
 
 
-def check_world(cfg: GRPOConfig, run: Any) -> None:
+def check_world(cfg: PolicyOptimConfig, run: Any) -> None:
     world = run.accelerator.num_processes
     if cfg.prompts_per_step % world:
         raise ValueError(f"prompts_per_step {cfg.prompts_per_step} must be a multiple of the "
@@ -521,7 +545,10 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
         lm.model.train()
         return drawn
 
-    return run_loop(cfg, run, draw, reference_model(cfg, run, loaded))
+    def evaluate(done: int) -> None:
+        _maybe_eval(cfg, run, done, Path(cfg.out_dir))
+
+    return run_loop(cfg, run, draw, reference_model(cfg, run, loaded), evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,14 +24,17 @@ from typing import Any
 
 from reasongen.config import parse_config
 
-from .grpo import Group, GRPOConfig, check_world, reference_model, run_loop
+from .grpo import Group, PolicyOptimConfig, check_world, reference_model, run_loop
 from .grpo_loss import group_advantages
 from .run_setup import setup_run
 from .sft import batch_indices
 
 
 @dataclass
-class HumanGRPOConfig(GRPOConfig):
+class HumanGRPOConfig(PolicyOptimConfig):
+    """The update settings of GRPO plus where the ranked groups come from (no rollouts, no
+    reward models: the rankings are the rewards)."""
+
     study: str = field(default="", metadata={"help": "Study name or id whose rankings to train on."})
     db_url: str = field(default="", metadata={"help": "SQLAlchemy URL ('' = data_dir's SQLite)."})
     data_dir: str = field(default="data", metadata={"help": "Annotation data directory."})
@@ -39,7 +42,6 @@ class HumanGRPOConfig(GRPOConfig):
     min_pass_rate: float = field(
         default=0.75, metadata={"help": "Control pass rate below which an annotator is excluded."}
     )
-    rewards: list[str] = field(default_factory=lambda: ["human"], metadata={"help": "Unused."})
     out_dir: str = field(default="runs/human_grpo", metadata={"help": "Run folder."})
 
     def __post_init__(self) -> None:

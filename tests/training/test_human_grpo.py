@@ -60,7 +60,7 @@ def _control_best(st: Store, task_id: int) -> set[int]:
 
 def _cfg(root, model_dir, url, **kw) -> HumanGRPOConfig:
     base = dict(model=str(model_dir), study="s", db_url=url, data_dir=str(root / "data"),
-                out_dir=str(root / "run"), prompts_per_step=2, group_size=4, lr=1e-2, max_steps=3,
+                out_dir=str(root / "run"), prompts_per_step=2, lr=1e-2, max_steps=3,
                 save_every=0, device="cpu", progress=False, tensorboard=False)  # fmt: skip
     base.update(kw)
     return HumanGRPOConfig(**base)
