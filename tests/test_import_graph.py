@@ -28,14 +28,6 @@ FORBIDDEN = {
 }
 """Top-level package -> the packages it must never import."""
 
-# Known cycles that another change removes, as sets of module names. Each one is an expected
-# failure below; once it is gone that test fails (strict xfail): delete the entry.
-_KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"training.averaging", "training.common"}),  # removed by the training/ split
-    }
-)
-
 
 def module_files(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every ``.py`` file under the packages."""
@@ -181,14 +173,8 @@ def test_the_graph_covers_the_packages(graph):
 
 
 def test_no_import_cycles(graph):
-    found = [c for c in cycles(graph) if frozenset(c) not in _KNOWN_CYCLES]
+    found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(_describe(c, graph) for c in found)
-
-
-@pytest.mark.parametrize("known", sorted(sorted(c) for c in _KNOWN_CYCLES), ids=" <-> ".join)
-@pytest.mark.xfail(strict=True, reason="a known cycle that another change removes")
-def test_known_cycle_is_gone(graph, known):
-    assert known not in cycles(graph), _describe(known, graph)
 
 
 def test_layering(graph):
