@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from reasongen.generation import generate
-from reasongen.loading import LoadedModel, default_model_path, load_model, wrap_loaded
+from reasongen.loading import LoadedModel, default_model_path, load_model, settings_for, wrap_loaded
 from reasongen.tiny import build_random
-from reasongen.types import SamplingSettings
 
 # Janus-Pro language models (DeepSeek-LLM): hidden, layers, heads, intermediate; 576 image tokens.
 REAL_SIZES = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}
@@ -111,8 +110,8 @@ def run_size(
 ) -> list[Row]:
     """Time our engine and transformers' loops on one model at each batch size."""
     model, n_img = loaded.model, loaded.num_image_tokens
-    image_only = SamplingSettings(guidance=5.0, num_image_tokens=n_img)
-    with_cot = SamplingSettings(guidance=5.0, num_image_tokens=n_img, max_cot_tokens=cot_tokens)
+    image_only = settings_for(loaded, guidance=5.0)
+    with_cot = settings_for(loaded, guidance=5.0, max_cot_tokens=cot_tokens)
     prefix = torch.tensor([generate(loaded, "a red circle", "direct", settings=image_only)[0].prefix_ids],
                           device=loaded.device)  # fmt: skip
     rows = []

@@ -59,18 +59,18 @@ def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .generation import generate_stream
-    from .loading import load_model
-    from .types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
+    from .loading import load_model, settings_for
+    from .types import CotDelta, Done, ImageProgress, PlanReady
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    settings = SamplingSettings(
-        guidance=loaded.defaults.guidance if args.guidance is None else args.guidance,
+    settings = settings_for(
+        loaded,
+        guidance=args.guidance,  # None: the model's
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         cot_temperature=args.cot_temperature,
         max_cot_tokens=args.max_cot_tokens,
-        num_image_tokens=loaded.num_image_tokens,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     bar = None

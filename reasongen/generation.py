@@ -8,7 +8,6 @@ ends, ``ImageProgress`` with decoded previews every few token rows, and ``Done``
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 
 from .decode import decode_image, decode_text, left_pad
-from .loading import LoadedModel
+from .loading import LoadedModel, settings_for
 from .plans import parse_plan
 from .recipes import Recipe, get_recipe
 from .tokenizer import BOI, BOS, EOS, PAD
@@ -162,7 +161,7 @@ def generate_stream(
     """
     prompt = check_prompt(prompt)
     rec = get_recipe(recipe)
-    settings = dataclasses.replace(settings or loaded.defaults, num_image_tokens=loaded.num_image_tokens)
+    settings = settings_for(loaded, settings)
     check_settings(settings, n)
     ids, dev, s = loaded.ids, loaded.device, settings
     prompt_ids = _encode(loaded, rec.format_prompt(prompt))

@@ -7,6 +7,7 @@ or a hub id. DeepSeek's original layout must first go through ``python -m reason
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +180,33 @@ def wrap_loaded(model: Any, processor: Any, model_id: str) -> LoadedModel:
     guidance = float(gen.guidance_scale) if getattr(gen, "guidance_scale", None) else 5.0
     defaults = SamplingSettings(guidance=guidance, num_image_tokens=n_img)
     return LoadedModel(model, processor, tok, model_id, ids, n_img, size, defaults)
+
+
+def settings_for(
+    loaded: LoadedModel, base: SamplingSettings | None = None, **overrides: Any
+) -> SamplingSettings:
+    """The ``SamplingSettings`` to sample ``loaded`` with: ``base`` (default: the model's defaults,
+    ``loaded.defaults``) with ``overrides`` applied, and ``num_image_tokens`` set to the model's.
+
+    An override of ``None`` keeps the base's value, so optional flags pass straight through
+    (``guidance=None`` is the model's guidance). Nothing a caller gave is replaced: an unknown
+    override name raises ``TypeError``, and a ``num_image_tokens`` (in ``base`` or the overrides)
+    other than the model's raises ``ValueError``.
+    """
+    known = {f.name for f in dataclasses.fields(SamplingSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown sampling setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    settings = base if base is not None else loaded.defaults
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    n_img = settings.num_image_tokens
+    if n_img is None:
+        return dataclasses.replace(settings, num_image_tokens=loaded.num_image_tokens)
+    if n_img != loaded.num_image_tokens:
+        raise ValueError(
+            f"num_image_tokens={n_img} was asked for, but {loaded.model_id} draws "
+            f"{loaded.num_image_tokens} image tokens per image; leave it unset to use the model's"
+        )
+    return settings

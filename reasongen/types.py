@@ -83,7 +83,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How a sample was drawn. Stored with every sample so log-probs can be recomputed."""
+    """How a sample was drawn. Stored with every sample so log-probs can be recomputed.
+
+    ``num_image_tokens`` is a fact of the model: ``None`` means "the model's" and generation fills
+    it in (``loading.settings_for``); a value that differs from the model's is an error there.
+    """
 
     guidance: float = 5.0
     temperature: float = 1.0
@@ -93,7 +97,7 @@ class SamplingSettings:
     cot_top_k: int | None = None
     cot_top_p: float | None = None
     max_cot_tokens: int = 256
-    num_image_tokens: int = 576
+    num_image_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from reasongen.config import parse_config
+from reasongen.loading import settings_for
 from reasongen.recipes import get_recipe
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
@@ -170,12 +171,11 @@ class GRPOConfig(PolicyOptimConfig):
         if self.max_resample < 0:
             raise ValueError("max_resample must be >= 0")
 
-    def sampling(self, num_image_tokens: int, default_guidance: float = 5.0) -> SamplingSettings:
-        guidance = default_guidance if self.guidance is None else self.guidance
-        return SamplingSettings(guidance=guidance, temperature=self.temperature,
-                                cot_temperature=self.cot_temperature,
-                                max_cot_tokens=self.max_cot_tokens,
-                                num_image_tokens=num_image_tokens)  # fmt: skip
+    def sampling(self, loaded: Any) -> SamplingSettings:
+        """The rollout settings for ``loaded`` (``guidance`` None: the model's)."""
+        return settings_for(loaded, guidance=self.guidance, temperature=self.temperature,
+                            cot_temperature=self.cot_temperature,
+                            max_cot_tokens=self.max_cot_tokens)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- prompts, rewards
@@ -280,7 +280,7 @@ def rollout_slot(
     """
     from reasongen.generation import generate
 
-    settings = cfg.sampling(loaded.num_image_tokens, loaded.defaults.guidance)
+    settings = cfg.sampling(loaded)
     tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
     for attempt in range(tries):
         rng = slot_rng(cfg.seed, step, slot, attempt)
@@ -443,7 +443,7 @@ def shapes_eval(cfg: GRPOConfig, loaded: Any) -> dict[str, float]:
     from reasongen.eval.shapes_bench import benchmark_prompts, evaluate_shapes, model_generator, summarize
 
     prompts = benchmark_prompts(cfg.eval_n, seed=0, cell=cfg.shapes_cell or None)
-    settings = cfg.sampling(loaded.num_image_tokens, loaded.defaults.guidance)
+    settings = cfg.sampling(loaded)
     gen = model_generator(loaded, cfg.recipe, 1, 0, settings)
     was_training = loaded.model.training
     loaded.model.eval()

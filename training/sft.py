@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from reasongen.config import parse_config
+from reasongen.loading import settings_for
 from reasongen.recipes import get_recipe
-from reasongen.types import Sample, SamplingSettings
+from reasongen.types import Sample
 
 from .checkpoints import export_final, save_checkpoint
 from .config import RunConfig, config_dict
@@ -156,7 +157,7 @@ def example_to_sample(ex: SFTExample, loaded: Any, unconditional: bool = False) 
     n = len(ex.image_tokens)
     return Sample(
         prompt=ex.prompt, recipe=rec.name, model_id=loaded.model_id, seed=0,
-        settings=SamplingSettings(guidance=1.0, num_image_tokens=n), prompt_ids=prompt_ids,
+        settings=settings_for(loaded, guidance=1.0, num_image_tokens=n), prompt_ids=prompt_ids,
         cot_text=ex.cot, cot_token_ids=cot_ids, cot_logprobs=[0.0] * len(cot_ids),
         cot_end="boi" if cot_ids else "none", prefix_ids=prefix,
         image_token_ids=list(ex.image_tokens), image_logprobs=[0.0] * n,

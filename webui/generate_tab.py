@@ -108,9 +108,10 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     (a researcher's session) the samples are kept in the session to be sent to a study.
     """
     from reasongen.generation import check_prompt, generate_stream
+    from reasongen.loading import settings_for
     from reasongen.plans import render_plan
     from reasongen.recipes import get_recipe
-    from reasongen.types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
+    from reasongen.types import CotDelta, Done, ImageProgress, PlanReady
 
     cfg = services.config
     if isinstance(prompt, str) and len(prompt) > cfg.max_prompt_chars:
@@ -128,11 +129,8 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
             title="Slow down",
         )
     loaded = services.loaded
-    settings = SamplingSettings(
-        guidance=float(guidance),
-        temperature=float(temperature),
-        max_cot_tokens=cfg.max_cot_tokens,
-        num_image_tokens=loaded.num_image_tokens,
+    settings = settings_for(
+        loaded, guidance=float(guidance), temperature=float(temperature), max_cot_tokens=cfg.max_cot_tokens
     )
     meta = services.prompt_metadata(prompt)
     cots = [""] * n

@@ -96,16 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(cfg: ShapesBenchConfig, loaded: Any) -> Any:
-    from reasongen.types import SamplingSettings
+    from reasongen.loading import settings_for
 
-    return SamplingSettings(
-        guidance=loaded.defaults.guidance if cfg.guidance is None else cfg.guidance,
+    return settings_for(
+        loaded,
+        guidance=cfg.guidance,  # None: the model's
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p,
         cot_temperature=cfg.cot_temperature,
         max_cot_tokens=cfg.max_cot_tokens,
-        num_image_tokens=loaded.num_image_tokens,
     )
 
 

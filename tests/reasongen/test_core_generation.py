@@ -164,6 +164,8 @@ def test_bad_prompts_and_settings_raise_clear_errors(tiny_loaded):
         generate(tiny_loaded, "a cat", "direct", n=0)
     with pytest.raises(ValueError, match="top_p"):
         generate(tiny_loaded, "a cat", "direct", settings=SamplingSettings(top_p=1.5))
+    with pytest.raises(ValueError, match="num_image_tokens=576"):  # not silently replaced by 16
+        generate(tiny_loaded, "a cat", "direct", settings=SamplingSettings(num_image_tokens=576))
     assert set(RECIPES) == {"direct", "t2i-r1", "got-r1", "reasongen-r1"}
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reasongen.loading import ModelLoadError, load_model
+from reasongen.loading import ModelLoadError, load_model, settings_for, wrap_loaded
+from reasongen.tiny import build_tiny
+from reasongen.types import SamplingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +24,34 @@ def test_loaded_model_carries_ids_and_defaults(tiny_loaded):
     assert tiny_loaded.num_image_tokens == 16 and tiny_loaded.grid == 4 and tiny_loaded.image_size == 32
     assert tiny_loaded.defaults.guidance == 5.0
     assert str(tiny_loaded.device) == "cpu"
+
+
+def test_settings_for_starts_from_the_models_defaults():
+    model, processor = build_tiny(seed=0)
+    model.generation_config.guidance_scale = 2.5
+    lm = wrap_loaded(model, processor, "tiny")
+    assert settings_for(lm) == SamplingSettings(guidance=2.5, num_image_tokens=16) == lm.defaults
+    s = settings_for(lm, guidance=None, temperature=0.7, top_p=0.9, cot_top_k=5, max_cot_tokens=9)
+    assert s == SamplingSettings(guidance=2.5, temperature=0.7, top_p=0.9, cot_top_k=5, max_cot_tokens=9,
+                                 num_image_tokens=16)  # fmt: skip
+    assert settings_for(lm, guidance=0.0, temperature=0.0).guidance == 0.0  # falsy values are kept
+
+
+def test_settings_for_keeps_a_callers_settings_and_fills_in_the_image_tokens(tiny_loaded):
+    base = SamplingSettings(temperature=0.3, max_cot_tokens=4)  # guidance 5.0 and no num_image_tokens
+    assert settings_for(tiny_loaded, base) == SamplingSettings(temperature=0.3, max_cot_tokens=4,
+                                                               num_image_tokens=16)  # fmt: skip
+    assert settings_for(tiny_loaded, base, top_k=3).top_k == 3
+    assert settings_for(tiny_loaded, num_image_tokens=16).num_image_tokens == 16
+
+
+def test_settings_for_refuses_conflicting_image_tokens_and_unknown_names(tiny_loaded):
+    with pytest.raises(ValueError, match=r"num_image_tokens=576.*16 image tokens"):
+        settings_for(tiny_loaded, num_image_tokens=576)
+    with pytest.raises(ValueError, match="num_image_tokens=64"):
+        settings_for(tiny_loaded, SamplingSettings(num_image_tokens=64))
+    with pytest.raises(TypeError, match="temprature"):
+        settings_for(tiny_loaded, temprature=0.5)
 
 
 def test_missing_folder_names_the_path(tmp_path):
