@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine import activation, decoder_for
+from .layout import positions, unconditional_rows
 from .sampling import draw, guided_logits, sampling_logprobs
 
 
@@ -31,35 +32,6 @@ class TokenStep:
     tokens: torch.Tensor
     logprobs: torch.Tensor
     was_finished: torch.Tensor
-
-
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``ids [B, L]`` and ``attention_mask [B, L]``."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)  # [B, L]
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)  # [B, L]
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on each row's first real token. ``[B, L]`` → ``[B, L]``."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def unconditional_rows(ids: torch.Tensor, mask: torch.Tensor, bos: int, boi: int, pad: int) -> torch.Tensor:
-    """The CFG unconditional rows: each row's first real token BOS, last token BOI, pads between.
-
-    ``ids``/``mask``: ``[B, L]`` left-padded conditional rows ending in ``<begin_of_image>``.
-    """
-    uncond = torch.full_like(ids, pad)  # [B, L]
-    first = (mask == 0).sum(-1)  # [B] index of the first real token
-    uncond[torch.arange(ids.shape[0], device=ids.device), first] = bos
-    uncond[:, -1] = boi
-    return uncond
 
 
 def image_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -131,7 +103,7 @@ def decode_image(
     b = ids.shape[0]
     cfg = guidance != 1.0
     if cfg:
-        ids = torch.cat([ids, unconditional_rows(ids, mask, bos, boi, pad)])  # [2B, L]
+        ids = torch.cat([ids, unconditional_rows(ids, mask, bos, pad)])  # [2B, L]
         mask = torch.cat([mask, mask])  # [2B, L]
     rows, width = ids.shape
     dec = decoder_for(model)

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import decode_image, decode_text, left_pad
+from .decode import decode_image, decode_text
+from .layout import cot_text_ids, image_prefix, left_pad, prompt_ids
 from .loading import LoadedModel, settings_for
 from .plans import parse_plan
-from .recipes import Recipe, get_recipe
+from .recipes import get_recipe
 from .tokenizer import BOI, BOS, EOS, PAD
 from .types import (
     CotDelta,
@@ -130,19 +131,6 @@ class _CotStreamer:
         return delta
 
 
-def _encode(loaded: LoadedModel, text: str) -> list[int]:
-    return [loaded.ids.bos, *loaded.tokenizer.encode(text, add_special_tokens=False)]
-
-
-def _image_prefix(loaded: LoadedModel, rec: Recipe, prompt: str, prompt_ids: list[int],
-                  text_ids: list[int], cot_text: str) -> list[int]:  # fmt: skip
-    """The conditional sequence step 2 starts from (ends with ``<begin_of_image>``)."""
-    rewrap = rec.image_prompt(prompt, cot_text) if rec.has_cot else None
-    if rewrap is None:
-        return [*prompt_ids, *text_ids, loaded.ids.boi]
-    return [*_encode(loaded, rewrap), loaded.ids.boi]
-
-
 def generate_stream(
     loaded: LoadedModel,
     prompt: str,
@@ -163,10 +151,10 @@ def generate_stream(
     rec = get_recipe(recipe)
     settings = settings_for(loaded, settings)
     check_settings(settings, n)
-    ids, dev, s = loaded.ids, loaded.device, settings
-    prompt_ids = _encode(loaded, rec.format_prompt(prompt))
-    if len(prompt_ids) > MAX_PROMPT_TOKENS:
-        raise ValueError(f"prompt is {len(prompt_ids)} tokens long; the limit is {MAX_PROMPT_TOKENS}")
+    ids, dev, s, tok = loaded.ids, loaded.device, settings, loaded.tokenizer
+    p_ids = prompt_ids(tok, ids, rec, prompt)
+    if len(p_ids) > MAX_PROMPT_TOKENS:
+        raise ValueError(f"prompt is {len(p_ids)} tokens long; the limit is {MAX_PROMPT_TOKENS}")
     gen = torch.Generator(device=dev).manual_seed(int(seed))
 
     cot_ids: list[list[int]] = [[] for _ in range(n)]
@@ -176,7 +164,7 @@ def generate_stream(
     if rec.has_cot:
         ends = ["length"] * n
         streamers = [_CotStreamer(loaded.tokenizer) for _ in range(n)]
-        x, m = left_pad([prompt_ids] * n, ids.pad, dev)
+        x, m = left_pad([p_ids] * n, ids.pad, dev)  # [n, L]
         steps = decode_text(loaded.model, x, m, s.max_cot_tokens, [ids.boi, ids.eos], ids.pad,
                             s.cot_temperature, s.cot_top_k, s.cot_top_p, gen)  # fmt: skip
         for step in steps:
@@ -201,10 +189,9 @@ def generate_stream(
                 texts[i] = streamers[i].text()
                 yield PlanReady(i, parse_plan(texts[i]))
 
-    text_ids = [c[:-1] if e in ("boi", "eos") else c for c, e in zip(cot_ids, ends)]
-    prefixes = [_image_prefix(loaded, rec, prompt, prompt_ids, t, texts[i])
-                for i, t in enumerate(text_ids)]  # fmt: skip
-    x, m = left_pad(prefixes, ids.pad, dev)
+    prefixes = [image_prefix(tok, ids, rec, prompt, p_ids, cot_text_ids(cot_ids[i], ends[i]), texts[i])
+                for i in range(n)]  # fmt: skip
+    x, m = left_pad(prefixes, ids.pad, dev)  # [n, L]
     grid = loaded.grid
     every = grid // 4 if preview_every_rows is None else preview_every_rows
     tokens: list[torch.Tensor] = []  # per step [n]; stacked when needed (no per-token copy)
@@ -229,7 +216,7 @@ def generate_stream(
             model_id=loaded.model_id,
             seed=int(seed),
             settings=s,
-            prompt_ids=prompt_ids,
+            prompt_ids=p_ids,
             cot_text=texts[i],
             cot_token_ids=cot_ids[i],
             cot_logprobs=cot_lps[i],

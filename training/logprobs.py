@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from reasongen.layout import unconditional_prefix
 from reasongen.sampling import guided_logits, sampling_logprobs
 from reasongen.types import Sample
 
@@ -118,7 +119,7 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
         tokens[k, : len(seq)] = torch.tensor(seq)
         attn[k, : len(seq)] = 1
         is_image[k, n_prefix : len(seq)] = True
-        u = [bos_id] + [pad_id] * (n_prefix - 2) + [s.prefix_ids[-1]]
+        u = unconditional_prefix(list(s.prefix_ids), bos_id, pad_id)
         uncond[k, : len(seq)] = torch.tensor(u + list(s.image_token_ids[:-1]))
         if tc:
             cot_pos[k, :tc] = torch.arange(p - 1, p - 1 + tc)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from reasongen.config import parse_config
+from reasongen.layout import encode_text, image_prefix, prompt_ids, unconditional_prefix
 from reasongen.loading import settings_for
 from reasongen.recipes import get_recipe
 from reasongen.types import Sample
@@ -140,24 +141,17 @@ def example_to_sample(ex: SFTExample, loaded: Any, unconditional: bool = False) 
     """Lay an example out like a generated sample (see the module docstring)."""
     tok, ids = loaded.tokenizer, loaded.ids
     rec = get_recipe(ex.recipe)
-
-    def enc(text: str) -> list[int]:
-        return list(tok.encode(text, add_special_tokens=False))
-
-    prompt_ids = [ids.bos, *enc(rec.format_prompt(ex.prompt))]
-    cot_ids: list[int] = [*enc(ex.cot.strip()), ids.boi] if rec.has_cot else []
-    rewrap = rec.image_prompt(ex.prompt, ex.cot) if rec.has_cot else None
-    if rewrap is not None:
-        prefix = [ids.bos, *enc(rewrap), ids.boi]
-    else:
-        prefix = [*prompt_ids, *cot_ids[:-1], ids.boi]
+    p_ids = prompt_ids(tok, ids, rec, ex.prompt)
+    cot_text = encode_text(tok, ex.cot.strip()) if rec.has_cot else []
+    cot_ids = [*cot_text, ids.boi] if rec.has_cot else []  # the CoT ends with BOI, as sampled
+    prefix = image_prefix(tok, ids, rec, ex.prompt, p_ids, cot_text, ex.cot)
     if unconditional:
-        prefix = [ids.bos, *[ids.pad] * (len(prefix) - 2), ids.boi]
-        prompt_ids, cot_ids = [ids.bos], []
+        prefix = unconditional_prefix(prefix, ids.bos, ids.pad)
+        p_ids, cot_ids = [ids.bos], []
     n = len(ex.image_tokens)
     return Sample(
         prompt=ex.prompt, recipe=rec.name, model_id=loaded.model_id, seed=0,
-        settings=settings_for(loaded, guidance=1.0, num_image_tokens=n), prompt_ids=prompt_ids,
+        settings=settings_for(loaded, guidance=1.0, num_image_tokens=n), prompt_ids=p_ids,
         cot_text=ex.cot, cot_token_ids=cot_ids, cot_logprobs=[0.0] * len(cot_ids),
         cot_end="boi" if cot_ids else "none", prefix_ids=prefix,
         image_token_ids=list(ex.image_tokens), image_logprobs=[0.0] * n,

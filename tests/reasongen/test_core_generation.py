@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from reasongen.decode import left_pad, unconditional_rows
 from reasongen.generation import MAX_PROMPT_CHARS, generate, generate_stream
+from reasongen.layout import unconditional_rows
 from reasongen.recipes import RECIPES, get_recipe
 from reasongen.sampling import guided_logits, sampling_logprobs
 from reasongen.types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
@@ -31,8 +31,7 @@ def _teacher_forced(loaded, sample):
         cot = cot_lp.gather(-1, torch.tensor(sample.cot_token_ids)[:, None]).squeeze(-1)
 
         prefix = torch.tensor([sample.prefix_ids])  # [1, P]
-        uncond = unconditional_rows(prefix, torch.ones_like(prefix), loaded.ids.bos, loaded.ids.boi,
-                                    loaded.ids.pad)  # fmt: skip
+        uncond = unconditional_rows(prefix, torch.ones_like(prefix), loaded.ids.bos, loaded.ids.pad)  # [1, P]
         img = torch.tensor([sample.image_token_ids[:-1]])  # [1, N-1]
         heads = []
         for row in (prefix, uncond):
@@ -70,14 +69,6 @@ def test_prefix_layout_follows_the_recipe(tiny_loaded):
     assert not t2i.same_sequence and t2i.prefix_ids[-1] == tiny_loaded.ids.boi
     rewrap = get_recipe("t2i-r1").image_prompt("two stars", t2i.cot_text)
     assert t2i.prefix_ids[1:-1] == tiny_loaded.tokenizer.encode(rewrap, add_special_tokens=False)
-
-
-def test_unconditional_rows_keep_only_bos_and_boi():
-    bos, boi, pad = 0, 4, 2
-    ids, mask = left_pad([[bos, 11, 12, 13, boi], [bos, 21, boi]], pad, torch.device("cpu"))
-    uncond = unconditional_rows(ids, mask, bos, boi, pad)
-    assert uncond.tolist() == [[bos, pad, pad, pad, boi], [pad, pad, bos, pad, boi]]
-    assert mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
 
 
 def test_same_seed_same_samples_different_seed_different(tiny_loaded):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasongen.decode import left_pad, positions
 from reasongen.engine import StaticDecoder, decoder_for
 from reasongen.generation import generate
+from reasongen.layout import left_pad, positions
 from reasongen.types import SamplingSettings
 
 

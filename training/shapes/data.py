@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reasongen.layout import unconditional_prefix
 from reasongen.recipes import get_recipe
 from reasongen.shapes import Scene, write_cot
 from reasongen.shapes.codes import CELL, code_of, scene_codes
@@ -143,7 +144,7 @@ def make_batch(
         off = width - len(seq)
         uncond = rng.random() < drop_prob
         if uncond:
-            seq = [seq[0]] + [pad_id] * (len(seq) - 2) + [seq[-1]]
+            seq = unconditional_prefix(seq, bos=seq[0], pad=pad_id)
         ids[b, off:] = torch.tensor(seq)
         mask[b, off:] = 1
         if not uncond:
