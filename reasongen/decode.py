@@ -1,9 +1,11 @@
 """Token-by-token decode loops for the two generation steps, as generators of sampled tokens.
 
 Step 1 (``decode_text``) samples text from the LM head until every row has emitted a stop token
-or the cap is reached. Step 2 (``decode_image``) samples exactly ``n_tokens`` image tokens from the
-generation head with classifier-free guidance: the batch holds the conditional rows, then one
-unconditional row per conditional row (BOS + pads + ``<begin_of_image>``, same length and mask).
+or the cap is reached. Step 2 (``decode_image``) samples exactly ``num_image_tokens`` image tokens
+from the generation head with classifier-free guidance: the batch holds the conditional rows, then
+one unconditional row per conditional row (``layout.unconditional_rows``: BOS + pads +
+``<begin_of_image>``, same length and mask). Both take the sample's ``SamplingSettings`` and the
+model's ``SpecialIds``, so no setting can be passed in the wrong position.
 
 Both loops run the language model through ``engine.StaticDecoder`` (a static KV cache over the
 model's own weights), pass explicit position ids (rows may be left-padded) and sample on the
@@ -15,13 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .engine import activation, decoder_for
-from .layout import positions, unconditional_rows
+from .layout import cot_stop_ids, positions, unconditional_rows
 from .sampling import draw, guided_logits, sampling_logprobs
+
+if TYPE_CHECKING:
+    from .loading import SpecialIds
+    from .types import SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,16 @@ def decode_text(
     model,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    max_new_tokens: int,
-    stop_ids: list[int],
-    pad_id: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    settings: SamplingSettings,
+    special: SpecialIds,
     generator: torch.Generator | None,
 ) -> Iterator[TokenStep]:
-    """Sample text from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts."""
+    """Sample a CoT from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts.
+
+    Uses ``settings.max_cot_tokens`` and the ``cot_*`` sampling settings; a row stops at a CoT stop
+    token (``layout.cot_stop_ids``) and is padded with ``special.pad`` afterwards."""
+    max_new_tokens, pad_id = settings.max_cot_tokens, special.pad
+    temperature, top_k, top_p = settings.cot_temperature, settings.cot_top_k, settings.cot_top_p
     b, width = ids.shape
     dec = decoder_for(model)
     valid = dec.reset(b, width + max_new_tokens)  # [B, S]
@@ -70,7 +78,7 @@ def decode_text(
     embed = model.get_input_embeddings()
     hidden = dec.forward(embed(ids), pos, valid, 0)[:, -1]  # [B, D]
     next_pos = pos[:, -1:] + torch.arange(1, max_new_tokens + 1, device=ids.device)  # [B, max_new_tokens]
-    stops = torch.tensor(stop_ids, device=ids.device)
+    stops = torch.tensor(cot_stop_ids(special), device=ids.device)
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)  # [B]
     for step in range(max_new_tokens):
         logp = sampling_logprobs(model.lm_head(hidden), temperature, top_k, top_p)  # [B, V]
@@ -88,22 +96,22 @@ def decode_image(
     model,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    n_tokens: int,
-    bos: int,
-    boi: int,
-    pad: int,
-    guidance: float,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    settings: SamplingSettings,
+    special: SpecialIds,
     generator: torch.Generator | None,
 ) -> Iterator[TokenStep]:
-    """Sample ``n_tokens`` image tokens. ``ids``/``mask``: ``[B, L]`` left-padded prefixes ending
-    in ``<begin_of_image>``. With ``guidance == 1`` the unconditional rows are skipped."""
+    """Sample ``settings.num_image_tokens`` image tokens. ``ids``/``mask``: ``[B, L]`` left-padded
+    prefixes ending in ``<begin_of_image>``. Uses ``guidance``, ``temperature``, ``top_k`` and
+    ``top_p`` of ``settings``; with ``guidance == 1`` the unconditional rows are skipped."""
+    n_tokens = settings.num_image_tokens
+    if n_tokens is None:
+        raise ValueError("settings.num_image_tokens is unset: build the settings with loading.settings_for")
+    guidance, temperature = settings.guidance, settings.temperature
+    top_k, top_p = settings.top_k, settings.top_p
     b = ids.shape[0]
     cfg = guidance != 1.0
     if cfg:
-        ids = torch.cat([ids, unconditional_rows(ids, mask, bos, pad)])  # [2B, L]
+        ids = torch.cat([ids, unconditional_rows(ids, mask, special.bos, special.pad)])  # [2B, L]
         mask = torch.cat([mask, mask])  # [2B, L]
     rows, width = ids.shape
     dec = decoder_for(model)

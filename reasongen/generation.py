@@ -165,8 +165,7 @@ def generate_stream(
         ends = ["length"] * n
         streamers = [_CotStreamer(loaded.tokenizer) for _ in range(n)]
         x, m = left_pad([p_ids] * n, ids.pad, dev)  # [n, L]
-        steps = decode_text(loaded.model, x, m, s.max_cot_tokens, [ids.boi, ids.eos], ids.pad,
-                            s.cot_temperature, s.cot_top_k, s.cot_top_p, gen)  # fmt: skip
+        steps = decode_text(loaded.model, x, m, s, ids, gen)
         for step in steps:
             toks, lps = step.tokens.tolist(), step.logprobs.tolist()
             for i in range(n):
@@ -196,8 +195,7 @@ def generate_stream(
     every = grid // 4 if preview_every_rows is None else preview_every_rows
     tokens: list[torch.Tensor] = []  # per step [n]; stacked when needed (no per-token copy)
     lps: list[torch.Tensor] = []
-    steps = decode_image(loaded.model, x, m, s.num_image_tokens, ids.bos, ids.boi, ids.pad,
-                         s.guidance, s.temperature, s.top_k, s.top_p, gen)  # fmt: skip
+    steps = decode_image(loaded.model, x, m, s, ids, gen)
     for j, step in enumerate(steps):
         tokens.append(step.tokens)
         lps.append(step.logprobs)

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from reasongen.decode import decode_image, decode_text
 from reasongen.generation import MAX_PROMPT_CHARS, generate, generate_stream
-from reasongen.layout import unconditional_rows
+from reasongen.layout import left_pad, unconditional_rows
 from reasongen.recipes import RECIPES, get_recipe
 from reasongen.sampling import guided_logits, sampling_logprobs
 from reasongen.types import CotDelta, Done, ImageProgress, PlanReady, SamplingSettings
@@ -169,3 +170,15 @@ def test_greedy_image_tokens_match_transformers_generate(tiny_loaded):
     ref = model.generate(prefix, attention_mask=torch.ones_like(prefix), generation_mode="image",
                          do_sample=False, guidance_scale=5.0)  # fmt: skip
     assert ref[0].tolist() == ours.image_token_ids
+
+
+def test_decode_loops_take_the_settings_object(tiny_loaded):
+    model, ids, dev = tiny_loaded.model, tiny_loaded.ids, tiny_loaded.device
+    x, m = left_pad([[ids.bos, 74, 377, 322]], ids.pad, dev)  # [1, 4] prompt
+    text = list(decode_text(model, x, m, SamplingSettings(max_cot_tokens=3, cot_temperature=0.0), ids, None))
+    assert 1 <= len(text) <= 3  # capped by settings.max_cot_tokens
+    x, m = left_pad([[ids.bos, 74, 377, 322, ids.boi]], ids.pad, dev)  # [1, 5] image prefix
+    greedy = SamplingSettings(guidance=2.0, temperature=0.0, num_image_tokens=5)
+    assert len(list(decode_image(model, x, m, greedy, ids, None))) == 5  # settings.num_image_tokens steps
+    with pytest.raises(ValueError, match="num_image_tokens is unset"):
+        next(decode_image(model, x, m, SamplingSettings(), ids, None))
