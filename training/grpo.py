@@ -42,6 +42,7 @@ import torch
 from reasongen.config import parse_config
 from reasongen.loading import settings_for
 from reasongen.recipes import get_recipe
+from reasongen.rewards.combine import MODES, check_mode
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
 from .checkpoints import export_final, save_checkpoint
@@ -139,7 +140,7 @@ class GRPOConfig(PolicyOptimConfig):
     # ---- rewards
     rewards: list[str] = field(default_factory=lambda: ["shapes"], metadata={"help": "Reward names."})
     reward_weights: dict[str, float] = field(default_factory=dict, metadata={"help": "Per reward."})
-    reward_mode: str = field(default="weighted_sum", metadata={"help": "weighted_sum|product|group_norm"})
+    reward_mode: str = field(default="weighted_sum", metadata={"help": "|".join(MODES)})
     reward_options: dict[str, dict] = field(default_factory=dict, metadata={"help": "name: {opt: v}"})
     dynamic_sampling: bool = field(default=True, metadata={"help": "Redraw zero-spread groups."})
     max_resample: int = field(default=2, metadata={"help": "Redraws of a zero-spread group."})
@@ -157,8 +158,7 @@ class GRPOConfig(PolicyOptimConfig):
             raise ValueError("group_size must be >= 2: advantages compare samples of a group")
         if not self.rewards:
             raise ValueError("give at least one reward name (--rewards shapes)")
-        if self.reward_mode not in ("weighted_sum", "product", "group_norm"):
-            raise ValueError("reward_mode must be weighted_sum, product or group_norm")
+        check_mode(self.reward_mode, "reward_mode")
         unknown = sorted(set(self.shapes_categories) - set(CATEGORIES))
         if unknown or not self.shapes_categories:
             raise ValueError(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reasongen.config import CommaList
+from reasongen.rewards.combine import MODES, check_mode
 
 log = logging.getLogger("reasongen.app")
 
@@ -51,7 +52,7 @@ class AppConfig:
         metadata={"help": "Reward names (reasongen.rewards) scored per candidate, e.g. shapes,hps."},
     )
     combine: str = field(
-        default="weighted_sum", metadata={"help": "How rewards combine: weighted_sum, product, group_norm."}
+        default="weighted_sum", metadata={"help": f"How rewards combine: {', '.join(MODES)}."}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: auto)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on."})
@@ -71,8 +72,7 @@ class AppConfig:
 
     def __post_init__(self) -> None:
         self.rewards = CommaList(self.rewards)  # "shapes,hps" (a flag, the environment) or names
-        if self.combine not in ("weighted_sum", "product", "group_norm"):
-            raise ValueError(f"combine must be weighted_sum, product or group_norm; got {self.combine!r}")
+        check_mode(self.combine, "combine")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if not 1 <= self.max_candidates <= MAX_SLOTS:

@@ -14,10 +14,11 @@ from .base import (
     RewardModelUnavailable,
     RewardOutput,
 )
-from .combine import CombinedConfig, CombinedReward, combine_outputs, group_normalise
+from .combine import MODES, CombinedConfig, CombinedReward, check_mode, combine_outputs, group_normalise
 from .registry import get_reward, list_rewards, make_reward, register_reward, reward_class
 
 __all__ = [
+    "MODES",
     "CombinedConfig",
     "CombinedReward",
     "ModelReward",
@@ -26,6 +27,7 @@ __all__ = [
     "RewardConfig",
     "RewardModelUnavailable",
     "RewardOutput",
+    "check_mode",
     "combine_outputs",
     "get_reward",
     "group_normalise",

@@ -23,6 +23,14 @@ from ..types import Sample
 from .base import Reward, RewardConfig, RewardOutput
 
 MODES = ("weighted_sum", "product", "group_norm")
+"""The combination modes, the one list every config and command line checks against."""
+
+
+def check_mode(mode: str, what: str = "mode") -> str:
+    """Return ``mode`` if it is one of :data:`MODES`, else raise ``ValueError`` naming ``what``."""
+    if mode not in MODES:
+        raise ValueError(f"{what} must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
 
 
 def _group_ids(n: int, groups: Sequence[Any] | None) -> list[Any]:
@@ -130,8 +138,7 @@ class CombinedConfig(RewardConfig):
     eps: float = field(default=1e-6, metadata={"help": "Added to the group std in group_norm."})
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        check_mode(self.mode)
         if self.on_missing not in ("none", "skip"):
             raise ValueError(f"on_missing must be 'none' or 'skip'; got {self.on_missing!r}")
         if self.group_by not in ("prompt", "none"):
