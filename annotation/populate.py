@@ -61,12 +61,12 @@ def reasongen_source(device: str | None = None, settings: Any = None) -> SampleS
 
 
 def load_rewards(names: Sequence[str]) -> dict[str, RewardFn]:
-    """Reward callables by registry name (``reasongen.rewards.get_reward``), built on demand."""
+    """Reward callables by registry name (``reasongen.rewards.make_reward``), built on demand."""
     if not names:
         return {}
-    from reasongen.rewards import get_reward
+    from reasongen.rewards import make_reward
 
-    return {name: get_reward(name) for name in names}
+    return {name: make_reward([name]) for name in names}
 
 
 def populate_study(

@@ -222,16 +222,16 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
 
 
 def build_reward(cfg: GRPOConfig) -> Callable[[list[Sample]], tuple[list[float | None], dict[str, Any]]]:
-    """Reward parts from the registry; returns ``fn(samples) -> (scores, per-family means)``."""
-    from reasongen.rewards import combine_outputs, get_reward
+    """The configured rewards (``make_reward``) combined by ``reward_mode``; returns
+    ``fn(samples) -> (combined scores, per-family means)``."""
+    from reasongen.rewards import CombinedReward, make_reward
 
-    parts = [get_reward(name, **cfg.reward_options.get(name, {})) for name in cfg.rewards]
+    reward = make_reward(cfg.rewards, cfg.reward_mode, cfg.reward_weights, cfg.reward_options)
+    assert isinstance(reward, CombinedReward)  # a combine mode is always given
 
     def score(samples: list[Sample]) -> tuple[list[float | None], dict[str, Any]]:
-        outs = [p(samples) for p in parts]
-        groups = [s.prompt for s in samples]
-        comb = combine_outputs(outs, cfg.reward_mode, cfg.reward_weights, groups)
-        return comb.scores, {o.name: _mean(o.scores) for o in outs}
+        outs = [p(samples) for p in reward.parts]
+        return reward.combine(outs, samples).scores, {o.name: _mean(o.scores) for o in outs}
 
     return score
 

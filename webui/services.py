@@ -303,14 +303,14 @@ def build_rewards(names: Sequence[str]) -> dict[str, Any]:
     """Rewards by registry name; a name that cannot be built is logged and left out."""
     if not names:
         return {}
-    from reasongen.rewards import get_reward, list_rewards
+    from reasongen.rewards import list_rewards, make_reward
 
     out = {}
     for name in names:
         if name not in list_rewards():
             raise ValueError(f"unknown reward {name!r}; choose from {', '.join(list_rewards())}")
         try:
-            out[name] = get_reward(name)
+            out[name] = make_reward([name])
         except Exception as err:  # e.g. the reward's module is missing optional dependencies
             log.warning("reward %s unavailable: %s", name, err)
     return out

@@ -1,9 +1,11 @@
 """Reward models for reasoning text-to-image generation (see DESIGN.md, "Rewards").
 
-``get_reward(name, **config)`` builds one reward; ``list_rewards()`` names them; a reward is a
-picklable callable ``reward(samples, metadata=None) -> RewardOutput``. ``CombinedReward`` and
-``combine_outputs`` mix several (weighted sum, product, per-group normalised sum). No model is
-loaded at import or construction: each loads on its first call.
+``make_reward(names, combine, weights, options)`` is how callers build a reward: one, or several
+combined into a ``CombinedReward`` (weighted sum, product, per-group normalised sum; the modes are
+``MODES``); ``get_reward(name, **config)`` is the one-name registry step beneath it and
+``list_rewards()`` names them. A reward is a picklable callable
+``reward(samples, metadata=None) -> RewardOutput``; ``combine_outputs`` mixes outputs already
+scored. No model is loaded at import or construction: each loads on its first call.
 """
 
 from .base import (

@@ -26,8 +26,8 @@ from PIL import Image
 
 from ..types import Sample, SamplingSettings, validate_metadata
 from .base import Reward, RewardModelUnavailable, RewardOutput
-from .combine import MODES, combine_outputs
-from .registry import get_reward, list_rewards
+from .combine import MODES, CombinedReward
+from .registry import list_rewards, make_reward
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -193,7 +193,9 @@ def _parse_weights(text: str) -> dict[str, float]:
     return out
 
 
-def _build_rewards(args: argparse.Namespace) -> list[Reward]:
+def _build_reward(args: argparse.Namespace) -> Reward:
+    """``--rewards`` with their ``--set`` options and ``--combine``/``--weights``, built by
+    ``make_reward``; the checks here only say which flag is at fault."""
     names = [n.strip() for n in args.rewards.split(",") if n.strip()]
     if not names:
         raise ValueError("--rewards needs at least one name")
@@ -204,7 +206,13 @@ def _build_rewards(args: argparse.Namespace) -> list[Reward]:
     unused = set(sets) - set(names)
     if unused:
         raise ValueError(f"--set given for rewards not requested: {', '.join(sorted(unused))}")
-    return [get_reward(n, **sets.get(n, {})) for n in names]
+    weights = _parse_weights(args.weights)
+    if weights and not args.combine:
+        raise ValueError("--weights only weighs a combination: add --combine MODE")
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise ValueError(f"--weights given for rewards not requested: {', '.join(sorted(unknown))}")
+    return make_reward(names, args.combine, weights, sets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,13 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(list_rewards()))
         return 0
     try:
-        rewards = _build_rewards(args)
-        weights = _parse_weights(args.weights)
-        if weights and not args.combine:
-            raise ValueError("--weights only weighs a combination: add --combine MODE")
-        unknown = set(weights) - {r.name for r in rewards}
-        if unknown:
-            raise ValueError(f"--weights given for rewards not requested: {', '.join(sorted(unknown))}")
+        reward = _build_reward(args)
+        rewards = reward.parts if isinstance(reward, CombinedReward) else [reward]
         named = load_samples(args.images, args.prompts)
         samples = [s for _, s in named]
         if not any(s.prompt for s in samples):
@@ -233,9 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {r.name}: {e}", file=sys.stderr)
                 failed.append(r.name)
                 outs.append(RewardOutput(r.name, [None] * len(samples), [{"error": str(e)}] * len(samples)))
-        if args.combine:
-            groups = [s.prompt for s in samples]
-            outs.append(combine_outputs(outs, args.combine, weights, groups))
+        if args.combine and isinstance(reward, CombinedReward):
+            outs.append(reward.combine(outs, samples))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -167,10 +167,17 @@ class CombinedReward(Reward):
         self.parts = list(parts)
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
-        outs = [p(samples, metas) for p in self.parts]
+        return self.combine([p(samples, metas) for p in self.parts], samples)
+
+    def combine(self, outputs: Sequence[RewardOutput], samples: Sequence[Sample]) -> RewardOutput:
+        """Combine part outputs already scored on ``samples`` as this reward's config says.
+
+        For callers that need each part's own output or must survive a part that fails: they
+        call the :attr:`parts` themselves, then this; ``self(samples)`` does both in one go.
+        """
         groups = [s.prompt for s in samples] if self.config.group_by == "prompt" else None
         return combine_outputs(
-            outs,
+            outputs,
             self.config.mode,
             self.config.weights,
             groups,

@@ -8,9 +8,9 @@ import torch
 from reasongen.config import parse_config
 from reasongen.generation import generate
 from reasongen.loading import load_model
-from reasongen.rewards import RewardOutput
+from reasongen.rewards import Reward, RewardOutput
 from reasongen.tiny import save_tiny
-from reasongen.types import SamplingSettings
+from reasongen.types import Sample, SamplingSettings
 from training.checkpoints import checkpoint_dirs
 from training.grpo import GRPOConfig, train
 
@@ -147,3 +147,42 @@ def test_ppo_epochs_stretch_the_lr_schedule_over_every_optimizer_step(setup) -> 
     ev.Reload()
     lrs = [e.value for e in ev.Scalars("grpo/lr")]
     assert lrs == pytest.approx([cfg.lr / 2, 0.0])
+
+
+class _Length(Reward):
+    name = "length"
+
+    def score(self, samples, metas):
+        return RewardOutput(self.name, [float(len(s.cot_text)) for s in samples], [{} for _ in samples])
+
+
+class _Words(Reward):
+    name = "words"
+
+    def score(self, samples, metas):
+        return RewardOutput(
+            self.name, [float(len(s.cot_text.split())) for s in samples], [{} for _ in samples]
+        )
+
+
+def test_build_reward_is_make_reward_combined_by_reward_mode(monkeypatch) -> None:
+    from reasongen.rewards import combine_outputs, registry
+    from training.grpo import build_reward
+
+    monkeypatch.setitem(registry._REGISTRY, "length", f"{__name__}:_Length")
+    monkeypatch.setitem(registry._REGISTRY, "words", f"{__name__}:_Words")
+    cots = ["a red circle", "two green triangles", "a star", "a blue square above a star"]
+    samples = [
+        Sample(prompt=p, recipe="direct", model_id="t", seed=0, settings=SamplingSettings(), prompt_ids=[1],
+               cot_text=c, cot_token_ids=[], cot_logprobs=[], cot_end="none", prefix_ids=[1],
+               image_token_ids=[], image_logprobs=[], image=None)
+        for p, c in zip(["p", "p", "q", "q"], cots)
+    ]  # fmt: skip
+    cfg = GRPOConfig(rewards=["length", "words"], reward_mode="group_norm", reward_weights={"words": 2.0})
+    scores, families = build_reward(cfg)(samples)
+    parts = [_Length()(samples), _Words()(samples)]
+    expected = combine_outputs(parts, "group_norm", {"words": 2.0}, [s.prompt for s in samples])
+    assert scores == expected.scores and scores[0] < 0 < scores[1]  # standardised per prompt
+    assert families == {"length": sum(parts[0].scores) / 4, "words": sum(parts[1].scores) / 4}
+    with pytest.raises(ValueError, match="options given for rewards not requested: hps"):
+        build_reward(GRPOConfig(rewards=["length"], reward_options={"hps": {}}))
