@@ -6,6 +6,8 @@ studies, rankings, statistics) — while ``reasongen`` may not import ``annotati
 here, above both, and ``app.py`` only wires it.
 
 - :mod:`webui.services`: ``AppConfig``, ``Services`` (model, store, rewards, rate limits);
+- :mod:`webui.auth`: signed login tokens and the signing key file; :mod:`webui.ratelimit`: the
+  per-session rate limiter;
 - :mod:`webui.generate_tab`, :mod:`webui.annotate_tab`, :mod:`webui.results_tab`: the tabs;
 - :func:`build_demo` assembles them; :func:`launch` serves a demo.
 
@@ -24,8 +26,10 @@ from typing import Any
 
 import gradio as gr
 
+from .auth import TokenSigner
 from .common import CSS, KEYBOARD_JS, model_label
-from .services import AppConfig, RateLimiter, Services, TokenSigner, build_rewards
+from .ratelimit import RateLimiter
+from .services import AppConfig, Services, build_rewards
 
 __all__ = ["AppConfig", "RateLimiter", "Services", "TokenSigner", "build_demo", "build_rewards", "launch"]
 

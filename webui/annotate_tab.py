@@ -2,7 +2,7 @@
 
 Login is checked by ``annotation.store.Store.authenticate`` (scrypt hashes); the session keeps
 the user in a server-side ``gr.State`` and the browser keeps a signed token (HMAC, see
-``services.TokenSigner``) in its localStorage so a reload logs back in. Every rank choice is saved
+``auth.TokenSigner``) in its localStorage so a reload logs back in. Every rank choice is saved
 as a draft in localStorage too, so a
 half-done ranking survives a reload (the store serves the same open assignment again). All events
 here run on their own queue (``ANNOTATE_QUEUE``), never behind generation.
