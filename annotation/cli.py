@@ -18,24 +18,7 @@ from typing import Any
 
 from annotation.db import DEFAULT_DATA_DIR
 from annotation.errors import AnnotationError
-
-
-def read_prompts(path: str | Path) -> list[str | dict[str, Any]]:
-    """Prompts from a ``.txt`` (one per line; blank lines and ``#`` comments skipped), ``.jsonl``
-    (one object per line with a ``prompt`` key, GenEval-style metadata kept) or ``.json`` list."""
-    p = Path(path)
-    if not p.is_file():
-        raise AnnotationError(f"prompt file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".jsonl":
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    elif p.suffix == ".json":
-        items = json.loads(text)
-    else:
-        items = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not isinstance(items, list) or not items:
-        raise AnnotationError(f"prompt file {p} holds no prompts")
-    return items
+from reasongen.prompt_files import read_prompt_file
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -89,7 +72,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if not args.name or not args.prompts or not args.system:
             raise AnnotationError("study create needs --name, --prompts and at least one --system")
         systems = [parse_system(x) for x in args.system]
-        prompts = read_prompts(args.prompts)
+        prompts = read_prompt_file(args.prompts)
         guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else ""
         rewards = load_rewards(args.reward or [])
         study = st.create_study(

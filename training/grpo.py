@@ -41,6 +41,7 @@ import torch
 
 from reasongen.config import parse_config
 from reasongen.loading import settings_for
+from reasongen.prompt_files import read_prompt_file
 from reasongen.recipes import get_recipe
 from reasongen.rewards.combine import MODES, check_mode
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
@@ -182,7 +183,8 @@ class GRPOConfig(PolicyOptimConfig):
 
 
 def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
-    """(prompt, metadata) pairs from ``cfg.prompts``: 'shapes', a .jsonl or a text file."""
+    """(prompt, metadata) pairs from ``cfg.prompts``: 'shapes', or a prompt file (.txt, .jsonl or
+    .json, ``reasongen.prompt_files``; metadata is a record's ``metadata`` key)."""
     if cfg.prompts == "shapes":
         from reasongen.shapes import sample_scenes
 
@@ -202,23 +204,7 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
     path = Path(cfg.prompts)
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist (or use --prompts shapes)")
-    out: list[tuple[str, dict[str, Any] | None]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not row.get("prompt"):
-                raise ValueError(f"{path}:{n}: needs a 'prompt'")
-            out.append((row["prompt"], row.get("metadata")))
-        else:
-            out.append((line.strip(), None))
-    if not out:
-        raise ValueError(f"{path} holds no prompts")
-    return out
+    return [(row["prompt"], row.get("metadata")) for row in read_prompt_file(path)]
 
 
 def build_reward(cfg: GRPOConfig) -> Callable[[list[Sample]], tuple[list[float | None], dict[str, Any]]]:

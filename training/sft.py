@@ -21,7 +21,6 @@ probability ``cond_dropout`` an example is replaced by its unconditional row (BO
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 from reasongen.config import parse_config
 from reasongen.layout import encode_text, image_prefix, prompt_ids, unconditional_prefix
 from reasongen.loading import settings_for
+from reasongen.prompt_files import iter_json_lines
 from reasongen.recipes import get_recipe
 from reasongen.types import Sample
 
@@ -107,13 +107,7 @@ def load_sft_jsonl(path: str | Path, loaded: Any, default_recipe: str) -> list[S
     if not path.is_file():
         raise ValueError(f"SFT data file {path} does not exist")
     rows: list[dict[str, Any]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
+    for n, row in iter_json_lines(path):
         if not isinstance(row, dict) or not str(row.get("prompt", "")).strip():
             raise ValueError(f"{path}:{n}: needs a non-empty 'prompt'")
         if "image_tokens" not in row and "image" not in row:

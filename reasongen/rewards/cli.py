@@ -3,7 +3,8 @@
 Scores every image in ``DIR`` with the named rewards and prints one row per image (a JSON line
 per image with ``--json``). Prompts come from ``--prompts``: a ``.jsonl`` file whose lines hold
 ``file_name`` (or ``file``/``image``), ``prompt`` and optionally ``metadata`` (GenEval shape),
-``cot_text`` and ``recipe``; or a text file with one prompt per line, in sorted file-name order.
+``cot_text`` and ``recipe``; or another prompt file (``reasongen.prompt_files``: a text file with
+one prompt per line, or a ``.json`` list), one prompt per image in sorted file-name order.
 Without ``--prompts``, ``DIR/metadata.jsonl`` is used when present (the layout our exports and
 ``datasets``' image folders share). Reward options: ``--set hps.model=/path/HPS_v2.1_compressed.pt``
 (value parsed as JSON when it can be, then checked against the option's type).
@@ -24,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..prompt_files import iter_json_lines, read_prompt_file
 from ..types import Sample, SamplingSettings, validate_metadata
 from .base import Reward, RewardModelUnavailable, RewardOutput
 from .combine import MODES, CombinedReward
@@ -57,13 +59,7 @@ def _records(images_dir: Path, prompts: Path | None, files: list[Path]) -> dict[
         raise ValueError(f"--prompts file {prompts} does not exist")
     out: dict[str, dict[str, Any]] = {}
     if prompts.suffix == ".jsonl":
-        for n, line in enumerate(prompts.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{prompts}:{n}: not JSON ({e.msg})") from e
+        for n, rec in iter_json_lines(prompts):
             if not isinstance(rec, dict):
                 raise ValueError(f"{prompts}:{n}: a record is a JSON object, got a {type(rec).__name__}")
             name = rec.get("file_name") or rec.get("file") or rec.get("image")
@@ -77,7 +73,7 @@ def _records(images_dir: Path, prompts: Path | None, files: list[Path]) -> dict[
                     raise ValueError(f"{prompts}:{n}: {e}") from e
             out[Path(name).name] = rec
         return out
-    lines = [ln.strip() for ln in prompts.read_text().splitlines() if ln.strip()]
+    lines = [rec["prompt"] for rec in read_prompt_file(prompts)]
     if len(lines) != len(files):
         raise ValueError(f"{prompts} has {len(lines)} prompts for {len(files)} images; give one per image")
     return {f.name: {"prompt": p} for f, p in zip(files, lines)}

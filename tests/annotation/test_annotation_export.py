@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from annotation.cli import main as cli_main
-from annotation.cli import read_prompts
 from annotation.export import export_study
 from annotation.models import Task
 from annotation.populate import derive_seed, load_rewards, parse_system
@@ -140,15 +139,6 @@ def test_populate_study_uses_the_source_and_reward_hooks(store: Store, sample_fa
         parse_system("no-recipe")
     with pytest.raises(ValueError, match="unknown reward"):
         load_rewards(["no_such_reward"])
-
-
-def test_read_prompts_formats(tmp_path: Path) -> None:
-    (tmp_path / "p.txt").write_text("# comment\na red square\n\ntwo blue circles\n")
-    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "a cat", "tag": "single_object"}) + "\n")
-    assert read_prompts(tmp_path / "p.txt") == ["a red square", "two blue circles"]
-    assert read_prompts(tmp_path / "p.jsonl") == [{"prompt": "a cat", "tag": "single_object"}]
-    with pytest.raises(ValueError, match="does not exist"):
-        read_prompts(tmp_path / "missing.txt")
 
 
 def test_cli_end_to_end_with_a_tiny_model(tmp_path: Path, monkeypatch, capsys) -> None:
