@@ -31,6 +31,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from reasongen.devices import resolve_device, resolve_dtype
 from reasongen.generation import generate
 from reasongen.loading import LoadedModel, default_model_path, load_model, settings_for, wrap_loaded
 from reasongen.tiny import build_random
@@ -66,7 +67,7 @@ class Row:
 def random_real_size(size: str, device: str) -> LoadedModel:
     """A Janus model of a real size with random weights (bf16 on GPU) and a tiny tokenizer."""
     hidden, layers, heads, inter = REAL_SIZES[size]
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = resolve_dtype("auto", torch.device(device))
     model, processor = build_random(
         vocab_size=102400, hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=inter,
         image_size=384, vq_downsample=16, codebook_size=16384, vq_base_channels=128,
@@ -169,7 +170,7 @@ def main() -> None:
     p.add_argument("--sizes", default="embedded", help="comma list of embedded, 1b, 7b")
     p.add_argument("--batches", default="1,16", help="comma list of batch sizes")
     p.add_argument("--cot-tokens", type=int, default=128, help="CoT length for the CoT + image rows")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=str(resolve_device("auto")))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is shown)")
     args = p.parse_args()

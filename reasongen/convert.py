@@ -33,7 +33,9 @@ from typing import Any
 
 import torch
 
+from .devices import DTYPES, dtype_from_name
 from .tokenizer import EXTRA_SPECIAL, GOT_BOX_TOKENS, IMAGE_PLACEHOLDER, PAD
+from .weight_files import weight_files
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +126,6 @@ SIGLIP_HEADS = {
 }
 """Attention heads of the named SigLIP towers (the head count cannot be read off the weights).
 A checkpoint may instead give ``vision_config.params.num_heads`` (our extension)."""
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
 CHAT_TEMPLATE = (
     "{%- for m in messages -%}"
@@ -246,28 +245,12 @@ def read_source_config(src: Path) -> dict[str, Any]:
     return cfg
 
 
-def _weight_files(src: Path) -> list[Path]:
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = src / index_name
-        if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            files = sorted({src / name for name in weight_map.values()})
-            missing = [f.name for f in files if not f.is_file()]
-            if missing or not files:
-                raise ValueError(f"{index} lists shard(s) that are not there: {', '.join(missing) or 'none'}")
-            return files
-    files = sorted(src.glob("*.safetensors")) or sorted(src.glob("pytorch_model*.bin"))
-    if not files:
-        raise ValueError(f"{src} has no weights (*.safetensors or pytorch_model*.bin)")
-    return files
-
-
 def read_weights(src: Path) -> dict[str, torch.Tensor]:
     """All tensors of the source checkpoint (single file or shards listed by an index json)."""
     from safetensors.torch import load_file
 
     state: dict[str, torch.Tensor] = {}
-    for path in _weight_files(src):
+    for path in weight_files(src):
         if path.suffix == ".safetensors":
             part = load_file(str(path))
         else:
@@ -437,9 +420,7 @@ def _pick_dtype(dtype: str | None, cfg: dict[str, Any], state: dict[str, torch.T
         if dtype is None:
             floats = [t.dtype for t in state.values() if t.is_floating_point()]
             return floats[0] if floats else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return dtype_from_name(dtype)
 
 
 def build_model(config, state: dict[str, torch.Tensor], dtype: torch.dtype):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .devices import resolve_device, resolve_dtype
 from .tokenizer import BOI, EOS, GOT_BOX_TOKENS, PAD
 from .types import SamplingSettings
 
@@ -70,27 +71,6 @@ class LoadedModel:
         return int(round(self.num_image_tokens**0.5))
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'cpu'")
-    return dev
-
-
-def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(table)}")
-    return table[dtype]
-
-
 def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, bool]:
     """Return (what to pass to from_pretrained, whether it is a local folder)."""
     if name_or_path is None:
@@ -129,8 +109,8 @@ def load_model(
     from transformers import AutoProcessor, JanusForConditionalGeneration
 
     source, is_local = _resolve(name_or_path)
-    dev = _pick_device(device)
-    torch_dtype = _pick_dtype(dtype, dev)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         model = JanusForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)

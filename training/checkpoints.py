@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from reasongen.weight_files import weight_files
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -154,10 +156,7 @@ MANIFEST = "averaged_from.json"
 
 
 def _weight_files(folder: Path) -> list[str]:
-    names = sorted(p.name for p in folder.glob("*.safetensors"))
-    if not names:
-        raise ValueError(f"{folder} has no *.safetensors weights (save with safe_serialization=True)")
-    return names
+    return [p.name for p in weight_files(folder, safetensors_only=True)]
 
 
 def average_checkpoints(sources: Sequence[str | Path], dst: str | Path) -> Path:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
+from ..devices import DTYPES, resolve_device, resolve_dtype
 from ..types import Sample, validate_metadata
 
 T = TypeVar("T")
@@ -103,24 +104,16 @@ class ModelRewardConfig(RewardConfig):
             raise ValueError(f"{type(self).__name__}.model is empty: give a hub id or a local path")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {self.dtype!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
     def torch_device(self) -> Any:
         """The configured device as a ``torch.device`` ('auto' picks CUDA when present)."""
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def torch_dtype(self) -> Any:
         """The configured dtype as a ``torch.dtype`` ('auto': bfloat16 on CUDA, float32 on CPU)."""
-        import torch
-
-        if self.dtype == "auto":
-            return torch.bfloat16 if self.torch_device().type == "cuda" else torch.float32
-        return getattr(torch, self.dtype)
+        return resolve_dtype(self.dtype, self.torch_device())
 
 
 class Reward:

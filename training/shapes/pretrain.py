@@ -26,6 +26,7 @@ import torch
 from transformers import JanusConfig, JanusForConditionalGeneration, JanusVQVAE
 
 from reasongen.config import parse_config
+from reasongen.devices import resolve_device
 from reasongen.shapes import render_scene, sample_scenes
 from reasongen.shapes.codes import (
     CELL,
@@ -104,12 +105,6 @@ def parse_args(argv: list[str] | None = None) -> PretrainShapesConfig:
                         description=(__doc__ or "").split("\n\n")[0])  # fmt: skip
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _build_config(cfg: PretrainShapesConfig, vocab_size: int) -> JanusConfig:
     return shapes_config(vocab_size, cfg.hidden, cfg.layers, cfg.heads, cfg.image_size,
                          cfg.downsample_levels, NUM_CODES, EMBED_DIM, cfg.vq_base_channels)  # fmt: skip
@@ -125,7 +120,7 @@ def _decoder_stage(cfg_dict: dict[str, Any], vq_config: dict[str, Any], path: st
     vq = JanusVQVAE(JanusVQVAEConfig(**vq_config))
     limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     summary = train_decoder(vq, cfg.image_size, cfg.vq_steps, cfg.vq_batch, cfg.vq_lr,
-                            cfg.seed + 11, _device(cfg.device), limit)  # fmt: skip
+                            cfg.seed + 11, resolve_device(cfg.device), limit)  # fmt: skip
     torch.save({"state": vq.cpu().state_dict(), "summary": summary}, path)
 
 
@@ -156,7 +151,7 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     t0 = time.time()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(dev)}
