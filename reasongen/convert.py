@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .devices import DTYPES, dtype_from_name
+from .devices import dtype_from_name
 from .tokenizer import EXTRA_SPECIAL, GOT_BOX_TOKENS, IMAGE_PLACEHOLDER, PAD
 from .weight_files import weight_files
 
@@ -487,12 +487,3 @@ def convert_checkpoint(
     processor.save_pretrained(dst)
     log.info("converted %s -> %s (%s)", src, dst, torch_dtype)
     return dst
-
-
-def add_convert_args(parser) -> None:
-    """Arguments of ``python -m reasongen convert SRC DST [--dtype D]``."""
-    parser.add_argument("src", help="folder of a checkpoint in DeepSeek's original Janus layout")
-    parser.add_argument("dst", help="new folder for the transformers (HF) Janus checkpoint")
-    parser.add_argument(
-        "--dtype", default=None, choices=sorted(DTYPES), help="weight dtype (default: the source's)"
-    )
