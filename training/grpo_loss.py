@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import torch
 
+from reasongen.group_zscore import GROUP_EPS, group_zscores
+
 Normalisation = Literal["token", "sample"]
 MODALITIES = ("text", "image")
 
@@ -67,30 +69,25 @@ def rewards_tensor(rewards: Sequence[float | None], group_size: int) -> torch.Te
     return torch.tensor(vals, dtype=torch.float64).view(-1, group_size)  # (G, n)
 
 
-def group_advantages(
-    rewards: torch.Tensor, eps: float = 1e-4, tol: float = 1e-8, unbiased: bool = True
-) -> GroupAdvantages:
+def group_advantages(rewards: torch.Tensor, eps: float = GROUP_EPS, tol: float = 1e-8) -> GroupAdvantages:
     """GRPO advantages ``(r − mean_g) / (std_g + eps)`` for ``rewards`` of shape ``(G, n)``.
 
-    NaN rewards are excluded from the mean and standard deviation and get advantage 0 and
-    ``valid=False``. ``unbiased`` uses the ``n − 1`` denominator (as ``torch.std`` does).
+    The z-scores of ``reasongen.group_zscore.group_zscores``: sample std (``n − 1``
+    denominator, as ``torch.std``), ``eps`` 1e-4 by default. NaN rewards are excluded from the
+    mean and standard deviation and get advantage 0 and ``valid=False``.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}")
     r = rewards.to(torch.float64)  # (G, n)
     present = ~torch.isnan(r)  # (G, n)
-    count = present.sum(dim=1)  # (G,)
-    r0 = torch.where(present, r, torch.zeros_like(r))  # (G, n)
-    mean = r0.sum(dim=1) / count.clamp(min=1)  # (G,)
-    dev = torch.where(present, r - mean[:, None], torch.zeros_like(r))  # (G, n)
-    denom = (count - 1 if unbiased else count).clamp(min=1)  # (G,)
-    std = (dev.pow(2).sum(dim=1) / denom).sqrt()  # (G,)
+    stats = group_zscores(r, eps)
+    count, mean, std = stats.count, stats.mean, stats.std  # (G,) each
     spread = torch.where(present, r, torch.full_like(r, -math.inf)).amax(dim=1) - torch.where(
         present, r, torch.full_like(r, math.inf)
     ).amin(dim=1)  # (G,)
     keep = (count >= 2) & (spread > tol)  # (G,)
     valid = present & keep[:, None]  # (G, n)
-    adv = torch.where(valid, dev / (std[:, None] + eps), torch.zeros_like(r))  # (G, n)
+    adv = torch.where(valid, stats.z, torch.zeros_like(r))  # (G, n)
     nan = torch.full_like(mean, math.nan)
     return GroupAdvantages(
         advantages=adv.to(torch.float32),

@@ -5,8 +5,9 @@
 - ``product`` (GoT-R1: ``R_PI · R_PR · R_RI · R_HPS``): ``Π_k r_k^{w_k}``; weights act as
   exponents, so a weight of 1 is the plain product.
 - ``group_norm`` (T2I-R1's "normalized reward" ablation): each reward is standardised inside its
-  group (the samples of one prompt), ``(r − mean_g) / (std_g + eps)``, then ``Σ_k w_k · z_k``. A
-  group whose scores do not vary gives 0 for that reward.
+  group (the samples of one prompt), ``(r − mean_g) / (std_g + eps)`` with the sample std and
+  ``eps`` 1e-4 (GRPO's advantage formula, :mod:`reasongen.group_zscore`), then ``Σ_k w_k · z_k``.
+  A group whose scores do not vary gives 0 for that reward.
 
 Missing parts (a reward that returned ``None`` for a sample) follow ``on_missing``: ``"none"``
 makes the combined score ``None``; ``"skip"`` leaves that part out.
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..group_zscore import GROUP_EPS, group_zscores
 from ..types import Sample
 from .base import Reward, RewardConfig, RewardOutput
 
@@ -42,10 +44,17 @@ def _group_ids(n: int, groups: Sequence[Any] | None) -> list[Any]:
 
 
 def group_normalise(
-    scores: Sequence[float | None], groups: Sequence[Any] | None = None, eps: float = 1e-6
+    scores: Sequence[float | None], groups: Sequence[Any] | None = None, eps: float = GROUP_EPS
 ) -> list[float | None]:
-    """Standardise scores within each group (population std); ``None`` and non-finite scores
-    become ``None`` and leave the rest of their group's statistics alone."""
+    """Standardise scores within each group; ``None`` and non-finite scores become ``None`` and
+    leave the rest of their group's statistics alone.
+
+    ``(r − mean_g) / (std_g + eps)`` by :func:`reasongen.group_zscore.group_zscores`, the
+    formula of GRPO's advantages: the sample std (``n − 1`` denominator) and ``eps`` 1e-4 by
+    default. A group whose scores do not vary (or that has one score) gives 0.
+    """
+    import torch
+
     gids = _group_ids(len(scores), groups)
     members: dict[Any, list[int]] = {}
     for i, g in enumerate(gids):
@@ -53,11 +62,11 @@ def group_normalise(
             members.setdefault(g, []).append(i)
     out: list[float | None] = [None] * len(scores)
     for idx in members.values():
-        vals = [float(scores[i]) for i in idx]  # type: ignore[arg-type]
-        mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-        for i, v in zip(idx, vals):
-            out[i] = 0.0 if std == 0.0 else (v - mean) / (std + eps)
+        vals = torch.tensor([[float(scores[i]) for i in idx]], dtype=torch.float64)  # type: ignore[arg-type]  # [1, m]
+        stats = group_zscores(vals, eps)
+        zs = stats.z[0].tolist() if float(stats.std[0]) != 0.0 else [0.0] * len(idx)
+        for i, z in zip(idx, zs):
+            out[i] = z
     return out
 
 
@@ -67,7 +76,7 @@ def combine_outputs(
     weights: dict[str, float] | None = None,
     groups: Sequence[Any] | None = None,
     on_missing: str = "none",
-    eps: float = 1e-6,
+    eps: float = GROUP_EPS,
     name: str = "combined",
 ) -> RewardOutput:
     """Combine per-reward outputs sample by sample; details keep every part and its weight."""
@@ -135,7 +144,7 @@ class CombinedConfig(RewardConfig):
         default="prompt",
         metadata={"help": "group_norm groups samples by 'prompt' (same prompt text) or 'none'."},
     )
-    eps: float = field(default=1e-6, metadata={"help": "Added to the group std in group_norm."})
+    eps: float = field(default=GROUP_EPS, metadata={"help": "Added to the group (sample) std in group_norm."})
 
     def __post_init__(self) -> None:
         check_mode(self.mode)

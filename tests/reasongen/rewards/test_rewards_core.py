@@ -182,28 +182,36 @@ def test_weighted_sum_product_and_parts_reported():
     assert skip.scores[2] == pytest.approx(0.3)
 
 
+# group_norm standardises with GRPO's advantage formula (reasongen.group_zscore): the sample std
+# (n - 1) plus eps 1e-4. Until the formula was unified it used the population std plus 1e-6, which
+# gave exactly ±1 for a two-score group; with the sample std a two-score group gives ±1/√2.
+Z2 = 1 / (math.sqrt(2) + 1e-4)  # |z| of each score in a two-score group whose deviations are ±1
+
+
 def test_group_normalised_sum_standardises_within_groups():
     z = group_normalise([1.0, 3.0, 5.0, 5.0, None], groups=["p", "p", "q", "q", "q"])
-    assert z[0] == pytest.approx(-1.0, abs=1e-5) and z[1] == pytest.approx(1.0, abs=1e-5)
+    assert z[0] == pytest.approx(-Z2, rel=1e-12) and z[1] == pytest.approx(Z2, rel=1e-12)
     assert z[2] == 0.0 and z[3] == 0.0 and z[4] is None  # no spread → 0
+    assert z[1] != pytest.approx(1.0, abs=1e-3)  # not the population std any more
     a = RewardOutput("a", [1.0, 3.0], [{}, {}])
     b = RewardOutput("b", [10.0, 30.0], [{}, {}])
     out = combine_outputs([a, b], "group_norm", {"b": 0.5}, groups=[0, 0])
-    assert out.scores[0] == pytest.approx(-1.5, abs=1e-5)
-    assert out.scores[1] == pytest.approx(1.5, abs=1e-5)
-    assert out.details[1]["normalised"]["b"] == pytest.approx(1.0, abs=1e-5)
+    zb = 10 / (10 * math.sqrt(2) + 1e-4)
+    assert out.scores[0] == pytest.approx(-(Z2 + 0.5 * zb), rel=1e-12)
+    assert out.scores[1] == pytest.approx(Z2 + 0.5 * zb, rel=1e-12)
+    assert out.details[1]["normalised"]["b"] == pytest.approx(zb, rel=1e-12)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
 def test_group_norm_with_one_unusable_score_keeps_the_rest_finite(bad):
     z = group_normalise([1.0, bad, 3.0, 5.0], groups=["p", "p", "p", "q"])
     assert z[1] is None and z[3] == 0.0
-    assert z[0] == pytest.approx(-1.0, abs=1e-5) and z[2] == pytest.approx(1.0, abs=1e-5)
+    assert z[0] == pytest.approx(-Z2, rel=1e-12) and z[2] == pytest.approx(Z2, rel=1e-12)
     a = RewardOutput("a", [1.0, bad, 3.0], [{}, {}, {}])
     b = RewardOutput("b", [10.0, 20.0, 30.0], [{}, {}, {}])
     out = combine_outputs([a, b], "group_norm", groups=[0, 0, 0], on_missing="skip")
     assert all(math.isfinite(v) for v in out.scores)
-    assert out.scores[0] == pytest.approx(-1.0 - 1.2247, abs=1e-3)  # a: -1; b: -sqrt(3/2)
+    assert out.scores[0] == pytest.approx(-Z2 - 10 / (10 + 1e-4), rel=1e-12)  # b's sample std is 10
 
 
 def test_combination_errors():
@@ -225,8 +233,9 @@ def test_combined_reward_groups_by_prompt(sample_factory, images):
         mode="group_norm",
     )
     out = r(s)
-    assert out.scores[0] == pytest.approx(-2.0, abs=1e-5)  # -1 (a) + -1 (b)
-    assert out.scores[2] == pytest.approx(-1.0, abs=1e-5)  # a has no spread in group y
+    half = 0.5 / (math.sqrt(0.5) + 1e-4)  # |z| in a two-score group whose deviations are ±0.5
+    assert out.scores[0] == pytest.approx(-2 * half, rel=1e-12)  # a and b both at -half
+    assert out.scores[2] == pytest.approx(-Z2, rel=1e-12)  # a has no spread in group y
     assert out.details[0]["part_details"]["a"] == {"i": 0}
     assert pickle.loads(pickle.dumps(r)).config.mode == "group_norm"
     with pytest.raises(ValueError, match=r"duplicate"):
