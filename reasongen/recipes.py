@@ -8,6 +8,10 @@ released checkpoints token for token, so each cites the file it was read from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import Sample
 
 USER, ASSISTANT = "<|User|>", "<|Assistant|>"
 
@@ -138,3 +142,12 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
+
+
+def sample_uses_plan(sample: Sample) -> bool:
+    """Whether ``sample`` should carry a GoT box plan: its recipe's ``uses_plan``, or, for a
+    recipe not in :data:`RECIPES`, whether it has a parsed plan with at least one box."""
+    try:
+        return get_recipe(sample.recipe).uses_plan
+    except ValueError:
+        return sample.plan is not None and len(sample.plan) > 0

@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from reasongen.recipes import sample_uses_plan
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
 from reasongen.shapes.scene import BACKGROUND, Scene
 from reasongen.shapes.scene_sampler import sample_scenes
@@ -97,15 +98,6 @@ class ImageResult:
         }
 
 
-def _uses_plan(sample: Sample) -> bool:
-    from reasongen.recipes import get_recipe
-
-    try:
-        return get_recipe(sample.recipe).uses_plan
-    except ValueError:
-        return sample.plan is not None and len(sample.plan) > 0
-
-
 def judge(
     item: BenchPrompt,
     output: Generated,
@@ -139,7 +131,7 @@ def judge(
     )
     if sample is not None:
         res.cot = sample.cot_text
-        if _uses_plan(sample):
+        if sample_uses_plan(sample):
             plan = sample.plan.boxes if sample.plan is not None else ()
             res.plan = [b.to_dict() for b in plan]
             res.plan_faithful = plan_faithfulness(plan, item.metadata).correct

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..recipes import sample_uses_plan
 from ..types import Sample
 from .base import Reward, RewardConfig, RewardOutput, image_of
 
@@ -52,15 +53,6 @@ class ShapesConfig(RewardConfig):
             raise ValueError(f"weights must be non-negative and not all zero, got {self.weights}")
         if not 0.0 <= self.position_threshold < 1.0:
             raise ValueError(f"position_threshold must be in [0, 1), got {self.position_threshold}")
-
-
-def _uses_plan(sample: Sample) -> bool:
-    from ..recipes import get_recipe
-
-    try:
-        return bool(get_recipe(sample.recipe).uses_plan)
-    except (ValueError, KeyError):
-        return sample.plan is not None and bool(sample.plan.boxes)
 
 
 class ShapesReward(Reward):
@@ -95,7 +87,7 @@ class ShapesReward(Reward):
             values["iou"], pairs = plan_image_iou(sample.plan, dets)
             details["plan"] = pf.to_dict()
             details["iou_pairs"] = pairs
-        elif _uses_plan(sample):
+        elif sample_uses_plan(sample):
             values["plan"] = values["iou"] = 0.0
             details["plan"] = "the recipe writes a plan but none could be read"
         return values, details
