@@ -7,7 +7,6 @@ loaded at import time.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reasongen.config import CommaList
+from reasongen.prompt_files import iter_json_lines
 from reasongen.rewards.combine import MODES, check_mode
 
 from .auth import TokenSigner, persistent_secret
@@ -98,12 +98,7 @@ def load_examples(path: str | os.PathLike[str] = EXAMPLES_PATH) -> list[Example]
     p = Path(path)
     if not p.is_file():
         return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            d = json.loads(line)
-            out.append(Example(d.get("category", ""), d["prompt"], d.get("metadata")))
-    return out
+    return [Example(d.get("category", ""), d["prompt"], d.get("metadata")) for _, d in iter_json_lines(p)]
 
 
 @dataclass
