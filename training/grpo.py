@@ -288,7 +288,7 @@ def rollout_slot(
 def _tokens(
     lp: Any, old: torch.Tensor, ref: torch.Tensor | None, kind: str, valid: torch.Tensor
 ) -> ModalityTokens:
-    mask = getattr(lp, f"{kind}_mask") & valid[:, None]  # (B, T)
+    mask = getattr(lp, f"{kind}_mask") & valid[:, None]  # [B, T]
     ent = getattr(lp, f"{kind}_entropy")
     cur = lp.cot if kind == "cot" else lp.image
     return ModalityTokens(cur, old.to(cur.device), mask, None if ref is None else ref.to(cur.device), ent)
@@ -305,11 +305,11 @@ def _chunk_loss(
     """The GRPO loss of one micro-batch of groups (divided by the global denominators)."""
     acc, ids = run.accelerator, run.loaded.ids
     samples = [s for g in chunk for s in g.samples]
-    adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)  # (B,)
-    valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)  # (B,)
+    adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)  # [B]
+    valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)  # [B]
     lp = run_policy(run.model, samples, ids.bos, ids.pad, mode="sampling", with_entropy=True,
                     detach_uncond=cfg.detach_uncond)  # fmt: skip
-    cot_old, img_old = stored_logprobs(samples)  # (B, Tc), (B, N)
+    cot_old, img_old = stored_logprobs(samples)  # [B, Tc], [B, N]
     cot_ref = img_ref = None
     if ref_model is not None and cfg.kl_coef > 0:
         with torch.no_grad():
@@ -340,11 +340,11 @@ def update(
     samples_all = [s for g in groups for s in g.samples]
     valid_all = torch.tensor([v for g in groups for v in g.valid], dtype=torch.bool)
     # Global denominators: every process's tokens of every micro-batch.
-    cot_len = torch.tensor([len(s.cot_token_ids) for s in samples_all])  # (B,)
-    img_len = torch.tensor([len(s.image_token_ids) for s in samples_all])  # (B,)
+    cot_len = torch.tensor([len(s.cot_token_ids) for s in samples_all])  # [B]
+    img_len = torch.tensor([len(s.image_token_ids) for s in samples_all])  # [B]
     t_cot, t_img = max(cot_len.tolist(), default=0), max(img_len.tolist(), default=0)
-    cot_mask = (torch.arange(t_cot)[None] < cot_len[:, None]) & valid_all[:, None]  # (B, Tc)
-    img_mask = (torch.arange(t_img)[None] < img_len[:, None]) & valid_all[:, None]  # (B, N)
+    cot_mask = (torch.arange(t_cot)[None] < cot_len[:, None]) & valid_all[:, None]  # [B, Tc]
+    img_mask = (torch.arange(t_img)[None] < img_len[:, None]) & valid_all[:, None]  # [B, N]
     norm = settings.normalisation
     counts = torch.tensor([normaliser_count(cot_mask, norm), normaliser_count(img_mask, norm)],
                           device=acc.device)  # fmt: skip

@@ -46,15 +46,15 @@ class GroupAdvantages:
     zero spread (all valid rewards equal within ``tol``) or fewer than two valid rewards.
     """
 
-    advantages: torch.Tensor  # (G, n) float
-    valid: torch.Tensor  # (G, n) bool: reward present and its group kept
-    keep_group: torch.Tensor  # (G,) bool
-    mean: torch.Tensor  # (G,) NaN where a group has no valid reward
-    std: torch.Tensor  # (G,) NaN where a group has fewer than two valid rewards
+    advantages: torch.Tensor  # [G, n] float
+    valid: torch.Tensor  # [G, n] bool: reward present and its group kept
+    keep_group: torch.Tensor  # [G] bool
+    mean: torch.Tensor  # [G] NaN where a group has no valid reward
+    std: torch.Tensor  # [G] NaN where a group has fewer than two valid rewards
 
 
 def rewards_tensor(rewards: Sequence[float | None], group_size: int) -> torch.Tensor:
-    """Turn a flat list of rewards (``None`` for "not applicable") into a ``(G, n)`` tensor.
+    """Turn a flat list of rewards (``None`` for "not applicable") into a ``[G, n]`` tensor.
 
     Raises ``ValueError`` if the list does not split into whole groups of ``group_size``.
     """
@@ -66,11 +66,11 @@ def rewards_tensor(rewards: Sequence[float | None], group_size: int) -> torch.Te
             "pass one reward per sample, groups contiguous"
         )
     vals = [float("nan") if r is None else float(r) for r in rewards]
-    return torch.tensor(vals, dtype=torch.float64).view(-1, group_size)  # (G, n)
+    return torch.tensor(vals, dtype=torch.float64).view(-1, group_size)  # [G, n]
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = GROUP_EPS, tol: float = 1e-8) -> GroupAdvantages:
-    """GRPO advantages ``(r − mean_g) / (std_g + eps)`` for ``rewards`` of shape ``(G, n)``.
+    """GRPO advantages ``(r − mean_g) / (std_g + eps)`` for ``rewards`` of shape ``[G, n]``.
 
     The z-scores of ``reasongen.group_zscore.group_zscores``: sample std (``n − 1``
     denominator, as ``torch.std``), ``eps`` 1e-4 by default. NaN rewards are excluded from the
@@ -78,16 +78,16 @@ def group_advantages(rewards: torch.Tensor, eps: float = GROUP_EPS, tol: float =
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}")
-    r = rewards.to(torch.float64)  # (G, n)
-    present = ~torch.isnan(r)  # (G, n)
+    r = rewards.to(torch.float64)  # [G, n]
+    present = ~torch.isnan(r)  # [G, n]
     stats = group_zscores(r, eps)
-    count, mean, std = stats.count, stats.mean, stats.std  # (G,) each
+    count, mean, std = stats.count, stats.mean, stats.std  # [G] each
     spread = torch.where(present, r, torch.full_like(r, -math.inf)).amax(dim=1) - torch.where(
         present, r, torch.full_like(r, math.inf)
-    ).amin(dim=1)  # (G,)
-    keep = (count >= 2) & (spread > tol)  # (G,)
-    valid = present & keep[:, None]  # (G, n)
-    adv = torch.where(valid, stats.z, torch.zeros_like(r))  # (G, n)
+    ).amin(dim=1)  # [G]
+    keep = (count >= 2) & (spread > tol)  # [G]
+    valid = present & keep[:, None]  # [G, n]
+    adv = torch.where(valid, stats.z, torch.zeros_like(r))  # [G, n]
     nan = torch.full_like(mean, math.nan)
     return GroupAdvantages(
         advantages=adv.to(torch.float32),
@@ -110,41 +110,41 @@ def clipped_surrogate(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate loss per token (to be minimised).
 
-    ``logprobs`` (B, T) under the current policy (with grad), ``old_logprobs`` (B, T) under the
-    behaviour policy, ``advantages`` (B,) or (B, T). Returns ``(loss, ratio, clipped)``, all
-    (B, T): ``loss = −min(ρ·A, clip(ρ, 1 − clip_low, 1 + clip_high)·A)`` with
+    ``logprobs`` [B, T] under the current policy (with grad), ``old_logprobs`` [B, T] under the
+    behaviour policy, ``advantages`` [B] or [B, T]. Returns ``(loss, ratio, clipped)``, all
+    [B, T]: ``loss = −min(ρ·A, clip(ρ, 1 − clip_low, 1 + clip_high)·A)`` with
     ``ρ = exp(logp − old)``; ``clipped`` marks tokens where the clipped branch was taken
     (its gradient is zero there).
     """
     if clip_low < 0 or clip_high < 0 or clip_low >= 1:
         raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
     adv = advantages if advantages.dim() == logprobs.dim() else advantages[:, None]  # (B, T|1)
-    log_ratio = (logprobs - old_logprobs.detach()).clamp(-20.0, 20.0)  # (B, T)
-    ratio = torch.exp(log_ratio)  # (B, T)
-    unclipped = ratio * adv  # (B, T)
-    clipped_val = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv  # (B, T)
-    loss = -torch.minimum(unclipped, clipped_val)  # (B, T)
-    clipped = (clipped_val < unclipped).detach()  # (B, T)
+    log_ratio = (logprobs - old_logprobs.detach()).clamp(-20.0, 20.0)  # [B, T]
+    ratio = torch.exp(log_ratio)  # [B, T]
+    unclipped = ratio * adv  # [B, T]
+    clipped_val = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv  # [B, T]
+    loss = -torch.minimum(unclipped, clipped_val)  # [B, T]
+    clipped = (clipped_val < unclipped).detach()  # [B, T]
     return loss, ratio.detach(), clipped
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """The k3 estimator of KL(π ‖ π_ref) per token: ``exp(ref − logp) − (ref − logp) − 1`` ≥ 0.
 
-    Both (B, T); gradients flow through ``logprobs`` only.
+    Both [B, T]; gradients flow through ``logprobs`` only.
     """
-    d = (ref_logprobs.detach() - logprobs).clamp(-20.0, 20.0)  # (B, T)
-    return torch.exp(d) - d - 1.0  # (B, T)
+    d = (ref_logprobs.detach() - logprobs).clamp(-20.0, 20.0)  # [B, T]
+    return torch.exp(d) - d - 1.0  # [B, T]
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of the categorical distribution over the last axis: (..., V) → (...).
+    """Entropy in nats of the categorical distribution over the last axis: [..., V] → (...).
 
     Logits of ``-inf`` (tokens removed by top-k/top-p) contribute zero.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
-    p = logp.exp()  # (..., V)
-    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))  # (..., V)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
+    p = logp.exp()  # [..., V]
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))  # [..., V]
     return -plogp.sum(dim=-1)  # (...)
 
 
@@ -154,28 +154,28 @@ def masked_mean(
     normalisation: Normalisation = "token",
     denom: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean of ``values`` (B, T) over ``mask`` (B, T) as a scalar; 0 if the mask is empty.
+    """Mean of ``values`` [B, T] over ``mask`` [B, T] as a scalar; 0 if the mask is empty.
 
     ``"token"``: sum over all masked tokens of the batch / their number (long sequences weigh
     more). ``"sample"``: each sample's token mean, then the mean over samples with any token.
     ``denom`` replaces the local count (tokens, or samples with tokens) by a global one, so that
     sums over micro-batches and processes give the mean over the whole batch.
     """
-    m = mask.to(values.dtype)  # (B, T)
-    v = torch.where(mask, values, torch.zeros_like(values))  # (B, T): NaN-safe outside the mask
+    m = mask.to(values.dtype)  # [B, T]
+    v = torch.where(mask, values, torch.zeros_like(values))  # [B, T]: NaN-safe outside the mask
     if normalisation == "token":
         count = m.sum() if denom is None else denom
         return (v * m).sum() / torch.as_tensor(count, dtype=values.dtype).clamp(min=1.0)
     if normalisation == "sample":
-        per = (v * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B,)
-        has = (m.sum(dim=1) > 0).to(values.dtype)  # (B,)
+        per = (v * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # [B]
+        has = (m.sum(dim=1) > 0).to(values.dtype)  # [B]
         count = has.sum() if denom is None else denom
         return (per * has).sum() / torch.as_tensor(count, dtype=values.dtype).clamp(min=1.0)
     raise ValueError(f"normalisation must be 'token' or 'sample', got {normalisation!r}")
 
 
 def normaliser_count(mask: torch.Tensor, normalisation: Normalisation) -> float:
-    """What :func:`masked_mean` divides by for ``mask`` (B, T): tokens, or samples with tokens."""
+    """What :func:`masked_mean` divides by for ``mask`` [B, T]: tokens, or samples with tokens."""
     if normalisation == "token":
         return float(mask.sum())
     return float((mask.sum(dim=1) > 0).sum())
@@ -251,11 +251,11 @@ class AdaptiveEntropyCoefficient:
 class ModalityTokens:
     """One modality's per-token terms for a batch of ``B`` samples padded to ``T`` positions."""
 
-    logprobs: torch.Tensor  # (B, T) current policy, differentiable
-    old_logprobs: torch.Tensor  # (B, T) behaviour policy (stored in the samples)
-    mask: torch.Tensor  # (B, T) bool: real tokens that take part in the loss
-    ref_logprobs: torch.Tensor | None = None  # (B, T) frozen reference, for the KL term
-    entropy: torch.Tensor | None = None  # (B, T) entropy of the current policy, differentiable
+    logprobs: torch.Tensor  # [B, T] current policy, differentiable
+    old_logprobs: torch.Tensor  # [B, T] behaviour policy (stored in the samples)
+    mask: torch.Tensor  # [B, T] bool: real tokens that take part in the loss
+    ref_logprobs: torch.Tensor | None = None  # [B, T] frozen reference, for the KL term
+    entropy: torch.Tensor | None = None  # [B, T] entropy of the current policy, differentiable
 
 
 @dataclass
@@ -294,7 +294,7 @@ def grpo_loss(
 ) -> LossOutput:
     """The GRPO loss for ``tokens`` keyed by modality (``"text"``, ``"image"``).
 
-    ``advantages`` (B,) per sample (0 for samples that must not contribute). Per modality:
+    ``advantages`` [B] per sample (0 for samples that must not contribute). Per modality:
     ``w_m · [mean(surrogate) + kl_coef·mean(k3) − c_m·mean(H)]``, means over the modality's
     mask with ``settings.normalisation``; modalities with no tokens contribute nothing.
     ``denominators[m]`` (see :func:`masked_mean`) makes the means global across micro-batches
@@ -309,13 +309,13 @@ def grpo_loss(
     for name, t in tokens.items():
         if name not in weights:
             raise ValueError(f"unknown modality {name!r}; use one of {MODALITIES}")
-        mask = t.mask.bool()  # (B, T)
+        mask = t.mask.bool()  # [B, T]
         if not bool(mask.any()):
             entropies[name] = math.nan
             continue
         surr, ratio, clipped = clipped_surrogate(
             t.logprobs, t.old_logprobs, advantages, settings.clip_low, settings.clip_high
-        )  # (B, T) each
+        )  # [B, T] each
         den = denominators.get(name)
         term = masked_mean(surr, mask, settings.normalisation, den)
         metrics[f"{name}/pg_loss"] = float(term.detach())

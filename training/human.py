@@ -56,7 +56,7 @@ def to_group(task_id: int, samples: list[Any], rewards: list[float], eps: float)
     """A ranked task as a GRPO group: advantages from its human rewards (NaN-aware)."""
     import torch
 
-    r = torch.tensor([rewards], dtype=torch.float64)  # (1, n)
+    r = torch.tensor([rewards], dtype=torch.float64)  # [1, n]
     adv = group_advantages(r, eps=eps)
     keep = bool(adv.keep_group[0])
     return Group(

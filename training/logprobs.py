@@ -44,18 +44,18 @@ Mode = Literal["sampling", "plain"]
 class PackedBatch:
     """Samples as right-padded tensors (see the module docstring for positions)."""
 
-    tokens: torch.Tensor  # (B, S) long: prefix ids then image ids[:-1]; 0 at padding
-    is_image: torch.Tensor  # (B, S) bool: position holds an image token
-    attention_mask: torch.Tensor  # (B, S) long
-    uncond_tokens: torch.Tensor  # (B, S) long: BOS, pads, BOI, then the same image ids
-    cot_positions: torch.Tensor  # (B, Tc) long: hidden-state position predicting each CoT token
-    cot_targets: torch.Tensor  # (B, Tc) long
-    cot_mask: torch.Tensor  # (B, Tc) bool
-    image_positions: torch.Tensor  # (B, N) long
-    image_targets: torch.Tensor  # (B, N) long
-    image_mask: torch.Tensor  # (B, N) bool
-    text_tokens: torch.Tensor | None = None  # (B, St) prompt + CoT[:-1], only if not in prefix
-    text_attention: torch.Tensor | None = None  # (B, St)
+    tokens: torch.Tensor  # [B, S] long: prefix ids then image ids[:-1]; 0 at padding
+    is_image: torch.Tensor  # [B, S] bool: position holds an image token
+    attention_mask: torch.Tensor  # [B, S] long
+    uncond_tokens: torch.Tensor  # [B, S] long: BOS, pads, BOI, then the same image ids
+    cot_positions: torch.Tensor  # [B, Tc] long: hidden-state position predicting each CoT token
+    cot_targets: torch.Tensor  # [B, Tc] long
+    cot_mask: torch.Tensor  # [B, Tc] bool
+    image_positions: torch.Tensor  # [B, N] long
+    image_targets: torch.Tensor  # [B, N] long
+    image_mask: torch.Tensor  # [B, N] bool
+    text_tokens: torch.Tensor | None = None  # [B, St] prompt + CoT[:-1], only if not in prefix
+    text_attention: torch.Tensor | None = None  # [B, St]
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
@@ -99,16 +99,16 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
     b, width = len(samples), max(len(x) for x in seqs)
     t_cot = max(1, max(len(s.cot_token_ids) for s in samples))
     n_img = max(len(s.image_token_ids) for s in samples)
-    tokens = torch.zeros(b, width, dtype=torch.long)  # (B, S)
-    uncond = torch.zeros(b, width, dtype=torch.long)  # (B, S)
-    is_image = torch.zeros(b, width, dtype=torch.bool)  # (B, S)
-    attn = torch.zeros(b, width, dtype=torch.long)  # (B, S)
-    cot_pos = torch.zeros(b, t_cot, dtype=torch.long)  # (B, Tc)
-    cot_tgt = torch.zeros(b, t_cot, dtype=torch.long)  # (B, Tc)
-    cot_mask = torch.zeros(b, t_cot, dtype=torch.bool)  # (B, Tc)
-    img_pos = torch.zeros(b, n_img, dtype=torch.long)  # (B, N)
-    img_tgt = torch.zeros(b, n_img, dtype=torch.long)  # (B, N)
-    img_mask = torch.zeros(b, n_img, dtype=torch.bool)  # (B, N)
+    tokens = torch.zeros(b, width, dtype=torch.long)  # [B, S]
+    uncond = torch.zeros(b, width, dtype=torch.long)  # [B, S]
+    is_image = torch.zeros(b, width, dtype=torch.bool)  # [B, S]
+    attn = torch.zeros(b, width, dtype=torch.long)  # [B, S]
+    cot_pos = torch.zeros(b, t_cot, dtype=torch.long)  # [B, Tc]
+    cot_tgt = torch.zeros(b, t_cot, dtype=torch.long)  # [B, Tc]
+    cot_mask = torch.zeros(b, t_cot, dtype=torch.bool)  # [B, Tc]
+    img_pos = torch.zeros(b, n_img, dtype=torch.long)  # [B, N]
+    img_tgt = torch.zeros(b, n_img, dtype=torch.long)  # [B, N]
+    img_mask = torch.zeros(b, n_img, dtype=torch.bool)  # [B, N]
     for k, (s, seq) in enumerate(zip(samples, seqs)):
         n_prefix, p, tc, ni = (
             len(s.prefix_ids),
@@ -134,8 +134,8 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
     if not all(cot_in_prefix(s) for s in samples):
         texts = [list(s.prompt_ids) + list(s.cot_token_ids[:-1]) for s in samples]
         w = max(len(t) for t in texts)
-        batch.text_tokens = torch.zeros(b, w, dtype=torch.long)  # (B, St)
-        batch.text_attention = torch.zeros(b, w, dtype=torch.long)  # (B, St)
+        batch.text_tokens = torch.zeros(b, w, dtype=torch.long)  # [B, St]
+        batch.text_attention = torch.zeros(b, w, dtype=torch.long)  # [B, St]
         for k, t in enumerate(texts):
             batch.text_tokens[k, : len(t)] = torch.tensor(t)
             batch.text_attention[k, : len(t)] = 1
@@ -145,7 +145,7 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
 def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
     """The behaviour log-probs stored in ``samples``, padded like :func:`pack_samples`.
 
-    Returns ``(cot (B, Tc), image (B, N))`` float32, 0 at padding. Raises ``ValueError`` when a
+    Returns ``(cot [B, Tc], image [B, N])`` float32, 0 at padding. Raises ``ValueError`` when a
     sample's log-probs and token ids differ in length.
     """
     for k, s in enumerate(samples):
@@ -157,8 +157,8 @@ def stored_logprobs(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tens
             )
     t_cot = max(1, max(len(s.cot_logprobs) for s in samples))
     n_img = max(len(s.image_logprobs) for s in samples)
-    cot = torch.zeros(len(samples), t_cot)  # (B, Tc)
-    img = torch.zeros(len(samples), n_img)  # (B, N)
+    cot = torch.zeros(len(samples), t_cot)  # [B, Tc]
+    img = torch.zeros(len(samples), n_img)  # [B, N]
     for k, s in enumerate(samples):
         cot[k, : len(s.cot_logprobs)] = torch.tensor(s.cot_logprobs, dtype=torch.float32)
         img[k, : len(s.image_logprobs)] = torch.tensor(s.image_logprobs, dtype=torch.float32)
@@ -181,37 +181,37 @@ def _check_vocab(model: Any, batch: PackedBatch) -> None:
 
 def _embed(model: Any, tokens: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
     """Text embeddings at text positions, generation embeddings + aligner at image positions."""
-    text = model.get_input_embeddings()(torch.where(is_image, 0, tokens))  # (B, S, H)
-    image = model.prepare_embeddings_for_image_generation(torch.where(is_image, tokens, 0))  # (B, S, H)
-    return torch.where(is_image[..., None], image.to(text.dtype), text)  # (B, S, H)
+    text = model.get_input_embeddings()(torch.where(is_image, 0, tokens))  # [B, S, H]
+    image = model.prepare_embeddings_for_image_generation(torch.where(is_image, tokens, 0))  # [B, S, H]
+    return torch.where(is_image[..., None], image.to(text.dtype), text)  # [B, S, H]
 
 
 def _hidden(model: Any, tokens: torch.Tensor, is_image: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    embeds = _embed(model, tokens, is_image)  # (B, S, H)
+    embeds = _embed(model, tokens, is_image)  # [B, S, H]
     out = model.model.language_model(inputs_embeds=embeds, attention_mask=attn, use_cache=False)
-    return out.last_hidden_state  # (B, S, H)
+    return out.last_hidden_state  # [B, S, H]
 
 
 def _gather(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    idx = positions[..., None].expand(-1, -1, hidden.shape[-1])  # (B, T, H)
-    return hidden.gather(1, idx)  # (B, T, H)
+    idx = positions[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
+    return hidden.gather(1, idx)  # [B, T, H]
 
 
 def _pick(logprobs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    lp = logprobs.gather(-1, targets[..., None])[..., 0]  # (B, T)
-    return torch.where(mask, lp, torch.zeros_like(lp))  # (B, T)
+    lp = logprobs.gather(-1, targets[..., None])[..., 0]  # [B, T]
+    return torch.where(mask, lp, torch.zeros_like(lp))  # [B, T]
 
 
 @dataclass
 class PolicyLogprobs:
     """Per-token log-probs (and optionally entropies) of a packed batch; 0 at padding."""
 
-    cot: torch.Tensor  # (B, Tc)
-    cot_mask: torch.Tensor  # (B, Tc) bool
-    image: torch.Tensor  # (B, N)
-    image_mask: torch.Tensor  # (B, N) bool
-    cot_entropy: torch.Tensor | None = None  # (B, Tc)
-    image_entropy: torch.Tensor | None = None  # (B, N)
+    cot: torch.Tensor  # [B, Tc]
+    cot_mask: torch.Tensor  # [B, Tc] bool
+    image: torch.Tensor  # [B, N]
+    image_mask: torch.Tensor  # [B, N] bool
+    cot_entropy: torch.Tensor | None = None  # [B, Tc]
+    image_entropy: torch.Tensor | None = None  # [B, N]
 
 
 def policy_logprobs(
@@ -235,24 +235,24 @@ def policy_logprobs(
     device = next(model.parameters()).device
     batch = pack_samples(samples, bos_id, pad_id).to(device)
     _check_vocab(model, batch)
-    hidden = _hidden(model, batch.tokens, batch.is_image, batch.attention_mask)  # (B, S, H)
+    hidden = _hidden(model, batch.tokens, batch.is_image, batch.attention_mask)  # [B, S, H]
 
     text_hidden = hidden
     if batch.text_tokens is not None:  # re-wrapped recipes: the CoT has its own context
-        no_image = torch.zeros_like(batch.text_tokens, dtype=torch.bool)  # (B, St)
+        no_image = torch.zeros_like(batch.text_tokens, dtype=torch.bool)  # [B, St]
         text_hidden = _hidden(model, batch.text_tokens, no_image, batch.text_attention)
-    cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # (B, Tc, V)
-    img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # (B, N, K)
+    cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # [B, Tc, V]
+    img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # [B, N, K]
     if mode == "sampling":
         weights = [float(s.settings.guidance) for s in samples]
         if any(w != 1.0 for w in weights):  # one unconditional pass serves every guided row
             uncond_hidden = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)
             if detach_uncond:
                 uncond_hidden = uncond_hidden.detach()
-            u = model.model.generation_head(_gather(uncond_hidden, batch.image_positions))  # (B, N, K)
-            w = torch.tensor(weights, device=device, dtype=u.dtype)[:, None, None]  # (B, 1, 1)
-            guided = guided_logits(img_logits, u, w)  # (B, N, K)
-            plain = torch.tensor([x == 1.0 for x in weights], device=device)[:, None, None]  # (B, 1, 1)
+            u = model.model.generation_head(_gather(uncond_hidden, batch.image_positions))  # [B, N, K]
+            w = torch.tensor(weights, device=device, dtype=u.dtype)[:, None, None]  # [B, 1, 1]
+            guided = guided_logits(img_logits, u, w)  # [B, N, K]
+            plain = torch.tensor([x == 1.0 for x in weights], device=device)[:, None, None]  # [B, 1, 1]
             img_logits = torch.where(plain, img_logits, guided)  # w = 1 rows stay exactly c
         cot_lp = torch.stack(
             [
@@ -264,16 +264,16 @@ def policy_logprobs(
                 )
                 for k, s in enumerate(samples)
             ]
-        )  # (B, Tc, V)
+        )  # [B, Tc, V]
         img_lp = torch.stack(
             [
                 sampling_logprobs(img_logits[k], s.settings.temperature, s.settings.top_k, s.settings.top_p)
                 for k, s in enumerate(samples)
             ]
-        )  # (B, N, K)
+        )  # [B, N, K]
     else:
-        cot_lp = torch.log_softmax(cot_logits.float(), dim=-1)  # (B, Tc, V)
-        img_lp = torch.log_softmax(img_logits.float(), dim=-1)  # (B, N, K)
+        cot_lp = torch.log_softmax(cot_logits.float(), dim=-1)  # [B, Tc, V]
+        img_lp = torch.log_softmax(img_logits.float(), dim=-1)  # [B, N, K]
     out = PolicyLogprobs(
         cot=_pick(cot_lp, batch.cot_targets, batch.cot_mask),
         cot_mask=batch.cot_mask,
@@ -281,8 +281,8 @@ def policy_logprobs(
         image_mask=batch.image_mask,
     )
     if with_entropy:
-        out.cot_entropy = torch.where(batch.cot_mask, entropy_from_logits(cot_lp), 0.0)  # (B, Tc)
-        out.image_entropy = torch.where(batch.image_mask, entropy_from_logits(img_lp), 0.0)  # (B, N)
+        out.cot_entropy = torch.where(batch.cot_mask, entropy_from_logits(cot_lp), 0.0)  # [B, Tc]
+        out.image_entropy = torch.where(batch.image_mask, entropy_from_logits(img_lp), 0.0)  # [B, N]
     return out
 
 

@@ -87,7 +87,7 @@ class ScalarLogger:
             return
         import numpy as np
 
-        arr = np.stack([np.asarray(im.convert("RGB")) for im in images])  # (n, H, W, 3)
+        arr = np.stack([np.asarray(im.convert("RGB")) for im in images])  # [n, H, W, 3]
         self.writer.add_images(tag, arr, step, dataformats="NHWC")
 
     def close(self) -> None:

@@ -95,10 +95,10 @@ def encode_images(loaded: Any, paths: Sequence[str | Path]) -> list[list[int]]:
 
     images = [Image.open(p).convert("RGB") for p in paths]
     proc = loaded.processor.image_processor
-    pixels = proc(images, return_tensors="pt")["pixel_values"].to(loaded.device)  # (n, 3, H, W)
+    pixels = proc(images, return_tensors="pt")["pixel_values"].to(loaded.device)  # [n, 3, H, W]
     with torch.no_grad():
         out = loaded.model.model.vqmodel.encode(pixels)
-    return out.image_tokens.view(len(images), -1).tolist()  # (n, N)
+    return out.image_tokens.view(len(images), -1).tolist()  # [n, N]
 
 
 def load_sft_jsonl(path: str | Path, loaded: Any, default_recipe: str) -> list[SFTExample]:

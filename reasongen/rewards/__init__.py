@@ -1,4 +1,4 @@
-"""Reward models for reasoning text-to-image generation (see DESIGN.md, "Rewards").
+"""Reward models for reasoning text-to-image generation (T2I-R1, GoT-R1, the exact shapes reward).
 
 ``make_reward(names, combine, weights, options)`` is how callers build a reward: one, or several
 combined into a ``CombinedReward`` (weighted sum, product, per-group normalised sum; the modes are
