@@ -34,7 +34,7 @@ How it works
 
 Measured (seeded scenes of all six categories): every object found with its shape, colour and
 size class and nothing else on 2400/2400 clean 128 px renders of free layouts (tested on 300 in
-``tests/reasongen/test_shapes_detect.py``) and on 600/600 cell-aligned layouts (the embedded
+``tests/reasongen/shapes/test_detect.py``) and on 600/600 cell-aligned layouts (the embedded
 model's) at 64 and at 128 px (tested on 150 each); textures right on every object; ≥ 97 % after a
 Gaussian blur of 1 px, JPEG quality 40 or a round trip through half resolution (tested), 100 %
 with i.i.d. pixel noise up to σ = 12 per channel. About 3 ms of CPU per image.

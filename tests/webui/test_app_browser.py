@@ -2,7 +2,7 @@
 
 Install the browser with ``.ci/browser.sh``; without ``/usr/bin/chromium`` these tests skip.
 Screenshots go to ``test-artifacts/`` (gitignored). The README's screenshot is retaken with
-``REASONGEN_SCREENSHOTS=1 pytest tests/webui/test_webui_browser.py -k readme`` on the embedded model
+``REASONGEN_SCREENSHOTS=1 pytest tests/webui/test_app_browser.py -k readme`` on the embedded model
 (or ``REASONGEN_TEST_MODEL=DIR``), with the real rewards only, into ``assets/screenshots/``.
 """
 
