@@ -88,6 +88,8 @@ class Study(Base):
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    archived_at: Mapped[datetime | None] = mapped_column()
+    """Set when the study is archived: it serves no tasks and takes no rankings."""
 
     prompts: Mapped[list[Prompt]] = relationship(back_populates="study", order_by="Prompt.position")
 

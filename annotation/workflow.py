@@ -5,20 +5,21 @@
 first until each has the number the study wants, mixes control tasks in at the study's rate, and
 records the shuffled candidate order it showed. ``submit_ranking`` validates the payload, is
 idempotent (the same answer again returns the stored ranking) and writes the ranking, its entries
-and the assignment's completion in one transaction.
+and the assignment's completion in one transaction. What counts toward a task's quota (and so
+what ``progress`` reports) is decided by :mod:`annotation.quota`.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, text
+from sqlalchemy import and_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from annotation import quota
 from annotation import validation as v
 from annotation.errors import ConflictError, NotFoundError, PermissionDeniedError
 from annotation.lookups import load_study, load_user
@@ -64,6 +65,9 @@ class SubmitResult:
     ranking_id: int
     created: bool
     """False when an identical ranking was already stored (an idempotent resubmission)."""
+    counted: bool = True
+    """Whether the ranking counts toward its task's quota (False for skips, control tasks, and
+    annotators who are excluded by the control tasks; see :mod:`annotation.quota`)."""
 
 
 def _view(store: Store, s: Session, a: Assignment, study: Study) -> TaskView:
@@ -83,27 +87,44 @@ PENDING_TTL_S = 3600.0
 considered abandoned and the task may be served to someone else)."""
 
 
-def next_task(
-    store: Store, annotator_id: int, study_id: int, *, pending_ttl_s: float = PENDING_TTL_S
-) -> TaskView | None:
-    """The next task for this annotator in this study, or None when nothing is left for them.
+def _lock_study(s: Session, study_id: int) -> None:
+    """Serialise serving and quota-checked submissions within a study on PostgreSQL (SQLite
+    already does: every transaction is ``BEGIN IMMEDIATE``)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 7_000_000 + study_id})
 
-    Rules: an unfinished assignment of theirs is returned again; a task is never served twice to
-    one annotator; a regular task is eligible while its submitted (non-skipped) rankings plus
-    assignments still open (younger than ``pending_ttl_s``) are fewer than the study wants, and
-    the eligible task with the fewest is served first (ties: lowest id); with probability
-    ``control_rate`` (a per-annotator seeded draw) an unseen control task is served instead.
-    The candidate order is shuffled per annotator and stored in the assignment.
+
+def next_task(
+    store: Store,
+    annotator_id: int,
+    study_id: int,
+    *,
+    pending_ttl_s: float = PENDING_TTL_S,
+    min_pass_rate: float = quota.MIN_PASS_RATE,
+) -> TaskView | None:
+    """The next task for this annotator in this study, or None when nothing is available to
+    them *now*.
+
+    Rules: an unfinished assignment of theirs is returned again (one older than ``pending_ttl_s``
+    only while its task still has a free slot: it is then renewed, else closed unanswered);
+    a task is never served twice to one annotator; a regular task is eligible while its quota
+    use (:mod:`annotation.quota`: counted rankings plus slots held by fresh assignments) is below
+    what the study wants, and the eligible task with the lowest use is served first (ties:
+    lowest id); with probability ``control_rate`` (a per-annotator seeded draw) an unseen control
+    task is served instead. The candidate order is shuffled per annotator and stored in the
+    assignment.
+
+    None is not final: slots reopen when another annotator's assignment expires, when an
+    annotator is deactivated or excluded by the control tasks. ``progress`` tells how many
+    slots are held (``rankings_pending``). An archived study raises ``PermissionDeniedError``.
     """
     v.check_id(annotator_id, "annotator_id")
     v.check_id(study_id, "study_id")
     for attempt in range(3):
         try:
             with store.session() as s:
-                if s.get_bind().dialect.name == "postgresql":
-                    # Serialise assignment within a study (SQLite already does: BEGIN IMMEDIATE).
-                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 7_000_000 + study_id})
-                return _next_task(store, s, annotator_id, study_id, pending_ttl_s)
+                _lock_study(s, study_id)
+                return _next_task(store, s, annotator_id, study_id, pending_ttl_s, min_pass_rate)
         except IntegrityError:
             # Two concurrent calls for the same annotator raced on the same task: try again,
             # the other call's assignment is now visible and is returned as the open one.
@@ -112,41 +133,42 @@ def next_task(
     return None
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+def _open_study(s: Session, study_id: int) -> Study:
+    study = load_study(s, study_id)
+    if study.archived_at is not None:
+        raise PermissionDeniedError(f"study {study.name!r} is archived; it takes no more rankings")
+    return study
 
 
 def _next_task(
-    store: Store, s: Session, annotator_id: int, study_id: int, pending_ttl_s: float
+    store: Store, s: Session, annotator_id: int, study_id: int, pending_ttl_s: float, min_pass_rate: float
 ) -> TaskView | None:
     user = load_user(s, annotator_id, active=True)
-    study = load_study(s, study_id)
+    study = _open_study(s, study_id)
+    ignore = quota.not_counting(s, study.id, min_pass_rate)
     mine = s.execute(
         select(Assignment, Task.is_control)
         .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.annotator_id == user.id, Task.study_id == study.id)
         .order_by(Assignment.id)
     ).all()
-    for a, _ in mine:
+    for a, is_control in mine:
         if a.completed_at is None:
-            return _view(store, s, a, study)
+            if is_control or user.id in ignore or quota.is_fresh(a.created_at, pending_ttl_s):
+                return _view(store, s, a, study)
+            # Expired: its slot may have gone to someone else meanwhile.
+            loads = quota.task_loads(s, study.id, pending_ttl_s, ignore, task_id=a.task_id)
+            load = loads.get(a.task_id)
+            if load is None or load.used < study.rankings_per_task:
+                a.created_at = utcnow()  # served again: it holds a slot for another TTL
+                return _view(store, s, a, study)
+            a.completed_at = utcnow()  # closed unanswered; a late submission is refused
     seen = {a.task_id for a, _ in mine}
-    # One statement, so one snapshot: under READ COMMITTED a submission committing between two
-    # separate counts (rankings, then open assignments) would be missed by both.
-    cutoff = utcnow() - timedelta(seconds=pending_ttl_s)
-    load: dict[int, int] = {}
-    for tid, completed, created, skipped in s.execute(
-        select(Assignment.task_id, Assignment.completed_at, Assignment.created_at, Ranking.skipped)
-        .join(Task, Task.id == Assignment.task_id)
-        .outerjoin(Ranking, Ranking.assignment_id == Assignment.id)
-        .where(Task.study_id == study.id)
-    ):
-        if (completed is None and _aware(created) >= cutoff) or skipped is False:
-            load[tid] = load.get(tid, 0) + 1
+    loads = quota.task_loads(s, study.id, pending_ttl_s, ignore)
     rows = s.execute(select(Task.id, Task.is_control).where(Task.study_id == study.id)).all()
     regular = []
     for tid, is_control in rows:
-        n = load.get(tid, 0)
+        n = loads[tid].used if tid in loads else 0
         if not is_control and tid not in seen and n < study.rankings_per_task:
             regular.append((n, tid))
     if not regular:
@@ -180,6 +202,8 @@ def submit_ranking(
     *,
     skipped: bool = False,
     time_taken_s: float | None = None,
+    pending_ttl_s: float = PENDING_TTL_S,
+    min_pass_rate: float = quota.MIN_PASS_RATE,
 ) -> SubmitResult:
     """Store an annotator's ranking of a task assigned to them.
 
@@ -187,8 +211,16 @@ def submit_ranking(
     ``{candidate_id: rank}``; each of the task's candidates must appear exactly once. With
     ``skipped=True`` no ranking is given. Submitting the same answer again returns the stored
     ranking (``created=False``); a different answer for an already answered task raises
-    ``ConflictError``. Every other problem raises a subclass of ``AnnotationError``
-    (a ``ValueError``) and writes nothing.
+    ``ConflictError``.
+
+    A ranking that would count toward the task's quota from an assignment older than
+    ``pending_ttl_s`` (whose slot may have gone to someone else) is refused with
+    ``ConflictError`` when the task's quota is already used by others (counted rankings plus
+    fresh assignments): a late answer never pushes a task above the rankings it wants, and the
+    annotator is told it was not stored. A fresh assignment holds its slot and is always taken.
+    Rankings of annotators excluded by the control tasks are stored with ``counted=False``.
+    Every other problem raises a subclass of ``AnnotationError`` (a ``ValueError``) and writes
+    nothing.
     """
     v.check_id(annotator_id, "annotator_id")
     v.check_id(study_id, "study_id")
@@ -207,7 +239,18 @@ def submit_ranking(
     for attempt in range(2):
         try:
             with store.session() as s:
-                return _submit(s, annotator_id, study_id, task_id, ranks, skipped, time_taken)
+                _lock_study(s, study_id)
+                return _submit(
+                    s,
+                    annotator_id,
+                    study_id,
+                    task_id,
+                    ranks,
+                    skipped,
+                    time_taken,
+                    pending_ttl_s,
+                    min_pass_rate,
+                )
         except IntegrityError:
             # A concurrent identical submission won the unique (task, annotator) race; the next
             # pass sees it and answers idempotently (or raises ConflictError if it differs).
@@ -224,9 +267,11 @@ def _submit(
     ranks: dict[int, int],
     skipped: bool,
     time_taken: float | None,
+    pending_ttl_s: float,
+    min_pass_rate: float,
 ) -> SubmitResult:
     user = load_user(s, annotator_id, active=True)
-    study = load_study(s, study_id)
+    study = _open_study(s, study_id)
     task = s.get(Task, task_id)
     if task is None:
         raise NotFoundError(f"task {task_id} does not exist")
@@ -247,14 +292,24 @@ def _submit(
             f"the ranking must list each of task {task_id}'s {len(members)} candidates exactly "
             f"once; missing {missing[:10]}, not in the task {extra[:10]}"
         )
+    ignore = quota.not_counting(s, study.id, min_pass_rate)
+    counts = not skipped and not task.is_control and user.id not in ignore
     existing = s.scalar(select(Ranking).where(Ranking.task_id == task.id, Ranking.annotator_id == user.id))
     if existing is not None:
         old = {e.candidate_id: e.rank for e in existing.entries}
         if existing.skipped == skipped and old == ranks:
-            return SubmitResult(existing.id, False)
+            return SubmitResult(existing.id, False, counts)
         raise ConflictError(
             f"task {task_id} was already answered by {user.username!r} with a different ranking"
         )
+    if counts and not quota.is_fresh(assignment.created_at, pending_ttl_s):
+        load = quota.task_loads(s, study.id, pending_ttl_s, ignore, task_id=task.id).get(task.id)
+        if load is not None and load.used >= study.rankings_per_task:
+            raise ConflictError(
+                f"task {task_id} already has the {study.rankings_per_task} ranking(s) it wants: "
+                f"your assignment expired ({pending_ttl_s / 60:.0f} min after it was served) and "
+                "others took its place; your ranking was NOT stored. Ask for the next task."
+            )
     r = Ranking(
         task_id=task.id,
         annotator_id=user.id,
@@ -266,40 +321,81 @@ def _submit(
     s.add(r)
     assignment.completed_at = utcnow()
     s.flush()
-    return SubmitResult(r.id, True)
+    return SubmitResult(r.id, True, counts)
 
 
-def progress(store: Store, study: int | str) -> dict[str, Any]:
-    """Counts for a study: tasks, rankings wanted/submitted, per-annotator work."""
+def progress(
+    store: Store,
+    study: int | str,
+    *,
+    pending_ttl_s: float = PENDING_TTL_S,
+    min_pass_rate: float = quota.MIN_PASS_RATE,
+) -> dict[str, Any]:
+    """A study's figures, counted by the rules of :mod:`annotation.quota`.
+
+    - ``tasks``, ``control_tasks``: regular and control tasks;
+    - ``rankings_wanted``: regular tasks x rankings per task;
+    - ``rankings_done``: counted rankings of regular tasks (each task capped at the number
+      wanted); ``fraction_done`` = done / wanted; ``tasks_complete``;
+    - ``rankings_pending``: slots held by fresh open assignments (work in progress: a ``None``
+      from ``next_task`` may change when these are answered or expire);
+    - ``rankings_not_counted``: stored non-skipped rankings of regular tasks that do not count
+      (annotators deactivated or excluded by the controls, or above a task's quota);
+    - ``excluded``: usernames excluded by the control tasks;
+    - ``annotators``: per username, ``ranked`` (regular tasks, not skipped), ``controls`` (control
+      tasks answered), ``skipped``, ``submitted`` (all three together), ``counted`` (of
+      ``ranked``, those that count), ``excluded`` and ``active``.
+    """
     with store.session() as s:
         st = load_study(s, study)
+        ignore = quota.not_counting(s, st.id, min_pass_rate)
+        excluded = quota.excluded_annotators(s, st.id, min_pass_rate)
+        loads = quota.task_loads(s, st.id, pending_ttl_s, ignore)
         tasks = s.execute(select(Task.id, Task.is_control).where(Task.study_id == st.id)).all()
-        regular = [t for t, c in tasks if not c]
-        per_task = dict(
-            s.execute(
-                select(Ranking.task_id, func.count())
-                .join(Task, Task.id == Ranking.task_id)
-                .where(Task.study_id == st.id, Ranking.skipped.is_(False))
-                .group_by(Ranking.task_id)
-            ).all()
-        )
-        per_user = s.execute(
-            select(User.username, func.count(), func.sum(case((Ranking.skipped, 1), else_=0)))
+        rows = s.execute(
+            select(User.id, User.username, User.active, Task.is_control, Ranking.skipped)
             .join(Ranking, Ranking.annotator_id == User.id)
             .join(Task, Task.id == Ranking.task_id)
             .where(Task.study_id == st.id)
-            .group_by(User.username)
             .order_by(User.username)
         ).all()
     wanted = st.rankings_per_task
-    done = sum(min(per_task.get(t, 0), wanted) for t in regular)
+    regular = [t for t, c in tasks if not c]
+    counted = {t: loads[t].counted if t in loads else 0 for t in regular}
+    done = sum(min(n, wanted) for n in counted.values())
+    annotators: dict[str, dict[str, Any]] = {}
+    for uid, name, active, is_control, skipped in rows:
+        a = annotators.setdefault(
+            name,
+            {
+                "ranked": 0,
+                "controls": 0,
+                "skipped": 0,
+                "submitted": 0,
+                "counted": 0,
+                "excluded": uid in excluded,
+                "active": bool(active),
+            },
+        )
+        a["submitted"] += 1
+        if skipped:
+            a["skipped"] += 1
+        elif is_control:
+            a["controls"] += 1
+        else:
+            a["ranked"] += 1
+            a["counted"] += uid not in ignore
+    ranked = sum(a["ranked"] for a in annotators.values())
     return {
         "study": st.name,
         "tasks": len(regular),
         "control_tasks": len(tasks) - len(regular),
         "rankings_wanted": wanted * len(regular),
         "rankings_done": done,
-        "tasks_complete": sum(per_task.get(t, 0) >= wanted for t in regular),
+        "rankings_pending": sum(loads[t].held for t in regular if t in loads),
+        "rankings_not_counted": ranked - done,
+        "tasks_complete": sum(n >= wanted for n in counted.values()),
         "fraction_done": done / (wanted * len(regular)) if regular else 0.0,
-        "annotators": {u: {"submitted": int(n), "skipped": int(k or 0)} for u, n, k in per_user},
+        "excluded": sorted(a for a, x in annotators.items() if x["excluded"]),
+        "annotators": annotators,
     }

@@ -35,7 +35,7 @@ def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
-    assert current_revision(store.engine) == "0001"
+    assert current_revision(store.engine) == "0002"
     names = set(inspect(store.engine).get_table_names())
     assert set(Base.metadata.tables) <= names and "alembic_version" in names
 
@@ -50,7 +50,7 @@ def test_init_db_default_url_and_sqlite_pragmas(tmp_path: Path, monkeypatch) -> 
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
     init_db(default_url())  # a second upgrade of an up-to-date database is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     engine.dispose()
 
 

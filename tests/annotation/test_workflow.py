@@ -31,6 +31,27 @@ def _answer(view) -> list[list[int]]:
     return [[ids[0]], ids[1:3], *[[i] for i in ids[3:]]]
 
 
+def _control_best(store: Store, task_id: int) -> int | None:
+    with store.session() as s:
+        return s.get(Task, task_id).control_best_id
+
+
+def _careful_answer(store: Store, view) -> list[list[int]]:
+    """``_answer``, but a control task's known best candidate first (the control is passed)."""
+    best = _control_best(store, view.task_id)
+    if best is None:
+        return _answer(view)
+    return [[best], *[[c.id] for c in view.candidates if c.id != best]]
+
+
+def _failing_answer(store: Store, view) -> list[list[int]]:
+    """``_answer``, but a control task's known best candidate last (the control is failed)."""
+    best = _control_best(store, view.task_id)
+    if best is None:
+        return _answer(view)
+    return [*[[c.id] for c in view.candidates if c.id != best], [best]]
+
+
 def test_assignment_never_repeats_and_stops_at_wanted(store: Store, populate_study) -> None:
     sid, tasks = populate_study(store, n_prompts=4, per_system=2, group_size=4, rankings_per_task=2)
     users = _users(store, 3)
@@ -91,9 +112,9 @@ def test_control_tasks_are_mixed_in_at_the_rate(store: Store, populate_study) ->
     for u in _users(store, 2):
         while (view := next_task(store, u, sid)) is not None:
             served.append(view.task_id in controls)
-            submit_ranking(store, u, sid, view.task_id, _answer(view))
+            submit_ranking(store, u, sid, view.task_id, _careful_answer(store, view))
     n_regular = served.count(False)
-    assert n_regular == 20  # every regular task got its one ranking
+    assert n_regular == 20  # every regular task got its one ranking (both pass every control)
     frac = served.count(True) / len(served)
     assert 0.15 < frac < 0.45
 
@@ -261,3 +282,179 @@ def test_32_threads_same_submission_store_one_row(store: Store, populate_study) 
     assert sum(r.created for r in results) == 1
     assert len({r.ranking_id for r in results}) == 1
     assert _count(store, Ranking) == 1 and _count(store, RankingEntry) == 4
+
+
+# ---------------------------------------------------------------------- quotas (issue 19, item 10)
+
+
+def _backdate(store: Store, assignment_id: int, hours: float = 2.0) -> None:
+    """Make an assignment look served ``hours`` ago (past the pending time-to-live)."""
+    from datetime import timedelta
+
+    from annotation.models import utcnow
+
+    with store.session() as s:
+        s.get(Assignment, assignment_id).created_at = utcnow() - timedelta(hours=hours)
+
+
+def _rankings_of(store: Store, task_id: int) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(Ranking).where(Ranking.task_id == task_id))
+
+
+def test_rankings_of_excluded_annotators_stop_filling_tasks(store: Store, populate_study) -> None:
+    sid, tasks = populate_study(
+        store, n_prompts=4, per_system=1, group_size=2, rankings_per_task=1, control_rate=0.9
+    )
+    store.add_control_tasks(sid, 4, seed=0)
+    bad, good = _users(store, 2)
+    results = []
+    while (view := next_task(store, bad, sid)) is not None:
+        results.append(submit_ranking(store, bad, sid, view.task_id, _failing_answer(store, view)))
+    prog = progress(store, sid)
+    assert prog["annotators"]["ann0"]["controls"] >= 1 and prog["annotators"]["ann0"]["ranked"] == 4
+    assert prog["excluded"] == ["ann0"] and prog["annotators"]["ann0"]["excluded"]
+    # the excluded annotator's 4 rankings are stored but fill nothing: the study is not done...
+    assert prog["rankings_done"] == 0 and prog["rankings_not_counted"] == 4 and prog["fraction_done"] == 0
+    assert not any(r.counted for r in results)
+    # ...and a new annotator is served every regular task again
+    served = []
+    while (view := next_task(store, good, sid)) is not None:
+        res = submit_ranking(store, good, sid, view.task_id, _careful_answer(store, view))
+        assert res.counted == (view.task_id in tasks)
+        served.append(view.task_id)
+    assert set(tasks) <= set(served)
+    prog = progress(store, sid)
+    assert prog["rankings_done"] == prog["rankings_wanted"] == 4 and prog["fraction_done"] == 1.0
+    assert prog["annotators"]["ann1"]["counted"] == 4 and not prog["annotators"]["ann1"]["excluded"]
+    assert _count(store, Ranking) == len(results) + len(served)  # nothing deleted
+
+
+def test_deactivated_annotator_frees_held_and_counted_slots(store: Store, populate_study) -> None:
+    sid, (task,) = populate_study(store, n_prompts=1, per_system=1, group_size=2, rankings_per_task=1)
+    a, b, c = _users(store, 3)
+    assert next_task(store, a, sid).task_id == task  # a's open assignment holds the only slot
+    assert next_task(store, b, sid) is None
+    assert progress(store, sid)["rankings_pending"] == 1
+    store.set_user_active(a, False)  # a leaves: the slot reopens at once, not after an hour
+    assert progress(store, sid)["rankings_pending"] == 0
+    view = next_task(store, b, sid)
+    assert view.task_id == task
+    submit_ranking(store, b, sid, task, _answer(view))
+    assert next_task(store, c, sid) is None
+    store.set_user_active(b, False)  # b's submitted ranking stops counting: c may rank it
+    prog = progress(store, sid)
+    assert prog["rankings_done"] == 0 and prog["rankings_not_counted"] == 1
+    assert not prog["annotators"]["ann1"]["active"] and prog["annotators"]["ann1"]["counted"] == 0
+    assert next_task(store, c, sid).task_id == task
+    store.set_user_active(b, True)  # reactivated: b's ranking counts again
+    assert store.get_user(b).active and progress(store, sid)["rankings_done"] == 1
+
+
+def test_stale_assignment_cannot_push_a_task_over_quota(store: Store, populate_study) -> None:
+    sid, (task,) = populate_study(store, n_prompts=1, per_system=1, group_size=2, rankings_per_task=1)
+    a, b = _users(store, 2)
+    late = next_task(store, a, sid)
+    _backdate(store, late.assignment_id)  # a walked away: the slot is free again
+    view = next_task(store, b, sid)
+    assert view.task_id == task
+    submit_ranking(store, b, sid, task, _answer(view))
+    with pytest.raises(ConflictError, match="NOT stored"):
+        submit_ranking(store, a, sid, task, _answer(late))
+    assert _rankings_of(store, task) == 1
+    assert progress(store, sid)["rankings_done"] == 1
+    # a's dead assignment is closed, not served again forever
+    assert next_task(store, a, sid) is None
+    with store.session() as s:
+        closed = s.get(Assignment, late.assignment_id)
+        assert closed.completed_at is not None
+    with pytest.raises(ConflictError, match="NOT stored"):
+        submit_ranking(store, a, sid, task, _answer(late))
+
+
+def test_stale_assignment_with_room_is_renewed_and_taken(store: Store, populate_study) -> None:
+    sid, (task,) = populate_study(store, n_prompts=1, per_system=1, group_size=2, rankings_per_task=1)
+    a, b = _users(store, 2)
+    first = next_task(store, a, sid)
+    _backdate(store, first.assignment_id)
+    again = next_task(store, a, sid)  # nobody took the slot: the same assignment, renewed
+    assert again.assignment_id == first.assignment_id
+    assert next_task(store, b, sid) is None  # renewed: it holds the slot again
+    _backdate(store, first.assignment_id)
+    res = submit_ranking(store, a, sid, task, _answer(first))  # late, but the slot is free
+    assert res.created and res.counted and _rankings_of(store, task) == 1
+
+
+def test_32_stale_assignments_submitting_at_once_fill_exactly_the_quota(store: Store, populate_study) -> None:
+    sid, (task,) = populate_study(store, n_prompts=1, per_system=1, group_size=2, rankings_per_task=3)
+    users = _users(store, 32)
+    with store.session() as s:
+        order = [m.candidate_id for m in s.get(Task, task).members]
+        s.add_all(Assignment(task_id=task, annotator_id=u, shown_order=order) for u in users)
+    from datetime import timedelta
+
+    from annotation.models import utcnow
+
+    with store.session() as s:
+        for a in s.scalars(select(Assignment)):
+            a.created_at = utcnow() - timedelta(hours=2)  # all served two hours ago
+    barrier = threading.Barrier(32)
+
+    def work(u: int) -> str:
+        barrier.wait()
+        try:
+            submit_ranking(store, u, sid, task, [[order[0]], [order[1]]])
+            return "stored"
+        except ConflictError:
+            return "refused"
+
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = Counter(pool.map(work, users))
+    assert outcomes == {"stored": 3, "refused": 29}
+    assert _rankings_of(store, task) == 3 and _count(store, RankingEntry) == 6
+
+
+def test_progress_counts_regular_and_control_work_separately(store: Store, populate_study) -> None:
+    sid, tasks = populate_study(
+        store, n_prompts=4, per_system=1, group_size=2, rankings_per_task=2, control_rate=0.5
+    )
+    controls = set(store.add_control_tasks(sid, 6, seed=0))
+    (u,) = _users(store, 1)
+    n_regular = n_control = n_skipped = 0
+    while (view := next_task(store, u, sid)) is not None:
+        if view.task_id == tasks[0]:
+            submit_ranking(store, u, sid, view.task_id, skipped=True)
+            n_skipped += 1
+            continue
+        submit_ranking(store, u, sid, view.task_id, _careful_answer(store, view))
+        n_control += view.task_id in controls
+        n_regular += view.task_id not in controls
+    assert n_control >= 1
+    prog = progress(store, sid)
+    mine = prog["annotators"]["ann0"]
+    assert mine == {
+        "ranked": n_regular,
+        "controls": n_control,
+        "skipped": n_skipped,
+        "submitted": n_regular + n_control + n_skipped,
+        "counted": n_regular,
+        "excluded": False,
+        "active": True,
+    }
+    # the study figure counts exactly the same regular rankings as the annotator's own figure
+    assert prog["rankings_done"] == mine["counted"] == 3 and prog["rankings_wanted"] == 8
+
+
+def test_archived_study_serves_nothing_and_takes_nothing(store: Store, populate_study) -> None:
+    sid, _ = populate_study(store, n_prompts=2, per_system=1, group_size=2, rankings_per_task=1)
+    (u,) = _users(store, 1)
+    view = next_task(store, u, sid)
+    assert store.archive_study(sid).archived
+    assert [s.id for s in store.list_studies()] == []
+    assert [s.id for s in store.list_studies(include_archived=True)] == [sid]
+    with pytest.raises(PermissionDeniedError, match="archived"):
+        next_task(store, u, sid)
+    with pytest.raises(PermissionDeniedError, match="archived"):
+        submit_ranking(store, u, sid, view.task_id, _answer(view))
+    assert not store.archive_study(sid, archived=False).archived
+    assert submit_ranking(store, u, sid, view.task_id, _answer(view)).created
