@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,8 +16,13 @@ MAX_GROUP_SIZE = 64
 
 MAX_TIME_TAKEN_S = 24 * 3600.0
 MAX_TEXT_CHARS = 20_000
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,127}$")
+# \Z, not $: "$" also matches before a trailing newline, which let "ann\n" in beside "ann".
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,127}\Z")
+INT64 = (-(2**63), 2**63 - 1)
+"""Range of a ``BigInteger`` column (seeds)."""
+INT32 = (-(2**31), 2**31 - 1)
+"""Range of an ``Integer`` column (sample indices)."""
 
 
 def check_id(value: Any, what: str) -> int:
@@ -54,6 +61,49 @@ def check_text(text: Any, what: str, *, allow_empty: bool = False) -> str:
     if "\x00" in text:
         raise AnnotationError(f"{what} contains a NUL character; remove it")
     return text
+
+
+def check_int(value: Any, what: str, lo: int = INT64[0], hi: int = INT64[1]) -> int:
+    """An integer in ``[lo, hi]`` (numpy integer scalars are accepted); bools, floats, strings and
+    arrays are refused, so every backend sees the same error instead of its own overflow."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise AnnotationError(f"{what} must be an integer, got {type(value).__name__} {_short(value)}")
+    out = int(value)
+    if not lo <= out <= hi:
+        raise AnnotationError(f"{what} must be between {lo} and {hi}, got {out}")
+    return out
+
+
+def check_label(value: Any, what: str, max_chars: int) -> str:
+    """A short label stored in a bounded column (model id, recipe, reward name): a non-empty
+    string of at most ``max_chars`` characters without control characters."""
+    if not isinstance(value, str) or not value:
+        raise AnnotationError(f"{what} must be a non-empty string, got {_short(value)}")
+    if len(value) > max_chars:
+        raise AnnotationError(f"{what} is {len(value)} characters; the limit is {max_chars}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise AnnotationError(f"{what} contains a control character: {_short(value)}")
+    return value
+
+
+def check_json(value: Any, what: str) -> Any:
+    """``value`` if it is plain JSON (dicts, lists, str, int, finite float, bool, None), the form
+    every backend stores alike; numpy scalars, NaN and other objects are refused."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise AnnotationError(f"{what} must be plain JSON (no numpy values, NaN or objects): {exc}") from None
+    return value
+
+
+def check_score(value: Any, what: str) -> float | None:
+    """A reward score: a real number (non-finite ones are stored as missing) or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise AnnotationError(f"{what} must be a number or None, got {type(value).__name__} {_short(value)}")
+    out = float(value)
+    return out if math.isfinite(out) else None
 
 
 def check_time_taken(value: Any) -> float | None:

@@ -291,3 +291,177 @@ def test_control_tasks_mix_other_prompts(store: Store, populate_study) -> None:
             assert len(members) == 4 and best in {m.id for m in members}
             assert [m.prompt_id for m in members].count(prompt) == 1  # only the best matches
     assert ids != store.add_control_tasks(sid, 5, seed=2)
+
+
+# ---------------------------------------------------------------------- roles (issue 19, item 11)
+
+
+def test_researcher_only_operations_refuse_annotators(store: Store, populate_study, sample_factory) -> None:
+    sid, _ = populate_study(store, n_prompts=2, per_system=1, group_size=2)
+    ann = store.create_user("ann", "password123")
+    rita = store.create_user("rita", "password123", role="researcher")
+    (pid, *_) = [p for p, _ in store.list_prompts(sid)]
+    sample = sample_factory("a red square number 0")
+    calls = {
+        "create_study": lambda a: store.create_study("x", group_size=2, rankings_per_task=1, actor=a),
+        "create_user": lambda a: store.create_user("mallory", "password123", role="researcher", actor=a),
+        "set_user_active": lambda a: store.set_user_active("rita", False, actor=a),
+        "reset_password": lambda a: store.reset_password("rita", "new-password", actor=a),
+        "archive_study": lambda a: store.archive_study(sid, actor=a),
+        "delete_study": lambda a: store.delete_study(sid, force=True, actor=a),
+        "add_prompts": lambda a: store.add_prompts(sid, ["new prompt"], actor=a),
+        "add_candidates": lambda a: store.add_candidates(pid, [sample], actor=a),
+        "add_reward_scores": lambda a: store.add_reward_scores(
+            [1], "r", SimpleNamespace(scores=[1.0], details=[{}]), actor=a
+        ),
+        "create_task": lambda a: store.create_task(sid, [1, 2], actor=a),
+        "build_tasks": lambda a: store.build_tasks(sid, actor=a),
+        "add_control_tasks": lambda a: store.add_control_tasks(sid, 1, actor=a),
+        "require_researcher": lambda a: store.require_researcher(a, "exporting"),
+    }
+    before = _table_counts(store)
+    for name, call in calls.items():
+        for who in (ann.id, "ann"):
+            with pytest.raises(PermissionDeniedError, match="for researchers"):
+                call(who)
+        assert _table_counts(store) == before, name
+    # created_by (what the web UI passed before actor existed) is checked too
+    with pytest.raises(PermissionDeniedError, match="for researchers"):
+        store.create_study("x", group_size=2, rankings_per_task=1, created_by=ann.id)
+    assert store.get_user("rita").active and store.authenticate("rita", "password123")
+    # a researcher may; the creator is recorded
+    st = store.create_study("by rita", group_size=2, rankings_per_task=1, actor="rita")
+    with store.session() as s:
+        assert load_study(s, st.id).created_by == rita.id
+    assert store.require_researcher(rita.id).username == "rita"
+    store.add_prompts(st.id, ["p"], actor=rita.id)
+    # a deactivated researcher may not; None (the administrator: CLI, scripts) may
+    store.set_user_active("rita", False)
+    with pytest.raises(PermissionDeniedError, match="deactivated"):
+        store.add_prompts(st.id, ["q"], actor="rita")
+    assert store.require_researcher(None) is None
+    # anyone may change their own password, not another's
+    store.reset_password("ann", "ann-new-password", actor="ann")
+    assert store.authenticate("ann", "ann-new-password") is not None
+
+
+def _table_counts(store: Store) -> dict[str, int]:
+    with store.session() as s:
+        return {
+            t.name: s.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables
+        } | {"archived": s.scalar(text("SELECT count(*) FROM studies WHERE archived_at IS NOT NULL"))}
+
+
+# ---------------------------------------------------------------------- smaller (issue 19, item 12)
+
+
+def test_usernames_and_study_names_refuse_whitespace_and_control_characters(store: Store) -> None:
+    store.create_user("ann", "password123")
+    for bad in ("ann\n", "ann ", " ann", "an\tn", "ann\r", "ann\x00", "ann\x1b"):
+        with pytest.raises(AnnotationError, match="username"):
+            store.create_user(bad, "password123")
+        assert store.authenticate(bad, "password123") is None
+    store.create_study("pilot", group_size=2, rankings_per_task=1)
+    for bad in ("pilot\n", "pi\nlot", "pilot\t"):
+        with pytest.raises(AnnotationError, match="study name"):
+            store.create_study(bad, group_size=2, rankings_per_task=1)
+    assert [u.username for u in store.list_users()] == ["ann"]
+
+
+def test_hostile_values_raise_annotation_errors_on_every_backend(store: Store, sample_factory) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    st = store.create_study("c", group_size=2, rankings_per_task=1)
+    (pid,) = store.add_prompts(st.id, ["p"])
+
+    def smp(**kw):
+        return dataclasses.replace(sample_factory("p"), **kw)
+
+    def out(scores):
+        return SimpleNamespace(scores=scores, details=[{}] * len(scores))
+
+    study_kw = {"group_size": 2, "rankings_per_task": 1}
+    cases = [
+        (lambda: store.create_study("s1", seed="abc", **study_kw), "seed"),
+        (lambda: store.create_study("s2", seed=2**70, **study_kw), "seed"),
+        (lambda: store.create_study("s3", seed=np.array([1, 2]), **study_kw), "seed"),
+        (lambda: store.create_study("s4", seed=1.5, **study_kw), "seed"),
+        (lambda: store.create_study("s" * 129, **study_kw), "study name"),
+        (lambda: store.create_user("u" * 65, "password123"), "username"),
+        (lambda: store.create_user("u", "p" * 2000), "password"),
+        (lambda: store.add_prompts(st.id, [{"prompt": "q", "metadata": {"n": np.int64(1)}}]), "JSON"),
+        (lambda: store.add_prompts(st.id, [{"prompt": "q", "metadata": {"x": float("nan")}}]), "JSON"),
+        (lambda: store.add_candidates(pid, [smp(model_id="m" * 600)]), "model_id"),
+        (lambda: store.add_candidates(pid, [smp(model_id="m\x00")]), "model_id"),
+        (lambda: store.add_candidates(pid, [smp(recipe="r" * 65)]), "recipe"),
+        (lambda: store.add_candidates(pid, [smp(seed=2**70)]), "seed"),
+        (lambda: store.add_candidates(pid, [smp(seed=np.int64(3))]), "JSON"),
+        (lambda: store.add_candidates(pid, [smp(index=2**40)]), "index"),
+        (lambda: store.add_candidates(pid, [smp()], rewards={"r" * 65: out([1.0])}), "reward name"),
+        (lambda: store.add_candidates(pid, [smp()], rewards={"r": out(["abc"])}), "score"),
+        (lambda: store.add_candidates(pid, [smp()], rewards={"r": out(np.ones((1, 2)))}), "score"),
+        (lambda: store.add_candidates(pid, np.array([1, 2])), "Sample"),
+        (lambda: store.add_control_tasks(st.id, "3"), "control tasks"),
+        (lambda: store.set_user_active("nobody", "yes"), "True or False"),
+    ]
+    for call, match in cases:
+        with pytest.raises(AnnotationError, match=match):
+            call()
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == 0
+    assert [x.name for x in store.list_studies()] == ["c"]
+    assert not list((store.data_dir / "images").rglob("*.png"))  # nothing written for refused input
+
+
+def test_add_candidates_validates_first_and_removes_its_images_on_failure(
+    store: Store, sample_factory
+) -> None:
+    st = store.create_study("c", group_size=2, rankings_per_task=1)
+    (pid,) = store.add_prompts(st.id, ["a red square"])
+    kept = sample_factory("a red square", seed=1)
+    store.add_candidates(pid, [kept])
+    files_before = sorted((store.data_dir / "images").rglob("*.png"))
+    assert len(files_before) == 1
+    # a mismatched second sample: refused before any image is written
+    with pytest.raises(AnnotationError, match="differs"):
+        store.add_candidates(pid, [sample_factory("a red square", seed=2), sample_factory("other")])
+    assert sorted((store.data_dir / "images").rglob("*.png")) == files_before
+    # a failure inside the transaction (after images were written) removes only this call's images
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    def explode(session, _ctx, _instances) -> None:
+        if any(isinstance(o, Candidate) for o in session.new):
+            raise RuntimeError("disk full while storing")
+
+    event.listen(Session, "before_flush", explode)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            store.add_candidates(pid, [kept, sample_factory("a red square", seed=3)])
+    finally:
+        event.remove(Session, "before_flush", explode)
+    assert sorted((store.data_dir / "images").rglob("*.png")) == files_before  # kept's image stays
+
+
+def test_delete_study_removes_its_rows_and_unshared_images(store: Store, populate_study) -> None:
+    from annotation.workflow import next_task, submit_ranking
+
+    sid, _ = populate_study(store, n_prompts=2, per_system=1, group_size=2, rankings_per_task=1)
+    other, _ = populate_study(store, n_prompts=1, per_system=1, group_size=2, name="other")
+    u = store.create_user("ann", "password123").id
+    view = next_task(store, u, sid)
+    submit_ranking(store, u, sid, view.task_id, [[c.id] for c in view.candidates])
+    n_images = len(list((store.data_dir / "images").rglob("*.png")))
+    with pytest.raises(ConflictError, match="archive"):
+        store.delete_study(sid)
+    counts = store.delete_study("s1", force=True)
+    assert counts["rankings"] == 1 and counts["tasks"] == 2 and counts["prompts"] == 2
+    assert counts["candidates"] == 4
+    # "a red square number 0" of study "other" shares its images: only prompt 1's two go
+    assert counts["images"] == 2 and len(list((store.data_dir / "images").rglob("*.png"))) == n_images - 2
+    with pytest.raises(NotFoundError):
+        store.get_study(sid)
+    assert [s.id for s in store.list_studies()] == [other]
+    assert store.create_study("s1", group_size=2, rankings_per_task=1).name == "s1"  # name free again
