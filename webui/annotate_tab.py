@@ -106,7 +106,8 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
     guidelines = st.guidelines or services.default_guidelines
     if view is None:
         out: list[Any] = [None, f"### {st.name}", guidelines, progress,
-                          "**No tasks left for you in this study. Thank you!**"]  # fmt: skip
+                          "**No task for you right now. Thank you!** Tasks held by others come back "
+                          "if they are not finished: try again later."]  # fmt: skip
         for _ in range(MAX_SLOTS):
             out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
         return [*out, gr.Row(visible=False)]
@@ -139,11 +140,13 @@ def _progress_text(services: Services, study: str, username: str) -> str:
     from annotation.workflow import progress
 
     p = progress(services.store, study)
-    mine = p["annotators"].get(username, {"submitted": 0, "skipped": 0})
+    mine = p["annotators"].get(username, {"ranked": 0, "controls": 0, "skipped": 0})
+    # Both figures count rankings of regular tasks; checks (control tasks) and skips apart.
+    pending = f", {p['rankings_pending']} in progress" if p["rankings_pending"] else ""
     return (
         f"Study progress: {p['rankings_done']}/{p['rankings_wanted']} rankings "
-        f"({100 * p['fraction_done']:.0f}%). You: {mine['submitted'] - mine['skipped']} ranked, "
-        f"{mine['skipped']} skipped."
+        f"({100 * p['fraction_done']:.0f}%{pending}). You: {mine['ranked']} ranked, "
+        f"{mine['controls']} checks, {mine['skipped']} skipped."
     )
 
 

@@ -183,7 +183,7 @@ def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[st
             group_size=max(2, services.config.max_candidates, len(samples)),
             rankings_per_task=3,
             guidelines=services.default_guidelines,
-            created_by=int(user["id"]),
+            actor=int(user["id"]),
         )
     elif study_name:
         study = store.get_study(study_name)
@@ -192,9 +192,12 @@ def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[st
     if len(samples) > study.group_size:
         raise gr.Error(f"Study {study.name!r} ranks at most {study.group_size} candidates per task.")
     scores: Scores = last["scores"]
-    pid = store.add_prompts(study.id, [{"prompt": samples[0].prompt, "metadata": last.get("metadata")}])[0]
-    cids = store.add_candidates(pid, samples, rewards=scores.outputs)
-    task = store.create_task(study.id, cids)
+    me = int(user["id"])  # the store checks the role again
+    pid = store.add_prompts(
+        study.id, [{"prompt": samples[0].prompt, "metadata": last.get("metadata")}], actor=me
+    )[0]
+    cids = store.add_candidates(pid, samples, rewards=scores.outputs, actor=me)
+    task = store.create_task(study.id, cids, actor=me)
     names = [s.name for s in store.list_studies()]
     msg = f"Stored {len(cids)} candidates as task {task} in study **{study.name}**."
     return msg, gr.Dropdown(choices=names, value=study.name)

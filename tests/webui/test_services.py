@@ -227,3 +227,42 @@ def test_model_label_hides_absolute_server_paths(tmp_path):
     inside = tmp_path / "assets" / "models" / "shapes-janus-r1"
     assert model_label(str(inside), cwd=tmp_path) == "assets/models/shapes-janus-r1"
     assert model_label("/srv/weights/janus-pro-7b", cwd=tmp_path) == "janus-pro-7b"
+
+
+def test_progress_header_counts_the_same_work_for_study_and_annotator(tmp_path):
+    """The header's study figure and "You: N ranked" count the same thing (regular tasks);
+    control tasks and skips are shown apart (it read "7/16" beside "You: 9 ranked")."""
+    from types import SimpleNamespace
+
+    from annotation.models import Task
+    from annotation.store import Store
+    from annotation.workflow import next_task, submit_ranking
+    from reasongen.types import Sample, SamplingSettings
+    from webui.annotate_tab import _progress_text
+
+    def sample(prompt: str, k: int) -> Sample:
+        return Sample(prompt=prompt, recipe="direct", model_id="m", seed=k, index=k,
+                      settings=SamplingSettings(num_image_tokens=1), prompt_ids=[1], cot_text="",
+                      cot_token_ids=[], cot_logprobs=[], cot_end="boi", prefix_ids=[1],
+                      image_token_ids=[3], image_logprobs=[-1.0])  # fmt: skip
+
+    with Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, password_cost=16) as store:
+        st = store.create_study("s", group_size=2, rankings_per_task=2, control_rate=0.6)
+        prompts = [f"prompt {i}" for i in range(4)]
+        for pid, text in zip(store.add_prompts(st.id, prompts), prompts, strict=True):
+            store.add_candidates(pid, [sample(text, 0), sample(text, 1)])
+        store.build_tasks(st.id)
+        controls = set(store.add_control_tasks(st.id, 4))
+        uid = store.create_user("ann", "password123").id
+        n_regular = n_checks = 0
+        while (view := next_task(store, uid, st.id)) is not None:
+            with store.session() as s:
+                best = s.get(Task, view.task_id).control_best_id
+            ids = [c.id for c in view.candidates]
+            ranking = [[best], [c for c in ids if c != best]] if best else [[ids[0]], [ids[1]]]
+            submit_ranking(store, uid, st.id, view.task_id, ranking)
+            n_checks += view.task_id in controls
+            n_regular += view.task_id not in controls
+        assert n_checks >= 1 and n_regular == 4
+        text = _progress_text(SimpleNamespace(store=store), "s", "ann")
+    assert text == f"Study progress: 4/8 rankings (50%). You: 4 ranked, {n_checks} checks, 0 skipped."
