@@ -1,8 +1,13 @@
 """Researcher command line: ``python -m annotation [--db URL] [--data-dir DIR] COMMAND``.
 
-Commands: ``init``; ``user add|list|deactivate``; ``study create|list``; ``progress``; ``stats``;
-``export``. Passwords are read from an environment variable (``--password-env``) or typed at a
-prompt, never taken from the command line.
+Commands: ``init``; ``user add|list|deactivate|activate|passwd``;
+``study create|list|archive|unarchive|delete``; ``progress``; ``stats``; ``export``. Passwords are
+read from an environment variable (``--password-env``) or typed at a prompt, never taken from the
+command line. The command line acts as the administrator (the store's ``actor=None``).
+
+``--study REF`` names a study: ``name:REF`` or ``id:REF`` say which; a bare REF is looked up as a
+name first and, if no study has that name and REF is all digits, as an id (so a study called
+"1" is reachable as ``1`` or ``name:1``, the study with id 1 as ``id:1``).
 """
 
 from __future__ import annotations
@@ -41,20 +46,36 @@ def _store(args: argparse.Namespace) -> Any:
     return Store(args.db or os.environ.get("REASONGEN_DB_URL"), args.data_dir)
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe to print or log)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: print nothing of it
+        return "<unparsable database URL>"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     with _store(args) as st:
-        print(f"database ready at {st.url}")
+        print(f"database ready at {masked_url(st.url)}")
     return 0
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.username:
+        raise AnnotationError(f"user {args.action} needs a USERNAME")
     with _store(args) as st:
         if args.action == "add":
             u = st.create_user(args.username, _password(args), role=args.role)
             print(f"created {u.role} {u.username} (id {u.id})")
-        elif args.action == "deactivate":
-            u = st.set_user_active(args.username, False)
-            print(f"deactivated {u.username}")
+        elif args.action in ("deactivate", "activate"):
+            u = st.set_user_active(args.username, args.action == "activate")
+            print(f"{args.action}d {u.username}")
+        elif args.action == "passwd":
+            st.get_user(args.username)  # a clear error before asking for a password
+            u = st.reset_password(args.username, _password(args))
+            print(f"new password set for {u.username}")
         else:
             for u in st.list_users():
                 print(f"{u.id}\t{u.username}\t{u.role}\t{'active' if u.active else 'inactive'}")
@@ -66,8 +87,20 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     with _store(args) as st:
         if args.action == "list":
-            for s in st.list_studies():
-                print(f"{s.id}\t{s.name}\tgroup {s.group_size}\twanted {s.rankings_per_task}")
+            for s in st.list_studies(include_archived=True):
+                state = "\tarchived" if s.archived else ""
+                print(f"{s.id}\t{s.name}\tgroup {s.group_size}\twanted {s.rankings_per_task}{state}")
+            return 0
+        if args.action in ("archive", "unarchive", "delete"):
+            if not args.study:
+                raise AnnotationError(f"study {args.action} needs --study NAME (or id:N)")
+            sid = _study_ref(st, args.study)
+            if args.action == "delete":
+                counts = st.delete_study(sid, force=args.force)
+                print("deleted " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+            else:
+                info = st.archive_study(sid, args.action == "archive")
+                print(f"study {info.name} {'archived' if info.archived else 'open'}")
             return 0
         if not args.name or not args.prompts or not args.system:
             raise AnnotationError("study create needs --name, --prompts and at least one --system")
@@ -75,6 +108,15 @@ def cmd_study(args: argparse.Namespace) -> int:
         prompts = read_prompt_file(args.prompts)
         guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else ""
         rewards = load_rewards(args.reward or [])
+        if rewards:
+            prompts, unread = with_shapes_metadata(prompts)
+            if unread:
+                print(
+                    f"warning: {unread} of {len(prompts)} prompts have no metadata and are not "
+                    "shapes-world prompts the parser can read; metadata-driven rewards (shapes) "
+                    "will store no score for them",
+                    file=sys.stderr,
+                )
         study = st.create_study(
             args.name,
             group_size=args.group_size,
@@ -83,19 +125,26 @@ def cmd_study(args: argparse.Namespace) -> int:
             guidelines=guidelines,
             seed=args.seed,
         )
-        st.add_prompts(study.id, prompts)
-        populate_study(
-            st,
-            study.id,
-            systems,
-            reasongen_source(args.device),
-            n=args.samples,
-            seed=args.seed,
-            rewards=rewards,
-            progress=print,
-        )
-        tasks = st.build_tasks(study.id, layout=args.layout)
-        controls = st.add_control_tasks(study.id, args.controls, seed=args.seed) if args.controls else []
+        try:
+            st.add_prompts(study.id, prompts)
+            populate_study(
+                st,
+                study.id,
+                systems,
+                reasongen_source(args.device),
+                n=args.samples,
+                seed=args.seed,
+                rewards=rewards,
+                progress=print,
+            )
+            tasks = st.build_tasks(study.id, layout=args.layout)
+            controls = st.add_control_tasks(study.id, args.controls, seed=args.seed) if args.controls else []
+        except BaseException:
+            # Generation takes many transactions; a failure removes the half-made study (and its
+            # images) so its name is free to try again.
+            st.delete_study(study.id, force=True)
+            print(f"study {study.name} was not created; nothing of it was kept", file=sys.stderr)
+            raise
         print(
             f"study {study.name} (id {study.id}): {len(prompts)} prompts, {len(tasks)} tasks, "
             f"{len(controls)} control tasks"
@@ -107,7 +156,7 @@ def cmd_progress(args: argparse.Namespace) -> int:
     from annotation.workflow import progress
 
     with _store(args) as st:
-        print(json.dumps(progress(st, _study_ref(args.study)), indent=2))
+        print(json.dumps(progress(st, _study_ref(st, args.study)), indent=2))
     return 0
 
 
@@ -118,7 +167,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from annotation.tables import rankings_frame
 
     with _store(args) as st:
-        df = rankings_frame(st, _study_ref(args.study))
+        df = rankings_frame(st, _study_ref(st, args.study))
     if df.empty:
         print("no rankings yet")
         return 0
@@ -136,15 +185,49 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with _store(args) as st:
         paths = export_study(
-            st, _study_ref(args.study), args.out, args.format, n_boot=args.n_boot, seed=args.seed
+            st, _study_ref(st, args.study), args.out, args.format, n_boot=args.n_boot, seed=args.seed
         )
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
 
 
-def _study_ref(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+def with_shapes_metadata(prompts: list[str | dict[str, Any]]) -> tuple[list[str | dict[str, Any]], int]:
+    """Prompts without metadata get the shapes parser's reading of their text
+    (``reasongen.shapes.parse.parse_prompt``); returns the prompts and how many stay unread."""
+    from reasongen.shapes.parse import parse_prompt
+
+    out: list[str | dict[str, Any]] = []
+    unread = 0
+    for p in prompts:
+        text = p if isinstance(p, str) else p.get("prompt") if isinstance(p, dict) else None
+        has_meta = isinstance(p, dict) and (p.get("metadata") or set(p) - {"prompt", "metadata"})
+        if has_meta or not isinstance(text, str):
+            out.append(p)
+            continue
+        meta = parse_prompt(text)
+        unread += meta is None
+        out.append(p if meta is None else {"prompt": text, "metadata": meta})
+    return out, unread
+
+
+def _study_ref(st: Any, text: str) -> int:
+    """The id of the study ``text`` names (see the module docstring for the rules)."""
+    from annotation.errors import NotFoundError
+
+    kind, sep, rest = text.partition(":")
+    if sep and kind == "id":
+        if not rest.isdigit():
+            raise AnnotationError(f"--study id:N needs a number, got {text!r}")
+        return st.get_study(int(rest)).id
+    if sep and kind == "name":
+        return st.get_study(rest).id
+    try:
+        return st.get_study(text).id
+    except NotFoundError:
+        if not text.isdigit():
+            raise
+        return st.get_study(int(text)).id
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,14 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create or migrate the database").set_defaults(fn=cmd_init)
 
     u = sub.add_parser("user", help="manage users")
-    u.add_argument("action", choices=["add", "list", "deactivate"])
+    u.add_argument("action", choices=["add", "list", "deactivate", "activate", "passwd"])
     u.add_argument("username", nargs="?")
     u.add_argument("--role", choices=["annotator", "researcher"], default="annotator")
     u.add_argument("--password-env", help="read the password from this environment variable")
     u.set_defaults(fn=cmd_user)
 
-    s = sub.add_parser("study", help="create or list studies")
-    s.add_argument("action", choices=["create", "list"])
+    s = sub.add_parser("study", help="create, list, archive or delete studies")
+    s.add_argument("action", choices=["create", "list", "archive", "unarchive", "delete"])
+    s.add_argument("--study", help="archive/unarchive/delete: name or id (name:X, id:N)")
+    s.add_argument("--force", action="store_true", help="delete: also a study that has rankings")
     s.add_argument("--name")
     s.add_argument("--prompts", help=".txt (one per line), .jsonl or .json prompt file")
     s.add_argument("--system", action="append", help="MODEL:RECIPE, repeatable")
@@ -183,12 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("progress", help="show a study's progress")
-    p.add_argument("--study", required=True, help="name or id")
+    p.add_argument("--study", required=True, help="name or id (name:X, id:N)")
     p.set_defaults(fn=cmd_progress)
 
     for name, fn in (("stats", cmd_stats), ("export", cmd_export)):
         x = sub.add_parser(name, help=f"{name} of a study")
-        x.add_argument("--study", required=True, help="name or id")
+        x.add_argument("--study", required=True, help="name or id (name:X, id:N)")
         x.add_argument("--n-boot", type=int, default=1000)
         x.add_argument("--seed", type=int, default=0)
         x.add_argument("--min-pass-rate", type=float, default=0.75)

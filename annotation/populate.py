@@ -31,7 +31,9 @@ def parse_system(spec: str) -> tuple[str, str]:
     """``"MODEL:RECIPE"`` (split at the last colon) -> ``(model, recipe)``."""
     model, sep, recipe = spec.rpartition(":")
     if not sep or not model or not recipe:
-        raise AnnotationError(f"system {spec!r} must look like MODEL:RECIPE, e.g. assets/shapes-model:got-r1")
+        raise AnnotationError(
+            f"system {spec!r} must look like MODEL:RECIPE, e.g. assets/models/shapes-janus-r1:got-r1"
+        )
     return model, recipe
 
 
