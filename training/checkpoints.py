@@ -25,7 +25,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reasongen.weight_files import weight_files
+
+from .errors import NonFiniteWeightsError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -60,6 +62,28 @@ def merged_lora_state_dict(base: torch.nn.Module) -> dict[str, torch.Tensor]:
         clean = key.replace(".base_layer.", ".")
         out[clean] = (val + deltas[clean].to(val.dtype)) if clean in deltas else val
     return out
+
+
+def non_finite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors of ``tensors`` that hold a NaN or ±inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _refuse_non_finite(bad: Sequence[str], total: int, what: str) -> None:
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{what}: {len(bad)} of {total} tensors hold NaN or inf values (first: "
+            f"{', '.join(bad[:3])}); nothing was written. The run diverged: lower lr, check the "
+            "rewards and the loss, or resume from an earlier checkpoint"
+        )
+
+
+def _agree(accelerator: Any, count: int) -> int:
+    """``count`` summed over the processes (every process must call this at the same point)."""
+    if accelerator.num_processes == 1:
+        return count
+    t = torch.tensor([float(count)], device=accelerator.device)
+    return int(accelerator.reduce(t, reduction="sum")[0])
 
 
 def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
@@ -96,9 +120,15 @@ def save_checkpoint(
     """Write ``checkpoint-<step>/`` (HF model + processor + resumable state); return its path.
 
     ``extra`` is pickled with ``torch.save`` last, so a folder without it is incomplete and
-    ignored by ``resume``. ``keep_last > 0`` deletes older checkpoints beyond that many.
+    ignored by ``resume``. ``keep_last > 0`` deletes older checkpoints beyond that many. A model
+    holding NaN or ±inf (on any process) raises ``NonFiniteWeightsError`` before anything is
+    written.
     """
     path = Path(out_dir) / f"checkpoint-{step}"
+    state = accelerator.unwrap_model(model).state_dict()
+    bad = non_finite_tensors(state)
+    if _agree(accelerator, len(bad)):
+        _refuse_non_finite(bad or ["on another process"], len(state), f"checkpoint-{step}")
     accelerator.wait_for_everyone()
     accelerator.save_state(str(path / "trainer_state"))
     if accelerator.is_main_process:
@@ -132,21 +162,31 @@ def export_final(
 ) -> Path:
     """Write ``<out_dir>/final``: the HF model + processor of ``checkpoint`` (not its trainer
     state), or with ``average_last > 1`` the mean of the newest ``average_last`` checkpoints in
-    ``out_dir`` up to ``checkpoint`` (fewer if the run saved fewer; a warning says so)."""
+    ``out_dir`` up to ``checkpoint`` (fewer if the run saved fewer; a warning says so).
+
+    Weights holding NaN or ±inf (a checkpoint written before this check existed) raise
+    ``NonFiniteWeightsError`` on every process, and an existing ``final/`` is left as it was."""
     src, dst = Path(checkpoint), Path(out_dir) / "final"
+    failure: NonFiniteWeightsError | None = None
     if accelerator.is_main_process:
-        if dst.exists():
-            shutil.rmtree(dst)
         found = [p.resolve() for p in checkpoint_dirs(out_dir)]
         upto = found[: found.index(src.resolve()) + 1] if src.resolve() in found else [src]
         sources = upto[-average_last:] if average_last > 1 else [src]
         if len(sources) < max(average_last, 1):
             print(f"warning: average_last is {average_last} but the run has {len(sources)} "
                   f"checkpoints up to {src.name}; final/ averages those", file=sys.stderr)  # fmt: skip
-        if len(sources) > 1:
-            average_checkpoints(sources, dst)
-        else:
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer_state"))
+        try:
+            if len(sources) > 1:
+                average_checkpoints(sources, dst)  # checks the mean before writing
+            else:
+                check_finite_folder(src)
+                if dst.exists():
+                    shutil.rmtree(dst)
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("trainer_state"))
+        except NonFiniteWeightsError as err:
+            failure = err
+    if _agree(accelerator, failure is not None):
+        raise failure or NonFiniteWeightsError("final/: the main process found non-finite weights")
     accelerator.wait_for_everyone()
     return dst
 
@@ -159,12 +199,25 @@ def _weight_files(folder: Path) -> list[str]:
     return [p.name for p in weight_files(folder, safetensors_only=True)]
 
 
+def check_finite_folder(folder: str | Path) -> None:
+    """Raise ``NonFiniteWeightsError`` if a weight file of the HF folder holds NaN or ±inf."""
+    folder = Path(folder)
+    bad: list[str] = []
+    total = 0
+    for name in _weight_files(folder):
+        tensors = load_file(folder / name)
+        bad += non_finite_tensors(tensors)
+        total += len(tensors)
+    _refuse_non_finite(bad, total, f"{folder}")
+
+
 def average_checkpoints(sources: Sequence[str | Path], dst: str | Path) -> Path:
     """Write to ``dst`` an HF model folder whose weights are the mean of ``sources``'; return ``dst``.
 
     Raises ``ValueError`` for fewer than two sources, a missing folder, or sources whose weight
     files, tensor names, shapes, dtypes or non-float tensors differ (different models cannot be
-    averaged). ``dst`` is replaced if it exists and must not be one of the sources.
+    averaged). ``dst`` is replaced if it exists and must not be one of the sources. A mean that
+    holds NaN or ±inf (a source did) raises ``NonFiniteWeightsError`` before ``dst`` is touched.
     """
     srcs = [Path(s) for s in sources]
     dst = Path(dst)
@@ -199,6 +252,9 @@ def average_checkpoints(sources: Sequence[str | Path], dst: str | Path) -> Path:
                 elif not torch.equal(v, ref):
                     raise ValueError(f"non-float tensor {k} differs between {s} and {srcs[0]}")
         averaged[name] = {k: (sums[k] / len(srcs)).to(v.dtype) if k in sums else v for k, v in first.items()}
+    bad = [k for tensors in averaged.values() for k in non_finite_tensors(tensors)]
+    total = sum(len(t) for t in averaged.values())
+    _refuse_non_finite(bad, total, f"the mean of {', '.join(map(str, srcs))}")
 
     if dst.exists():
         shutil.rmtree(dst)

@@ -43,11 +43,12 @@ from reasongen.config import parse_config
 from reasongen.loading import settings_for
 from reasongen.prompt_files import read_prompt_file
 from reasongen.recipes import get_recipe
-from reasongen.rewards.combine import MODES, check_mode
+from reasongen.rewards.combine import MODES, check_mode, check_weights
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
 from .checkpoints import export_final, save_checkpoint
 from .config import RunConfig, config_dict
+from .errors import NoSignalError
 from .grpo_loss import (
     AdaptiveEntropyCoefficient,
     LossSettings,
@@ -89,11 +90,19 @@ class PolicyOptimConfig(RunConfig):
     entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
     # ---- logging
     sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
+    max_empty_steps: int = field(
+        default=10,
+        metadata={"help": "Stop with an error after this many consecutive steps that keep no group "
+                  "(every reward missing, non-finite or equal within each group), and when a run "
+                  "ends without having kept one; 0 = never stop for that."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.prompts_per_step < 1 or self.micro_batch_groups < 1 or self.ppo_epochs < 1:
             raise ValueError("prompts_per_step, micro_batch_groups and ppo_epochs must be >= 1")
+        if self.max_empty_steps < 0:
+            raise ValueError(f"max_empty_steps must be >= 0 (0 = never stop), got {self.max_empty_steps}")
         if self.adv_eps < 0:
             raise ValueError("adv_eps must be >= 0")
         self.loss_settings()
@@ -160,6 +169,12 @@ class GRPOConfig(PolicyOptimConfig):
         if not self.rewards:
             raise ValueError("give at least one reward name (--rewards shapes)")
         check_mode(self.reward_mode, "reward_mode")
+        check_weights(self.reward_weights, self.reward_mode, "reward_weights")
+        for what, keys in (("reward_weights", self.reward_weights), ("reward_options", self.reward_options)):
+            unknown = sorted(set(keys) - set(self.rewards))
+            if unknown:
+                raise ValueError(f"{what} names rewards not in this run: {', '.join(unknown)} "
+                                 f"(rewards: {', '.join(self.rewards)})")  # fmt: skip
         unknown = sorted(set(self.shapes_categories) - set(CATEGORIES))
         if unknown or not self.shapes_categories:
             raise ValueError(
@@ -233,8 +248,15 @@ def wrap_reward_fn(fn: RewardFn) -> Callable[[list[Sample]], tuple[list[float | 
 
 
 def _mean(xs: Sequence[float | None]) -> float:
-    vals = [float(x) for x in xs if x is not None]
+    """Mean of the finite values (NaN if none)."""
+    vals = [float(x) for x in xs if x is not None and math.isfinite(x)]
     return sum(vals) / len(vals) if vals else math.nan
+
+
+def finite_rewards(rewards: Sequence[float | None]) -> tuple[list[float | None], int]:
+    """``rewards`` with NaN and ±inf turned into ``None`` (missing), and how many were."""
+    out = [None if r is None or not math.isfinite(r) else float(r) for r in rewards]
+    return out, sum(r is not None and o is None for r, o in zip(rewards, out))
 
 
 # --------------------------------------------------------------------------- rollouts
@@ -250,6 +272,7 @@ class Group:
     slot: int
     attempts: int
     dropped: bool = False
+    non_finite: int = 0  # rewards that came back NaN or ±inf (treated as missing)
 
 
 def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
@@ -262,23 +285,27 @@ def rollout_slot(
     """Generate and score one group for ``slot``, redrawing zero-spread groups.
 
     A group still without spread after the redraws comes back with ``dropped=True`` (its
-    advantages are 0 and no token of it takes part in the loss).
+    advantages are 0 and no token of it takes part in the loss). NaN and ±inf rewards count as
+    missing (``Group.non_finite`` counts them over every attempt).
     """
     from reasongen.generation import generate
 
     settings = cfg.sampling(loaded)
     tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
+    non_finite = 0
     for attempt in range(tries):
         rng = slot_rng(cfg.seed, step, slot, attempt)
         prompt, meta = prompts[rng.randrange(len(prompts))]
         samples = generate(loaded, prompt, cfg.recipe, n=cfg.group_size, seed=rng.randrange(2**31),
                            settings=settings, metadata=meta)  # fmt: skip
         rewards, families = score(samples)
+        rewards, bad = finite_rewards(rewards)
+        non_finite += bad
         adv = group_advantages(rewards_tensor(rewards, cfg.group_size), eps=cfg.adv_eps)
         keep = bool(adv.keep_group[0])
         if keep or not cfg.dynamic_sampling or attempt == tries - 1:
-            return Group(samples, list(rewards), families, adv.advantages[0].tolist(),
-                         adv.valid[0].tolist(), slot, attempt + 1, dropped=not keep)  # fmt: skip
+            return Group(samples, rewards, families, adv.advantages[0].tolist(), adv.valid[0].tolist(),
+                         slot, attempt + 1, dropped=not keep, non_finite=non_finite)  # fmt: skip
     raise AssertionError("unreachable")
 
 
@@ -367,10 +394,19 @@ def update(
 # --------------------------------------------------------------------------- loop
 
 
-def _gather_stats(acc: Any, groups: list[Group], sums: dict[str, float]) -> dict[str, float]:
-    """Global means for logging (sums over processes); rewards over every drawn group."""
+def _gather_stats(
+    acc: Any, groups: list[Group], sums: dict[str, float], first: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Global means for logging (sums over processes); rewards over every drawn group.
+
+    ``sums`` are the last PPO epoch's metrics, ``first`` the first's (``{m}/clip_frac_first``:
+    the clipped fraction before any update of the step, i.e. how far the behaviour log-probs are
+    from the policy; 0 up to rounding when the policy sampled the groups itself)."""
     dropped = sum(g.dropped for g in groups)
     rewards = [r for g in groups for r in g.rewards if r is not None]
+    missing = sum(r is None for g in groups for r in g.rewards)
+    non_finite = sum(g.non_finite for g in groups)
+    first = sums if first is None else first
     advs = [abs(a) for g in groups if not g.dropped for a, v in zip(g.advantages, g.valid) if v]
     cot_len = [len(s.cot_token_ids) for g in groups for s in g.samples]
     fam_names = sorted({k for g in groups for k in g.families})
@@ -379,6 +415,8 @@ def _gather_stats(acc: Any, groups: list[Group], sums: dict[str, float]) -> dict
     vec = [sum(rewards), len(rewards), sum(r * r for r in rewards), sum(advs), len(advs),
            sum(cot_len), len(cot_len), float(dropped), float(len(groups) - dropped)]  # fmt: skip
     vec += [sums.get(k, 0.0) for k in keys]
+    vec += [float(missing), float(non_finite)]
+    vec += [first.get(f"{m}/{k}", 0.0) for m in ("text", "image") for k in ("clipped_tokens", "tokens")]
     t = acc.reduce(torch.tensor(vec, dtype=torch.float64, device=acc.device), reduction="sum").tolist()
     n = max(t[1], 1.0)
     stats = {
@@ -388,7 +426,13 @@ def _gather_stats(acc: Any, groups: list[Group], sums: dict[str, float]) -> dict
         "cot/length": t[5] / max(t[6], 1.0),
         "groups/dropped": t[7],
         "groups/kept": t[8],
+        "reward/count": t[1],
+        "reward/missing": t[9 + len(keys)],
+        "reward/non_finite": t[10 + len(keys)],
     }
+    c0 = t[11 + len(keys) :]
+    stats["text/clip_frac_first"] = c0[0] / max(c0[1], 1.0)
+    stats["image/clip_frac_first"] = c0[2] / max(c0[3], 1.0)
     vals = dict(zip(keys, t[9:]))
     for m in ("text", "image"):
         stats[f"{m}/pg_loss"] = vals[f"{m}/pg_loss"]
@@ -450,18 +494,44 @@ def _maybe_eval(cfg: GRPOConfig, run: Any, done: int, log_dir: Path) -> None:
         f.write(json.dumps({"step": done, **stats}) + "\n")
 
 
+def _no_signal(cfg: PolicyOptimConfig, empty: int, done: int, streak: dict[str, float]) -> NoSignalError:
+    """The error that stops a run whose last ``empty`` steps trained on nothing."""
+    if streak["kept"] == 0:
+        why = (f"no group was kept: of {streak['count'] + streak['missing']:.0f} rewards drawn, "
+               f"{streak['missing']:.0f} were missing ({streak['non_finite']:.0f} of them NaN or inf) "
+               "and no group had two different rewards. Check the rewards and their settings (the "
+               "'shapes' reward scores only prompts with shapes metadata: --prompts shapes or a "
+               "JSONL file with 'metadata'), reward_weights and reward_options")  # fmt: skip
+    else:
+        why = (f"{streak['skipped']:.0f} optimizer steps were skipped because their loss or "
+               "gradients were NaN or inf (the other steps kept no group); lower lr or check the "
+               "rewards")  # fmt: skip
+    return NoSignalError(
+        f"stopping at step {done}: {empty} consecutive steps trained on nothing; {why}. "
+        f"(max_empty_steps={cfg.max_empty_steps} sets how many such steps are tolerated; no "
+        "checkpoint of this step was written)"
+    )
+
+
 def run_loop(
     cfg: PolicyOptimConfig,
     run: Any,
     draw: Callable[[int], list[Group]],
     ref_model: Any | None,
     evaluate: Callable[[int], None] | None = None,
+    after_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Path:
     """The optimizer loop shared by online and human-ranking GRPO.
 
     ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged);
     ``evaluate(done)``, if given, runs before the first step of a fresh run and after every step
-    (``done`` = steps finished), before that step's checkpoint.
+    (``done`` = steps finished), before that step's checkpoint; ``after_step(done, stats)`` gets
+    every step's global statistics.
+
+    A step trains on nothing when it keeps no group or every one of its optimizer steps is
+    skipped (non-finite loss or gradients, see ``run_setup.optimizer_step``). After
+    ``cfg.max_empty_steps`` such steps in a row, or at the end of a run that trained on nothing
+    at all, it raises ``NoSignalError`` before that step's checkpoint (0 turns this off).
     """
     from tqdm.auto import tqdm
 
@@ -474,16 +544,22 @@ def run_loop(
     path = None
     if evaluate is not None and run.start_step == 0:
         evaluate(0)
+    empty, streak = 0, dict.fromkeys(("kept", "count", "missing", "non_finite", "skipped"), 0.0)
     for step in bar:
         drawn = draw(step)
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
         kept = acc.reduce(torch.tensor([float(sum(not g.dropped for g in drawn))], device=acc.device))
         sums: dict[str, float] = {}
+        first: dict[str, float] | None = None
+        applied = skipped = 0
         for _ in range(cfg.ppo_epochs if float(kept.sum()) > 0 else 0):  # no signal: no step
             coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
             sums = update(run, cfg, groups, ref_model, coefs)
-            optimizer_step(run, cfg.grad_clip)
-        stats = _gather_stats(acc, drawn, sums)
+            first = sums if first is None else first
+            result = optimizer_step(run, cfg.grad_clip, sums.get("loss"))
+            applied, skipped = applied + result.applied, skipped + (not result.applied)
+        stats = _gather_stats(acc, drawn, sums, first)
+        stats["steps/skipped"] = float(skipped)  # the same on every process (a global decision)
         for name, ctl in controllers.items():
             if stats[f"{name}/entropy"] == stats[f"{name}/entropy"] and stats[f"{name}/entropy"] > 0:
                 ctl.update(stats[f"{name}/entropy"])
@@ -496,6 +572,22 @@ def run_loop(
         if cfg.sample_images_every and done % cfg.sample_images_every == 0 and groups:
             run.logger.images("samples", [s.image for s in groups[0].samples if s.image], done)
         bar.set_postfix(reward=f"{stats['reward/mean']:.3f}", dropped=int(stats["groups/dropped"]))
+        if after_step is not None:
+            after_step(done, stats)
+        if applied:
+            empty, streak = 0, dict.fromkeys(streak, 0.0)
+        else:
+            empty += 1
+            streak["kept"] += stats["groups/kept"]
+            streak["count"] += stats["reward/count"]
+            streak["missing"] += stats["reward/missing"]
+            streak["non_finite"] += stats["reward/non_finite"]
+            streak["skipped"] += skipped
+        ran = done - run.start_step
+        if cfg.max_empty_steps and empty and (empty >= cfg.max_empty_steps or
+                                              (done == cfg.max_steps and empty == ran)):  # fmt: skip
+            run.logger.close()
+            raise _no_signal(cfg, empty, done, streak)
         if evaluate is not None:
             evaluate(done)
         acc.wait_for_everyone()

@@ -6,8 +6,8 @@ samples in a batch, ``T`` token positions of one modality (text CoT or image), `
 
 The loss follows the design's "Training" section:
 
-- advantages ``(r − mean_g) / (std_g + eps)`` per group; rewards that are ``None``/NaN are left
-  out of the group statistics and their samples get no gradient; groups whose valid rewards do
+- advantages ``(r − mean_g) / (std_g + eps)`` per group; rewards that are ``None``/NaN/±inf are
+  left out of the group statistics and their samples get no gradient; groups whose valid rewards do
   not spread (or that have fewer than two valid rewards) are flagged so the caller can drop and
   refill them;
 - PPO's clipped surrogate against the behaviour log-probs stored in the samples, with separate
@@ -73,13 +73,15 @@ def group_advantages(rewards: torch.Tensor, eps: float = GROUP_EPS, tol: float =
     """GRPO advantages ``(r − mean_g) / (std_g + eps)`` for ``rewards`` of shape ``[G, n]``.
 
     The z-scores of ``reasongen.group_zscore.group_zscores``: sample std (``n − 1``
-    denominator, as ``torch.std``), ``eps`` 1e-4 by default. NaN rewards are excluded from the
-    mean and standard deviation and get advantage 0 and ``valid=False``.
+    denominator, as ``torch.std``), ``eps`` 1e-4 by default. NaN and ±inf rewards are missing:
+    excluded from the mean and standard deviation (one inf would make every advantage of its
+    group NaN), with advantage 0 and ``valid=False``.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must have shape (groups, group_size), got {tuple(rewards.shape)}")
     r = rewards.to(torch.float64)  # [G, n]
-    present = ~torch.isnan(r)  # [G, n]
+    present = torch.isfinite(r)  # [G, n]
+    r = torch.where(present, r, torch.full_like(r, math.nan))  # [G, n]: ±inf → missing
     stats = group_zscores(r, eps)
     count, mean, std = stats.count, stats.mean, stats.std  # [G] each
     spread = torch.where(present, r, torch.full_like(r, -math.inf)).amax(dim=1) - torch.where(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,12 +161,49 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
     return Run(acc, loaded, prepared, opt, sched, logger, start, extra)
 
 
-def optimizer_step(run: Run, grad_clip: float) -> float:
-    """Clip, step optimizer and scheduler, zero grads; return the gradient norm (or NaN)."""
-    norm = float("nan")
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """What :func:`optimizer_step` did: the gradient norm and whether the update was applied."""
+
+    grad_norm: float  # total gradient norm before clipping (non-finite when the step was skipped)
+    applied: bool  # False: loss or gradients were not finite, the parameters were left alone
+
+
+def _grad_norm(run: Run, grad_clip: float) -> float:
+    """The total gradient norm, clipping to ``grad_clip`` when it is positive (after DDP's
+    all-reduce the gradients, and so the norm, are the same on every process)."""
     if grad_clip > 0:
-        norm = float(run.accelerator.clip_grad_norm_(run.model.parameters(), grad_clip))
-    run.optimizer.step()
-    run.scheduler.step()
+        return float(run.accelerator.clip_grad_norm_(run.model.parameters(), grad_clip))
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def optimizer_step(run: Run, grad_clip: float, loss: float | None = None) -> StepResult:
+    """Clip, step optimizer and scheduler, zero grads; a non-finite update is never applied.
+
+    When ``loss`` (this process's) or the gradient norm is NaN or ±inf on any process, the
+    optimizer does not step (parameters and optimizer state stay as they were) and the gradients
+    are dropped; the result says ``applied=False`` for the caller to count. The scheduler steps
+    either way, so the learning rate stays a function of the step number: a skipped step uses up
+    its place in the schedule (the run still ends where its schedule ends, and a resumed run
+    lines up). With fp16 the gradient scaler makes the same decision (and lowers its scale).
+    """
+    acc = run.accelerator
+    bad_loss = loss is not None and not math.isfinite(loss)
+    if loss is not None and acc.num_processes > 1:
+        flag = torch.tensor([float(bad_loss)], device=acc.device)
+        bad_loss = float(acc.reduce(flag, reduction="sum")[0]) > 0
+    norm = _grad_norm(run, grad_clip)
+    applied = not bad_loss and math.isfinite(norm)
+    if getattr(acc, "scaler", None) is not None and not bad_loss:
+        # fp16: the gradient scaler checks the (unscaled) gradients, skips a non-finite step and
+        # lowers its scale; it must see every such step, so it decides.
+        run.optimizer.step()
+        applied = not run.optimizer.step_was_skipped
+    elif applied:
+        run.optimizer.step()
+    with warnings.catch_warnings():  # torch warns when the first optimizer step was skipped
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return norm
+    return StepResult(norm, applied)

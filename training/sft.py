@@ -38,6 +38,7 @@ from reasongen.types import Sample
 
 from .checkpoints import export_final, save_checkpoint
 from .config import RunConfig, config_dict
+from .errors import NoSignalError
 from .grpo_loss import masked_mean
 from .logprobs import run_policy
 from .run_setup import optimizer_step, setup_run
@@ -238,7 +239,7 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by {world} processes")
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
-    path = None
+    path, applied = None, 0
     for step in bar:
         glob = batch_indices(len(data), cfg.batch_size, step, cfg.seed)
         # The dropout draw depends on (seed, step, position in the global batch) only.
@@ -246,12 +247,20 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
         mine = list(range(len(glob)))[rank::world]
         samples = [example_to_sample(data[glob[k]], lm, drop[k]) for k in mine]
         metrics = accumulate(run, cfg, samples)
-        metrics["grad_norm"] = optimizer_step(run, cfg.grad_clip)
+        result = optimizer_step(run, cfg.grad_clip, metrics["loss"])
+        applied += result.applied
+        metrics["grad_norm"] = result.grad_norm
+        metrics["skipped"] = float(not result.applied)  # NaN/inf loss or gradients: not applied
         metrics["lr"] = run.scheduler.get_last_lr()[0]
         done = step + 1
         if done % cfg.log_every == 0:
             run.logger.scalars({f"sft/{k}": v for k, v in metrics.items()}, done)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        if done == cfg.max_steps and not applied:
+            run.logger.close()
+            raise NoSignalError(f"every one of the run's {done - run.start_step} optimizer steps was "
+                                "skipped: the loss or gradients were NaN or inf (check the data "
+                                "and lower lr); no final model was written")  # fmt: skip
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             extra = {"step": done, "config": config_dict(cfg)}
             path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)

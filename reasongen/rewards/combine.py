@@ -35,6 +35,34 @@ def check_mode(mode: str, what: str = "mode") -> str:
     return mode
 
 
+def check_weights(weights: dict[str, float], mode: str, what: str = "weights") -> dict[str, float]:
+    """Return ``weights`` as floats if they suit ``mode``, else raise ``ValueError``.
+
+    Every weight must be a finite number (a NaN weight makes every combined score NaN, so no
+    group could be trained on); in ``product`` mode a weight is an exponent and must not be
+    negative (``0 ** -1`` divides by zero for a reward that scores 0).
+    """
+    check_mode(mode)
+    out: dict[str, float] = {}
+    for name, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ValueError(f"{what}: the weight of {name!r} must be a finite number, got {w!r}")
+        if mode == "product" and w < 0:
+            raise ValueError(
+                f"{what}: the weight of {name!r} is {w}, but product mode uses weights as "
+                "exponents and a negative one divides by zero on a score of 0; use a weight >= 0"
+            )
+        out[name] = float(w)
+    return out
+
+
+def check_eps(eps: float) -> float:
+    """Return ``eps`` if it is a finite number > 0 (group_norm divides by ``std + eps``)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (group_norm divides by std + eps), got {eps!r}")
+    return float(eps)
+
+
 def _group_ids(n: int, groups: Sequence[Any] | None) -> list[Any]:
     if groups is None:
         return [0] * n
@@ -89,7 +117,9 @@ def combine_outputs(
     n = len(outputs[0])
     if any(len(o) != n for o in outputs):
         raise ValueError(f"reward outputs disagree on the number of samples: {[len(o) for o in outputs]}")
-    weights = dict(weights or {})
+    weights = check_weights(dict(weights or {}), mode)
+    if mode == "group_norm":
+        check_eps(eps)
     unknown = set(weights) - {o.name for o in outputs}
     if unknown:
         raise ValueError(f"weights given for rewards not combined: {', '.join(sorted(unknown))}")
@@ -148,6 +178,8 @@ class CombinedConfig(RewardConfig):
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        check_weights(self.weights, self.mode)
+        check_eps(self.eps)
         if self.on_missing not in ("none", "skip"):
             raise ValueError(f"on_missing must be 'none' or 'skip'; got {self.on_missing!r}")
         if self.group_by not in ("prompt", "none"):

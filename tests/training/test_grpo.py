@@ -184,5 +184,5 @@ def test_build_reward_is_make_reward_combined_by_reward_mode(monkeypatch) -> Non
     expected = combine_outputs(parts, "group_norm", {"words": 2.0}, [s.prompt for s in samples])
     assert scores == expected.scores and scores[0] < 0 < scores[1]  # standardised per prompt
     assert families == {"length": sum(parts[0].scores) / 4, "words": sum(parts[1].scores) / 4}
-    with pytest.raises(ValueError, match="options given for rewards not requested: hps"):
-        build_reward(GRPOConfig(rewards=["length"], reward_options={"hps": {}}))
+    with pytest.raises(ValueError, match="reward_options names rewards not in this run: hps"):
+        GRPOConfig(rewards=["length"], reward_options={"hps": {}})  # before any model is loaded
