@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -107,3 +109,59 @@ def test_study_without_usable_groups_is_a_clear_error(seeded) -> None:
         train(_cfg(root, model_dir, url, min_rankings=5))
     with pytest.raises(ValueError, match="--study is required"):
         HumanGRPOConfig(study="")
+
+
+def _main_args(root, url, model, **kw) -> list[str]:
+    args = {"model": str(model), "study": "s", "db_url": url, "data_dir": str(root / "data"),
+            "out_dir": str(root / "run-main"), "prompts_per_step": "2", "max_steps": "1",
+            "save_every": "0", "device": "cpu", "progress": "false", "tensorboard": "false",
+            "torch_threads": "1", **kw}  # fmt: skip
+    return [x for k, v in args.items() for x in (f"--{k}", v)]
+
+
+def test_candidates_of_another_model_are_refused_unless_allowed(seeded, tmp_path, capsys) -> None:
+    from training import human
+
+    root, model_dir, url, _, _ = seeded
+    other = save_tiny(tmp_path / "other", seed=5)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert human.main(_main_args(root, url, other, out_dir=str(out))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: study 's': 8 of the 8 candidates were sampled by another model")
+    assert "--allow_other_policy" in err and str(model_dir) in err and "\n" not in err
+    assert not out.exists()  # refused before loading or writing anything
+
+    assert human.main([*_main_args(root, url, other, out_dir=str(out)), "--allow_other_policy"]) == 0
+    captured = capsys.readouterr()
+    assert "training on them anyway" in captured.err
+    fracs = re.search(r"step 1: clip fraction .*: text ([\d.]+), image ([\d.]+)", captured.out)
+    assert fracs and float(fracs.group(1)) > 0.1  # another random model: off-policy CoT tokens
+
+    # The model that sampled the candidates trains without the flag; its ratio starts at 1.
+    assert human.main(_main_args(root, url, model_dir, out_dir=str(tmp_path / "own"))) == 0
+    fracs = re.search(r"step 1: clip fraction .*: text ([\d.]+), image ([\d.]+)", capsys.readouterr().out)
+    assert fracs and float(fracs.group(1)) == 0.0 and float(fracs.group(2)) == 0.0
+
+
+def test_errors_are_one_line_and_a_missing_database_is_not_created(seeded, tmp_path, capsys) -> None:
+    from training import human
+
+    root, model_dir, url, _, _ = seeded
+    empty = tmp_path / "empty"
+    assert human.main(_main_args(root, "", model_dir, data_dir=str(empty))) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: no annotation database at {empty / 'reasongen.db'}") and err.count("\n") == 1
+    )
+    assert not empty.exists()  # neither the folder nor an empty database file
+    missing_file = tmp_path / "x.db"
+    assert human.main(_main_args(root, f"sqlite:///{missing_file}", model_dir)) == 2
+    assert "no annotation database" in capsys.readouterr().err and not missing_file.exists()
+    no_model = [*_main_args(root, url, tmp_path / "no-model"), "--allow_other_policy"]
+    for bad, message in ((_main_args(root, url, model_dir, study="nope"), "nope"),
+                         (_main_args(root, url, model_dir, min_rankings="0"), "min_rankings must be >= 1"),
+                         (no_model, "does not exist")):  # fmt: skip
+        assert human.main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
