@@ -25,7 +25,7 @@ from training.shapes.data import (
 from training.shapes.lm import sft_losses, shapes_config
 from training.shapes.pretrain import PretrainShapesConfig, parse_args, run
 
-MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
+MODELS = Path(__file__).resolve().parents[3] / "assets" / "models"
 SHIPPED = MODELS / "shapes-janus"
 
 
