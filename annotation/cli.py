@@ -94,7 +94,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if args.action in ("archive", "unarchive", "delete"):
             if not args.study:
                 raise AnnotationError(f"study {args.action} needs --study NAME (or id:N)")
-            sid = _study_ref(st, args.study)
+            sid = st.find_study(args.study).id
             if args.action == "delete":
                 counts = st.delete_study(sid, force=args.force)
                 print("deleted " + ", ".join(f"{n} {what}" for what, n in counts.items()))
@@ -156,7 +156,7 @@ def cmd_progress(args: argparse.Namespace) -> int:
     from annotation.workflow import progress
 
     with _store(args) as st:
-        print(json.dumps(progress(st, _study_ref(st, args.study)), indent=2))
+        print(json.dumps(progress(st, st.find_study(args.study).id), indent=2))
     return 0
 
 
@@ -167,7 +167,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from annotation.tables import rankings_frame
 
     with _store(args) as st:
-        df = rankings_frame(st, _study_ref(st, args.study))
+        df = rankings_frame(st, st.find_study(args.study).id)
     if df.empty:
         print("no rankings yet")
         return 0
@@ -185,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with _store(args) as st:
         paths = export_study(
-            st, _study_ref(st, args.study), args.out, args.format, n_boot=args.n_boot, seed=args.seed
+            st, st.find_study(args.study).id, args.out, args.format, n_boot=args.n_boot, seed=args.seed
         )
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -209,25 +209,6 @@ def with_shapes_metadata(prompts: list[str | dict[str, Any]]) -> tuple[list[str 
         unread += meta is None
         out.append(p if meta is None else {"prompt": text, "metadata": meta})
     return out, unread
-
-
-def _study_ref(st: Any, text: str) -> int:
-    """The id of the study ``text`` names (see the module docstring for the rules)."""
-    from annotation.errors import NotFoundError
-
-    kind, sep, rest = text.partition(":")
-    if sep and kind == "id":
-        if not rest.isdigit():
-            raise AnnotationError(f"--study id:N needs a number, got {text!r}")
-        return st.get_study(int(rest)).id
-    if sep and kind == "name":
-        return st.get_study(rest).id
-    try:
-        return st.get_study(text).id
-    except NotFoundError:
-        if not text.isdigit():
-            raise
-        return st.get_study(int(text)).id
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -285,6 +285,25 @@ class Store:
         with self.session() as s:
             return _study_info(load_study(s, study))
 
+    def find_study(self, ref: str) -> StudyInfo:
+        """The study a command line names: ``name:X`` or ``id:N`` say which; a bare ``ref`` is a
+        name first and, when no study has that name and it is all digits, an id (so a study named
+        "1" is reachable as ``1`` or ``name:1``, the study with id 1 as ``id:1``).
+        Raises ``NotFoundError`` or, for ``id:`` without a number, ``AnnotationError``."""
+        kind, sep, rest = ref.partition(":")
+        if sep and kind == "id":
+            if not rest.isdigit():
+                raise AnnotationError(f"study id:N needs a number, got {ref!r}")
+            return self.get_study(int(rest))
+        if sep and kind == "name":
+            return self.get_study(rest)
+        try:
+            return self.get_study(ref)
+        except NotFoundError:
+            if not ref.isdigit():
+                raise
+            return self.get_study(int(ref))
+
     def list_studies(self, *, include_archived: bool = False) -> list[StudyInfo]:
         """The studies by id; archived ones only with ``include_archived``."""
         with self.session() as s:

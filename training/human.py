@@ -43,7 +43,10 @@ class HumanGRPOConfig(PolicyOptimConfig):
     """The update settings of GRPO plus where the ranked groups come from (no rollouts, no
     reward models: the rankings are the rewards)."""
 
-    study: str = field(default="", metadata={"help": "Study name or id whose rankings to train on."})
+    study: str = field(
+        default="",
+        metadata={"help": "Study whose rankings to train on: a name, or an id (name:X and id:N say which)."},
+    )
     db_url: str = field(default="", metadata={"help": "SQLAlchemy URL ('' = data_dir's SQLite)."})
     data_dir: str = field(default="data", metadata={"help": "Annotation data directory."})
     min_rankings: int = field(default=1, metadata={"help": "Rankings a task needs to be used."})
@@ -113,12 +116,12 @@ def human_groups(cfg: HumanGRPOConfig) -> list[Group]:
     from annotation.groups import ranked_groups
     from annotation.store import Store
 
-    study: int | str = int(cfg.study) if cfg.study.isdigit() else cfg.study
     url = existing_database(cfg.db_url, cfg.data_dir)
     with Store(url, cfg.data_dir, migrate=False) as store:
         if current_revision(store.engine) is None:
             shown = make_url(url).render_as_string(hide_password=True)
             raise ValueError(f"{shown} is not an annotation database (it has no tables)")
+        study = store.find_study(cfg.study).id
         ranked = ranked_groups(store, study, min_rankings=cfg.min_rankings, min_pass_rate=cfg.min_pass_rate)
     return [to_group(g.task_id, g.samples, g.rewards, cfg.adv_eps) for g in ranked]
 

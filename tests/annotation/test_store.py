@@ -465,3 +465,17 @@ def test_delete_study_removes_its_rows_and_unshared_images(store: Store, populat
         store.get_study(sid)
     assert [s.id for s in store.list_studies()] == [other]
     assert store.create_study("s1", group_size=2, rankings_per_task=1).name == "s1"  # name free again
+
+
+def test_find_study_reads_names_first_then_ids_and_explicit_prefixes(store: Store) -> None:
+    first = store.create_study("pilot", group_size=2, rankings_per_task=1)
+    named_one = store.create_study(str(first.id), group_size=2, rankings_per_task=1)  # a study named "1"
+    assert store.find_study(str(first.id)).id == named_one.id  # a bare ref is a name first
+    assert store.find_study(f"name:{first.id}").id == named_one.id
+    assert store.find_study(f"id:{first.id}").id == first.id
+    assert store.find_study("pilot").id == first.id
+    assert store.find_study(str(named_one.id)).id == named_one.id  # no such name: read as an id
+    with pytest.raises(NotFoundError):
+        store.find_study("nope")
+    with pytest.raises(AnnotationError):
+        store.find_study("id:x")
