@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,12 +91,30 @@ def alembic_config(url: str | None = None) -> Any:
     return cfg
 
 
+MIGRATION_LOCK_KEY = 0x52474D4947  # "RGMIG": the PostgreSQL advisory lock held while migrating
+
+
+def lock_migrations(conn: Connection) -> None:
+    """Make concurrent migrations of one database take turns (call first in the transaction).
+
+    On PostgreSQL this takes a transaction-level advisory lock (``pg_advisory_xact_lock``),
+    released when the transaction commits or rolls back: a process that opens the database while
+    another migrates it waits, then finds it at the new revision and has nothing to do. Without
+    it, processes opening a new database at once all create the same tables, and all but one fail
+    with a unique violation. SQLite needs nothing: its transactions start with ``BEGIN IMMEDIATE``
+    (see :func:`make_engine`), which already serialises writers.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run Alembic migrations on ``engine`` up to ``revision``."""
+    """Run Alembic migrations on ``engine`` up to ``revision`` (one process at a time)."""
     from alembic import command
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        lock_migrations(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -107,6 +125,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        lock_migrations(conn)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 

@@ -37,11 +37,12 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from annotation.db import make_engine
+    from annotation.db import lock_migrations, make_engine
 
     engine = make_engine(_url())
     try:
         with engine.begin() as connection:
+            lock_migrations(connection)
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
                 context.run_migrations()

@@ -119,3 +119,16 @@ def sample_factory():
 def populate_study():
     """``populate`` as a fixture."""
     return populate
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, unmigrated database: a new SQLite file in tmp_path, or the test
+    PostgreSQL database wiped (skipped when ``REASONGEN_TEST_PG_URL`` is not set)."""
+    if request.param == "postgres":
+        url = os.environ.get(PG_ENV)
+        if not url:
+            pytest.skip(f"{PG_ENV} is not set (run .ci/postgres.sh to start a server)")
+        _reset_postgres(url)
+        return url
+    return f"sqlite:///{tmp_path / 'fresh.db'}"

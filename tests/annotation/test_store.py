@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -479,3 +480,34 @@ def test_find_study_reads_names_first_then_ids_and_explicit_prefixes(store: Stor
         store.find_study("nope")
     with pytest.raises(AnnotationError):
         store.find_study("id:x")
+
+
+def _open_when_released(url: str, barrier, results) -> None:
+    """Child process: wait for the others, then open (and migrate) the database at once."""
+    try:
+        barrier.wait(timeout=60)
+        init_db(url).dispose()
+        results.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts on it
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(empty_db_url: str) -> None:
+    """Eight processes migrating one empty database together: every open succeeds (on PostgreSQL
+    they raced in the first migration and most failed with a unique violation)."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_open_when_released, args=(empty_db_url, barrier, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    outcomes = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes == ["ok"] * 8
+    engine = make_engine(empty_db_url)
+    try:
+        assert current_revision(engine) == "0002"
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()
