@@ -11,26 +11,40 @@ Files written under ``out``:
 - ``controls.<ext>``: control-task pass rates per annotator;
 - ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison;
 - ``images/``: ``<candidate_id>.png`` plus ``metadata.jsonl`` in the layout that
-  ``datasets.load_dataset("imagefolder", data_dir=out / "images")`` reads as it is.
+  ``datasets.load_dataset("imagefolder", data_dir=out / "images")`` reads as it is (candidates
+  stored without an image have no file there; ``summary.json`` counts them).
+
+An export is written completely or not at all: everything goes into a temporary sibling folder
+that replaces ``out`` only once it is complete, so a failure leaves the previous export (or no
+folder) and a re-export never mixes its files with an earlier study's. ``out`` must be new, empty
+or a previous export: a folder holding anything else is refused, never replaced. JSON lines carry
+no header, so ``summary.json`` lists each table's columns (``tables``), which an empty table's
+``.jsonl`` file cannot show.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from annotation import stats
+from annotation.errors import AnnotationError
 from annotation.tables import candidates_frame, rankings_frame
 
 if TYPE_CHECKING:
     from annotation.store import Store
 
 FORMATS = ("csv", "parquet", "jsonl")
+TABLES = ("rankings", "pairwise", "ratings", "candidates", "controls")
+EXPORT_NAMES = frozenset({f"{t}.{fmt}" for t in TABLES for fmt in FORMATS} | {"summary.json", "images"})
+"""Everything an export writes at the top of its folder (what may be replaced by a new one)."""
 
 
 def write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
@@ -74,11 +88,71 @@ def export_study(
     seed: int = 0,
     min_pass_rate: float = 0.75,
 ) -> dict[str, Path]:
-    """Write the study's tables, summary and image folder under ``out``; return the paths."""
+    """Write the study's tables, summary and image folder under ``out``; return the paths.
+
+    All or nothing: the files are written into a temporary sibling folder that then replaces
+    ``out`` (see the module docstring). Raises ``AnnotationError`` when ``out`` holds files that
+    are not an export's, or when a stored image is missing; ``out`` is then left as it was.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).absolute()
+    _check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    staging.mkdir()
+    try:
+        paths = _write_export(
+            store, study, staging, fmt, n_boot=n_boot, seed=seed, min_pass_rate=min_pass_rate
+        )
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {name: out / path.relative_to(staging) for name, path in paths.items()}
+
+
+def _check_target(out: Path) -> None:
+    """Refuse an ``out`` that is a file or a folder holding anything an export does not write."""
+    if out.exists() and not out.is_dir():
+        raise AnnotationError(f"export folder {out} is a file; choose a new or empty folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_NAMES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise AnnotationError(
+                f"refusing to replace {out}: it holds {len(foreign)} file(s) an export does not "
+                f"write ({shown}); choose a new, empty or previous export folder"
+            )
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder in place of ``out`` (renames; the old export is removed
+    only after the new one is in place, and restored if that fails)."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(
+    store: Store,
+    study: int | str,
+    out: Path,
+    fmt: str,
+    *,
+    n_boot: int,
+    seed: int,
+    min_pass_rate: float,
+) -> dict[str, Path]:
+    """Write every file of the export into the existing, empty folder ``out``."""
     rankings = rankings_frame(store, study)
     cands = candidates_frame(store, study)
     controls = stats.control_results(rankings, min_pass_rate=min_pass_rate)
@@ -104,6 +178,11 @@ def export_study(
         "agreement": stats.annotator_agreement(kept).to_dict(orient="records"),
         "win_rates": json.loads(stats.win_rate_matrix(pairs[~pairs["excluded"]]).to_json(orient="index")),
         "recipes": stats.recipe_comparison(kept, n_boot=n_boot, seed=seed).to_dict("records"),
+        "candidates_without_image": int((~_has_image(cands)).sum()),
+        "tables": {
+            name: {"file": paths[name].name, "rows": len(df), "columns": [str(c) for c in df.columns]}
+            for name, df in zip(TABLES, (rankings, pairs, ratings, cands, controls), strict=True)
+        },
     }
     paths["summary"] = out / "summary.json"
     paths["summary"].write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
@@ -124,18 +203,24 @@ def _ratings(kept: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
 
 def export_images(store: Store, cands: pd.DataFrame, rankings: pd.DataFrame, folder: Path) -> Path:
     """Copy candidate images to ``folder/<candidate_id>.png`` and write ``metadata.jsonl``
-    (one JSON object per image with ``file_name`` first; consistent types on every line)."""
+    (one JSON object per image with ``file_name`` first; consistent types on every line).
+
+    Candidates without an image are left out; every listed file is copied from the store (an
+    existing file of the same name is overwritten). Raises ``AnnotationError`` if a stored image
+    file is missing.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     ranked = rankings[rankings["rank"].notna() & ~rankings["is_control"]]
     per = ranked.groupby("candidate_id")["rank"].agg(["mean", "count"])
     lines = []
-    for c in cands.itertuples(index=False):
-        if not c.image_path:
+    for c, has_image in zip(cands.itertuples(index=False), _has_image(cands), strict=True):
+        if not has_image:
             continue
         name = f"{c.candidate_id}.png"
-        target = folder / name
-        if not target.exists():
-            shutil.copyfile(store.data_dir / c.image_path, target)
+        source = store.data_dir / c.image_path
+        if not source.is_file():
+            raise AnnotationError(f"candidate {c.candidate_id}'s image {source} is missing from the store")
+        shutil.copyfile(source, folder / name)
         has = c.candidate_id in per.index
         lines.append(
             {
@@ -158,3 +243,8 @@ def export_images(store: Store, cands: pd.DataFrame, rankings: pd.DataFrame, fol
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return folder
+
+
+def _has_image(cands: pd.DataFrame) -> pd.Series:
+    """Per candidate: whether it has a stored image (a missing path may read as None or NaN)."""
+    return cands["image_path"].map(lambda p: isinstance(p, str) and p != "").astype(bool)

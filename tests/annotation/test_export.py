@@ -8,9 +8,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from annotation.cli import main as cli_main
+from annotation.errors import AnnotationError
 from annotation.export import export_study
 from annotation.models import Task
 from annotation.populate import derive_seed, load_rewards, parse_system
@@ -216,4 +218,122 @@ def test_export_of_a_study_without_rankings(tmp_path: Path, populate_study) -> N
     assert len(pd.read_parquet(paths["candidates"])) == 12
     lines = (paths["images"] / "metadata.jsonl").read_text().splitlines()
     assert len(lines) == 12 and all(json.loads(x)["times_ranked"] == 0 for x in lines)
+    store.close()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path → bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _store_with_study(
+    root: Path, sample_factory, prompts: list[str], per_prompt: int = 2
+) -> tuple[Store, int]:
+    store = Store(f"sqlite:///{root / 'db.sqlite'}", root / "data", password_cost=16)
+    st = store.create_study("s", group_size=2, rankings_per_task=1)
+    for pid, text in zip(store.add_prompts(st.id, prompts), prompts, strict=True):
+        store.add_candidates(
+            pid, [sample_factory(text, seed=len(prompts), index=k) for k in range(per_prompt)]
+        )
+    return store, st.id
+
+
+def test_export_leaves_out_candidates_without_an_image(tmp_path: Path, sample_factory) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", password_cost=16)
+    st = store.create_study("s", group_size=2, rankings_per_task=1)
+    (pid,) = store.add_prompts(st.id, ["a red square"])
+    no_image = sample_factory("a red square", index=1)
+    no_image.image = None
+    with_image, without = store.add_candidates(pid, [sample_factory("a red square"), no_image])
+    paths = export_study(store, st.id, tmp_path / "out", "csv", n_boot=0)
+    assert sorted(p.name for p in paths["images"].iterdir()) == [f"{with_image}.png", "metadata.jsonl"]
+    (line,) = (paths["images"] / "metadata.jsonl").read_text().splitlines()
+    assert json.loads(line)["candidate_id"] == with_image
+    cands = pd.read_csv(paths["candidates"]).set_index("candidate_id")
+    assert len(cands) == 2 and pd.isna(cands.loc[without, "image_path"])
+    assert json.loads(paths["summary"].read_text())["candidates_without_image"] == 1
+    store.close()
+
+
+def test_re_export_replaces_the_previous_export_entirely(tmp_path: Path, sample_factory) -> None:
+    """Another study exported into a used folder: no image of the first one is left or reused,
+    so ``imagefolder`` pairs every prompt with its own image."""
+    first, sid1 = _store_with_study(tmp_path / "a", sample_factory, ["one", "two", "three"])
+    second, sid2 = _store_with_study(tmp_path / "b", sample_factory, ["four"])  # same candidate ids 1, 2
+    out = tmp_path / "exports" / "study"
+    export_study(first, sid1, out, "jsonl", n_boot=0)
+    assert len(list((out / "images").glob("*.png"))) == 6
+    paths = export_study(second, sid2, out, "csv", n_boot=0)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "rankings.csv",
+            "pairwise.csv",
+            "ratings.csv",
+            "candidates.csv",
+            "controls.csv",
+            "summary.json",
+            "images",
+        ]
+    )
+    meta = [json.loads(x) for x in (paths["images"] / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(p.name for p in paths["images"].glob("*.png")) == sorted(m["file_name"] for m in meta)
+    for m in meta:
+        assert m["prompt"] == "four"
+        stored = second.load_sample(m["candidate_id"]).image
+        with Image.open(paths["images"] / m["file_name"]) as im:
+            assert im.convert("RGB").tobytes() == stored.convert("RGB").tobytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["study"]  # no staging or old folder left
+    first.close()
+    second.close()
+
+
+def test_a_failed_export_changes_nothing(tmp_path: Path, sample_factory) -> None:
+    store, sid = _store_with_study(tmp_path / "a", sample_factory, ["one", "two"])
+    exports = tmp_path / "exports"
+    export_study(store, sid, exports / "study", "parquet", n_boot=0)
+    before = _tree(exports)
+    victim = next((tmp_path / "a" / "data" / "images").rglob("*.png"))
+    victim.unlink()  # a stored image gone missing: the export must fail, not half-write
+    with pytest.raises(AnnotationError, match="missing"):
+        export_study(store, sid, exports / "study", "csv", n_boot=0)
+    with pytest.raises(AnnotationError, match="missing"):
+        export_study(store, sid, exports / "new", "csv", n_boot=0)
+    assert _tree(exports) == before
+    assert sorted(p.name for p in exports.iterdir()) == ["study"]
+    store.close()
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(tmp_path: Path, sample_factory) -> None:
+    store, sid = _store_with_study(tmp_path / "a", sample_factory, ["one"])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(AnnotationError, match=r"refusing to replace .*notes\.txt"):
+        export_study(store, sid, out, "csv", n_boot=0)
+    assert _tree(out) == {"notes.txt": b"keep me"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AnnotationError, match="is a file"):
+        export_study(store, sid, tmp_path / "file", "csv", n_boot=0)
+    data = str(tmp_path / "a" / "data")
+    argv = ["--db", store.url, "--data-dir", data, "export", "--study", "s", "--out", str(out)]
+    assert cli_main([*argv, "--n-boot", "0"]) == 2
+    assert _tree(out) == {"notes.txt": b"keep me"}
+    store.close()
+
+
+def test_empty_jsonl_tables_keep_their_columns_in_the_summary(tmp_path: Path, populate_study) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "data", password_cost=16)
+    sid, _ = populate_study(store)
+    jsonl = export_study(store, sid, tmp_path / "jsonl", "jsonl", n_boot=0)
+    csv = export_study(store, sid, tmp_path / "csv", "csv", n_boot=0)
+    tables = json.loads(jsonl["summary"].read_text())["tables"]
+    assert jsonl["ratings"].read_text() == ""  # no rows: the file itself cannot say its columns
+    assert tables["ratings"] == {
+        "file": "ratings.jsonl",
+        "rows": 0,
+        "columns": ["level", "item", "theta", "ci_low", "ci_high", "comparisons", "win_rate"],
+    }
+    for name in ("rankings", "pairwise", "ratings", "candidates", "controls"):
+        assert tables[name]["columns"] == list(pd.read_csv(csv[name]).columns), name
+    assert tables["candidates"]["rows"] == 12
     store.close()
