@@ -194,8 +194,10 @@ def test_images_from_outside_the_world_are_bounded():
     t0 = time.perf_counter()
     found = detect(photo)
     assert time.perf_counter() - t0 < 5.0
-    assert 1 <= len(found) <= DetectorConfig().max_objects
-    capped = Detector(DetectorConfig(max_objects=3))(photo)
+    assert len(found) <= DetectorConfig().max_objects
+    squares = [_obj("square", "blue", 60 + 240 * (i % 4), 60 + 240 * (i // 4)) for i in range(8)]
+    assert len(detect(render_objects(squares))) == 8
+    capped = Detector(DetectorConfig(max_objects=3))(render_objects(squares))
     assert len(capped) == 3
     with pytest.raises(ValueError, match="max_objects"):
         DetectorConfig(max_objects=0)
