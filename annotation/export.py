@@ -87,8 +87,12 @@ def export_study(
     n_boot: int = 1000,
     seed: int = 0,
     min_pass_rate: float = 0.75,
+    actor: int | str | None = None,
 ) -> dict[str, Path]:
     """Write the study's tables, summary and image folder under ``out``; return the paths.
+
+    ``actor`` is who asks (a user id or name; None: the administrator, e.g. the CLI): an
+    annotator or a deactivated user gets ``PermissionDeniedError`` before anything is written.
 
     All or nothing: the files are written into a temporary sibling folder that then replaces
     ``out`` (see the module docstring). Raises ``AnnotationError`` when ``out`` holds files that
@@ -96,6 +100,7 @@ def export_study(
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    store.require_researcher(actor, "exporting a study")
     out = Path(out).absolute()
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def export_zip(services: Services, user: Any, study: Any, fmt: str) -> str:
     name = services.store.get_study(study).name
     tmp = Path(tempfile.mkdtemp(prefix="reasongen-export-"))
     folder = tmp / f"{name}-{fmt}"
-    export_study(services.store, study, folder, fmt, n_boot=N_BOOT)
+    export_study(services.store, study, folder, fmt, n_boot=N_BOOT, actor=int(user["id"]))
     return shutil.make_archive(str(folder), "zip", root_dir=folder)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from annotation.cli import main as cli_main
-from annotation.errors import AnnotationError
+from annotation.errors import AnnotationError, PermissionDeniedError
 from annotation.export import export_study
 from annotation.models import Task
 from annotation.populate import derive_seed, load_rewards, parse_system
@@ -337,3 +337,16 @@ def test_empty_jsonl_tables_keep_their_columns_in_the_summary(tmp_path: Path, po
         assert tables[name]["columns"] == list(pd.read_csv(csv[name]).columns), name
     assert tables["candidates"]["rows"] == 12
     store.close()
+
+
+def test_export_refuses_annotators_before_writing_anything(
+    store: Store, populate_study, tmp_path: Path
+) -> None:
+    sid, _tasks = populate_study(store, n_prompts=2, group_size=2, rankings_per_task=1)
+    store.create_user("ann", "pw-ann-123", "annotator")
+    store.create_user("rita", "pw-rita-123", "researcher")
+    with pytest.raises(PermissionDeniedError):
+        export_study(store, sid, tmp_path / "denied", "csv", n_boot=0, actor="ann")
+    assert not (tmp_path / "denied").exists()
+    paths = export_study(store, sid, tmp_path / "ok", "csv", n_boot=0, actor="rita")
+    assert Path(paths["summary"]).is_file()
