@@ -6,8 +6,9 @@ studies, rankings, statistics) — while ``reasongen`` may not import ``annotati
 here, above both, and ``app.py`` only wires it.
 
 - :mod:`webui.services`: ``AppConfig``, ``Services`` (model, store, rewards, rate limits);
-- :mod:`webui.auth`: signed login tokens and the signing key file; :mod:`webui.ratelimit`: the
-  per-session rate limiter;
+- :mod:`webui.auth`: signed, expiring, revocable login tokens and the signing key file;
+  :mod:`webui.ratelimit`: the per-address and per-username limits and login backoff;
+- :mod:`webui.security`: the HTTP security headers (CSP, framing, nosniff, referrer);
 - :mod:`webui.generate_tab`, :mod:`webui.annotate_tab`, :mod:`webui.results_tab`: the tabs;
 - :func:`build_demo` assembles them; :func:`launch` serves a demo.
 
@@ -27,7 +28,7 @@ from typing import Any
 import gradio as gr
 
 from .auth import TokenSigner
-from .common import CSS, KEYBOARD_JS, model_label
+from .common import CSS, KEYBOARD_JS, model_label, quiet_input_errors
 from .ratelimit import RateLimiter
 from .services import AppConfig, Services, build_rewards
 
@@ -59,6 +60,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 res = build_results_tab(services, user_state)
 
         def role_views(user: Any) -> list[Any]:
+            user = services.current_user(user)
             researcher = bool(user) and user.get("role") == "researcher"
             names = [s.name for s in services.store.list_studies()] if researcher else []
             return [
@@ -78,11 +80,20 @@ def build_demo(services: Services) -> gr.Blocks:
         restore.then(role_views, user_state, role_outputs, **private).then(
             lambda user: gr.Tabs(selected="annotate") if user else gr.skip(), user_state, tabs, **private
         )
+    quiet_input_errors(demo)
     demo.queue(max_size=QUEUE_MAX_SIZE)
     return demo
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> Any:
-    """Serve ``demo`` with the app's CSS and keyboard shortcuts; extra kwargs go to ``launch``."""
+    """Serve ``demo`` with the app's CSS, keyboard shortcuts and security headers
+    (``webui.security``); extra kwargs go to ``launch``."""
+    from starlette.middleware import Middleware
+
+    from .security import SecurityHeaders
+
     kwargs.setdefault("footer_links", ["api"])
+    app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(SecurityHeaders)]
+    kwargs["app_kwargs"] = app_kwargs
     return demo.launch(server_name=host, server_port=port, css=CSS, head=KEYBOARD_JS, **kwargs)

@@ -1,10 +1,11 @@
 """Annotate tab: our own login against the users table, then rank candidates side by side.
 
-Login is checked by ``annotation.store.Store.authenticate`` (scrypt hashes); the session keeps
-the user in a server-side ``gr.State`` and the browser keeps a signed token (HMAC, see
-``auth.TokenSigner``) in its localStorage so a reload logs back in. Every rank choice is saved
-as a draft in localStorage too, so a
-half-done ranking survives a reload (the store serves the same open assignment again). All events
+Login is checked by ``annotation.store.Store.authenticate`` (scrypt hashes) behind per-address and
+per-username limits; the session keeps the user in a server-side ``gr.State`` and the browser keeps
+a signed token (HMAC, see ``auth.TokenSigner``) in its localStorage so a reload logs back in. Every
+request checks that token: it expires (``token_ttl_s``) and logging out revokes it server-side.
+Every rank choice is saved as a draft in localStorage too, so a half-done ranking survives a
+reload (the store serves the same open assignment again). All events
 here run on their own queue (``ANNOTATE_QUEUE``), never behind generation.
 """
 
@@ -12,14 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from .common import ANNOTATE_LIMIT, ANNOTATE_QUEUE, IMAGE_BUTTONS, require_user, show_image, ui_errors
+from .common import (
+    ANNOTATE_LIMIT,
+    ANNOTATE_QUEUE,
+    IMAGE_BUTTONS,
+    client_address,
+    refuse,
+    require_user,
+    show_image,
+    ui_errors,
+)
 from .services import MAX_SLOTS, Services
+
+log = logging.getLogger("reasongen.app")
 
 NO_STUDY = "Pick a study and press **Start** to get a task."
 LOGIN_OUTPUTS = 6
@@ -63,22 +76,55 @@ class AnnotateTab:
     restore_outputs: list[Any]
 
 
-def _user_dict(info: Any) -> dict[str, Any]:
-    return {"id": int(info.id), "username": info.username, "role": info.role}
+def _user_dict(info: Any, token: str) -> dict[str, Any]:
+    return {"id": int(info.id), "username": info.username, "role": info.role, "token": token}
 
 
-def login(services: Services, username: str, password: str, session: str) -> tuple[dict[str, Any], str]:
-    """Check a username and password; return the session user and a signed browser token."""
-    if services.login_limiter.check(session):
-        raise gr.Error("Too many login attempts; wait a minute.", title="Slow down")
-    info = services.store.authenticate((username or "").strip(), password or "")
+def _login_gate(services: Services, name: str, address: str) -> None:
+    """Refuse a login attempt that a limit forbids (nothing counted then), else count it as a
+    failure of ``name`` and of ``address`` until it succeeds."""
+    if wait := services.login_limiter.check(address):
+        log.warning("login refused: too many attempts from %s (%r)", address, name)
+        raise refuse(f"Too many login attempts from your address; try again in {wait:.0f} s.", "Slow down")
+    if wait := services.address_backoff.attempt(address):
+        log.warning("login refused: too many failed logins from %s (%r)", address, name)
+        raise refuse(f"Too many failed logins from your address; try again in {wait:.0f} s.", "Slow down")
+    if wait := services.user_backoff.attempt(name.casefold()):
+        services.address_backoff.succeeded(address, reset=False)  # this attempt was not made
+        log.warning("login refused: too many failed logins for %r (from %s)", name, address)
+        raise refuse(f"Too many failed logins for this account; try again in {wait:.0f} s.", "Slow down")
+
+
+def login(services: Services, username: str, password: str, address: str) -> tuple[dict[str, Any], str]:
+    """Check a username and password; return the session user and a signed browser token.
+
+    Attempts are limited per client ``address`` (``login_limit`` per rate window) and, after
+    repeated failures, per username and per address with exponential backoff, whatever session
+    or client they come from. A refusal is one warning line in the log.
+    """
+    name = (username or "").strip()[:128]
+    _login_gate(services, name, address)
+    info = services.store.authenticate(name, password or "")
     if info is None:
-        raise gr.Error("Wrong username or password (or the account is deactivated).", title="Login failed")
-    return _user_dict(info), services.signer.sign(info.id)
+        log.warning("login failed for %r from %s", name, address)
+        raise refuse("Wrong username or password (or the account is deactivated).", "Login failed")
+    services.user_backoff.succeeded(name.casefold())
+    services.address_backoff.succeeded(address, reset=False)
+    log.info("login: %r from %s", name, address)
+    token = services.signer.sign(info.id)
+    return _user_dict(info, token), token
+
+
+def logout(services: Services, user: Any) -> None:
+    """End the login of this session's user: its token is revoked, so every tab and browser that
+    holds it is logged out too."""
+    if isinstance(user, dict) and services.signer.revoke(user.get("token")):
+        log.info("logout: %r", user.get("username"))
 
 
 def restore_user(services: Services, token: Any) -> dict[str, Any] | None:
-    """The user a browser token stands for, if it is valid and the account still active."""
+    """The user a browser token stands for, if it is valid (not expired or logged out) and the
+    account still active."""
     uid = services.signer.verify(token)
     if uid is None:
         return None
@@ -86,7 +132,7 @@ def restore_user(services: Services, token: Any) -> dict[str, Any] | None:
         info = services.store.get_user(uid)
     except ValueError:
         return None
-    return _user_dict(info) if info.active else None
+    return _user_dict(info, token) if info.active else None
 
 
 def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any) -> list[Any]:
@@ -97,7 +143,7 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
     from reasongen.plans import render_plan
     from reasongen.types import Plan
 
-    user = require_user(user)
+    user = require_user(services.current_user(user))
     if not study:
         raise gr.Error("Pick a study first.")
     st = services.store.get_study(study)
@@ -155,7 +201,7 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
     from annotation.validation import MAX_TIME_TAKEN_S
     from annotation.workflow import submit_ranking
 
-    user = require_user(user)
+    user = require_user(services.current_user(user))
     if not task or not task.get("task_id"):
         raise gr.Error("There is no open task: pick a study and press Start.")
     cids = task["candidate_ids"]
@@ -286,7 +332,7 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
 
     @ui_errors
     def on_login(name: str, pw: str, request: gr.Request) -> tuple[Any, ...]:
-        user, token = login(services, name, pw, getattr(request, "session_hash", None) or "anonymous")
+        user, token = login(services, name, pw, client_address(request))
         hello = f"Logged in as **{user['username']}** ({user['role']})."
         return user, token, hello, gr.Group(visible=False), gr.Column(visible=True), studies_update(user)
 
@@ -295,10 +341,11 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     login_event = login_btn.click(on_login, [username, password], login_outputs, api_name="login", **q)
     password.submit(on_login, [username, password], login_outputs, api_visibility="private", **q)
 
-    def on_logout() -> tuple[Any, ...]:
+    def on_logout(user: Any) -> tuple[Any, ...]:
+        logout(services, user)
         return None, "", "Logged out.", gr.Group(visible=True), gr.Column(visible=False), gr.Dropdown()
 
-    logout_event = w.logout.click(on_logout, None, login_outputs, api_name="logout", **q)
+    logout_event = w.logout.click(on_logout, user_state, login_outputs, api_name="logout", **q)
 
     @ui_errors
     def on_start(user: Any, st: Any, dr: Any) -> list[Any]:

@@ -52,20 +52,41 @@ def require_researcher(user: dict[str, Any] | None) -> dict[str, Any]:
     return user
 
 
+def client_address(request: Any) -> str:
+    """The client's address as the server sees it (``gr.Request.client.host``), the key of the
+    per-address limits: the direct peer, or for a peer on this machine (a local reverse proxy) the
+    address it names in ``X-Forwarded-For`` (uvicorn's default, ``FORWARDED_ALLOW_IPS``)."""
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None)
+    return str(host) if host else "unknown"
+
+
+def refuse(message: str, title: str = "Error") -> gr.Error:
+    """A ``gr.Error`` that Gradio shows the user without printing a traceback (the caller logs)."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _as_ui_error(fn: Callable[..., Any], err: Exception, failure: str) -> gr.Error:
     """``gr.Error`` for ``err``: the message itself for bad input (``ValueError``, annotation
-    errors), a logged generic ``failure`` message for anything else."""
+    errors), a generic ``failure`` message for anything else. A refusal is logged as one line
+    (unless its raiser logged it: a ``gr.Error`` made with ``print_exception=False``), an
+    unexpected failure with its traceback, and Gradio prints no traceback of its own."""
     if isinstance(err, gr.Error):
+        if err.print_exception:
+            log.info("refused %s: %s", fn.__name__, err.message)
+            err.print_exception = False
         return err
     if isinstance(err, ValueError):
-        return gr.Error(str(err))
+        log.info("refused %s: %s", fn.__name__, err)
+        return refuse(str(err))
     log.exception("handler %s failed", fn.__name__)
-    return gr.Error(f"{failure} ({type(err).__name__}: {err}).")
+    return refuse(f"{failure} ({type(err).__name__}: {err}).")
 
 
 def ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn ``ValueError`` (bad input, annotation errors) into ``gr.Error`` messages and any other
-    failure into a generic ``gr.Error``, so the page never dies on an exception."""
+    failure into a generic ``gr.Error``, so the page never dies on an exception; each refusal is
+    one log line, not a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -75,6 +96,25 @@ def ui_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _as_ui_error(fn, err, "Something went wrong") from None
 
     return wrapper
+
+
+def quiet_input_errors(demo: gr.Blocks) -> None:
+    """Make Gradio's own input checks (a number above a slider's maximum, a choice not offered,
+    sent by an API client) refusals like the handlers': one log line and no traceback. They are
+    raised while Gradio preprocesses an event's inputs, before any handler runs."""
+    preprocess = demo.preprocess_data
+
+    @wraps(preprocess)
+    async def quiet(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await preprocess(*args, **kwargs)
+        except gr.Error as err:
+            if err.print_exception:
+                log.info("refused input: %s", err.message)
+                err.print_exception = False
+            raise
+
+    demo.preprocess_data = quiet  # type: ignore[method-assign]
 
 
 def ui_errors_stream(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:

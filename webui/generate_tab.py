@@ -19,6 +19,7 @@ from .common import (
     ANNOTATE_QUEUE,
     GENERATE_QUEUE,
     IMAGE_BUTTONS,
+    client_address,
     require_researcher,
     scores_html,
     ui_errors,
@@ -97,7 +98,7 @@ def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: l
 
 
 def stream_generation(services: Services, prompt: str, recipe: str, n: int, guidance: float,
-                      temperature: float, seed: int, session: str,
+                      temperature: float, seed: int, client: str,
                       keep: bool = False) -> Iterator[list[Any]]:  # fmt: skip
     """The Generate handler's body (without Gradio's request plumbing, so it can be tested).
 
@@ -106,6 +107,8 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     metadata read from it (``Services.prompt_metadata``); any other prompt is scored without
     metadata. With ``keep``
     (a researcher's session) the samples are kept in the session to be sent to a study.
+    Generations are limited per ``client`` (the client's address: ``rate_limit`` per
+    ``rate_window_s``), so fresh sessions from one address share the limit.
     """
     from reasongen.generation import check_prompt, generate_stream
     from reasongen.loading import settings_for
@@ -121,7 +124,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     if not 1 <= n <= cfg.max_candidates:
         raise gr.Error(f"Number of candidates must be 1..{cfg.max_candidates}.")
     get_recipe(recipe)  # unknown recipe: a clear error before the rate limit is charged
-    wait = services.limiter.check(session)
+    wait = services.limiter.check(client)
     if wait:
         raise gr.Error(
             f"Too many generations: at most {cfg.rate_limit} per {cfg.rate_window_s:.0f} s. "
@@ -169,7 +172,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
 def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[str, Any] | None,
                   study_name: str | None, new_study: str | None) -> tuple[str, Any]:  # fmt: skip
     """Store the last run's candidates (with their reward scores) in a study and make task(s)."""
-    user = require_researcher(user)
+    user = require_researcher(services.current_user(user))
     if not last or not last.get("samples"):
         raise gr.Error("Generate candidates first.")
     samples = last["samples"]
@@ -276,9 +279,10 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     @ui_errors_stream
     def on_generate(p: str, r: str, k: float, g: float, t: float, sd: float, user: Any,
                     request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
-        session = getattr(request, "session_hash", None) or "anonymous"
+        user = services.current_user(user)
         keep = bool(user) and user.get("role") == "researcher"
-        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), session, keep)
+        address = client_address(request)
+        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), address, keep)
 
     inputs = [prompt, recipe, n, guidance, temperature, seed, user_state]
     run.click(on_generate, inputs, outputs, api_name="generate", concurrency_id=GENERATE_QUEUE,

@@ -101,7 +101,7 @@ def study_results(services: Services, user: Any, study: Any) -> dict[str, Any]:
     from annotation.tables import rankings_frame
     from annotation.workflow import progress
 
-    require_researcher(user)
+    require_researcher(services.current_user(user))
     if not study:
         raise gr.Error("Pick a study.")
     rankings = rankings_frame(services.store, study)
@@ -128,7 +128,7 @@ def export_zip(services: Services, user: Any, study: Any, fmt: str) -> str:
     """Export the study with ``annotation.export.export_study`` and zip it; return the zip path."""
     from annotation.export import export_study
 
-    require_researcher(user)
+    require_researcher(services.current_user(user))
     if not study:
         raise gr.Error("Pick a study.")
     name = services.store.get_study(study).name

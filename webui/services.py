@@ -18,8 +18,8 @@ from reasongen.config import CommaList
 from reasongen.prompt_files import iter_json_lines
 from reasongen.rewards.combine import MODES, check_mode
 
-from .auth import TokenSigner, persistent_secret
-from .ratelimit import RateLimiter
+from .auth import REVOKED_FILE, RevokedTokens, TokenSigner, persistent_secret
+from .ratelimit import FailureBackoff, RateLimiter
 
 log = logging.getLogger("reasongen.app")
 
@@ -28,6 +28,10 @@ EXAMPLES_PATH = ROOT / "assets" / "examples" / "shapes.jsonl"
 GUIDELINES_PATH = ROOT / "assets" / "guidelines" / "default.md"
 MAX_SLOTS = 8
 """Upper bound on candidates shown side by side (generation and annotation)."""
+USER_FREE_FAILURES = 3
+"""Failed logins for one username before each further attempt has to wait (``login_backoff_s``)."""
+ADDRESS_FREE_FAILURES = 10
+"""The same for one client address (many users may share one, e.g. behind a NAT)."""
 
 
 @dataclass
@@ -57,8 +61,25 @@ class AppConfig:
     max_candidates: int = field(default=4, metadata={"help": "Most candidates per generation."})
     max_cot_tokens: int = field(default=256, metadata={"help": "Cap on chain-of-thought tokens."})
     concurrency: int = field(default=1, metadata={"help": "Generations running at once (shared queue)."})
-    rate_limit: int = field(default=10, metadata={"help": "Generations per session per rate window."})
+    rate_limit: int = field(
+        default=10, metadata={"help": "Generations per client address per rate window (see README)."}
+    )
     rate_window_s: float = field(default=60.0, metadata={"help": "Length of the rate-limit window."})
+    login_limit: int = field(
+        default=30, metadata={"help": "Login attempts per client address per rate window."}
+    )
+    login_backoff_s: float = field(
+        default=1.0,
+        metadata={"help": f"After {USER_FREE_FAILURES} failed logins for a username (or "
+                  f"{ADDRESS_FREE_FAILURES} from an address) the next attempt waits this long, "
+                  "doubling with each further failure up to 15 min; a successful login clears "
+                  "the username's count, an hour without attempts clears any count."},
+    )  # fmt: skip
+    token_ttl_s: float = field(
+        default=12 * 3600.0,
+        metadata={"help": "Seconds a login lasts (the browser's token and the page's session); "
+                  "then log in again. Logging out ends it at once, for every tab."},
+    )  # fmt: skip
     secret: str | None = field(
         default=None,
         metadata={"help": "Key signing login tokens (prefer the environment variable: a command line "
@@ -73,11 +94,12 @@ class AppConfig:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if not 1 <= self.max_candidates <= MAX_SLOTS:
             raise ValueError(f"max_candidates must be in 1..{MAX_SLOTS}, got {self.max_candidates}")
-        for name in ("max_prompt_chars", "max_cot_tokens", "concurrency", "rate_limit"):
+        for name in ("max_prompt_chars", "max_cot_tokens", "concurrency", "rate_limit", "login_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.rate_window_s <= 0:
-            raise ValueError(f"rate_window_s must be positive, got {self.rate_window_s}")
+        for name in ("rate_window_s", "login_backoff_s", "token_ttl_s"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
 
     def db_url(self) -> str | None:
         """The database as a SQLAlchemy URL (a bare file path becomes ``sqlite:///<abs path>``)."""
@@ -126,7 +148,7 @@ def _num(x: Any) -> float | None:
 
 
 class Services:
-    """The model, the annotation store, the rewards and the per-session limits of one app."""
+    """The model, the annotation store, the rewards, the login tokens and the limits of one app."""
 
     def __init__(
         self,
@@ -146,8 +168,11 @@ class Services:
             guidelines = GUIDELINES_PATH.read_text(encoding="utf-8")
         self.default_guidelines = guidelines or ""
         self.limiter = RateLimiter(config.rate_limit, config.rate_window_s)
-        self.login_limiter = RateLimiter(10, 60.0)
-        self.signer = TokenSigner(config.secret)
+        self.login_limiter = RateLimiter(config.login_limit, config.rate_window_s)
+        self.user_backoff = FailureBackoff(USER_FREE_FAILURES, config.login_backoff_s)
+        self.address_backoff = FailureBackoff(ADDRESS_FREE_FAILURES, config.login_backoff_s)
+        revoked = RevokedTokens(Path(config.data_dir) / REVOKED_FILE)
+        self.signer = TokenSigner(config.secret, max_age_s=config.token_ttl_s, revoked=revoked)
 
     @classmethod
     def build(cls, config: AppConfig, rewards: Mapping[str, Any] | None = None) -> Services:
@@ -158,9 +183,16 @@ class Services:
         loaded = load_model(config.model, device=config.device)
         if config.secret is None:
             config = replace(config, secret=persistent_secret(config.data_dir))
-        store = Store(config.db_url(), config.data_dir)
+        store = Store(config.db_url(), config.data_dir, **store_pool_kwargs(config))
         built = build_rewards(config.rewards) if rewards is None else dict(rewards)
         return cls(config, loaded, store, built)
+
+    def current_user(self, user: Any) -> dict[str, Any] | None:
+        """The session's user while its login token is valid (not expired, not logged out), else
+        None: a logout in one tab, or the token's age, ends every session of that login."""
+        if not isinstance(user, dict) or "id" not in user:
+            return None
+        return user if self.signer.verify(user.get("token")) == user["id"] else None
 
     def example_metadata(self, prompt: str) -> dict[str, Any] | None:
         """The GenEval metadata of the example whose prompt is ``prompt`` (None if none is)."""
@@ -203,6 +235,25 @@ class Services:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+DB_SPARE_CONNECTIONS = 4
+"""Connections beyond the queues' concurrency, for the unqueued page events (page load, tab views)."""
+
+
+def store_pool_kwargs(config: AppConfig) -> dict[str, int]:
+    """The database pool the app needs: one persistent connection per event that can run at once
+    (the annotation queue's ``ANNOTATE_LIMIT``, the generation queue's ``concurrency`` and
+    ``DB_SPARE_CONNECTIONS``), with ``annotation.db.make_engine``'s overflow above it. A server
+    database only; SQLite keeps the store's own pool."""
+    from sqlalchemy.engine import make_url
+
+    from .common import ANNOTATE_LIMIT
+
+    url = config.db_url()
+    if url is None or make_url(url).get_backend_name() == "sqlite":
+        return {}
+    return {"pool_size": ANNOTATE_LIMIT + config.concurrency + DB_SPARE_CONNECTIONS}
 
 
 def build_rewards(names: Sequence[str]) -> dict[str, Any]:

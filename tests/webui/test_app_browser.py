@@ -192,3 +192,54 @@ def test_browser_readme_screenshot(browser, tmp_path):
         context.close()
         demo.close()
         svc.close()
+
+
+def test_browser_app_works_under_its_security_headers(webapp, page):
+    """The page loads, generates and logs in under the Content-Security-Policy, with no violation
+    reported by the browser, and every security header is on the page's response."""
+    from webui.security import SECURITY_HEADERS
+
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => "
+        "console.error('Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    response = page.goto(webapp.url)
+    headers = response.all_headers()
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name.lower()] == value, name
+    page.wait_for_selector("#rg-prompt textarea")
+    page.fill("#rg-prompt textarea", webapp.services.examples[0].prompt)
+    page.click("#rg-generate")
+    page.wait_for_selector("#rg-scores-0 table")
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#rg-username textarea", "ann1")
+    page.fill("#rg-password input", "ann1-password")
+    page.click("#rg-login")
+    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    assert page.evaluate("() => localStorage.getItem('reasongen-token')")  # the js= mirror ran
+    page.keyboard.press("Control+Enter")  # the head script (KEYBOARD_JS) runs without error
+    assert violations == []
+
+
+def test_browser_logout_in_one_tab_ends_the_login_in_the_other(webapp, page):
+    page.goto(webapp.url)
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#rg-username textarea", "ann1")
+    page.fill("#rg-password input", "ann1-password")
+    page.click("#rg-login")
+    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    other = page.context.new_page()  # a second tab: logged in from the shared localStorage
+    other.goto(webapp.url)
+    other.wait_for_selector("#rg-login-message :text('Welcome back')")
+    page.click("#rg-logout")
+    page.wait_for_selector("#rg-login-message :text('Logged out')")
+    other.fill("#rg-study input", "webui-study")
+    other.keyboard.press("Enter")
+    other.click("#rg-start")
+    other.wait_for_selector(":text('Please log in first')")
+    other.reload()  # and a reload does not log back in
+    other.get_by_role("tab", name="Annotate").click()
+    other.wait_for_selector("#rg-username textarea")
+    assert "Welcome back" not in other.inner_text("#rg-login-message")

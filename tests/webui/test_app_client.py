@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -210,3 +211,113 @@ def test_submissions_do_not_wait_behind_generation(webapp):
     frames = list(job2)
     assert job.status().success and job2.status().success
     assert frames[-1][0].startswith("Done")
+
+
+@pytest.fixture
+def limits(webapp):
+    """Lets a test swap the app's limiters; the originals come back afterwards."""
+    svc = webapp.services
+    names = ("limiter", "login_limiter", "user_backoff", "address_backoff")
+    saved = {n: getattr(svc, n) for n in names}
+    yield svc
+    for n, v in saved.items():
+        setattr(svc, n, v)
+
+
+def test_login_and_generation_limits_hold_across_fresh_clients(webapp, limits):
+    from webui.ratelimit import FailureBackoff, RateLimiter
+
+    limits.user_backoff = FailureBackoff(2, 60.0)
+    limits.address_backoff = FailureBackoff(4, 60.0)
+    limits.login_limiter = RateLimiter(1000, 60.0)
+    for _ in range(2):  # a fresh client (a new session) per guess
+        with pytest.raises(AppError, match="Wrong username or password"):
+            _client(webapp.url).predict("ann1", "guess", api_name="/login")
+    with pytest.raises(AppError, match="Too many failed logins for this account; try again in 60 s"):
+        _login(_client(webapp.url), "ann1")  # locked: even the right password is not checked
+    for name in ("ghost1", "ghost2"):  # spraying other names from the same address
+        with pytest.raises(AppError, match="Wrong username or password"):
+            _client(webapp.url).predict(name, "guess", api_name="/login")
+    with pytest.raises(AppError, match="Too many failed logins from your address"):
+        _login(_client(webapp.url), "ann2")
+    limits.address_backoff = FailureBackoff(4, 60.0)
+    limits.login_limiter = RateLimiter(2, 60.0)  # attempts per address, failed or not
+    _login(_client(webapp.url), "ann2")
+    _login(_client(webapp.url), "ann2")
+    with pytest.raises(AppError, match="Too many login attempts from your address"):
+        _login(_client(webapp.url), "ann2")
+    limits.limiter = RateLimiter(1, 60.0)  # generations per address
+    _generate(_client(webapp.url), "a red circle", n=1)
+    with pytest.raises(AppError, match="Too many generations"):
+        _generate(_client(webapp.url), "a red circle", n=1)
+
+
+def _login_token(client, name: str) -> str:
+    out = client.predict(name, PASSWORDS[name], api_name="/login")
+    return next(o for o in out if isinstance(o, str) and o.count(".") == 3)
+
+
+def test_logout_revokes_the_token_on_the_server(webapp, client):
+    from webui.annotate_tab import restore_user
+    from webui.auth import REVOKED_FILE
+
+    token = _login_token(client, "ann2")
+    assert restore_user(webapp.services, token)["username"] == "ann2"  # a reload would log back in
+    assert client.predict(STUDY, None, api_name="/next_task")[0].startswith("### ")
+    client.predict(api_name="/logout")
+    assert restore_user(webapp.services, token) is None  # the stored token no longer logs in
+    assert token.split(".")[2] in (Path(webapp.data_dir) / REVOKED_FILE).read_text()
+    with pytest.raises(AppError, match="log in"):
+        client.predict(STUDY, None, api_name="/next_task")
+
+
+def test_an_expired_login_is_refused(webapp, client):
+    from webui.annotate_tab import restore_user
+
+    token = _login_token(client, "ann2")
+    signer = webapp.services.signer
+    ttl = signer.max_age_s
+    signer.max_age_s = -1  # every token is past its lifetime
+    try:
+        with pytest.raises(AppError, match="log in"):  # the open session ends too
+            client.predict(STUDY, None, api_name="/next_task")
+        assert restore_user(webapp.services, token) is None
+    finally:
+        signer.max_age_s = ttl
+    assert client.predict(STUDY, None, api_name="/next_task")[0].startswith("### ")
+
+
+def test_refusals_are_one_log_line_without_traceback(webapp, client, caplog, capfd):
+    caplog.set_level("INFO", logger="reasongen.app")
+    capfd.readouterr()
+    with pytest.raises(AppError, match="Wrong username or password"):
+        client.predict("ann1", "not-the-password", api_name="/login")
+    with pytest.raises(AppError, match="log in"):
+        client.predict(STUDY, None, api_name="/next_task")
+    with pytest.raises(AppError, match="limit is 300"):
+        _generate(client, "x" * 301, n=1)
+    with pytest.raises(AppError, match="maximum value 3"):  # Gradio's own check of the slider
+        _generate(client, "a circle", n=4)
+    lines = [r.getMessage() for r in caplog.records if r.name == "reasongen.app"]
+    assert lines == [
+        "login failed for 'ann1' from 127.0.0.1",
+        "refused on_start: Please log in first (Annotate tab).",
+        "refused on_generate: The prompt is 301 characters long; the limit is 300.",
+        "refused input: Value 4 is greater than maximum value 3.",
+    ]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+def test_served_pages_carry_security_headers(webapp):
+    import httpx
+
+    from webui.security import CSP
+
+    for path in ("", "config", "gradio_api/info"):
+        r = httpx.get(webapp.url + path, timeout=30)
+        assert r.status_code == 200, path
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"

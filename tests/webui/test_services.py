@@ -46,7 +46,8 @@ def test_flags_and_environment(monkeypatch):
 APP_VALUES = {"model": "m/dir", "recipe": "direct", "db": "sqlite:////tmp/x.db", "data_dir": "d",
               "rewards": "shapes,hps", "combine": "product", "device": "cpu", "host": "0.0.0.0",
               "port": "8123", "max_prompt_chars": "77", "max_candidates": "3", "max_cot_tokens": "12",
-              "concurrency": "2", "rate_limit": "5", "rate_window_s": "2.5", "secret": "k"}  # fmt: skip
+              "concurrency": "2", "rate_limit": "5", "rate_window_s": "2.5", "secret": "k",
+              "login_limit": "4", "login_backoff_s": "0.5", "token_ttl_s": "600"}  # fmt: skip
 
 
 def _check_app_values(cfg: AppConfig) -> None:
@@ -154,7 +155,7 @@ def test_generate_handler_rate_limit_and_caps(tiny_loaded):
     assert frames[-1][0].startswith("Done")
     with pytest.raises(gr.Error, match="Too many generations"):
         list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "s1"))
-    assert list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "other"))  # per session
+    assert list(stream_generation(svc, "a circle", "direct", 1, 5.0, 1.0, 0, "other"))  # per client
 
 
 def test_embedded_model_is_what_the_app_serves_by_default(tmp_path):
@@ -266,3 +267,80 @@ def test_progress_header_counts_the_same_work_for_study_and_annotator(tmp_path):
         assert n_checks >= 1 and n_regular == 4
         text = _progress_text(SimpleNamespace(store=store), "s", "ann")
     assert text == f"Study progress: 4/8 rankings (50%). You: 4 ranked, {n_checks} checks, 0 skipped."
+
+
+def test_login_and_token_settings_are_checked():
+    for name in ("login_limit", "login_backoff_s", "token_ttl_s"):
+        with pytest.raises(ValueError, match=name):
+            AppConfig(**{name: 0})
+    with pytest.raises(ValueError, match="token_ttl_s"):
+        AppConfig(token_ttl_s=float("inf"))
+    svc = Services(AppConfig(token_ttl_s=60, rewards=()), None, None, {}, examples=[])
+    assert svc.signer.max_age_s == 60
+
+
+def test_the_database_pool_is_sized_from_the_app_concurrency():
+    from annotation.db import make_engine
+    from webui.common import ANNOTATE_LIMIT
+    from webui.services import DB_SPARE_CONNECTIONS, store_pool_kwargs
+
+    pg = "postgresql+psycopg://u:p@127.0.0.1:1/rg"
+    for concurrency in (1, 8):
+        kwargs = store_pool_kwargs(AppConfig(db=pg, concurrency=concurrency))
+        want = ANNOTATE_LIMIT + concurrency + DB_SPARE_CONNECTIONS
+        assert kwargs == {"pool_size": want}
+        engine = make_engine(pg, **kwargs)  # no connection is made
+        assert engine.pool.size() == want >= 16 + concurrency
+        assert engine.pool._max_overflow == 2 * want  # bursts of unqueued events on top
+        engine.dispose()
+    assert store_pool_kwargs(AppConfig(db="x/app.db", concurrency=8)) == {}  # SQLite: unchanged
+    assert store_pool_kwargs(AppConfig(concurrency=8)) == {}
+
+
+def test_security_headers_on_every_response_streamed_ones_too():
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from webui.security import CSP, SecurityHeaders
+
+    def stream(request):
+        return StreamingResponse(iter(["a", "b"]), media_type="text/event-stream")
+
+    def framed(request):
+        return PlainTextResponse("x", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    app = Starlette(
+        routes=[Route("/s", stream), Route("/f", framed)], middleware=[Middleware(SecurityHeaders)]
+    )
+    with TestClient(app) as http:
+        r = http.get("/s")
+        assert r.text == "ab"
+        assert r.headers["content-security-policy"] == CSP and "frame-ancestors 'none'" in CSP
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert http.get("/f").headers.get_list("x-frame-options") == ["SAMEORIGIN"]  # kept, not doubled
+        assert http.get("/missing").headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_refusal_is_one_log_line_and_no_traceback(caplog):
+    from webui.common import ui_errors
+
+    @ui_errors
+    def handler(kind: str) -> None:
+        if kind == "gr":
+            raise gr.Error("Pick a study first.")
+        raise ValueError("bad seed")
+
+    for kind, text in (("gr", "Pick a study first."), ("value", "bad seed")):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="reasongen.app"), pytest.raises(gr.Error) as info:
+            handler(kind)
+        assert info.value.message == text and info.value.print_exception is False
+        assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("INFO", f"refused handler: {text}")
+        ]
+        assert caplog.records[0].exc_info is None
