@@ -17,11 +17,13 @@ RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 
 
 def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
-    model_dir = save_tiny(tmp_path / "tiny", seed=1)
+    # The recipe's own model (the shipped SFT model, 2 M parameters): a random tiny model draws
+    # nothing the shapes detector accepts, so every group would have zero spread.
+    model_dir = RECIPES.parents[1] / "assets" / "models" / "shapes-janus"
     out = tmp_path / "run"
     code = grpo.main(["--config", str(RECIPES / "shapes.yaml"), "--model", str(model_dir),
                       "--out_dir", str(out), "--max_steps", "2", "--group_size", "2",
-                      "--prompts_per_step", "2", "--max_cot_tokens", "4", "--num_shapes_prompts",
+                      "--prompts_per_step", "2", "--max_cot_tokens", "48", "--num_shapes_prompts",
                       "10", "--torch_threads", "1", "--save_every", "1", "--progress", "false",
                       "--eval_every", "1", "--eval_n", "6", "--average_last", "2"])  # fmt: skip
     assert code == 0 and "GRPO finished" in capsys.readouterr().out
@@ -29,10 +31,10 @@ def test_grpo_main_with_the_shapes_recipe_and_reward(tmp_path, capsys) -> None:
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 1, 2]
     assert all(0.0 <= e["eval/overall"] <= 1.0 and "eval/counting" in e for e in evals)
-    # A random tiny model rarely draws the prompt: at step 1 every group has zero spread and is
-    # dropped after its redraws, so no optimizer step is taken (the recipe's ppo_epochs would
-    # take several, and all but the warm-up's first have a non-zero lr); at step 2 one group
-    # spreads and the model changes.
+    # With seed 1, at step 1 both groups draw the same reward twice and are dropped after their
+    # redraws, so no optimizer step is taken (the recipe's ppo_epochs would take several, and all
+    # but the warm-up's first have a non-zero lr); at step 2 one group spreads and the model
+    # changes.
     acc = EventAccumulator(str(next(out.glob("tb/**/events.out.tfevents.*"))))
     acc.Reload()
     assert [e.value for e in acc.Scalars("grpo/groups/kept")] == [0.0, 1.0]
