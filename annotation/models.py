@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -203,6 +204,12 @@ class Ranking(Base):
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
     time_taken_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    skip_reason: Mapped[str | None] = mapped_column(String(500))
+    """Why the annotator skipped the task (a listed reason and/or their words), if they said."""
+    both_bad: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An arena answer "both bad": stored as a tie, flagged so it can be told from a good tie."""
+    edited_at: Mapped[datetime | None] = mapped_column()
+    """When the annotator last changed this ranking (``workflow.edit_ranking``), else NULL."""
 
     entries: Mapped[list[RankingEntry]] = relationship(
         back_populates="ranking", cascade="all, delete-orphan", order_by="RankingEntry.rank"

@@ -87,6 +87,23 @@ PENDING_TTL_S = 3600.0
 considered abandoned and the task may be served to someone else)."""
 
 
+MAX_SKIP_REASON_CHARS = 500
+
+
+def check_skip_reason(reason: Any, skipped: bool) -> str | None:
+    """A skip reason as stored: stripped text, None when empty; only a skip carries one."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise v.AnnotationError("skip_reason must be text")
+    reason = reason.strip()
+    if reason and not skipped:
+        raise v.AnnotationError("only a skipped task carries a skip reason")
+    if len(reason) > MAX_SKIP_REASON_CHARS:
+        raise v.AnnotationError(f"skip_reason is {len(reason)} characters; at most {MAX_SKIP_REASON_CHARS}")
+    return reason or None
+
+
 def _lock_study(s: Session, study_id: int) -> None:
     """Serialise serving and quota-checked submissions within a study on PostgreSQL (SQLite
     already does: every transaction is ``BEGIN IMMEDIATE``)."""
@@ -202,6 +219,8 @@ def submit_ranking(
     *,
     skipped: bool = False,
     time_taken_s: float | None = None,
+    skip_reason: str | None = None,
+    both_bad: bool = False,
     pending_ttl_s: float = PENDING_TTL_S,
     min_pass_rate: float = quota.MIN_PASS_RATE,
 ) -> SubmitResult:
@@ -209,7 +228,9 @@ def submit_ranking(
 
     ``ranking`` is a list of tie groups, best first (``[[7], [3, 9], [4]]``) or a mapping
     ``{candidate_id: rank}``; each of the task's candidates must appear exactly once. With
-    ``skipped=True`` no ranking is given. Submitting the same answer again returns the stored
+    ``skipped=True`` no ranking is given and ``skip_reason`` may say why (at most
+    ``MAX_SKIP_REASON_CHARS`` characters). ``both_bad=True`` marks an arena answer "both bad": the
+    ranking must then be a tie of all candidates. Submitting the same answer again returns the stored
     ranking (``created=False``); a different answer for an already answered task raises
     ``ConflictError``.
 
@@ -228,6 +249,9 @@ def submit_ranking(
     if not isinstance(skipped, bool):
         raise v.AnnotationError("skipped must be True or False")
     time_taken = v.check_time_taken(time_taken_s)
+    reason = check_skip_reason(skip_reason, skipped)
+    if not isinstance(both_bad, bool):
+        raise v.AnnotationError("both_bad must be True or False")
     if skipped:
         if ranking not in (None, [], {}):
             raise v.AnnotationError("a skipped task carries no ranking; pass ranking=None")
@@ -236,6 +260,9 @@ def submit_ranking(
         if ranking is None:
             raise v.AnnotationError("ranking is required unless skipped=True")
         ranks = v.normalize_ranking(ranking)
+        if both_bad and len(set(ranks.values())) != 1:
+            raise v.AnnotationError("a 'both bad' answer is a tie: give every candidate the same rank")
+    extra = {"skip_reason": reason, "both_bad": both_bad}
     for attempt in range(2):
         try:
             with store.session() as s:
@@ -250,6 +277,7 @@ def submit_ranking(
                     time_taken,
                     pending_ttl_s,
                     min_pass_rate,
+                    extra,
                 )
         except IntegrityError:
             # A concurrent identical submission won the unique (task, annotator) race; the next
@@ -269,6 +297,7 @@ def _submit(
     time_taken: float | None,
     pending_ttl_s: float,
     min_pass_rate: float,
+    extra: dict[str, Any],
 ) -> SubmitResult:
     user = load_user(s, annotator_id, active=True)
     study = _open_study(s, study_id)
@@ -316,6 +345,7 @@ def _submit(
         assignment_id=assignment.id,
         skipped=skipped,
         time_taken_s=time_taken,
+        **extra,
     )
     r.entries = [RankingEntry(candidate_id=c, rank=k) for c, k in sorted(ranks.items())]
     s.add(r)
