@@ -19,7 +19,7 @@ from annotation.errors import ConflictError, NotFoundError, PermissionDeniedErro
 from annotation.lookups import load_study, load_user
 from annotation.models import Assignment, Ranking, RankingEntry, Study, Task, TaskCandidate, utcnow
 from annotation.store import Store, StudyInfo
-from annotation.workflow import PENDING_TTL_S, _lock_study, _open_study
+from annotation.workflow import PENDING_TTL_S, TaskView, _lock_study, _open_study, _view
 
 EDIT_WINDOW_S = 300.0
 """An annotator may change a submitted ranking for this long after submitting it."""
@@ -124,6 +124,20 @@ def last_ranking(
         order = s.scalar(select(Assignment.shown_order).where(Assignment.id == r.assignment_id))
         rank_of = {e.candidate_id: e.rank for e in r.entries}
         return LastRanking(r.id, r.task_id, tuple(order), tuple(rank_of[c] for c in order), left)
+
+
+def ranking_view(store: Store, annotator_id: int, ranking_id: int) -> TaskView:
+    """The task of one of the annotator's rankings as they were shown it (to change the ranking)."""
+    v.check_id(annotator_id, "annotator_id")
+    v.check_id(ranking_id, "ranking_id")
+    with store.session() as s:
+        r = s.get(Ranking, ranking_id)
+        if r is None:
+            raise NotFoundError(f"ranking {ranking_id} does not exist")
+        if r.annotator_id != annotator_id:
+            raise PermissionDeniedError(f"ranking {ranking_id} is not this annotator's")
+        task = s.get(Task, r.task_id)
+        return _view(store, s, s.get(Assignment, r.assignment_id), s.get(Study, task.study_id))
 
 
 def edit_ranking(

@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 
+from .annotate_keys import keyboard_helper
 from .common import (
     ANNOTATE_LIMIT,
     ANNOTATE_QUEUE,
@@ -135,39 +136,24 @@ def restore_user(services: Services, token: Any) -> dict[str, Any] | None:
     return _user_dict(info, token) if info.active else None
 
 
-def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any) -> list[Any]:
-    """Outputs showing the user's next (or still open) task of ``study``; see ``_task_outputs``."""
+def _hidden_slot() -> list[Any]:
+    return [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
+
+
+def _view_frame(view: Any, saved: list[Any] | None) -> list[Any]:
+    """Slot outputs (column, image, rank radio, CoT, plan per slot), then the submit row and the
+    arena row (shown for groups of two)."""
     from PIL import Image
 
-    from annotation.workflow import next_task
     from reasongen.plans import render_plan
     from reasongen.types import Plan
 
-    user = require_user(services.current_user(user))
-    if not study:
-        raise gr.Error("Pick a study first.")
-    st = services.store.get_study(study)
-    view = next_task(services.store, int(user["id"]), st.id)
-    progress = _progress_text(services, st.name, user["username"])
-    guidelines = st.guidelines or services.default_guidelines
-    if view is None:
-        out: list[Any] = [None, f"### {st.name}", guidelines, progress,
-                          "**No task for you right now. Thank you!** Tasks held by others come back "
-                          "if they are not finished: try again later."]  # fmt: skip
-        for _ in range(MAX_SLOTS):
-            out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
-        return [*out, gr.Row(visible=False)]
     k = len(view.candidates)
-    draft = _draft(draft)
-    saved = draft.get("ranks") if draft.get("task_id") == view.task_id else None
-    task = {"task_id": view.task_id, "study_id": st.id, "candidate_ids": [c.id for c in view.candidates],
-            "shown_at": time.time()}  # fmt: skip
-    out = [task, f"### Prompt: {view.prompt}", guidelines, progress,
-           f"Rank the {k} images: 1 = best, equal numbers = tie."]  # fmt: skip
     choices = [str(r) for r in range(1, k + 1)]
+    out: list[Any] = []
     for i in range(MAX_SLOTS):
         if i >= k:
-            out += [gr.Column(visible=False), None, gr.Radio(choices=[], value=None), "", None]
+            out += _hidden_slot()
             continue
         c = view.candidates[i]
         image = None
@@ -179,7 +165,79 @@ def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any)
         out += [gr.Column(visible=True), image,
                 gr.Radio(choices=choices, value=value, label=f"Rank of image {i + 1}"),
                 c.cot_text, plan]  # fmt: skip
-    return [*out, gr.Row(visible=True)]
+    return [*out, gr.Row(visible=True), gr.Row(visible=k == 2)]
+
+
+def _no_task_frame() -> list[Any]:
+    out: list[Any] = []
+    for _ in range(MAX_SLOTS):
+        out += _hidden_slot()
+    return [*out, gr.Row(visible=False), gr.Row(visible=False)]
+
+
+def task_frame(services: Services, user: dict[str, Any], study: Any, draft: Any) -> list[Any]:
+    """Outputs showing the user's next (or still open) task of ``study``: task state, prompt,
+    guidelines, progress, message, then ``_view_frame``'s."""
+    from annotation.workflow import next_task
+
+    user = require_user(services.current_user(user))
+    if not study:
+        raise gr.Error("Pick a study first.")
+    st = services.store.get_study(study)
+    view = next_task(services.store, int(user["id"]), st.id)
+    progress = (
+        _progress_text(services, st.name, user["username"]) + "  \n" + _task_line(services, user, st.id, view)
+    )
+    guidelines = st.guidelines or services.default_guidelines
+    if view is None:
+        out: list[Any] = [None, f"### {st.name}", guidelines, progress,
+                          "**No task for you right now. Thank you!** Tasks held by others come back "
+                          "if they are not finished: try again later."]  # fmt: skip
+        return [*out, *_no_task_frame()]
+    k = len(view.candidates)
+    draft = _draft(draft)
+    saved = draft.get("ranks") if draft.get("task_id") == view.task_id else None
+    task = {"task_id": view.task_id, "study_id": st.id, "candidate_ids": [c.id for c in view.candidates],
+            "shown_at": time.time()}  # fmt: skip
+    hint = "Number keys rank the focused image, arrows move, Enter submits; click an image to compare."
+    out = [task, f"### Prompt: {view.prompt}", guidelines, progress,
+           f"Rank the {k} images: 1 = best, equal numbers = tie. {hint}"]  # fmt: skip
+    return [*out, *_view_frame(view, saved)]
+
+
+def edit_frame(services: Services, user: Any, study: Any) -> list[Any]:
+    """Outputs (as ``task_frame``'s) showing the user's last ranking in ``study`` to change it,
+    while ``annotation.annotator.EDIT_WINDOW_S`` allows."""
+    from annotation.annotator import EDIT_WINDOW_S, last_ranking, ranking_view
+
+    user = require_user(services.current_user(user))
+    if not study:
+        raise gr.Error("Pick a study first.")
+    st = services.store.get_study(study)
+    last = last_ranking(services.store, int(user["id"]), st.id)
+    if last is None:
+        raise refuse(f"You have no ranking in this study to change: a ranking can be changed for "
+                     f"{EDIT_WINDOW_S / 60:.0f} minutes after it is submitted (not a skip).",
+                     "Nothing to change")  # fmt: skip
+    view = ranking_view(services.store, int(user["id"]), last.ranking_id)
+    task = {"task_id": view.task_id, "study_id": st.id, "candidate_ids": list(last.candidate_ids),
+            "shown_at": time.time(), "ranking_id": last.ranking_id}  # fmt: skip
+    progress = _progress_text(services, st.name, user["username"])
+    msg = (f"**Changing your ranking of task {view.task_id}** ({last.seconds_left / 60:.1f} min left). "
+           "Submit to save the change; Start / next task leaves it as it was.")  # fmt: skip
+    out = [task, f"### Prompt: {view.prompt}", st.guidelines or services.default_guidelines, progress, msg]
+    return [*out, *_view_frame(view, [str(r) for r in last.ranks])]
+
+
+def _task_line(services: Services, user: dict[str, Any], study_id: int, view: Any) -> str:
+    """ "Task x of y" in the study's regular tasks (as its figures count them): y is how many this
+    annotator can answer as things stand (answered, open, and unseen ones still wanted)."""
+    from annotation.annotator import position
+
+    pos = position(services.store, int(user["id"]), study_id)
+    if view is None:
+        return f"You answered {pos.done} of the study's {pos.tasks} tasks; none is left for you now."
+    return f"**Task {min(pos.done + 1, pos.reachable)} of {pos.reachable}** (the study has {pos.tasks})."
 
 
 def _progress_text(services: Services, study: str, username: str) -> str:
@@ -196,8 +254,19 @@ def _progress_text(services: Services, study: str, username: str) -> str:
     )
 
 
-def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: bool) -> str:
-    """Store the ranking (or a skip) of the open task; return a confirmation line."""
+def submit(
+    services: Services,
+    user: Any,
+    task: Any,
+    ranks: list[Any],
+    skipped: bool,
+    *,
+    reason: str | None = None,
+    both_bad: bool = False,
+) -> str:
+    """Store the ranking (or a skip, with its ``reason``) of the open task, or the change of a
+    submitted ranking (a task opened by ``edit_frame``); return a confirmation line."""
+    from annotation.annotator import edit_ranking
     from annotation.validation import MAX_TIME_TAKEN_S
     from annotation.workflow import submit_ranking
 
@@ -206,6 +275,9 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
         raise gr.Error("There is no open task: pick a study and press Start.")
     cids = task["candidate_ids"]
     taken = min(max(0.0, time.time() - float(task.get("shown_at", time.time()))), MAX_TIME_TAKEN_S)
+    editing = task.get("ranking_id")
+    if editing and skipped:
+        raise refuse("You are changing a submitted ranking: submit it, or press Start for the next task.")
     ranking = None
     if not skipped:
         given = list(ranks)[: len(cids)]
@@ -217,14 +289,52 @@ def submit(services: Services, user: Any, task: Any, ranks: list[Any], skipped: 
             ranking = {int(c): int(r) for c, r in zip(cids, given)}
         except (TypeError, ValueError):
             raise gr.Error("Ranks must be whole numbers.") from None
+    if editing:
+        rid = edit_ranking(services.store, int(user["id"]), int(editing), ranking, both_bad=both_bad)
+        return f"Changed your ranking of task {task['task_id']} (ranking {rid})."
     res = submit_ranking(services.store, int(user["id"]), int(task["study_id"]), int(task["task_id"]),
-                         ranking, skipped=skipped, time_taken_s=taken)  # fmt: skip
+                         ranking, skipped=skipped, time_taken_s=taken, skip_reason=reason,
+                         both_bad=both_bad)  # fmt: skip
     what = "Skipped" if skipped else "Saved"
     return f"{what} task {task['task_id']} (ranking {res.ranking_id})."
 
 
+SKIP_REASONS = [
+    "Cannot tell them apart",
+    "Images missing or broken",
+    "Prompt unclear",
+    "Not sure of the guidelines",
+]
+"""The reasons offered for a skip (the annotator may also write their own)."""
+
+
+def skip_reason(choice: Any, note: Any) -> str | None:
+    """The stored reason of a skip: the listed reason and the annotator's words, either may be empty."""
+    parts = [str(x).strip() for x in (choice, note) if x and str(x).strip()]
+    return ": ".join(parts)[:500] or None
+
+
+ARENA = {"a": ("1", "2"), "tie": ("1", "1"), "b": ("2", "1"), "both_bad": ("1", "1")}
+"""Arena answers for a group of two, as the ranks of image 1 (A) and image 2 (B)."""
+
+
+def change_password(services: Services, user: Any, old: str, new: str, again: str) -> str:
+    """Set the logged-in user's password (the old one required); a confirmation line."""
+    from annotation.annotator import change_password as change
+
+    user = require_user(services.current_user(user))
+    if (new or "") != (again or ""):
+        raise refuse("The two new passwords differ.", "Password not changed")
+    change(services.store, int(user["id"]), old or "", new or "")
+    log.info("password changed by %r", user["username"])
+    return "Your password was changed."
+
+
 def _studies_dropdown(services: Services, user: Any, value: str | None = None) -> Any:
-    names = [s.name for s in services.store.list_studies()] if user else []
+    """The studies this user can work in now (``annotation.annotator.open_studies``)."""
+    from annotation.annotator import open_studies
+
+    names = [s.name for s in open_studies(services.store, int(user["id"]))] if user else []
     return gr.Dropdown(choices=names, value=value or (names[0] if len(names) == 1 else None))
 
 
@@ -274,6 +384,12 @@ class _Work:
     buttons: Any
     submit: Any
     skip: Any
+    reason: Any
+    note: Any
+    arena: Any
+    arena_buttons: dict[str, Any]
+    edit: Any
+    account: list[Any]  # old, new, again, button, message
 
 
 def _work_panel(services: Services) -> _Work:
@@ -292,7 +408,7 @@ def _work_panel(services: Services) -> _Work:
         slots = []
         with gr.Row(equal_height=False):
             for i in range(MAX_SLOTS):
-                with gr.Column(visible=False, min_width=180) as col:
+                with gr.Column(visible=False, min_width=180, elem_id=f"rg-slot-{i}") as col:
                     image = gr.Image(label=f"Image {i + 1}", format="png", buttons=IMAGE_BUTTONS,
                                      interactive=False, height=220, elem_id=f"rg-cand-{i}")  # fmt: skip
                     rank = gr.Radio(choices=[], label=f"Rank of image {i + 1}", elem_id=f"rg-rank-{i}")
@@ -301,12 +417,35 @@ def _work_panel(services: Services) -> _Work:
                         plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS,
                                         interactive=False, height=160)  # fmt: skip
                 slots.append([col, image, rank, cot, plan])
+        with gr.Row(visible=False, elem_id="rg-arena") as arena:
+            labels = {
+                "a": "A (image 1) is better",
+                "tie": "Tie",
+                "b": "B (image 2) is better",
+                "both_bad": "Both are bad",
+            }
+            arena_buttons = {k: gr.Button(v, size="sm", elem_id=f"rg-arena-{k}") for k, v in labels.items()}
         with gr.Row(visible=False) as buttons:
-            submit = gr.Button("Submit ranking (Ctrl+Enter)", variant="primary", elem_id="rg-submit")
-            skip = gr.Button("Skip this task", elem_id="rg-skip")
-    return _Work(
-        box, study, start, logout, guidelines, progress, prompt, message, slots, buttons, submit, skip
-    )
+            submit = gr.Button("Submit ranking (Enter)", variant="primary", elem_id="rg-submit", scale=2)
+            reason = gr.Dropdown(SKIP_REASONS, value=None, label="Skip reason", allow_custom_value=False,
+                                 elem_id="rg-skip-reason", scale=2)  # fmt: skip
+            note = gr.Textbox(label="Details (optional)", max_length=300, elem_id="rg-skip-note", scale=2)
+            skip = gr.Button("Skip this task", elem_id="rg-skip", scale=1)
+        edit = gr.Button(
+            "Change my last ranking (for 5 minutes after submitting)", size="sm", elem_id="rg-edit-last"
+        )
+        with gr.Accordion("My account", open=False):
+            old = gr.Textbox(label="Current password", type="password", max_length=1024, elem_id="rg-pw-old")
+            new = gr.Textbox(label="New password", type="password", max_length=1024, elem_id="rg-pw-new")
+            again = gr.Textbox(
+                label="New password again", type="password", max_length=1024, elem_id="rg-pw-again"
+            )
+            change = gr.Button("Change password", size="sm", elem_id="rg-pw-change")
+            pw_message = gr.Markdown(elem_id="rg-pw-message")
+        keyboard_helper()
+    return _Work(box, study, start, logout, guidelines, progress, prompt, message, slots, buttons, submit,
+                 skip, reason, note, arena, arena_buttons, edit,
+                 [old, new, again, change, pw_message])  # fmt: skip
 
 
 def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
@@ -324,7 +463,7 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     work_box, study, ranks = w.box, w.study, [slot[2] for slot in w.slots]
 
     task_outputs: list[Any] = [task_state, w.prompt, w.guidelines, w.progress, w.message]
-    task_outputs += [c for slot in w.slots for c in slot] + [w.buttons]
+    task_outputs += [c for slot in w.slots for c in slot] + [w.buttons, w.arena]
     q = {"concurrency_id": ANNOTATE_QUEUE, "concurrency_limit": ANNOTATE_LIMIT}
 
     def studies_update(user: Any) -> Any:
@@ -361,24 +500,56 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
     for r in ranks:
         r.input(on_rank, [task_state, *ranks], draft, api_visibility="private", queue=False)
 
+    def then_next(user: Any, task: Any, st: Any, msg: str) -> list[Any]:
+        out = task_frame(services, user, st or (task or {}).get("study_id"), {})
+        out[4] = f"{msg} {out[4]}"
+        return [*out, ""]
+
     @ui_errors
     def on_submit(user: Any, task: Any, st: Any, *values: Any) -> list[Any]:
-        msg = submit(services, user, task, list(values), skipped=False)
-        out = task_frame(services, user, st or (task or {}).get("study_id"), {})
-        out[4] = f"{msg} {out[4]}"
-        return [*out, ""]
+        return then_next(user, task, st, submit(services, user, task, list(values), skipped=False))
 
     @ui_errors
-    def on_skip(user: Any, task: Any, st: Any) -> list[Any]:
-        msg = submit(services, user, task, [], skipped=True)
-        out = task_frame(services, user, st or (task or {}).get("study_id"), {})
-        out[4] = f"{msg} {out[4]}"
-        return [*out, ""]
+    def on_skip(user: Any, task: Any, st: Any, why: Any, words: Any) -> list[Any]:
+        msg = submit(services, user, task, [], skipped=True, reason=skip_reason(why, words))
+        return [*then_next(user, task, st, msg), gr.Dropdown(value=None), ""]
 
     w.submit.click(on_submit, [user_state, task_state, study, *ranks], [*task_outputs, draft],
-                     api_name="submit_ranking", **q)  # fmt: skip
-    w.skip.click(on_skip, [user_state, task_state, study], [*task_outputs, draft], api_name="skip_task",
-                   **q)  # fmt: skip
+                   api_name="submit_ranking", **q)  # fmt: skip
+    w.skip.click(on_skip, [user_state, task_state, study, w.reason, w.note],
+                 [*task_outputs, draft, w.reason, w.note], api_name="skip_task", **q)  # fmt: skip
+
+    def arena_handler(choice: str) -> Any:
+        @ui_errors
+        def on_arena(user: Any, task: Any, st: Any) -> list[Any]:
+            if not task or len(task.get("candidate_ids", [])) != 2:
+                raise refuse("The quick answers are for tasks with two images.")
+            ranks = list(ARENA[choice])
+            return then_next(
+                user, task, st, submit(services, user, task, ranks, False, both_bad=choice == "both_bad")
+            )
+
+        on_arena.__name__ = f"on_arena_{choice}"
+        return on_arena
+
+    for choice, button in w.arena_buttons.items():
+        button.click(arena_handler(choice), [user_state, task_state, study], [*task_outputs, draft],
+                     api_name=f"arena_{choice}", **q)  # fmt: skip
+
+    @ui_errors
+    def on_edit(user: Any, st: Any, task: Any) -> list[Any]:
+        return edit_frame(services, user, st or (task or {}).get("study_id"))
+
+    w.edit.click(on_edit, [user_state, study, task_state], task_outputs, api_name="edit_last_ranking", **q)
+
+    old, new, again, change, pw_message = w.account
+
+    @ui_errors
+    def on_change_password(user: Any, o: str, n: str, a: str) -> tuple[str, str, str, str]:
+        return change_password(services, user, o, n, a), "", "", ""
+
+    change.click(on_change_password, [user_state, old, new, again], [pw_message, old, new, again],
+                 api_name="change_password", **q)  # fmt: skip
 
     def on_restore(token: Any, dr: Any) -> list[Any]:
         return restore_frame(services, token, dr, len(task_outputs))

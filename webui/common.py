@@ -45,7 +45,10 @@ def require_researcher(user: dict[str, Any] | None) -> dict[str, Any]:
     """The logged-in researcher, or a UI error (visitors and annotators see no study data)."""
     if not user or user.get("role") != "researcher":
         raise gr.Error(
-            "Study results and study management are for researchers: log in on the Annotate "
+            f"Study results and study management are for researchers; you are logged in as "
+            f"{user.get('username')!r}, an {user.get('role')}."
+            if user
+            else "Study results and study management are for researchers: log in on the Annotate "
             "tab with a researcher account.",
             title="Researchers only",
         )

@@ -124,7 +124,7 @@ def test_ranking_is_submitted_and_stored(webapp, client):
     assert sorted(mine["rank"].tolist()) == [1, 2, 2]  # ties kept, dense ranks
     assert mine["time_taken_s"].iloc[0] >= 0
     # the next task is served; skipping it stores a skipped ranking
-    out = client.predict(STUDY, api_name="/skip_task")
+    out = client.predict(STUDY, None, "", api_name="/skip_task")  # study, reason, details
     assert "Skipped task" in out[3]
     df = rankings_frame(webapp.store, STUDY)
     assert df[(df["annotator"] == "ann1") & df["skipped"]].shape[0] == 1
