@@ -125,3 +125,21 @@ def test_change_password_needs_the_old_one(store: Store) -> None:
     change_password(store, uid, "password123", "new-password-456")
     assert store.authenticate("ann", "password123") is None
     assert store.authenticate("ann", "new-password-456") is not None
+
+
+def test_edit_is_refused_in_an_archived_study_and_both_bad_must_be_a_tie(
+    store: Store, populate_study
+) -> None:
+    study, _ = populate_study(store, group_size=2)
+    uid = store.create_user("ann", "password123").id
+    view = next_task(store, uid, study)
+    a, b = (c.id for c in view.candidates)
+    rid = submit_ranking(store, uid, study, view.task_id, {a: 1, b: 2}).ranking_id
+    with pytest.raises(AnnotationError, match="is a tie"):
+        edit_ranking(store, uid, rid, {a: 1, b: 2}, both_bad=True)
+    edit_ranking(store, uid, rid, {a: 1, b: 1}, both_bad=True)
+    with store.session() as s:
+        assert s.get(Ranking, rid).both_bad is True
+    store.archive_study(study)
+    with pytest.raises(PermissionDeniedError, match="archived"):
+        edit_ranking(store, uid, rid, {a: 2, b: 1})
