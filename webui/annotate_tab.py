@@ -237,7 +237,8 @@ def _task_line(services: Services, user: dict[str, Any], study_id: int, view: An
     pos = position(services.store, int(user["id"]), study_id)
     if view is None:
         return f"You answered {pos.done} of the study's {pos.tasks} tasks; none is left for you now."
-    return f"**Task {min(pos.done + 1, pos.reachable)} of {pos.reachable}** (the study has {pos.tasks})."
+    line = f"**Task {min(pos.done + 1, pos.reachable)} of {pos.reachable}**"
+    return line if pos.reachable == pos.tasks else f"{line} (the study has {pos.tasks}; others do the rest)."
 
 
 def _progress_text(services: Services, study: str, username: str) -> str:
