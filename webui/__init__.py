@@ -1,4 +1,4 @@
-"""ReasonGen's Gradio UI: the Generate, Annotate and Results tabs.
+"""ReasonGen's Gradio UI: the Generate, Annotate, Results and Manage tabs.
 
 Why a package of its own: ``app.py`` must stay a thin entry point (flags, services, launch), and
 the UI needs both libraries — ``reasongen`` (generation, plans, rewards) and ``annotation`` (users,
@@ -9,7 +9,8 @@ here, above both, and ``app.py`` only wires it.
 - :mod:`webui.auth`: signed, expiring, revocable login tokens and the signing key file;
   :mod:`webui.ratelimit`: the per-address and per-username limits and login backoff;
 - :mod:`webui.security`: the HTTP security headers (CSP, framing, nosniff, referrer);
-- :mod:`webui.generate_tab`, :mod:`webui.annotate_tab`, :mod:`webui.results_tab`: the tabs;
+- :mod:`webui.generate_tab`, :mod:`webui.annotate_tab`, :mod:`webui.results_tab`,
+  :mod:`webui.manage_tab`: the tabs;
 - :func:`build_demo` assembles them; :func:`launch` serves a demo.
 
 Importing this package sets ``GRADIO_ANALYTICS_ENABLED=False`` and ``HF_HUB_OFFLINE=1`` unless they
@@ -42,6 +43,7 @@ def build_demo(services: Services) -> gr.Blocks:
     """The whole app as a ``gr.Blocks`` (not launched)."""
     from .annotate_tab import RESTORE_JS, build_annotate_tab
     from .generate_tab import build_generate_tab
+    from .manage_tab import build_manage_tab, manage_view
     from .results_tab import build_results_tab
 
     model_id = model_label(getattr(services.loaded, "model_id", "?"))
@@ -58,6 +60,8 @@ def build_demo(services: Services) -> gr.Blocks:
                 ann = build_annotate_tab(services, user_state)
             with gr.Tab("Results", id="results"):
                 res = build_results_tab(services, user_state)
+            with gr.Tab("Manage", id="manage"):
+                man = build_manage_tab(services, user_state)
 
         def role_views(user: Any) -> list[Any]:
             user = services.current_user(user)
@@ -69,9 +73,10 @@ def build_demo(services: Services) -> gr.Blocks:
                 gr.Markdown(visible=not researcher),
                 gr.Column(visible=researcher),
                 gr.Dropdown(choices=names, value=names[0] if len(names) == 1 else None),
+                *manage_view(services, user),
             ]
 
-        role_outputs = [gen.send_group, gen.study_choice, res.locked, res.body, res.study]
+        role_outputs = [gen.send_group, gen.study_choice, res.locked, res.body, res.study, *man.view_outputs]
         private = {"api_visibility": "private", "queue": False}
         ann.login_event.then(role_views, user_state, role_outputs, **private)
         ann.logout_event.then(role_views, user_state, role_outputs, **private)
