@@ -318,3 +318,69 @@ def study_summary(
     out["agreement"] = annotator_agreement(kept)
     out["recipes"] = recipe_comparison(kept, n_boot=n_boot, seed=seed)
     return out
+
+
+def annotator_dashboard(rankings: pd.DataFrame, *, min_pass_rate: float = 0.75) -> pd.DataFrame:
+    """One row per annotator: ``rankings`` (regular tasks ranked), ``skipped``, ``controls``
+    answered, ``pass_rate`` and ``excluded`` (as :func:`control_results`), ``median_time_s``
+    (median time per answered ranking, controls included) and ``mean_tau`` (mean Kendall τ-b with
+    the other annotators' consensus, :func:`annotator_agreement`, over every annotator; NaN
+    without a task shared with others)."""
+    columns = ["annotator", "rankings", "skipped", "controls", "pass_rate", "excluded", "median_time_s",
+               "mean_tau"]  # fmt: skip
+    if rankings.empty:
+        return pd.DataFrame(columns=columns)
+    per = rankings.drop_duplicates("ranking_id")
+    answered = per[~per["skipped"].astype(bool)]
+    regular = answered[~answered["is_control"].astype(bool)]
+    ctl = control_results(rankings, min_pass_rate=min_pass_rate).set_index("annotator")
+    tau = annotator_agreement(rankings).set_index("annotator")["mean_tau"]
+    names = sorted(per["annotator"].dropna().unique())
+    out = pd.DataFrame({"annotator": names})
+    out["rankings"] = out["annotator"].map(regular.groupby("annotator").size()).fillna(0).astype(int)
+    out["skipped"] = out["annotator"].map(per[per["skipped"].astype(bool)].groupby("annotator").size())
+    out["skipped"] = out["skipped"].fillna(0).astype(int)
+    out["controls"] = out["annotator"].map(ctl["controls"]).fillna(0).astype(int)
+    out["pass_rate"] = out["annotator"].map(ctl["pass_rate"]).astype(float)
+    out["excluded"] = out["annotator"].map(ctl["excluded"]).fillna(False).astype(bool)
+    times = answered.groupby("annotator")["time_taken_s"].median()
+    out["median_time_s"] = out["annotator"].map(times).astype(float)
+    out["mean_tau"] = out["annotator"].map(tau).astype(float)
+    return out[columns]
+
+
+def why_no_ratings(
+    rankings: pd.DataFrame, controls: pd.DataFrame | None, pairs: pd.DataFrame, item_col: str = "system"
+) -> str | None:
+    """Why no ratings can be computed from ``rankings`` after the control exclusions
+    (``controls`` from :func:`control_results`, ``pairs`` the kept pairwise outcomes), in words;
+    None when ratings can be computed (two items compared at least once)."""
+    if rankings.empty:
+        return "No rankings yet."
+    per = rankings.drop_duplicates("ranking_id")
+    answered = per[~per["skipped"].astype(bool)]
+    if answered.empty:
+        return f"All {len(per)} ranking(s) so far were skipped: nothing to compare."
+    regular = answered[~answered["is_control"].astype(bool)]
+    if regular.empty:
+        return (
+            f"Only control tasks have been ranked so far ({len(answered)} ranking(s)); ratings come "
+            "from the regular tasks."
+        )
+    bad = set() if controls is None else set(controls.loc[controls["excluded"], "annotator"])
+    rankers = set(regular["annotator"])
+    if rankers <= bad:
+        return (
+            f"Control tasks exclude every annotator who ranked regular tasks ({', '.join(sorted(rankers))}: "
+            "control pass rate below the threshold); lower the threshold to include them."
+        )
+    compared = pairs[pairs["item_a"] != pairs["item_b"]] if len(pairs) else pairs
+    if compared.empty:
+        kept = regular[~regular["annotator"].isin(bad)]
+        items = sorted(set(rankings.loc[rankings["ranking_id"].isin(kept["ranking_id"]), item_col].dropna()))
+        shown = ", ".join(map(str, items[:3])) or "none"
+        return (
+            f"Too few comparisons: the counted rankings never put two different {item_col}s side by side "
+            f"({len(items)} {item_col}(s) ranked: {shown})."
+        )
+    return None

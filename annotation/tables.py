@@ -134,3 +134,36 @@ def candidates_frame(store: Store, study: int | str, *, with_sample: bool = True
                 row["sample_json"] = json.dumps(c.sample)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def candidate_ranks(rankings: pd.DataFrame, candidates: pd.DataFrame, system: str) -> pd.DataFrame:
+    """The candidates of one ``system`` (``model_id:recipe``) with how annotators ranked them:
+    ``ranks`` as "rank/group size" per answered ranking, ``times_ranked``, ``mean_rank`` and
+    ``mean_position`` (0 = always first, 1 = always last; ties share their rank). Inputs are
+    :func:`rankings_frame` and :func:`candidates_frame` of one study; controls are included
+    (they are rankings of the candidate too). Sorted by prompt, then candidate id."""
+    columns = ["candidate_id", "prompt", "seed", "times_ranked", "ranks", "mean_rank", "mean_position",
+               "rewards", "image_path"]  # fmt: skip
+    if candidates.empty:
+        return pd.DataFrame(columns=columns)
+    mine = candidates[candidates["system"] == system]
+    ranked = rankings[rankings["rank"].notna()]
+    size = ranked.groupby("ranking_id")["candidate_id"].transform("count")
+    ranked = ranked.assign(size=size, position=(ranked["rank"] - 1) / (size - 1).where(size > 1))
+    rows = []
+    for c in mine.sort_values(["prompt_position", "candidate_id"]).itertuples():
+        r = ranked[ranked["candidate_id"] == c.candidate_id].sort_values("ranking_id")
+        rows.append(
+            {
+                "candidate_id": int(c.candidate_id),
+                "prompt": c.prompt,
+                "seed": int(c.seed),
+                "times_ranked": len(r),
+                "ranks": ", ".join(f"{int(k)}/{int(n)}" for k, n in zip(r["rank"], r["size"], strict=True)),
+                "mean_rank": float(r["rank"].astype(float).mean()) if len(r) else float("nan"),
+                "mean_position": float(r["position"].astype(float).mean()) if len(r) else float("nan"),
+                "rewards": c.rewards,
+                "image_path": c.image_path,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
