@@ -1,0 +1,59 @@
+"""The researcher's pages in Chromium: the Manage tab creates a study, the Results tab shows the
+annotator dashboard. Same Playwright setup as ``test_app_browser.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run .ci/browser.sh"),
+]
+
+
+@pytest.fixture
+def page():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        pg.set_default_timeout(40_000)
+        yield pg
+        browser.close()
+
+
+def _wait_text(page, selector: str, text: str) -> None:
+    """Wait until the element's visible text contains ``text``."""
+    page.wait_for_function(
+        "([sel, t]) => (document.querySelector(sel)?.innerText || '').includes(t)", arg=[selector, text]
+    )
+
+
+def test_browser_researcher_creates_a_study_and_sees_the_annotators(webapp, page):
+    page.goto(webapp.url)
+    page.get_by_role("tab", name="Manage").click()
+    page.wait_for_selector(":text('Study and user management is for researchers')")
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#rg-username textarea", "res1")
+    page.fill("#rg-password input", "res1-password")
+    page.click("#rg-login")
+    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    page.get_by_role("tab", name="Manage").click()
+    _wait_text(page, "#rg-manage-users", "ann1")
+    page.fill("#rg-new-study textarea", "browser-study")
+    page.click("#rg-create-study")
+    page.wait_for_selector("#rg-manage-message :text('Created study')")
+    _wait_text(page, "#rg-manage-studies", "browser-study")
+    assert webapp.store.get_study("browser-study").group_size == 3
+    page.get_by_role("tab", name="Results").click()
+    page.fill("#rg-results-study input", "webui-study")
+    page.keyboard.press("Enter")
+    page.click("#rg-compute")
+    _wait_text(page, "#rg-annotators", "seed2")
+    assert "Excluded by the controls" in page.inner_text("#rg-results-summary")
