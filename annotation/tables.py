@@ -31,8 +31,11 @@ RANKING_COLUMNS = [
     "is_control",
     "control_best_id",
     "skipped",
+    "skip_reason",
+    "both_bad",
     "time_taken_s",
     "created_at",
+    "edited_at",
     "candidate_id",
     "rank",
     "prompt_id",
@@ -47,8 +50,10 @@ RANKING_COLUMNS = [
 
 def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
     """One row per (ranking, candidate) of a study; a skipped ranking is one row with no
-    candidate and no rank. ``system`` is ``model_id:recipe``; ``prompt`` is the candidate's own
-    prompt (for control tasks it may differ from the task's)."""
+    candidate and no rank (``skip_reason`` says why, if the annotator said). ``both_bad`` marks
+    an arena "both bad" tie; ``edited_at`` is set when the annotator changed the ranking later.
+    ``system`` is ``model_id:recipe``; ``prompt`` is the candidate's own prompt (for control
+    tasks it may differ from the task's)."""
     with store.session() as s:
         st = load_study(s, study)
         q = (
@@ -60,8 +65,11 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
                 Task.is_control,
                 Task.control_best_id,
                 Ranking.skipped,
+                Ranking.skip_reason,
+                Ranking.both_bad,
                 Ranking.time_taken_s,
                 Ranking.created_at,
+                Ranking.edited_at,
                 RankingEntry.candidate_id,
                 RankingEntry.rank,
                 Candidate.prompt_id,
@@ -89,7 +97,9 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
         df[col] = df[col].astype("Int64")
     df["is_control"] = df["is_control"].astype(bool)
     df["skipped"] = df["skipped"].astype(bool)
+    df["both_bad"] = df["both_bad"].fillna(False).astype(bool)
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    df["edited_at"] = pd.to_datetime(df["edited_at"], utc=True)
     return df[RANKING_COLUMNS]
 
 

@@ -350,3 +350,28 @@ def test_export_refuses_annotators_before_writing_anything(
     assert not (tmp_path / "denied").exists()
     paths = export_study(store, sid, tmp_path / "ok", "csv", n_boot=0, actor="rita")
     assert Path(paths["summary"]).is_file()
+
+
+def test_rankings_table_carries_skip_reasons_arena_ties_and_edits(store: Store, populate_study) -> None:
+    from annotation.annotator import edit_ranking
+    from annotation.tables import rankings_frame
+
+    sid, _tasks = populate_study(store, n_prompts=3, per_system=1, group_size=2, rankings_per_task=1)
+    uid = store.create_user("ann", "password123").id
+    first = next_task(store, uid, sid)
+    submit_ranking(store, uid, sid, first.task_id, skipped=True, skip_reason="image missing: blank")
+    second = next_task(store, uid, sid)
+    ids = [c.id for c in second.candidates]
+    res = submit_ranking(store, uid, sid, second.task_id, {ids[0]: 1, ids[1]: 1}, both_bad=True)
+    third = next_task(store, uid, sid)
+    ids3 = [c.id for c in third.candidates]
+    res3 = submit_ranking(store, uid, sid, third.task_id, [ids3[0], ids3[1]])
+    edit_ranking(store, uid, res3.ranking_id, [ids3[1], ids3[0]])
+    df = rankings_frame(store, sid)
+    skipped = df[df["skipped"]]
+    assert skipped["skip_reason"].tolist() == ["image missing: blank"]
+    assert df.loc[df["ranking_id"] == res.ranking_id, "both_bad"].tolist() == [True, True]
+    edited = df[df["ranking_id"] == res3.ranking_id]
+    assert edited["edited_at"].notna().all() and not edited["both_bad"].any()
+    assert df.loc[df["ranking_id"] != res3.ranking_id, "edited_at"].isna().all()
+    assert edited.sort_values("rank")["candidate_id"].tolist() == [ids3[1], ids3[0]]
