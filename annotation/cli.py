@@ -16,6 +16,7 @@ import argparse
 import getpass
 import json
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,8 +68,10 @@ def cmd_user(args: argparse.Namespace) -> int:
         raise AnnotationError(f"user {args.action} needs a USERNAME")
     with _store(args) as st:
         if args.action == "add":
-            u = st.create_user(args.username, _password(args), role=args.role)
-            print(f"created {u.role} {u.username} (id {u.id})")
+            # A simulated annotator never logs in: it gets a random password nobody knows.
+            pw = secrets.token_urlsafe(24) if args.simulated else _password(args)
+            u = st.create_user(args.username, pw, role=args.role, simulated=args.simulated)
+            print(f"created {'simulated ' if u.simulated else ''}{u.role} {u.username} (id {u.id})")
         elif args.action in ("deactivate", "activate"):
             u = st.set_user_active(args.username, args.action == "activate")
             print(f"{args.action}d {u.username}")
@@ -78,7 +81,9 @@ def cmd_user(args: argparse.Namespace) -> int:
             print(f"new password set for {u.username}")
         else:
             for u in st.list_users():
-                print(f"{u.id}\t{u.username}\t{u.role}\t{'active' if u.active else 'inactive'}")
+                state = "active" if u.active else "inactive"
+                kind = "\tsimulated" if u.simulated else ""
+                print(f"{u.id}\t{u.username}\t{u.role}\t{state}{kind}")
     return 0
 
 
@@ -164,10 +169,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from annotation.stats import study_summary
-    from annotation.tables import rankings_frame
+    from annotation.tables import rankings_frame, select_annotators
 
     with _store(args) as st:
-        df = rankings_frame(st, st.find_study(args.study).id)
+        everyone = rankings_frame(st, st.find_study(args.study).id)
+    df = select_annotators(everyone, args.include_simulated)
+    simulated = sorted(set(everyone.loc[everyone["annotator_simulated"], "annotator"]))
+    if simulated:
+        used = "included" if args.include_simulated else "left out (--include-simulated counts them)"
+        print(f"simulated annotators, {used}: {', '.join(simulated)}")
     if df.empty:
         print("no rankings yet")
         return 0
@@ -185,7 +195,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with _store(args) as st:
         paths = export_study(
-            st, st.find_study(args.study).id, args.out, args.format, n_boot=args.n_boot, seed=args.seed
+            st,
+            st.find_study(args.study).id,
+            args.out,
+            args.format,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            min_pass_rate=args.min_pass_rate,
+            include_simulated=args.include_simulated,
         )
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -225,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("username", nargs="?")
     u.add_argument("--role", choices=["annotator", "researcher"], default="annotator")
     u.add_argument("--password-env", help="read the password from this environment variable")
+    u.add_argument(
+        "--simulated",
+        action="store_true",
+        help="add: a software annotator (simulated panel); labelled everywhere, cannot log in",
+    )
     u.set_defaults(fn=cmd_user)
 
     s = sub.add_parser("study", help="create, list, archive or delete studies")
@@ -258,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--n-boot", type=int, default=1000)
         x.add_argument("--seed", type=int, default=0)
         x.add_argument("--min-pass-rate", type=float, default=0.75)
+        x.add_argument(
+            "--include-simulated",
+            action="store_true",
+            help="count simulated annotators' rankings in the statistics (left out by default)",
+        )
         if name == "export":
             x.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="parquet")
             x.add_argument("--out", required=True)

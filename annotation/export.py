@@ -4,12 +4,15 @@ Files written under ``out``:
 
 - ``rankings.<ext>``: one row per (ranking, candidate), see :func:`annotation.tables.rankings_frame`;
 - ``pairwise.<ext>``: every candidate pair within each non-control ranking (tie = ½), with
-  ``excluded`` marking annotators who failed the control tasks;
+  ``annotator_simulated`` marking simulated annotators and ``excluded`` marking the pairs the
+  statistics leave out (annotators who failed the control tasks, and simulated annotators
+  unless ``include_simulated``);
 - ``ratings.<ext>``: Bradley–Terry strengths with bootstrap 95% intervals, per system
   (``model:recipe``), per model and per recipe (column ``level``), from non-excluded annotators;
 - ``candidates.<ext>``: every candidate with its reward scores and the whole stored sample;
 - ``controls.<ext>``: control-task pass rates per annotator;
-- ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison;
+- ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison,
+  and which annotators were simulated and whether the statistics include them;
 - ``images/``: ``<candidate_id>.png`` plus ``metadata.jsonl`` in the layout that
   ``datasets.load_dataset("imagefolder", data_dir=out / "images")`` reads as it is (candidates
   stored without an image have no file there; ``summary.json`` counts them).
@@ -36,7 +39,7 @@ import pandas as pd
 
 from annotation import stats
 from annotation.errors import AnnotationError
-from annotation.tables import candidates_frame, rankings_frame
+from annotation.tables import candidates_frame, rankings_frame, select_annotators
 
 if TYPE_CHECKING:
     from annotation.store import Store
@@ -87,9 +90,14 @@ def export_study(
     n_boot: int = 1000,
     seed: int = 0,
     min_pass_rate: float = 0.75,
+    include_simulated: bool = False,
     actor: int | str | None = None,
 ) -> dict[str, Path]:
     """Write the study's tables, summary and image folder under ``out``; return the paths.
+
+    Rankings by simulated annotators stay in the rankings and pairwise tables, labelled
+    (``annotator_simulated``), but the statistics (ratings, win rates, agreement, controls,
+    summary) use people's rankings only unless ``include_simulated``; the summary says which.
 
     ``actor`` is who asks (a user id or name; None: the administrator, e.g. the CLI): an
     annotator or a deactivated user gets ``PermissionDeniedError`` before anything is written.
@@ -108,7 +116,14 @@ def export_study(
     staging.mkdir()
     try:
         paths = _write_export(
-            store, study, staging, fmt, n_boot=n_boot, seed=seed, min_pass_rate=min_pass_rate
+            store,
+            study,
+            staging,
+            fmt,
+            n_boot=n_boot,
+            seed=seed,
+            min_pass_rate=min_pass_rate,
+            include_simulated=include_simulated,
         )
         _swap_in(staging, out)
     except BaseException:
@@ -156,16 +171,21 @@ def _write_export(
     n_boot: int,
     seed: int,
     min_pass_rate: float,
+    include_simulated: bool,
 ) -> dict[str, Path]:
     """Write every file of the export into the existing, empty folder ``out``."""
     rankings = rankings_frame(store, study)
+    simulated = set(rankings.loc[rankings["annotator_simulated"], "annotator"])
+    counted = select_annotators(rankings, include_simulated)
     cands = candidates_frame(store, study)
-    controls = stats.control_results(rankings, min_pass_rate=min_pass_rate)
+    controls = stats.control_results(counted, min_pass_rate=min_pass_rate)
     excluded = set(controls.loc[controls["excluded"], "annotator"])
-    kept = stats.exclude_annotators(rankings, controls)
+    kept = stats.exclude_annotators(counted, controls)
 
     pairs = stats.pairwise_outcomes(rankings, "system")
-    pairs["excluded"] = pairs["annotator"].isin(excluded)
+    pairs["annotator_simulated"] = pairs["annotator"].isin(simulated)
+    left_out = excluded | (set() if include_simulated else simulated)
+    pairs["excluded"] = pairs["annotator"].isin(left_out)
     ratings = _ratings(kept, n_boot=n_boot, seed=seed)
 
     paths = {
@@ -179,6 +199,8 @@ def _write_export(
         "study": store.get_study(study).name,
         "rankings": int(rankings["ranking_id"].nunique()),
         "excluded_annotators": sorted(excluded),
+        "simulated_annotators": sorted(simulated),
+        "statistics_include_simulated": bool(include_simulated),
         "alpha_ordinal": _plain(stats.ranking_alpha(kept)),
         "agreement": stats.annotator_agreement(kept).to_dict(orient="records"),
         "win_rates": json.loads(stats.win_rate_matrix(pairs[~pairs["excluded"]]).to_json(orient="index")),

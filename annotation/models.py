@@ -69,6 +69,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="annotator")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A software annotator (a simulated panel), never a person: labelled in every export and
+    left out of human-only statistics unless asked for; cannot log in."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -59,6 +59,7 @@ class UserInfo:
     username: str
     role: str
     active: bool
+    simulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _check_actor(s: Session, actor: Actor, what: str) -> User | None:
 
 
 def _user_info(u: User) -> UserInfo:
-    return UserInfo(u.id, u.username, u.role, u.active)
+    return UserInfo(u.id, u.username, u.role, u.active, bool(u.simulated))
 
 
 def _study_info(s: Study) -> StudyInfo:
@@ -162,9 +163,20 @@ class Store:
     # ------------------------------------------------------------------ users
 
     def create_user(
-        self, username: str, password: str, role: str = "annotator", *, actor: Actor = None
+        self,
+        username: str,
+        password: str,
+        role: str = "annotator",
+        *,
+        simulated: bool = False,
+        actor: Actor = None,
     ) -> UserInfo:
-        """Add a user with a scrypt password hash. Raises ``ConflictError`` if the name is taken."""
+        """Add a user with a scrypt password hash. Raises ``ConflictError`` if the name is taken.
+
+        ``simulated`` marks a software annotator (a simulated panel): it cannot log in, and its
+        rankings are labelled and kept out of human-only statistics unless asked for."""
+        if not isinstance(simulated, bool):
+            raise AnnotationError(f"simulated must be true or false, got {simulated!r}")
         v.check_username(username)
         if role not in ROLES:
             raise AnnotationError(f"role must be one of {ROLES}, got {role!r}")
@@ -173,7 +185,9 @@ class Store:
         pw_hash = _hash(password, self.password_cost)
         try:
             with self.session() as s:
-                user = User(username=username, password_hash=pw_hash, role=role, active=True)
+                user = User(
+                    username=username, password_hash=pw_hash, role=role, active=True, simulated=simulated
+                )
                 s.add(user)
                 s.flush()
                 return _user_info(user)
@@ -181,7 +195,7 @@ class Store:
             raise ConflictError(f"user {username!r} already exists") from exc
 
     def authenticate(self, username: str, password: str) -> UserInfo | None:
-        """The active user with this name and password, or None."""
+        """The active, non-simulated user with this name and password, or None."""
         if not isinstance(username, str) or not v.USERNAME_RE.match(username):
             return None
         with self.session() as s:
@@ -192,8 +206,8 @@ class Store:
                 self._dummy_hash = hash_password("not-a-real-password", n=self.password_cost)
             verify_password(password, self._dummy_hash)
             return None
-        if not user.active or not verify_password(password, user.password_hash):
-            return None
+        if not user.active or not verify_password(password, user.password_hash) or user.simulated:
+            return None  # simulated annotators submit through the library, never by logging in
         return _user_info(user)
 
     def get_user(self, user: int | str) -> UserInfo:

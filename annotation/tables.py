@@ -28,6 +28,7 @@ RANKING_COLUMNS = [
     "task_id",
     "annotator_id",
     "annotator",
+    "annotator_simulated",
     "is_control",
     "control_best_id",
     "skipped",
@@ -52,6 +53,7 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
     """One row per (ranking, candidate) of a study; a skipped ranking is one row with no
     candidate and no rank (``skip_reason`` says why, if the annotator said). ``both_bad`` marks
     an arena "both bad" tie; ``edited_at`` is set when the annotator changed the ranking later.
+    ``annotator_simulated`` marks rankings by simulated annotators (see :func:`select_annotators`).
     ``system`` is ``model_id:recipe``; ``prompt`` is the candidate's own prompt (for control
     tasks it may differ from the task's)."""
     with store.session() as s:
@@ -62,6 +64,7 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
                 Ranking.task_id,
                 Ranking.annotator_id,
                 User.username.label("annotator"),
+                User.simulated.label("annotator_simulated"),
                 Task.is_control,
                 Task.control_best_id,
                 Ranking.skipped,
@@ -97,6 +100,7 @@ def rankings_frame(store: Store, study: int | str) -> pd.DataFrame:
         df[col] = df[col].astype("Int64")
     df["is_control"] = df["is_control"].astype(bool)
     df["skipped"] = df["skipped"].astype(bool)
+    df["annotator_simulated"] = df["annotator_simulated"].fillna(False).astype(bool)
     df["both_bad"] = df["both_bad"].fillna(False).astype(bool)
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
     df["edited_at"] = pd.to_datetime(df["edited_at"], utc=True)
@@ -177,3 +181,11 @@ def candidate_ranks(rankings: pd.DataFrame, candidates: pd.DataFrame, system: st
             }
         )
     return pd.DataFrame(rows, columns=columns)
+
+
+def select_annotators(rankings: pd.DataFrame, include_simulated: bool = False) -> pd.DataFrame:
+    """The rankings human-only statistics use: people's, plus simulated annotators' only when
+    ``include_simulated`` (their rows stay in every exported table, labelled, either way)."""
+    if include_simulated or rankings.empty:
+        return rankings
+    return rankings[~rankings["annotator_simulated"]].reset_index(drop=True)

@@ -41,7 +41,7 @@ COLUMNS = {
     "agreement": ["annotator", "tasks", "mean_tau"],
     "controls": ["annotator", "controls", "passed", "pass_rate", "excluded"],
     "annotators": ["annotator", "rankings", "skipped", "controls", "pass_rate", "excluded",
-                   "median_time_s", "mean_tau"],
+                   "median_time_s", "mean_tau", "simulated"],
 }  # fmt: skip
 """The headers of each table, shown even when it has no rows."""
 
@@ -140,13 +140,18 @@ def _safe(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def study_results(
-    services: Services, user: Any, study: Any, min_pass_rate: float = MIN_PASS_RATE
+    services: Services,
+    user: Any,
+    study: Any,
+    min_pass_rate: float = MIN_PASS_RATE,
+    include_simulated: bool = False,
 ) -> dict[str, Any]:
     """Everything the tab shows for ``study`` (researchers only), after leaving out annotators
-    whose control pass rate is below ``min_pass_rate``. ``reason`` says why there are no
-    ratings (None when there are); pieces without data are None."""
+    whose control pass rate is below ``min_pass_rate`` and, unless ``include_simulated``,
+    simulated annotators (named in ``simulated``). ``reason`` says why there are no ratings
+    (None when there are); pieces without data are None."""
     from annotation import stats
-    from annotation.tables import rankings_frame
+    from annotation.tables import rankings_frame, select_annotators
     from annotation.workflow import progress
 
     require_researcher(services.current_user(user))
@@ -154,9 +159,15 @@ def study_results(
         raise gr.Error("Pick a study.")
     if not 0.0 <= float(min_pass_rate) <= 1.0:
         raise ValueError(f"The pass-rate threshold must be in [0, 1], got {min_pass_rate}.")
-    rankings = rankings_frame(services.store, study)
-    if rankings.empty:
+    everyone = rankings_frame(services.store, study)
+    simulated = sorted(set(everyone.loc[everyone["annotator_simulated"], "annotator"]))
+    rankings = select_annotators(everyone, bool(include_simulated))
+    if everyone.empty:
         return {"rankings": 0, "reason": "No rankings yet."}
+    if rankings.empty:
+        reason = (f"Only simulated annotators ({', '.join(simulated)}) have ranked; tick "
+                  "'Include simulated annotators' to see their statistics.")  # fmt: skip
+        return {"rankings": 0, "reason": reason, "simulated": simulated}
     controls = _safe("controls", stats.control_results, rankings, min_pass_rate=min_pass_rate)
     kept = stats.exclude_annotators(rankings, controls) if controls is not None else rankings
     pairs = stats.pairwise_outcomes(kept, "system")
@@ -173,6 +184,8 @@ def study_results(
         "controls": controls,
         "annotators": _safe("annotators", stats.annotator_dashboard, rankings, min_pass_rate=min_pass_rate),
         "progress": progress(services.store, study, min_pass_rate=min_pass_rate),
+        "simulated": simulated,
+        "include_simulated": bool(include_simulated),
     }
     if ok and out["ratings"] is None:
         out["reason"] = "Not enough comparisons to fit ratings yet."
@@ -217,7 +230,7 @@ def study_systems(services: Services, user: Any, study: Any) -> list[str]:
     return sorted(set(cands["system"])) if not cands.empty else []
 
 
-def export_zip(services: Services, user: Any, study: Any, fmt: str) -> str:
+def export_zip(services: Services, user: Any, study: Any, fmt: str, include_simulated: bool = False) -> str:
     """Export the study with ``annotation.export.export_study`` and zip it; return the zip path."""
     from annotation.export import export_study
 
@@ -227,7 +240,8 @@ def export_zip(services: Services, user: Any, study: Any, fmt: str) -> str:
     name = services.store.get_study(study).name
     tmp = Path(tempfile.mkdtemp(prefix="reasongen-export-"))
     folder = tmp / f"{name}-{fmt}"
-    export_study(services.store, study, folder, fmt, n_boot=N_BOOT, actor=int(user["id"]))
+    export_study(services.store, study, folder, fmt, n_boot=N_BOOT, actor=int(user["id"]),
+                 include_simulated=bool(include_simulated))  # fmt: skip
     return shutil.make_archive(str(folder), "zip", root_dir=folder)
 
 
@@ -260,6 +274,10 @@ def summary_text(res: dict[str, Any], min_pass_rate: float) -> str:
         f"Excluded by the controls (pass rate below {min_pass_rate:.0%}): "
         f"{', '.join(excluded) if excluded else 'nobody'}."
     )
+    simulated = res.get("simulated") or []
+    if simulated:
+        used = "included" if res.get("include_simulated") else "left out"
+        text += f" Simulated annotators ({used}): {', '.join(simulated)}."
     return f"{text}\n\n**No ratings:** {reason}" if reason else text
 
 
@@ -273,6 +291,8 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
             )
             pass_rate = gr.Slider(0.0, 1.0, MIN_PASS_RATE, step=0.05, scale=2, elem_id="rg-pass-rate",
                                   label="Control pass rate an annotator needs to be counted")  # fmt: skip
+            with_sim = gr.Checkbox(False, label="Include simulated annotators", scale=1,
+                                   elem_id="rg-include-simulated")  # fmt: skip
             compute = gr.Button("Compute", variant="primary", scale=1, elem_id="rg-compute")
         summary = gr.Markdown(elem_id="rg-results-summary")
         with gr.Row():
@@ -297,8 +317,8 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
     q = {"concurrency_id": ANNOTATE_QUEUE, "concurrency_limit": ANNOTATE_LIMIT}
 
     @ui_errors
-    def on_compute(user: Any, st: Any, threshold: float = MIN_PASS_RATE) -> list[Any]:
-        res = study_results(services, user, st, threshold)
+    def on_compute(user: Any, st: Any, threshold: float = MIN_PASS_RATE, sim: bool = False) -> list[Any]:
+        res = study_results(services, user, st, threshold, sim)
         text = summary_text(res, threshold)
         if not res["rankings"]:
             return [text, ratings_figure(None, text), winrate_figure(None, text)] + [
@@ -317,11 +337,15 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
         require_researcher(services.current_user(user))
         if not st:
             raise gr.Error("Pick a study.")
-        dash = annotator_dashboard(rankings_frame(services.store, st), min_pass_rate=threshold)
+        rankings = rankings_frame(services.store, st)
+        dash = annotator_dashboard(rankings, min_pass_rate=threshold)
+        if not dash.empty:  # every annotator is listed; simulated ones say so
+            sim = set(rankings.loc[rankings["annotator_simulated"], "annotator"])
+            dash = dash.assign(simulated=dash["annotator"].isin(sim))
         systems = study_systems(services, user, st)
         return [_table(dash, "annotators"), gr.Dropdown(choices=systems, value=None)]
 
-    computed = compute.click(on_compute, [user_state, study, pass_rate],
+    computed = compute.click(on_compute, [user_state, study, pass_rate, with_sim],
                              [summary, bt_plot, wr_plot, ratings, recipes, agreement, controls],
                              api_name="study_results", **q)  # fmt: skip
     computed.success(on_annotators, [user_state, study, pass_rate], [annotators, system],
@@ -337,8 +361,8 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
     )
 
     @ui_errors
-    def on_export(user: Any, st: Any, f: str) -> str:
-        return export_zip(services, user, st, f)
+    def on_export(user: Any, st: Any, f: str, sim: bool = False) -> str:
+        return export_zip(services, user, st, f, sim)
 
-    export.click(on_export, [user_state, study, fmt], export_file, api_name="export_study", **q)
+    export.click(on_export, [user_state, study, fmt, with_sim], export_file, api_name="export_study", **q)
     return ResultsTab(locked, body, study, compute, ratings, summary, export_file)

@@ -157,3 +157,26 @@ def test_readme_example_models_exist() -> None:
     readme = (root / "annotation" / "README.md").read_text(encoding="utf-8")
     models = re.findall(r"--system (\S+):[\w-]+", readme)
     assert models and all((root / m / "config.json").is_file() for m in models), models
+
+
+def test_simulated_users_are_created_labelled_and_cannot_log_in(db, capsys) -> None:
+    base, store = db
+    assert cli_main([*base, "user", "add", "panel-1", "--simulated"]) == 0
+    assert "created simulated annotator panel-1" in capsys.readouterr().out
+    info = store.get_user("panel-1")
+    assert info.simulated and info.role == "annotator"
+    assert cli_main([*base, "user", "list"]) == 0
+    assert capsys.readouterr().out.strip().endswith("panel-1\tannotator\tactive\tsimulated")
+    # No one knows its password, and even the right one would not log it in.
+    with store.session() as s:
+        from sqlalchemy import update
+
+        from annotation.models import User
+        from annotation.security import hash_password
+
+        s.execute(
+            update(User).where(User.username == "panel-1").values(password_hash=hash_password("x" * 12, n=16))
+        )
+    assert store.authenticate("panel-1", "x" * 12) is None
+    person = store.create_user("ann", "password123")
+    assert not person.simulated and store.authenticate("ann", "password123") == person

@@ -375,3 +375,29 @@ def test_rankings_table_carries_skip_reasons_arena_ties_and_edits(store: Store, 
     assert edited["edited_at"].notna().all() and not edited["both_bad"].any()
     assert df.loc[df["ranking_id"] != res3.ranking_id, "edited_at"].isna().all()
     assert edited.sort_values("rank")["candidate_id"].tolist() == [ids3[1], ids3[0]]
+
+
+def test_simulated_annotators_are_labelled_in_the_export_and_counted_only_when_asked(
+    store: Store, populate_study, tmp_path: Path
+) -> None:
+    sid, _tasks = populate_study(store, n_prompts=3, per_system=1, group_size=2, rankings_per_task=2)
+    for name, simulated in (("person", False), ("panel", True)):
+        uid = store.create_user(name, "password123", simulated=simulated).id
+        while (view := next_task(store, uid, sid)) is not None:
+            ids = sorted(c.id for c in view.candidates)
+            submit_ranking(store, uid, sid, view.task_id, ids if simulated else ids[::-1])
+    out = export_study(store, sid, tmp_path / "people", "csv", n_boot=0)
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert summary["simulated_annotators"] == ["panel"] and summary["statistics_include_simulated"] is False
+    rankings = pd.read_csv(out["rankings"])
+    assert set(rankings.loc[rankings["annotator_simulated"], "annotator"]) == {"panel"}
+    assert set(rankings["annotator"]) == {"person", "panel"}  # every row is kept, labelled
+    pairs = pd.read_csv(out["pairwise"])
+    assert (pairs["excluded"] == pairs["annotator_simulated"]).all() and pairs["annotator_simulated"].any()
+    ratings = pd.read_csv(out["ratings"])
+    people_wins = ratings[ratings["level"] == "system"].set_index("item")["win_rate"]
+    assert sorted(people_wins.tolist()) == [0.0, 1.0]  # one annotator: no disagreement
+    both = export_study(store, sid, tmp_path / "all", "csv", n_boot=0, include_simulated=True)
+    assert json.loads(Path(both["summary"]).read_text())["statistics_include_simulated"] is True
+    all_wins = pd.read_csv(both["ratings"]).query("level == 'system'")["win_rate"]
+    assert sorted(all_wins.tolist()) == [0.5, 0.5]

@@ -52,6 +52,6 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path) -> None:
     assert current_revision(st.engine) is None
     assert inspect(st.engine).get_table_names() == ["alembic_version"]
     upgrade(st.engine, "head")
-    assert current_revision(st.engine) == "0003"
+    assert current_revision(st.engine) == "0004"
     assert st.create_user("after", "password123").id == 1
     st.close()

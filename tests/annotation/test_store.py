@@ -36,7 +36,7 @@ def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
-    assert current_revision(store.engine) == "0003"
+    assert current_revision(store.engine) == "0004"
     names = set(inspect(store.engine).get_table_names())
     assert set(Base.metadata.tables) <= names and "alembic_version" in names
 
@@ -51,7 +51,7 @@ def test_init_db_default_url_and_sqlite_pragmas(tmp_path: Path, monkeypatch) -> 
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
     init_db(default_url())  # a second upgrade of an up-to-date database is a no-op
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     engine.dispose()
 
 
@@ -506,7 +506,7 @@ def test_processes_opening_a_new_database_at_once_all_succeed(empty_db_url: str)
     assert outcomes == ["ok"] * 8
     engine = make_engine(empty_db_url)
     try:
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
