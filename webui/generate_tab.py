@@ -29,11 +29,16 @@ from .common import (
     show_image as _show,
 )
 from .services import MAX_SLOTS, Scores, Services
+from .streaming import RunAhead
 
 PLAN_SIZE = 256
 SLOTS_PER_ROW = 4
 CLEAR = object()
 """In a frame: empty this image (``None`` means: leave it as it is)."""
+FRAME_INTERVAL_S = 0.1
+"""Coalesced frames go to the page at most this often (plus one per image preview)."""
+QUEUE_NOTE_S = 0.5
+"""A wait in the queue at least this long is stated in the final status."""
 LAST_RUN_TTL_S = 1800
 """A researcher's last run (kept to send to a study) is dropped after this long."""
 
@@ -75,11 +80,12 @@ class GenerateTab:
     send_message: Any
 
 
-def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: list[Any],
+def _frame(slots: int, status: str, cots: list[str | None], plans: list[Any], images: list[Any],
            html: list[str] | None, table: Any, last: Any, show: int | None) -> list[Any]:  # fmt: skip
     """Outputs in the order ``GenerateTab.outputs``: status, per slot (column, cot, plan, image,
     scores), the scores JSON and the last-run state (passed through as given). ``None`` entries
-    in plans/images/html and a ``None`` table/show mean "unchanged"; ``CLEAR`` empties an image."""
+    in cots/plans/images/html and a ``None`` table/show mean "unchanged" (``gr.skip()``: nothing is
+    sent); ``CLEAR`` empties an image."""
 
     def img(values: list[Any], i: int) -> Any:
         v = values[i] if i < len(values) else None
@@ -88,7 +94,8 @@ def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: l
     out: list[Any] = [status]
     for i in range(slots):
         out.append(gr.skip() if show is None else gr.Column(visible=i < show))
-        out.append(cots[i] if i < len(cots) else gr.skip())
+        cot = cots[i] if i < len(cots) else None
+        out.append(gr.skip() if cot is None else cot)
         out.append(img(plans, i))
         out.append(img(images, i))
         out.append(html[i] if html is not None and i < len(html) else gr.skip())
@@ -97,33 +104,59 @@ def _frame(slots: int, status: str, cots: list[str], plans: list[Any], images: l
     return out
 
 
+def _timing(elapsed_s: float, queued_s: float | None) -> str:
+    """ "Done in 1.2 s" and, when known and noticeable, the time spent waiting in the queue."""
+    msg = f"Done in {elapsed_s:.1f} s"
+    if queued_s is not None and queued_s >= QUEUE_NOTE_S:
+        msg += f" (after {queued_s:.1f} s in the queue)"
+    return msg + "."
+
+
+def check_request(services: Services, prompt: Any, recipe: str, n: int) -> str:
+    """The prompt, checked (not empty, within the length limit: a longer one is refused, never
+    cut), with the number of candidates and the recipe; raises ``gr.Error`` saying what is wrong."""
+    from reasongen.generation import check_prompt
+    from reasongen.recipes import get_recipe
+
+    cfg = services.config
+    if isinstance(prompt, str) and len(prompt) > cfg.max_prompt_chars:
+        raise gr.Error(
+            f"The prompt is {len(prompt)} characters long; the limit is {cfg.max_prompt_chars}.",
+            title="Prompt too long",
+        )
+    prompt = check_prompt(prompt)
+    if not 1 <= int(n) <= cfg.max_candidates:
+        raise gr.Error(f"Number of candidates must be 1..{cfg.max_candidates}.")
+    get_recipe(recipe)  # unknown recipe: a clear error before the rate limit is charged
+    return prompt
+
+
 def stream_generation(services: Services, prompt: str, recipe: str, n: int, guidance: float,
-                      temperature: float, seed: int, client: str,
-                      keep: bool = False) -> Iterator[list[Any]]:  # fmt: skip
+                      temperature: float, seed: int, client: str, keep: bool = False,
+                      queued_s: float | None = None,
+                      frame_interval_s: float = FRAME_INTERVAL_S) -> Iterator[list[Any]]:  # fmt: skip
     """The Generate handler's body (without Gradio's request plumbing, so it can be tested).
+
+    The model runs ahead of the page (``RunAhead``): its events are coalesced into frames sent at
+    most every ``frame_interval_s`` (plus one per image preview), and each frame carries only what
+    changed since the previous one, so the number of frames does not grow with the number of
+    tokens. ``queued_s`` (the time the request waited in the queue) is stated in the final status.
 
     A prompt that is one of the examples gets that example's GenEval metadata, so rewards that
     need it (``shapes``) can score it; a typed prompt in the shapes world's language gets the
     metadata read from it (``Services.prompt_metadata``); any other prompt is scored without
-    metadata. With ``keep``
-    (a researcher's session) the samples are kept in the session to be sent to a study.
-    Generations are limited per ``client`` (the client's address: ``rate_limit`` per
-    ``rate_window_s``), so fresh sessions from one address share the limit.
+    metadata. With ``keep`` (a researcher's session) the samples are kept in the session to be
+    sent to a study. Generations are limited per ``client`` (the client's address: ``rate_limit``
+    per ``rate_window_s``), so fresh sessions from one address share the limit.
     """
-    from reasongen.generation import check_prompt, generate_stream
+    from reasongen.generation import generate_stream
     from reasongen.loading import settings_for
     from reasongen.plans import render_plan
-    from reasongen.recipes import get_recipe
     from reasongen.types import CotDelta, Done, ImageProgress, PlanReady
 
     cfg = services.config
-    if isinstance(prompt, str) and len(prompt) > cfg.max_prompt_chars:
-        raise gr.Error(f"The prompt is {len(prompt)} characters long; the limit is {cfg.max_prompt_chars}.")
-    prompt = check_prompt(prompt)
+    prompt = check_request(services, prompt, recipe, n)
     n = int(n)
-    if not 1 <= n <= cfg.max_candidates:
-        raise gr.Error(f"Number of candidates must be 1..{cfg.max_candidates}.")
-    get_recipe(recipe)  # unknown recipe: a clear error before the rate limit is charged
     wait = services.limiter.check(client)
     if wait:
         raise gr.Error(
@@ -136,42 +169,56 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
         loaded, guidance=float(guidance), temperature=float(temperature), max_cot_tokens=cfg.max_cot_tokens
     )
     meta = services.prompt_metadata(prompt)
-    cots = [""] * n
     t0 = time.monotonic()
-    empty: list[Any] = [None] * n
     clear = [CLEAR] * n
-    yield _frame(MAX_SLOTS, "Thinking…", cots, clear, clear, [""] * n, {}, None, n)
+    yield _frame(MAX_SLOTS, "Thinking…", [""] * n, clear, clear, [""] * n, {}, None, n)
+    cots = [""] * n
+    sent = [""] * n
     samples: list[Any] = [None] * n
-    stream = generate_stream(loaded, prompt, recipe, n, int(seed), settings, metadata=meta)
-    for ev in stream:
-        if isinstance(ev, CotDelta):
-            cots[ev.index] += ev.text
-            yield _frame(MAX_SLOTS, "Thinking…", cots, empty, empty, None, None, gr.skip(), None)
-        elif isinstance(ev, PlanReady):
-            plans: list[Any] = [None] * n
-            plans[ev.index] = render_plan(ev.plan, PLAN_SIZE)
-            msg = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
-            yield _frame(MAX_SLOTS, msg, cots, plans, empty, None, None, gr.skip(), None)
-        elif isinstance(ev, ImageProgress):
-            msg = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
-            yield _frame(
-                MAX_SLOTS, msg, cots, empty, [_show(p) for p in ev.previews], None, None, gr.skip(), None
-            )
-        elif isinstance(ev, Done):
-            samples[ev.sample.index] = ev.sample
-    yield _frame(MAX_SLOTS, "Scoring…", cots, empty, empty, None, None, gr.skip(), None)
+    producer = RunAhead(
+        lambda: generate_stream(loaded, prompt, recipe, n, int(seed), settings, metadata=meta)
+    )
+    drawn = lambda ev: isinstance(ev, ImageProgress)  # noqa: E731
+    for batch in producer.batches(frame_interval_s, boundary=drawn):
+        plans: list[Any] = [None] * n
+        images: list[Any] = [None] * n
+        status = None
+        for ev in batch:
+            if isinstance(ev, CotDelta):
+                cots[ev.index] += ev.text
+            elif isinstance(ev, PlanReady):
+                plans[ev.index] = ev.plan
+                status = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
+            elif isinstance(ev, ImageProgress):
+                images = [_show(p) for p in ev.previews]
+                status = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
+            elif isinstance(ev, Done):
+                samples[ev.sample.index] = ev.sample
+        changed: list[str | None] = [c if c != s else None for c, s in zip(cots, sent)]
+        if all(x is None for x in [*changed, *plans, *images]):
+            continue  # only Done events: nothing to show
+        sent = list(cots)
+        plans = [None if p is None else render_plan(p, PLAN_SIZE) for p in plans]
+        status = status or f"Thinking… {time.monotonic() - t0:.1f} s"
+        yield _frame(MAX_SLOTS, status, changed, plans, images, None, None, gr.skip(), None)
+    yield _frame(MAX_SLOTS, "Scoring…", [], [], [], None, None, gr.skip(), None)
     scores = services.score(samples)
     rows = scores.table()
     html = [scores_html(r, scores.errors) for r in rows]
     elapsed = time.monotonic() - t0
-    last = {"samples": samples, "scores": scores, "metadata": meta} if keep else None
+    last = {"samples": samples, "scores": scores, "metadata": meta, "sent": {}} if keep else None
     table = {"prompt": prompt, "recipe": recipe, "candidates": rows, "errors": scores.errors}
-    yield _frame(MAX_SLOTS, f"Done in {elapsed:.1f} s.", cots, empty, empty, html, table, last, None)
+    yield _frame(MAX_SLOTS, _timing(elapsed, queued_s), [], [], [], html, table, last, None)
 
 
 def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[str, Any] | None,
-                  study_name: str | None, new_study: str | None) -> tuple[str, Any]:  # fmt: skip
-    """Store the last run's candidates (with their reward scores) in a study and make task(s)."""
+                  study_name: str | None, new_study: str | None) -> tuple[str, Any, str, Any]:  # fmt: skip
+    """Store the last run's candidates (with their reward scores) in a study as one task.
+
+    Idempotent for the same samples: sending the same run to the same study again stores nothing
+    and says which task already holds them (the run remembers, per study, the task it made).
+    Returns the message, the study dropdown (the study picked), the emptied "new study" field and
+    the run (with that memory)."""
     user = require_researcher(services.current_user(user))
     if not last or not last.get("samples"):
         raise gr.Error("Generate candidates first.")
@@ -192,6 +239,10 @@ def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[st
         study = store.get_study(study_name)
     else:
         raise gr.Error("Pick a study or type a name for a new one.")
+    sent = last.setdefault("sent", {})
+    if study.id in sent:
+        msg = f"These candidates are already task {sent[study.id]} in study **{study.name}**: nothing stored."
+        return msg, study.name, "", last
     if len(samples) > study.group_size:
         raise gr.Error(f"Study {study.name!r} ranks at most {study.group_size} candidates per task.")
     scores: Scores = last["scores"]
@@ -201,9 +252,40 @@ def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[st
     )[0]
     cids = store.add_candidates(pid, samples, rewards=scores.outputs, actor=me)
     task = store.create_task(study.id, cids, actor=me)
+    sent[study.id] = task
     names = [s.name for s in store.list_studies()]
     msg = f"Stored {len(cids)} candidates as task {task} in study **{study.name}**."
-    return msg, gr.Dropdown(choices=names, value=study.name)
+    return msg, gr.Dropdown(choices=names, value=study.name), "", last
+
+
+def counter_html(prompt: str, limit: int) -> str:
+    """The character counter under the prompt (red, with a word of refusal, over the limit)."""
+    n = len(prompt)
+    if n > limit:
+        return f"<span class='rg-count rg-over'>{n} / {limit} characters: too long, shorten it</span>"
+    return f"<span class='rg-count'>{n} / {limit} characters</span>"
+
+
+COUNTER_JS = """(p) => {
+  const n = (p || '').length;
+  return n > LIMIT
+    ? `<span class='rg-count rg-over'>${n} / LIMIT characters: too long, shorten it</span>`
+    : `<span class='rg-count'>${n} / LIMIT characters</span>`;
+}"""
+"""``counter_html`` in the browser (no server round trip per keystroke); LIMIT is replaced."""
+
+
+def queue_wait_s(blocks: Any, request: Any) -> float | None:
+    """How long this request waited in Gradio's queue before its handler started, read from the
+    queue's record of the session's running event (``None`` when it cannot be found)."""
+    try:
+        session = request.session_hash
+        events = [e for job in blocks._queue.active_jobs if job for e in job if e.session_hash == session]
+        if not events:
+            return None
+        return max(0.0, time.monotonic() - max(e.enqueue_time for e in events))
+    except Exception:  # a private structure of Gradio's: no figure rather than a failure
+        return None
 
 
 def _slot(i: int) -> Slot:
@@ -228,13 +310,16 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             prompt = gr.Textbox(
-                label="Prompt",
+                label="Prompt (Enter generates, Shift+Enter starts a new line)",
                 placeholder="a photo of a red circle left of a blue square",
-                max_length=cfg.max_prompt_chars,
-                lines=2,
+                lines=1,
+                max_lines=4,
                 elem_id="rg-prompt",
             )
-            run = gr.Button("Generate", variant="primary", elem_id="rg-generate")
+            counter = gr.HTML(counter_html("", cfg.max_prompt_chars), elem_id="rg-prompt-count")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="rg-generate")
+                stop = gr.Button("Stop", variant="stop", elem_id="rg-stop")
             recipe = gr.Dropdown(list(RECIPES), value=cfg.recipe, label="Recipe")
             n = gr.Slider(1, cfg.max_candidates, value=min(2, cfg.max_candidates), step=1,
                           label="Candidates", elem_id="rg-n")  # fmt: skip
@@ -276,27 +361,41 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
         outputs += [s.column, s.cot, s.plan, s.image, s.scores]
     outputs += [scores_json, last_run]
 
+    blocks = gr.context.Context.root_block
+
     @ui_errors_stream
     def on_generate(p: str, r: str, k: float, g: float, t: float, sd: float, user: Any,
                     request: gr.Request) -> Iterator[list[Any]]:  # fmt: skip
+        queued = queue_wait_s(blocks, request)
         user = services.current_user(user)
         keep = bool(user) and user.get("role") == "researcher"
         address = client_address(request)
-        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), address, keep)
+        yield from stream_generation(services, p, r, int(k), g, t, int(sd or 0), address, keep, queued)
 
     inputs = [prompt, recipe, n, guidance, temperature, seed, user_state]
-    run.click(on_generate, inputs, outputs, api_name="generate", concurrency_id=GENERATE_QUEUE,
-              concurrency_limit=cfg.concurrency)  # fmt: skip
-    prompt.submit(on_generate, inputs, outputs, concurrency_id=GENERATE_QUEUE,
-                  concurrency_limit=cfg.concurrency, api_visibility="private")  # fmt: skip
+    # Progress and an error's badge go on the status line only: a refused request leaves the
+    # candidates of the previous run as they were.
+    gen_kw = {
+        "concurrency_id": GENERATE_QUEUE,
+        "concurrency_limit": cfg.concurrency,
+        "show_progress_on": [status],
+    }
+    click = run.click(on_generate, inputs, outputs, api_name="generate", **gen_kw)
+    submit = prompt.submit(on_generate, inputs, outputs, api_visibility="private", **gen_kw)
+    stop.click(
+        lambda: "Stopped.", None, status, cancels=[click, submit], queue=False, api_visibility="private"
+    )
+    prompt.input(None, prompt, counter, js=COUNTER_JS.replace("LIMIT", str(cfg.max_prompt_chars)),
+                 queue=False, api_visibility="private")  # fmt: skip
     n.change(lambda k: [gr.Column(visible=i < int(k)) for i in range(MAX_SLOTS)], n,
              [s.column for s in slots], queue=False, api_visibility="private")  # fmt: skip
 
     @ui_errors
-    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any]:
+    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any, str, Any]:
         return send_to_study(services, user, last, study, new)
 
-    send.click(on_send, [user_state, last_run, study_choice, new_study], [send_message, study_choice],
+    send.click(on_send, [user_state, last_run, study_choice, new_study],
+               [send_message, study_choice, new_study, last_run],
                api_name="send_to_study", concurrency_id=ANNOTATE_QUEUE,
                concurrency_limit=ANNOTATE_LIMIT)  # fmt: skip
     return GenerateTab(prompt, run, status, slots, scores_json, last_run, send_group, study_choice,

@@ -56,7 +56,7 @@ def test_stream_order_then_scores(webapp, client):
         cot = _first(frames, lambda f, i=i: isinstance(f[_slot(i, COT)], str) and f[_slot(i, COT)] != "")
         plan = _first(frames, lambda f, i=i: _is_file(f[_slot(i, PLAN)]))
         image = _first(frames, lambda f, i=i: _is_file(f[_slot(i, IMAGE)]))
-        assert cot < plan < image, (cot, plan, image)
+        assert cot <= plan < image, (cot, plan, image)  # a short CoT may end in the frame it starts
     # the image fills in: several previews arrive before the scores
     assert sum(_is_file(f[_slot(0, IMAGE)]) for f in frames) >= 2
     final = frames[-1]
@@ -167,15 +167,52 @@ def test_researcher_sends_candidates_to_a_new_study(webapp, client):
     _login(client, "res1")
     example = webapp.services.examples[1]
     _generate(client, example.prompt, n=2, seed=3)
-    msg, _ = client.predict(None, "sent-study", api_name="/send_to_study")
-    assert "Stored 2 candidates" in msg
+    msg, _, name = client.predict(None, "sent-study", api_name="/send_to_study")
+    assert "Stored 2 candidates" in msg and name == ""  # the new study's name field is cleared
+    # sending the same run again (to the new study, now by its name) stores nothing
+    msg, study, _ = client.predict("sent-study", "", api_name="/send_to_study")
+    assert "already task" in msg and "nothing stored" in msg and study == "sent-study"
     cands = candidates_frame(webapp.store, "sent-study")
     assert len(cands) == 2 and set(cands["prompt"]) == {example.prompt}
     assert all("shapes" in r and "gate" in r for r in cands["rewards"])
-    assert progress(webapp.store, "sent-study")["tasks"] == 1
+    assert progress(webapp.store, "sent-study")["tasks"] == 1  # once, though sent twice
+    assert len(candidates_frame(webapp.store, "sent-study")) == 2
     assert client.predict("sent-study", api_name="/study_results")[0] == "No rankings yet."
     with pytest.raises(AppError, match="does not exist"):
         client.predict("no-such-study", api_name="/study_results")
+
+
+def test_update_count_does_not_grow_with_the_number_of_tokens(webapp, client):
+    """Frames are coalesced: a CoT eight times longer reaches the page in about as many updates,
+    each carrying only what changed (the CoT of a slot whose text did not change is skipped)."""
+    cfg = webapp.services.config
+    counts, cots = {}, {}
+    try:
+        for cap in (12, 96):
+            cfg.max_cot_tokens = cap
+            t0 = time.monotonic()
+            frames = _generate(client, "a red circle", n=2)
+            elapsed = time.monotonic() - t0
+            counts[cap] = len(frames)
+            texts = [f[_slot(0, COT)] for f in frames if isinstance(f[_slot(0, COT)], str)]
+            cots[cap] = texts
+            # start, at most one per 0.1 s, previews (4), scoring, done: never one per token
+            assert len(frames) <= 8 + elapsed / 0.1, (cap, len(frames), elapsed)
+    finally:
+        cfg.max_cot_tokens = 12
+    assert counts[96] < 2 * 96 / 4  # the old handler sent one update per token of either row
+    # the last CoT sent is the whole CoT: deltas were merged, none lost
+    assert len(cots[96][-1]) > len(cots[12][-1])
+    skipped = [f for f in frames if isinstance(f[_slot(0, COT)], dict)]
+    assert skipped, "unchanged CoTs are sent again"
+
+
+def test_a_prompt_over_the_limit_is_refused_not_cut(webapp, client):
+    limit = webapp.services.config.max_prompt_chars
+    with pytest.raises(AppError, match=f"{limit + 1} characters long; the limit is {limit}"):
+        _generate(client, "a red circle " + "x" * (limit - 12), n=1)
+    frames = _generate(client, "a red circle" + " " * (limit - 12), n=1)  # exactly at the limit
+    assert frames[-1][0].startswith("Done")
 
 
 def test_submissions_do_not_wait_behind_generation(webapp):
