@@ -1,8 +1,9 @@
 """Generate tab: prompt → streamed chain of thought → plan drawn → image filling in → reward scores.
 
-One generator handler consumes ``reasongen.generation.generate_stream`` and yields a full frame of
-outputs per event; outputs that did not change are ``gr.skip()`` so images are sent only when they
-change. Researchers can send the candidates of the last run to a study.
+One generator handler runs ``reasongen.generation.generate_stream`` ahead of the page
+(``webui.streaming.RunAhead``) and yields coalesced frames at a bounded rate; images are sent only
+when they change. Stop cancels a run, Enter generates, a prompt over the limit is refused.
+Researchers can send the candidates of the last run to a study (once per study).
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ from .common import (
     scores_html,
     ui_errors,
     ui_errors_stream,
-)
-from .common import (
-    show_image as _show,
 )
 from .services import MAX_SLOTS, Scores, Services
 from .streaming import RunAhead
@@ -80,26 +78,28 @@ class GenerateTab:
     send_message: Any
 
 
-def _frame(slots: int, status: str, cots: list[str | None], plans: list[Any], images: list[Any],
-           html: list[str] | None, table: Any, last: Any, show: int | None) -> list[Any]:  # fmt: skip
-    """Outputs in the order ``GenerateTab.outputs``: status, per slot (column, cot, plan, image,
-    scores), the scores JSON and the last-run state (passed through as given). ``None`` entries
-    in cots/plans/images/html and a ``None`` table/show mean "unchanged" (``gr.skip()``: nothing is
-    sent); ``CLEAR`` empties an image."""
+def _frame(n: int, status: str, cots: list[str], plans: list[Any], images: list[Any],
+           html: list[str] | None, table: Any, last: Any) -> list[Any]:  # fmt: skip
+    """Outputs in the order ``GenerateTab.outputs``: status, per slot (cot, plan, image, scores),
+    the scores JSON and the last-run state (passed through as given).
+
+    Only the ``n`` shown slots carry values. A ``None`` plan or image means "unchanged" and is
+    ``gr.skip()`` (nothing sent); ``CLEAR`` empties it. Texts are sent whole: Gradio sends a
+    stream's text outputs as diffs, so an unchanged CoT costs nothing on the wire, whereas every
+    ``gr.skip()`` makes Gradio rebuild that component's config (milliseconds each), so hidden
+    slots get empty values rather than skips."""
 
     def img(values: list[Any], i: int) -> Any:
         v = values[i] if i < len(values) else None
         return gr.skip() if v is None else (None if v is CLEAR else v)
 
     out: list[Any] = [status]
-    for i in range(slots):
-        out.append(gr.skip() if show is None else gr.Column(visible=i < show))
-        cot = cots[i] if i < len(cots) else None
-        out.append(gr.skip() if cot is None else cot)
-        out.append(img(plans, i))
-        out.append(img(images, i))
-        out.append(html[i] if html is not None and i < len(html) else gr.skip())
-    out.append(gr.skip() if table is None else table)
+    for i in range(MAX_SLOTS):
+        if i >= n:
+            out += ["", None, None, ""]
+            continue
+        out += [cots[i], img(plans, i), img(images, i), html[i] if html is not None else ""]
+    out.append({} if table is None else table)
     out.append(last)
     return out
 
@@ -171,9 +171,9 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
     meta = services.prompt_metadata(prompt)
     t0 = time.monotonic()
     clear = [CLEAR] * n
-    yield _frame(MAX_SLOTS, "Thinking…", [""] * n, clear, clear, [""] * n, {}, None, n)
     cots = [""] * n
-    sent = [""] * n
+    yield _frame(n, "Thinking…", cots, clear, clear, None, None, None)
+    sent = list(cots)
     samples: list[Any] = [None] * n
     producer = RunAhead(
         lambda: generate_stream(loaded, prompt, recipe, n, int(seed), settings, metadata=meta)
@@ -190,25 +190,24 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
                 plans[ev.index] = ev.plan
                 status = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
             elif isinstance(ev, ImageProgress):
-                images = [_show(p) for p in ev.previews]
-                status = f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
+                images = list(ev.previews)  # native size: the page enlarges them (PIXEL_CSS)
+                done = ev.rows_done == ev.rows_total
+                status = "Scoring…" if done else f"Drawing… {ev.rows_done}/{ev.rows_total} token rows"
             elif isinstance(ev, Done):
                 samples[ev.sample.index] = ev.sample
-        changed: list[str | None] = [c if c != s else None for c, s in zip(cots, sent)]
-        if all(x is None for x in [*changed, *plans, *images]):
+        if cots == sent and all(x is None for x in [*plans, *images]):
             continue  # only Done events: nothing to show
         sent = list(cots)
         plans = [None if p is None else render_plan(p, PLAN_SIZE) for p in plans]
         status = status or f"Thinking… {time.monotonic() - t0:.1f} s"
-        yield _frame(MAX_SLOTS, status, changed, plans, images, None, None, gr.skip(), None)
-    yield _frame(MAX_SLOTS, "Scoring…", [], [], [], None, None, gr.skip(), None)
+        yield _frame(n, status, cots, plans, images, None, None, gr.skip())
     scores = services.score(samples)
     rows = scores.table()
     html = [scores_html(r, scores.errors) for r in rows]
     elapsed = time.monotonic() - t0
     last = {"samples": samples, "scores": scores, "metadata": meta, "sent": {}} if keep else None
     table = {"prompt": prompt, "recipe": recipe, "candidates": rows, "errors": scores.errors}
-    yield _frame(MAX_SLOTS, _timing(elapsed, queued_s), [], [], [], html, table, last, None)
+    yield _frame(n, _timing(elapsed, queued_s), cots, [], [], html, table, last)
 
 
 def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[str, Any] | None,
@@ -288,14 +287,17 @@ def queue_wait_s(blocks: Any, request: Any) -> float | None:
         return None
 
 
-def _slot(i: int) -> Slot:
+def _slot(i: int, image_size: int) -> Slot:
     """One candidate's column (inside the current row)."""
     with gr.Column(visible=i < 2, min_width=160) as col:
         cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5, max_lines=12,
                          interactive=False, autoscroll=True, elem_id=f"rg-cot-{i}")  # fmt: skip
         plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
                         elem_id=f"rg-plan-{i}")  # fmt: skip
-        image = gr.Image(label="Image", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
+        size = f"{image_size}×{image_size} px"
+        image = gr.Image(label=f"Image ({size}, enlarged without smoothing)", format="png",
+                         elem_classes=["rg-pixel"],
+                         buttons=IMAGE_BUTTONS, interactive=False, height=200,
                          elem_id=f"rg-image-{i}")  # fmt: skip
         scores = gr.HTML(elem_id=f"rg-scores-{i}")
     return Slot(col, cot, plan, image, scores)
@@ -351,14 +353,14 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
             for row in range(0, MAX_SLOTS, SLOTS_PER_ROW):
                 with gr.Row(equal_height=False):
                     for i in range(row, min(row + SLOTS_PER_ROW, MAX_SLOTS)):
-                        slots.append(_slot(i))
+                        slots.append(_slot(i, int(getattr(loaded, "image_size", 0))))
             with gr.Accordion("Scores as JSON", open=False):
                 scores_json = gr.JSON(label="Per-candidate rewards", elem_id="rg-scores-json")
     last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)
 
     outputs = [status]
     for s in slots:
-        outputs += [s.column, s.cot, s.plan, s.image, s.scores]
+        outputs += [s.cot, s.plan, s.image, s.scores]  # columns: shown by the slider (n.change)
     outputs += [scores_json, last_run]
 
     blocks = gr.context.Context.root_block

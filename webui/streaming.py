@@ -31,8 +31,10 @@ class RunAhead(Generic[T]):
 
     def __init__(self, make: Callable[[], Iterator[T]]) -> None:
         self._make = make
+        self._boundary: Callable[[T], bool] = lambda _: False
         self._queue: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set with each item the consumer must not sit on
         self._thread = threading.Thread(target=self._run, name="reasongen-run-ahead", daemon=True)
         self.finished = threading.Event()
         """Set when the producer thread has ended (finished, failed or stopped)."""
@@ -43,6 +45,8 @@ class RunAhead(Generic[T]):
             try:
                 for item in it:
                     self._queue.put((_ITEM, item))
+                    if self._boundary(item):
+                        self._wake.set()
                     if self._stop.is_set():
                         break
             finally:
@@ -54,6 +58,7 @@ class RunAhead(Generic[T]):
         else:
             self._queue.put((_END, None))
         finally:
+            self._wake.set()
             self.finished.set()
 
     def stop(self) -> None:
@@ -65,40 +70,52 @@ class RunAhead(Generic[T]):
     ) -> Iterator[list[T]]:
         """Start the producer and yield its items in order, grouped into non-empty lists.
 
-        A batch is yielded when ``interval_s`` has passed since the previous one (the first item
-        goes out at once), before and right after a ``boundary`` item (so it is alone in its
-        batch), and at the end. The producer's exception is raised here, after the items it
-        yielded before failing.
+        The consumer sleeps between batches (it does not wake per item, so it takes little from
+        the producer). A batch is yielded when ``interval_s`` has passed since the previous one
+        (the first items go out at once), before and right after a ``boundary`` item (so it is
+        alone in its batch), and at the end. The producer's exception is raised here, after the
+        items it yielded before failing.
         """
+        self._boundary = boundary
         self._thread.start()
         pending: list[T] = []
         last = float("-inf")
         try:
             while True:
-                timeout = max(0.0, last + interval_s - time.monotonic()) if pending else None
-                try:
-                    kind, item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    yield pending
-                    pending, last = [], time.monotonic()
-                    continue
-                if kind == _END:
-                    if pending:
-                        yield pending
-                    return
-                if kind == _ERROR:
-                    if pending:
-                        yield pending
-                    raise item  # type: ignore[misc]
-                if boundary(item):  # type: ignore[arg-type]
-                    if pending:
-                        yield pending
-                    yield [item]  # type: ignore[list-item]
-                    pending, last = [], time.monotonic()
-                    continue
-                pending.append(item)  # type: ignore[arg-type]
-                if time.monotonic() - last >= interval_s:
+                if pending:  # sleep until the interval is up or an urgent item (boundary, end) arrives
+                    self._wake.wait(max(0.0, last + interval_s - time.monotonic()))
+                    items = []
+                else:
+                    items = [self._queue.get()]
+                self._wake.clear()
+                items += self._drain()
+                for kind, item in items:
+                    if kind == _END:
+                        if pending:
+                            yield pending
+                        return
+                    if kind == _ERROR:
+                        if pending:
+                            yield pending
+                        raise item  # type: ignore[misc]
+                    if boundary(item):  # type: ignore[arg-type]
+                        if pending:
+                            yield pending
+                        yield [item]  # type: ignore[list-item]
+                        pending, last = [], time.monotonic()
+                    else:
+                        pending.append(item)  # type: ignore[arg-type]
+                if pending and time.monotonic() - last >= interval_s:
                     yield pending
                     pending, last = [], time.monotonic()
         finally:
             self._stop.set()
+
+    def _drain(self) -> list[tuple[int, object]]:
+        """Everything queued now, without waiting."""
+        out = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
