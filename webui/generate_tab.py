@@ -387,7 +387,7 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     stop.click(
         lambda: "Stopped.", None, status, cancels=[click, submit], queue=False, api_visibility="private"
     )
-    prompt.input(None, prompt, counter, js=COUNTER_JS.replace("LIMIT", str(cfg.max_prompt_chars)),
+    prompt.change(None, prompt, counter, js=COUNTER_JS.replace("LIMIT", str(cfg.max_prompt_chars)),
                  queue=False, api_visibility="private")  # fmt: skip
     n.change(lambda k: [gr.Column(visible=i < int(k)) for i in range(MAX_SLOTS)], n,
              [s.column for s in slots], queue=False, api_visibility="private")  # fmt: skip

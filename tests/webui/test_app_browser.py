@@ -243,3 +243,60 @@ def test_browser_logout_in_one_tab_ends_the_login_in_the_other(webapp, page):
     other.get_by_role("tab", name="Annotate").click()
     other.wait_for_selector("#rg-username textarea")
     assert "Welcome back" not in other.inner_text("#rg-login-message")
+
+
+def _run_ahead_threads() -> int:
+    import threading
+
+    return sum(t.name == "reasongen-run-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def test_browser_counter_refusal_enter_and_shift_enter(webapp, page):
+    """The counter counts, a prompt over the limit is kept whole and refused with a message (the
+    candidates get no error badge), Shift+Enter makes a new line and Enter generates."""
+    limit = webapp.services.config.max_prompt_chars
+    page.goto(webapp.url)
+    box = page.locator("#rg-prompt textarea")
+    box.fill("a red circle")
+    page.wait_for_selector(f"#rg-prompt-count :text('12 / {limit} characters')")
+    box.fill("x" * (limit + 5))
+    page.wait_for_selector("#rg-prompt-count .rg-over")
+    assert len(box.input_value()) == limit + 5  # never cut by the browser
+    box.press("Enter")
+    page.wait_for_selector(f":text('the limit is {limit}')")  # the refusal is shown
+    for part in ("cot", "plan", "image"):
+        assert "Error" not in page.inner_text(f"#rg-{part}-0")  # only the status line says so
+    box.fill("a red circle")
+    box.press("Shift+Enter")
+    box.type("left of a blue square")
+    assert box.input_value() == "a red circle\nleft of a blue square"
+    box.press("Enter")
+    page.wait_for_selector("#rg-scores-0 table")
+    assert "Done in" in page.inner_text("#rg-status")
+    assert box.input_value() == "a red circle\nleft of a blue square"  # Enter did not add a line
+
+
+def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page):
+    import time
+
+    cfg = webapp.services.config
+    cfg.max_cot_tokens = 1800  # a CoT long enough to still be running when Stop is clicked
+    try:
+        page.goto(webapp.url)
+        page.fill("#rg-prompt textarea", "a red circle")
+        page.click("#rg-generate")
+        page.wait_for_function("() => document.querySelector('#rg-cot-0 textarea').value.length > 0")
+        assert "Thinking" in page.inner_text("#rg-status")
+        page.click("#rg-stop")
+        page.wait_for_function("() => document.querySelector('#rg-status').innerText.includes('Stopped.')")
+        t0 = time.monotonic()
+        while _run_ahead_threads() and time.monotonic() - t0 < 20:
+            time.sleep(0.1)
+        assert _run_ahead_threads() == 0, "the model kept generating after Stop"
+        cot = page.input_value("#rg-cot-0 textarea")
+        time.sleep(0.5)
+        assert page.input_value("#rg-cot-0 textarea") == cot and "Done" not in page.inner_text("#rg-status")
+    finally:
+        cfg.max_cot_tokens = 12
+    page.click("#rg-generate")  # the page is usable after Stop
+    page.wait_for_selector("#rg-status :text('Done in')")
