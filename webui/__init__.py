@@ -101,4 +101,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kwargs:
     app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(SecurityHeaders)]
     kwargs["app_kwargs"] = app_kwargs
-    return demo.launch(server_name=host, server_port=port, css=CSS, head=KEYBOARD_JS, **kwargs)
+    from .reasoning import CSS as REASONING_CSS
+
+    return demo.launch(
+        server_name=host, server_port=port, css=CSS + REASONING_CSS, head=KEYBOARD_JS, **kwargs
+    )

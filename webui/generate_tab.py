@@ -26,6 +26,8 @@ from .common import (
     ui_errors,
     ui_errors_stream,
 )
+from .model_card import about_markdown, outside_language_notice
+from .reasoning import cot_html
 from .services import MAX_SLOTS, Scores, Services
 from .streaming import RunAhead
 
@@ -169,10 +171,13 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
         loaded, guidance=float(guidance), temperature=float(temperature), max_cot_tokens=cfg.max_cot_tokens
     )
     meta = services.prompt_metadata(prompt)
+    notice = outside_language_notice(services, prompt)
+    note = (lambda msg: f"{msg}\n\n⚠ {notice}") if notice else (lambda msg: msg)
     t0 = time.monotonic()
     clear = [CLEAR] * n
     cots = [""] * n
-    yield _frame(n, "Thinking…", cots, clear, clear, None, None, None)
+    chips = [""] * n  # the CoT with its boxes as chips, once the plan is ready
+    yield _frame(n, note("Thinking…"), cots, clear, clear, chips, None, None)
     sent = list(cots)
     samples: list[Any] = [None] * n
     producer = RunAhead(
@@ -188,6 +193,7 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
                 cots[ev.index] += ev.text
             elif isinstance(ev, PlanReady):
                 plans[ev.index] = ev.plan
+                chips[ev.index] = cot_html(cots[ev.index])
                 status = f"Plan {ev.index + 1}: {len(ev.plan)} box(es)"
             elif isinstance(ev, ImageProgress):
                 images = list(ev.previews)  # native size: the page enlarges them (PIXEL_CSS)
@@ -200,14 +206,14 @@ def stream_generation(services: Services, prompt: str, recipe: str, n: int, guid
         sent = list(cots)
         plans = [None if p is None else render_plan(p, PLAN_SIZE) for p in plans]
         status = status or f"Thinking… {time.monotonic() - t0:.1f} s"
-        yield _frame(n, status, cots, plans, images, None, None, gr.skip())
+        yield _frame(n, note(status), cots, plans, images, chips, None, gr.skip())
     scores = services.score(samples)
     rows = scores.table()
-    html = [scores_html(r, scores.errors) for r in rows]
+    html = [c + scores_html(r, scores.errors) for c, r in zip(chips, rows)]
     elapsed = time.monotonic() - t0
     last = {"samples": samples, "scores": scores, "metadata": meta, "sent": {}} if keep else None
     table = {"prompt": prompt, "recipe": recipe, "candidates": rows, "errors": scores.errors}
-    yield _frame(n, _timing(elapsed, queued_s), cots, [], [], html, table, last)
+    yield _frame(n, note(_timing(elapsed, queued_s)), cots, [], [], html, table, last)
 
 
 def send_to_study(services: Services, user: dict[str, Any] | None, last: dict[str, Any] | None,
@@ -290,7 +296,7 @@ def queue_wait_s(blocks: Any, request: Any) -> float | None:
 def _slot(i: int, image_size: int) -> Slot:
     """One candidate's column (inside the current row)."""
     with gr.Column(visible=i < 2, min_width=160) as col:
-        cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought", lines=5, max_lines=12,
+        cot = gr.Textbox(label=f"Candidate {i + 1}: chain of thought (raw)", lines=5, max_lines=12,
                          interactive=False, autoscroll=True, elem_id=f"rg-cot-{i}")  # fmt: skip
         plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
                         elem_id=f"rg-plan-{i}")  # fmt: skip
@@ -330,6 +336,8 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                                      label="Guidance (CFG weight)")  # fmt: skip
                 temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Image temperature")
                 seed = gr.Number(value=0, precision=0, label="Seed")
+            with gr.Accordion("About this model", open=False, elem_id="rg-about"):
+                gr.Markdown(about_markdown(services, list(services.rewards)))
             if services.examples:
                 examples = _round_robin_examples(services.examples)
                 pick = gr.Dataset(
