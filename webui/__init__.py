@@ -9,8 +9,9 @@ here, above both, and ``app.py`` only wires it.
 - :mod:`webui.auth`: signed, expiring, revocable login tokens and the signing key file;
   :mod:`webui.ratelimit`: the per-address and per-username limits and login backoff;
 - :mod:`webui.security`: the HTTP security headers (CSP, framing, nosniff, referrer);
-- :mod:`webui.generate_tab`, :mod:`webui.annotate_tab`, :mod:`webui.results_tab`,
-  :mod:`webui.manage_tab`: the tabs;
+- :mod:`webui.generate_tab`, :mod:`webui.compare_tab`, :mod:`webui.annotate_tab`,
+  :mod:`webui.results_tab`, :mod:`webui.manage_tab`: the tabs (:mod:`webui.streaming`,
+  :mod:`webui.reasoning` and :mod:`webui.model_card` serve the first two);
 - :func:`build_demo` assembles them; :func:`launch` serves a demo.
 
 Importing this package sets ``GRADIO_ANALYTICS_ENABLED=False`` and ``HF_HUB_OFFLINE=1`` unless they
@@ -42,6 +43,7 @@ QUEUE_MAX_SIZE = 64
 def build_demo(services: Services) -> gr.Blocks:
     """The whole app as a ``gr.Blocks`` (not launched)."""
     from .annotate_tab import RESTORE_JS, build_annotate_tab
+    from .compare_tab import build_compare_tab
     from .generate_tab import build_generate_tab
     from .manage_tab import build_manage_tab, manage_view
     from .results_tab import build_results_tab
@@ -56,6 +58,8 @@ def build_demo(services: Services) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 gen = build_generate_tab(services, user_state)
+            with gr.Tab("Compare", id="compare"):
+                cmp = build_compare_tab(services, user_state)
             with gr.Tab("Annotate", id="annotate"):
                 ann = build_annotate_tab(services, user_state)
             with gr.Tab("Results", id="results"):
@@ -73,10 +77,13 @@ def build_demo(services: Services) -> gr.Blocks:
                 gr.Markdown(visible=not researcher),
                 gr.Column(visible=researcher),
                 gr.Dropdown(choices=names, value=names[0] if len(names) == 1 else None),
+                gr.Group(visible=researcher),
+                gr.Dropdown(choices=names, value=None),
                 *manage_view(services, user),
             ]
 
-        role_outputs = [gen.send_group, gen.study_choice, res.locked, res.body, res.study, *man.view_outputs]
+        role_outputs = [gen.send_group, gen.study_choice, res.locked, res.body, res.study, cmp.send_group,
+                        cmp.study_choice, *man.view_outputs]  # fmt: skip
         private = {"api_visibility": "private", "queue": False}
         ann.login_event.then(role_views, user_state, role_outputs, **private)
         ann.logout_event.then(role_views, user_state, role_outputs, **private)

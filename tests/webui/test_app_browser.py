@@ -300,3 +300,16 @@ def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page):
         cfg.max_cot_tokens = 12
     page.click("#rg-generate")  # the page is usable after Stop
     page.wait_for_selector("#rg-status :text('Done in')")
+
+
+def test_browser_compare_mode_shows_both_sides_with_scores(webapp, page):
+    page.goto(webapp.url)
+    page.get_by_role("tab", name="Compare").click()
+    page.fill("#rg-cmp-prompt textarea", "a red circle")
+    page.click("#rg-cmp-run")
+    page.wait_for_selector("#rg-cmp-scores-a table")
+    page.wait_for_selector("#rg-cmp-scores-b table")
+    assert page.locator("#rg-cmp-a img").count() >= 2 and page.locator("#rg-cmp-b img").count() >= 2
+    assert "direct" in page.inner_text("#rg-cmp-scores-a") and "got-r1" in page.inner_text("#rg-cmp-scores-b")
+    assert "Done" in page.inner_text("#rg-cmp-status")
+    _shot(page, "compare.png")

@@ -358,3 +358,43 @@ def test_served_pages_carry_security_headers(webapp):
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_compare_two_recipes_and_two_models_side_by_side(webapp, client):
+    own = webapp.services.loaded.model_id
+    from webui.common import model_label
+
+    me = model_label(own)
+    status, gal_a, html_a, gal_b, html_b = client.predict(
+        "a red circle", me, "direct", me, "got-r1", 2, 4, api_name="/compare"
+    )
+    assert status.startswith("Done") and "seed 4" in status
+    assert len(gal_a) == 2 and len(gal_b) == 2
+    assert "A: " in html_a and "direct" in html_a and "B: " in html_b and "got-r1" in html_b
+    assert "mean" in html_a and "gate" in html_a and "0.500" in html_b  # both sides scored
+    with pytest.raises(AppError, match="two different systems"):
+        client.predict("a red circle", me, "direct", me, "direct", 1, 0, api_name="/compare")
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("a red circle", me, "direct", "/etc", "direct", 1, 0, api_name="/compare")
+    # model against model: the app's model against a shipped one, same recipe
+    status, gal_a, _, gal_b, html_b = client.predict(
+        "a red circle", me, "got-r1", "shapes-janus", "got-r1", 1, 0, api_name="/compare"
+    )
+    assert status.startswith("Done") and len(gal_a) == 1 and len(gal_b) == 1 and "shapes-janus" in html_b
+
+
+def test_researcher_sends_a_compared_pair_to_a_study_once(webapp, client):
+    from annotation.tables import candidates_frame
+    from annotation.workflow import progress
+    from webui.common import model_label
+
+    me = model_label(webapp.services.loaded.model_id)
+    _login(client, "res1")
+    client.predict("a blue square", me, "direct", me, "got-r1", 2, 1, api_name="/compare")
+    msg, _, name = client.predict(None, "pair-study", api_name="/send_pair_to_study")
+    assert "Stored 4 candidates" in msg and name == ""
+    msg, _, _ = client.predict("pair-study", "", api_name="/send_pair_to_study")
+    assert "already task" in msg
+    cands = candidates_frame(webapp.store, "pair-study")
+    assert sorted(cands["recipe"]) == ["direct", "direct", "got-r1", "got-r1"]
+    assert progress(webapp.store, "pair-study")["tasks"] == 1
