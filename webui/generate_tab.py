@@ -37,8 +37,9 @@ CLEAR = object()
 """In a frame: empty this image (``None`` means: leave it as it is)."""
 FRAME_INTERVAL_S = 0.1
 """Coalesced frames go to the page at most this often (plus one per image preview)."""
-QUEUE_NOTE_S = 0.5
-"""A wait in the queue at least this long is stated in the final status."""
+QUEUE_NOTE_S = 1.0
+"""A wait in the queue at least this long is stated in the final status (shorter ones are
+Gradio's own start-up of an event, a few hundred ms, not a queue)."""
 LAST_RUN_TTL_S = 1800
 """A researcher's last run (kept to send to a study) is dropped after this long."""
 
