@@ -181,7 +181,7 @@ CSS = """
 .rg-combined td { font-weight: bold; border-top: 1px solid #999; }
 .rg-combined .rg-bar { background: #16a34a; }
 .rg-err { color: #b45309; font-size: 0.85em; }
-.rg-pixel img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+.rg-pixel img { image-rendering: pixelated; object-fit: contain !important; }
 .rg-count { font-size: 0.85em; color: #666; }
 .rg-over { color: #b91c1c; font-weight: bold; }
 """

@@ -31,7 +31,8 @@ from .reasoning import cot_html
 from .services import MAX_SLOTS, Scores, Services
 from .streaming import RunAhead
 
-PLAN_SIZE = 256
+PLAN_SIZE = 160
+"""The plan's canvas: about its display size, so its labels (10 px at least) stay readable."""
 SLOTS_PER_ROW = 4
 CLEAR = object()
 """In a frame: empty this image (``None`` means: leave it as it is)."""
@@ -302,7 +303,7 @@ def _slot(i: int, image_size: int) -> Slot:
         plan = gr.Image(label="Plan", format="png", buttons=IMAGE_BUTTONS, interactive=False, height=200,
                         elem_id=f"rg-plan-{i}")  # fmt: skip
         size = f"{image_size}×{image_size} px"
-        image = gr.Image(label=f"Image ({size}, enlarged without smoothing)", format="png",
+        image = gr.Image(label=f"Image · {size}, enlarged", format="png",
                          elem_classes=["rg-pixel"],
                          buttons=IMAGE_BUTTONS, interactive=False, height=200,
                          elem_id=f"rg-image-{i}")  # fmt: skip
