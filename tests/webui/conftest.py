@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +125,34 @@ def client(webapp):
     from gradio_client import Client
 
     return Client(webapp.url, verbose=False, download_files=False, analytics_enabled=False)
+
+
+# --------------------------------------------------------------------------- the browser
+# Debian's Chromium through Playwright, headless (install with .ci/browser.sh); the browser tests
+# skip without it. The flags keep Chromium off this machine's closed network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+BROWSER_TIMEOUT_MS = 40_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (skips the test without Chromium or Playwright)."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: run .ci/browser.sh")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context's page, 1400×1000, with the tests' default timeout."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(BROWSER_TIMEOUT_MS)
+    yield pg
+    context.close()

@@ -15,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "assets" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
-TIMEOUT_MS = 40_000
+TIMEOUT_MS = 40_000  # as the page fixture's default (conftest)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run .ci/browser.sh"),
-]
+pytestmark = pytest.mark.browser  # the browser and page fixtures (conftest) skip without Chromium
 
 # Records, every 5 ms, when the first CoT text, plan image and generated image appear.
 WATCH = """() => {
@@ -43,24 +37,6 @@ WATCH = """() => {
     seen('scores', !!document.querySelector('#rg-scores-0 table'));
   }, 5);
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    yield pg
-    context.close()
 
 
 def _shot(page, name: str) -> Path:

@@ -3,29 +3,9 @@ annotator dashboard. Same Playwright setup as ``test_app_browser.py``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run .ci/browser.sh"),
-]
-
-
-@pytest.fixture
-def page():
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        pg.set_default_timeout(40_000)
-        yield pg
-        browser.close()
+pytestmark = pytest.mark.browser  # the browser and page fixtures (conftest) skip without Chromium
 
 
 def _wait_text(page, selector: str, text: str) -> None:
