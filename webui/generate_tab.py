@@ -311,6 +311,17 @@ def _slot(i: int, image_size: int) -> Slot:
     return Slot(col, cot, plan, image, scores)
 
 
+STOP_SETTLE_S = 0.3
+"""How long Stop waits before it writes its status: the cancelled run's last frames are already
+on their way to the page, and one that lands after "Stopped." would overwrite it."""
+
+
+def _stopped() -> str:
+    """The status after Stop (see ``STOP_SETTLE_S``)."""
+    time.sleep(STOP_SETTLE_S)
+    return "Stopped."
+
+
 def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     """Lay out the Generate tab and wire its events (call inside a ``gr.Blocks``)."""
     from reasongen.recipes import RECIPES
@@ -394,9 +405,7 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     }
     click = run.click(on_generate, inputs, outputs, api_name="generate", **gen_kw)
     submit = prompt.submit(on_generate, inputs, outputs, api_visibility="private", **gen_kw)
-    stop.click(
-        lambda: "Stopped.", None, status, cancels=[click, submit], queue=False, api_visibility="private"
-    )
+    stop.click(_stopped, None, status, cancels=[click, submit], queue=False, api_visibility="private")
     prompt.change(None, prompt, counter, js=COUNTER_JS.replace("LIMIT", str(cfg.max_prompt_chars)),
                  queue=False, api_visibility="private")  # fmt: skip
     n.change(lambda k: [gr.Column(visible=i < int(k)) for i in range(MAX_SLOTS)], n,

@@ -252,9 +252,19 @@ def test_browser_counter_refusal_enter_and_shift_enter(webapp, page):
     assert box.input_value() == "a red circle\nleft of a blue square"  # Enter did not add a line
 
 
-def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page):
+def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page, monkeypatch):
     import time
 
+    import reasongen.generation as generation
+
+    real = generation.generate_stream
+
+    def slow_stream(*args, **kwargs):  # the tiny model may finish in a blink: pace its events
+        for event in real(*args, **kwargs):
+            time.sleep(0.05)
+            yield event
+
+    monkeypatch.setattr(generation, "generate_stream", slow_stream)  # the handler imports it per call
     cfg = webapp.services.config
     cfg.max_cot_tokens = 1800  # a CoT long enough to still be running when Stop is clicked
     try:
@@ -262,7 +272,8 @@ def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page):
         page.fill("#rg-prompt textarea", "a red circle")
         page.click("#rg-generate")
         page.wait_for_function("() => document.querySelector('#rg-cot-0 textarea').value.length > 0")
-        assert "Thinking" in page.inner_text("#rg-status")
+        status = page.inner_text("#rg-status")
+        assert "Done" not in status and "Stopped" not in status, status  # still running
         page.click("#rg-stop")
         page.wait_for_function("() => document.querySelector('#rg-status').innerText.includes('Stopped.')")
         t0 = time.monotonic()
@@ -274,6 +285,7 @@ def test_browser_stop_cancels_the_run_and_frees_the_model(webapp, page):
         assert page.input_value("#rg-cot-0 textarea") == cot and "Done" not in page.inner_text("#rg-status")
     finally:
         cfg.max_cot_tokens = 12
+        monkeypatch.setattr(generation, "generate_stream", real)
     page.click("#rg-generate")  # the page is usable after Stop
     page.wait_for_selector("#rg-status :text('Done in')")
 
