@@ -156,3 +156,29 @@ def page(browser):
     pg.set_default_timeout(BROWSER_TIMEOUT_MS)
     yield pg
     context.close()
+
+
+@pytest.fixture
+def log_in():
+    """``log_in(page, username, password)``: sign in on the Annotate tab, as a user would."""
+
+    def _log_in(page, username: str, password: str) -> None:
+        page.get_by_role("tab", name="Annotate").click()
+        page.fill("#rg-username textarea", username)
+        page.fill("#rg-password input", password)
+        page.click("#rg-login")
+        page.wait_for_selector("#rg-login-message :text('Logged in as')")
+
+    return _log_in
+
+
+@pytest.fixture
+def open_study():
+    """``open_study(page, study)``: pick a study on the Annotate tab and press Start."""
+
+    def _open_study(page, study: str) -> None:
+        page.fill("#rg-study input", study)
+        page.keyboard.press("Enter")
+        page.click("#rg-start")
+
+    return _open_study

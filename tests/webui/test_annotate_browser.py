@@ -28,17 +28,11 @@ def _focused(page) -> str:
     return page.evaluate("() => document.activeElement ? document.activeElement.id : ''")
 
 
-def test_browser_ranks_and_submits_with_the_keyboard_only(webapp, page):
+def test_browser_ranks_and_submits_with_the_keyboard_only(webapp, page, log_in, open_study):
     webapp.store.create_user("kbd1", "kbd1-password")
     page.goto(webapp.url)
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "kbd1")
-    page.fill("#rg-password input", "kbd1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
-    page.fill("#rg-study input", "webui-study")
-    page.keyboard.press("Enter")
-    page.click("#rg-start")
+    log_in(page, "kbd1", "kbd1-password")
+    open_study(page, "webui-study")
     page.wait_for_selector("#rg-cand-2 img")
     assert "Task 1 of 2" in page.inner_text("#rg-progress")
     # a new task focuses its first image; each image is one Tab stop, its rank choices none
@@ -66,17 +60,11 @@ def test_browser_ranks_and_submits_with_the_keyboard_only(webapp, page):
     assert page.evaluate("() => document.querySelector(\"#rg-rank-0 input[value='1']\").checked") is False
 
 
-def test_browser_click_an_image_to_compare_them_large(webapp, page):
+def test_browser_click_an_image_to_compare_them_large(webapp, page, log_in, open_study):
     webapp.store.create_user("zoom1", "zoom1-password")
     page.goto(webapp.url)
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "zoom1")
-    page.fill("#rg-password input", "zoom1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
-    page.fill("#rg-study input", "webui-study")
-    page.keyboard.press("Enter")
-    page.click("#rg-start")
+    log_in(page, "zoom1", "zoom1-password")
+    open_study(page, "webui-study")
     page.wait_for_selector("#rg-cand-2 img")
     page.click("#rg-cand-1 img")
     page.wait_for_selector("#rg-zoom")

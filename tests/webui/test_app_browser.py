@@ -74,18 +74,12 @@ def _assignment_order(store, username: str, task_id: int) -> list[int]:
         return list(a.shown_order)
 
 
-def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page):
+def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page, log_in, open_study):
     from annotation.tables import rankings_frame
 
     page.goto(webapp.url)
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "ann2")
-    page.fill("#rg-password input", "ann2-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
-    page.fill("#rg-study input", "webui-study")
-    page.keyboard.press("Enter")
-    page.click("#rg-start")
+    log_in(page, "ann2", "ann2-password")
+    open_study(page, "webui-study")
     page.wait_for_selector("#rg-task-prompt :text('Prompt:')")
     page.wait_for_selector("#rg-cand-0 img")
     # mouse for the first image, keyboard for the second (focus a choice, Space selects it), mouse again
@@ -114,15 +108,11 @@ def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page)
     _shot(page, "annotate-next.png")
 
 
-def test_browser_researcher_sees_results(webapp, page):
+def test_browser_researcher_sees_results(webapp, page, log_in):
     page.goto(webapp.url)
     page.get_by_role("tab", name="Results").click()
     page.wait_for_selector(":text('Results are for researchers')")
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "res1")
-    page.fill("#rg-password input", "res1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    log_in(page, "res1", "res1-password")
     page.get_by_role("tab", name="Generate").click()
     page.wait_for_selector("#rg-send", state="visible")  # researchers may send candidates to a study
     page.get_by_role("tab", name="Results").click()
@@ -170,7 +160,7 @@ def test_browser_readme_screenshot(browser, tmp_path):
         svc.close()
 
 
-def test_browser_app_works_under_its_security_headers(webapp, page):
+def test_browser_app_works_under_its_security_headers(webapp, page, log_in):
     """The page loads, generates and logs in under the Content-Security-Policy, with no violation
     reported by the browser, and every security header is on the page's response."""
     from webui.security import SECURITY_HEADERS
@@ -189,23 +179,15 @@ def test_browser_app_works_under_its_security_headers(webapp, page):
     page.fill("#rg-prompt textarea", webapp.services.examples[0].prompt)
     page.click("#rg-generate")
     page.wait_for_selector("#rg-scores-0 table")
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "ann1")
-    page.fill("#rg-password input", "ann1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    log_in(page, "ann1", "ann1-password")
     assert page.evaluate("() => localStorage.getItem('reasongen-token')")  # the js= mirror ran
     page.keyboard.press("Control+Enter")  # the head script (KEYBOARD_JS) runs without error
     assert violations == []
 
 
-def test_browser_logout_in_one_tab_ends_the_login_in_the_other(webapp, page):
+def test_browser_logout_in_one_tab_ends_the_login_in_the_other(webapp, page, log_in):
     page.goto(webapp.url)
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "ann1")
-    page.fill("#rg-password input", "ann1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    log_in(page, "ann1", "ann1-password")
     other = page.context.new_page()  # a second tab: logged in from the shared localStorage
     other.goto(webapp.url)
     other.wait_for_selector("#rg-login-message :text('Welcome back')")

@@ -15,15 +15,11 @@ def _wait_text(page, selector: str, text: str) -> None:
     )
 
 
-def test_browser_researcher_creates_a_study_and_sees_the_annotators(webapp, page):
+def test_browser_researcher_creates_a_study_and_sees_the_annotators(webapp, page, log_in):
     page.goto(webapp.url)
     page.get_by_role("tab", name="Manage").click()
     page.wait_for_selector(":text('Study and user management is for researchers')")
-    page.get_by_role("tab", name="Annotate").click()
-    page.fill("#rg-username textarea", "res1")
-    page.fill("#rg-password input", "res1-password")
-    page.click("#rg-login")
-    page.wait_for_selector("#rg-login-message :text('Logged in as')")
+    log_in(page, "res1", "res1-password")
     page.get_by_role("tab", name="Manage").click()
     _wait_text(page, "#rg-manage-users", "ann1")
     page.fill("#rg-new-study textarea", "browser-study")
