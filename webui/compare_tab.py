@@ -17,15 +17,13 @@ from typing import Any
 import gradio as gr
 
 from .common import (
-    ANNOTATE_LIMIT,
-    ANNOTATE_QUEUE,
     GENERATE_QUEUE,
     IMAGE_BUTTONS,
     client_address,
     model_label,
     ui_errors,
 )
-from .generate_tab import LAST_RUN_TTL_S, check_request, send_to_study
+from .generate_tab import LAST_RUN_TTL_S, check_request, send_box
 from .services import Services
 
 MAX_PER_SIDE = 4
@@ -181,13 +179,10 @@ def build_compare_tab(services: Services, user_state: Any) -> CompareTab:
             gallery_b = gr.Gallery(label="B", columns=2, height=260, buttons=IMAGE_BUTTONS,
                                    elem_id="rg-cmp-b", elem_classes=["rg-pixel"])  # fmt: skip
             scores_b = gr.HTML(elem_id="rg-cmp-scores-b")
-    with gr.Group(visible=False) as send_group:
-        gr.Markdown("**Send the pair to a study** (researchers): one task with both sides' candidates")
-        study_choice = gr.Dropdown(choices=[], label="Study", allow_custom_value=True)
-        new_study = gr.Textbox(label="…or a new study named", max_length=200)
-        send = gr.Button("Send pair to study", elem_id="rg-cmp-send")
-        send_message = gr.Markdown()
     last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)
+    intro = "**Send the pair to a study** (researchers): one task with both sides' candidates"
+    box = send_box(services, user_state, last_run, intro=intro, button="Send pair to study",
+                   elem_id="rg-cmp-send", api_name="send_pair_to_study")  # fmt: skip
 
     @ui_errors
     def on_compare(p: str, ma: str, ra: str, mb: str, rb: str, k: float, sd: float, user: Any,
@@ -205,12 +200,4 @@ def build_compare_tab(services: Services, user_state: Any) -> CompareTab:
     }
     run.click(on_compare, inputs, outputs, api_name="compare", **kw)
     prompt.submit(on_compare, inputs, outputs, api_visibility="private", **kw)
-
-    @ui_errors
-    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any, str, Any]:
-        return send_to_study(services, user, last, study, new)
-
-    send.click(on_send, [user_state, last_run, study_choice, new_study],
-               [send_message, study_choice, new_study, last_run], api_name="send_pair_to_study",
-               concurrency_id=ANNOTATE_QUEUE, concurrency_limit=ANNOTATE_LIMIT)  # fmt: skip
-    return CompareTab(run, status, send_group, study_choice)
+    return CompareTab(run, status, box.group, box.study_choice)

@@ -322,6 +322,36 @@ def _stopped() -> str:
     return "Stopped."
 
 
+@dataclass
+class SendBox:
+    """The researcher-only "send to a study" box under a run's candidates."""
+
+    group: Any
+    study_choice: Any
+    message: Any
+
+
+def send_box(services: Services, user_state: Any, last_run: Any, *, intro: str, button: str, elem_id: str,
+             api_name: str) -> SendBox:  # fmt: skip
+    """Lay out (hidden until a researcher logs in) and wire the box that sends ``last_run``'s
+    candidates to a study with :func:`send_to_study`; used by the Generate and Compare tabs."""
+    with gr.Group(visible=False) as group:
+        gr.Markdown(intro)
+        study_choice = gr.Dropdown(choices=[], label="Study", allow_custom_value=True)
+        new_study = gr.Textbox(label="…or a new study named", max_length=200)
+        send = gr.Button(button, elem_id=elem_id)
+        message = gr.Markdown()
+
+    @ui_errors
+    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any, str, Any]:
+        return send_to_study(services, user, last, study, new)
+
+    send.click(on_send, [user_state, last_run, study_choice, new_study],
+               [message, study_choice, new_study, last_run], api_name=api_name,
+               concurrency_id=ANNOTATE_QUEUE, concurrency_limit=ANNOTATE_LIMIT)  # fmt: skip
+    return SendBox(group, study_choice, message)
+
+
 def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
     """Lay out the Generate tab and wire its events (call inside a ``gr.Blocks``)."""
     from reasongen.recipes import RECIPES
@@ -362,12 +392,10 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                     elem_id="rg-examples",
                 )
                 pick.click(lambda row: row[1], pick, prompt, api_visibility="private", queue=False)
-            with gr.Group(visible=False) as send_group:
-                gr.Markdown("**Send these candidates to a study** (researchers)")
-                study_choice = gr.Dropdown(choices=[], label="Study", allow_custom_value=True)
-                new_study = gr.Textbox(label="…or a new study named", max_length=200)
-                send = gr.Button("Send to study", elem_id="rg-send")
-                send_message = gr.Markdown()
+            last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)
+            box = send_box(services, user_state, last_run, intro="**Send these candidates to a study** "
+                           "(researchers)", button="Send to study", elem_id="rg-send",
+                           api_name="send_to_study")  # fmt: skip
         with gr.Column(scale=3):
             status = gr.Markdown("", elem_id="rg-status")
             slots = []
@@ -377,7 +405,6 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                         slots.append(_slot(i, int(getattr(loaded, "image_size", 0))))
             with gr.Accordion("Scores as JSON", open=False):
                 scores_json = gr.JSON(label="Per-candidate rewards", elem_id="rg-scores-json")
-    last_run = gr.State(None, time_to_live=LAST_RUN_TTL_S)
 
     outputs = [status]
     for s in slots:
@@ -410,14 +437,5 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                  queue=False, api_visibility="private")  # fmt: skip
     n.change(lambda k: [gr.Column(visible=i < int(k)) for i in range(MAX_SLOTS)], n,
              [s.column for s in slots], queue=False, api_visibility="private")  # fmt: skip
-
-    @ui_errors
-    def on_send(user: Any, last: Any, study: Any, new: Any) -> tuple[str, Any, str, Any]:
-        return send_to_study(services, user, last, study, new)
-
-    send.click(on_send, [user_state, last_run, study_choice, new_study],
-               [send_message, study_choice, new_study, last_run],
-               api_name="send_to_study", concurrency_id=ANNOTATE_QUEUE,
-               concurrency_limit=ANNOTATE_LIMIT)  # fmt: skip
-    return GenerateTab(prompt, run, status, slots, scores_json, last_run, send_group, study_choice,
-                       send_message)  # fmt: skip
+    return GenerateTab(prompt, run, status, slots, scores_json, last_run, box.group, box.study_choice,
+                       box.message)  # fmt: skip
