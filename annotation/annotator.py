@@ -17,9 +17,17 @@ from annotation import quota
 from annotation import validation as v
 from annotation.errors import ConflictError, NotFoundError, PermissionDeniedError
 from annotation.lookups import load_study, load_user
-from annotation.models import Assignment, Ranking, RankingEntry, Study, Task, TaskCandidate, utcnow
+from annotation.models import Assignment, Ranking, RankingEntry, Study, Task, utcnow
 from annotation.store import Store, StudyInfo
-from annotation.workflow import PENDING_TTL_S, TaskView, _lock_study, _open_study, _view
+from annotation.workflow import (
+    PENDING_TTL_S,
+    TaskView,
+    _lock_study,
+    _open_study,
+    _view,
+    check_both_bad,
+    check_lists_task,
+)
 
 EDIT_WINDOW_S = 300.0
 """An annotator may change a submitted ranking for this long after submitting it."""
@@ -160,8 +168,7 @@ def edit_ranking(
     v.check_id(annotator_id, "annotator_id")
     v.check_id(ranking_id, "ranking_id")
     ranks = v.normalize_ranking(ranking)
-    if both_bad and len(set(ranks.values())) != 1:
-        raise v.AnnotationError("a 'both bad' answer is a tie: give every candidate the same rank")
+    check_both_bad(ranks, both_bad)
     with store.session() as s:
         r = s.get(Ranking, ranking_id)
         if r is None:
@@ -180,11 +187,7 @@ def edit_ranking(
                 f"ranking {ranking_id} was submitted {age / 60:.0f} min ago; it can be changed only "
                 f"within {window_s / 60:.0f} min"
             )
-        members = set(s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == task.id)))
-        if set(ranks) != members:
-            raise v.AnnotationError(
-                f"the ranking must list each of task {task.id}'s {len(members)} candidates once"
-            )
+        check_lists_task(s, task.id, ranks)
         for e in list(r.entries):
             s.delete(e)
         s.flush()

@@ -104,6 +104,24 @@ def check_skip_reason(reason: Any, skipped: bool) -> str | None:
     return reason or None
 
 
+def check_both_bad(ranks: dict[int, int], both_bad: bool) -> None:
+    """A "both bad" answer is a tie: ``AnnotationError`` unless every rank is the same."""
+    if both_bad and len(set(ranks.values())) != 1:
+        raise v.AnnotationError("a 'both bad' answer is a tie: give every candidate the same rank")
+
+
+def check_lists_task(s: Session, task_id: int, ranks: dict[int, int]) -> None:
+    """``AnnotationError`` unless ``ranks`` names each of the task's candidates exactly once."""
+    members = set(s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == task_id)))
+    if set(ranks) != members:
+        missing = sorted(members - set(ranks))
+        extra = sorted(set(ranks) - members)
+        raise v.AnnotationError(
+            f"the ranking must list each of task {task_id}'s {len(members)} candidates exactly "
+            f"once; missing {missing[:10]}, not in the task {extra[:10]}"
+        )
+
+
 def _lock_study(s: Session, study_id: int) -> None:
     """Serialise serving and quota-checked submissions within a study on PostgreSQL (SQLite
     already does: every transaction is ``BEGIN IMMEDIATE``)."""
@@ -260,8 +278,7 @@ def submit_ranking(
         if ranking is None:
             raise v.AnnotationError("ranking is required unless skipped=True")
         ranks = v.normalize_ranking(ranking)
-        if both_bad and len(set(ranks.values())) != 1:
-            raise v.AnnotationError("a 'both bad' answer is a tie: give every candidate the same rank")
+        check_both_bad(ranks, both_bad)
     extra = {"skip_reason": reason, "both_bad": both_bad}
     for attempt in range(2):
         try:
@@ -313,14 +330,8 @@ def _submit(
         raise PermissionDeniedError(
             f"task {task_id} was not assigned to user {user.username!r}; ask next_task for work"
         )
-    members = set(s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == task.id)))
-    if not skipped and set(ranks) != members:
-        missing = sorted(members - set(ranks))
-        extra = sorted(set(ranks) - members)
-        raise v.AnnotationError(
-            f"the ranking must list each of task {task_id}'s {len(members)} candidates exactly "
-            f"once; missing {missing[:10]}, not in the task {extra[:10]}"
-        )
+    if not skipped:
+        check_lists_task(s, task.id, ranks)
     ignore = quota.not_counting(s, study.id, min_pass_rate)
     counts = not skipped and not task.is_control and user.id not in ignore
     existing = s.scalar(select(Ranking).where(Ranking.task_id == task.id, Ranking.annotator_id == user.id))
