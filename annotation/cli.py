@@ -169,12 +169,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from annotation.stats import study_summary
-    from annotation.tables import rankings_frame, select_annotators
+    from annotation.tables import rankings_frame, select_annotators, simulated_annotators
 
     with _store(args) as st:
         everyone = rankings_frame(st, st.find_study(args.study).id)
     df = select_annotators(everyone, args.include_simulated)
-    simulated = sorted(set(everyone.loc[everyone["annotator_simulated"], "annotator"]))
+    simulated = simulated_annotators(everyone)
     if simulated:
         used = "included" if args.include_simulated else "left out (--include-simulated counts them)"
         print(f"simulated annotators, {used}: {', '.join(simulated)}")

@@ -39,7 +39,7 @@ import pandas as pd
 
 from annotation import stats
 from annotation.errors import AnnotationError
-from annotation.tables import candidates_frame, rankings_frame, select_annotators
+from annotation.tables import candidates_frame, rankings_frame, select_annotators, simulated_annotators
 
 if TYPE_CHECKING:
     from annotation.store import Store
@@ -175,7 +175,7 @@ def _write_export(
 ) -> dict[str, Path]:
     """Write every file of the export into the existing, empty folder ``out``."""
     rankings = rankings_frame(store, study)
-    simulated = set(rankings.loc[rankings["annotator_simulated"], "annotator"])
+    simulated = set(simulated_annotators(rankings))
     counted = select_annotators(rankings, include_simulated)
     cands = candidates_frame(store, study)
     controls = stats.control_results(counted, min_pass_rate=min_pass_rate)

@@ -183,6 +183,13 @@ def candidate_ranks(rankings: pd.DataFrame, candidates: pd.DataFrame, system: st
     return pd.DataFrame(rows, columns=columns)
 
 
+def simulated_annotators(rankings: pd.DataFrame) -> list[str]:
+    """The names of the simulated annotators among ``rankings``' rows, sorted."""
+    if rankings.empty:
+        return []
+    return sorted(set(rankings.loc[rankings["annotator_simulated"], "annotator"]))
+
+
 def select_annotators(rankings: pd.DataFrame, include_simulated: bool = False) -> pd.DataFrame:
     """The rankings human-only statistics use: people's, plus simulated annotators' only when
     ``include_simulated`` (their rows stay in every exported table, labelled, either way)."""

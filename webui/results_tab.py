@@ -151,7 +151,7 @@ def study_results(
     simulated annotators (named in ``simulated``). ``reason`` says why there are no ratings
     (None when there are); pieces without data are None."""
     from annotation import stats
-    from annotation.tables import rankings_frame, select_annotators
+    from annotation.tables import rankings_frame, select_annotators, simulated_annotators
     from annotation.workflow import progress
 
     require_researcher(services.current_user(user))
@@ -160,7 +160,7 @@ def study_results(
     if not 0.0 <= float(min_pass_rate) <= 1.0:
         raise ValueError(f"The pass-rate threshold must be in [0, 1], got {min_pass_rate}.")
     everyone = rankings_frame(services.store, study)
-    simulated = sorted(set(everyone.loc[everyone["annotator_simulated"], "annotator"]))
+    simulated = simulated_annotators(everyone)
     rankings = select_annotators(everyone, bool(include_simulated))
     if everyone.empty:
         return {"rankings": 0, "reason": "No rankings yet."}
@@ -332,7 +332,7 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
     @ui_errors
     def on_annotators(user: Any, st: Any, threshold: float = MIN_PASS_RATE) -> list[Any]:
         from annotation.stats import annotator_dashboard
-        from annotation.tables import rankings_frame
+        from annotation.tables import rankings_frame, simulated_annotators
 
         require_researcher(services.current_user(user))
         if not st:
@@ -340,7 +340,7 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
         rankings = rankings_frame(services.store, st)
         dash = annotator_dashboard(rankings, min_pass_rate=threshold)
         if not dash.empty:  # every annotator is listed; simulated ones say so
-            sim = set(rankings.loc[rankings["annotator_simulated"], "annotator"])
+            sim = set(simulated_annotators(rankings))
             dash = dash.assign(simulated=dash["annotator"].isin(sim))
         systems = study_systems(services, user, st)
         return [_table(dash, "annotators"), gr.Dropdown(choices=systems, value=None)]
