@@ -15,7 +15,7 @@ stream; nothing here decodes text or images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,11 +24,15 @@ import torch.nn.functional as F
 
 from .engine import activation, decoder_for
 from .layout import cot_stop_ids, positions, unconditional_rows
-from .sampling import draw, guided_logits, sampling_logprobs
+from .sampling import draw, guided_logits, row_block, sampling_logprobs
 
 if TYPE_CHECKING:
     from .loading import SpecialIds
     from .types import SamplingSettings
+
+# One generator for the whole batch, or one per block of consecutive rows (one per prompt of a
+# multi-prompt batch; see ``sampling.draw``).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,14 @@ def decode_text(
     mask: torch.Tensor,
     settings: SamplingSettings,
     special: SpecialIds,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> Iterator[TokenStep]:
     """Sample a CoT from the LM head. ``ids``/``mask``: ``[B, L]`` left-padded prompts.
 
     Uses ``settings.max_cot_tokens`` and the ``cot_*`` sampling settings; a row stops at a CoT stop
-    token (``layout.cot_stop_ids``) and is padded with ``special.pad`` afterwards."""
+    token (``layout.cot_stop_ids``) and is padded with ``special.pad`` afterwards. With one
+    generator per block of rows, a block whose rows have all stopped draws nothing more, so each
+    stream advances exactly as it would if its block were decoded alone."""
     max_new_tokens, pad_id = settings.max_cot_tokens, special.pad
     temperature, top_k, top_p = settings.cot_temperature, settings.cot_top_k, settings.cot_top_p
     b, width = ids.shape
@@ -80,9 +86,14 @@ def decode_text(
     next_pos = pos[:, -1:] + torch.arange(1, max_new_tokens + 1, device=ids.device)  # [B, max_new_tokens]
     stops = torch.tensor(cot_stop_ids(special), device=ids.device)
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)  # [B]
+    streams = None if generator is None or isinstance(generator, torch.Generator) else list(generator)
+    block = row_block(b, len(streams)) if streams else b
+    active = None
     for step in range(max_new_tokens):
         logp = sampling_logprobs(model.lm_head(hidden), temperature, top_k, top_p)  # [B, V]
-        tok, lp = draw(logp, greedy=temperature == 0, generator=generator)  # [B], [B]
+        if streams and step:
+            active = (~finished.view(-1, block).all(dim=1)).tolist()  # [S] blocks still writing
+        tok, lp = draw(logp, greedy=temperature == 0, generator=generator, active=active)  # [B], [B]
         tok = tok.masked_fill(finished, pad_id)
         yield TokenStep(tok, lp, finished.clone())
         finished |= (tok[:, None] == stops).any(dim=-1)
@@ -98,7 +109,7 @@ def decode_image(
     mask: torch.Tensor,
     settings: SamplingSettings,
     special: SpecialIds,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> Iterator[TokenStep]:
     """Sample ``settings.num_image_tokens`` image tokens. ``ids``/``mask``: ``[B, L]`` left-padded
     prefixes ending in ``<begin_of_image>``. Uses ``guidance``, ``temperature``, ``top_k`` and

@@ -3,12 +3,14 @@
 ``generate_stream`` is the one entry point every caller uses (CLI, app, studies, GRPO rollouts);
 it yields ``CotDelta`` while the chain of thought is sampled, ``PlanReady`` the moment a row's CoT
 ends, ``ImageProgress`` with decoded previews every few token rows, and ``Done`` per sample.
-``generate`` runs the same stream and returns the samples.
+``generate`` runs the same stream and returns the samples; given a list of prompts it decodes them
+together (one random stream per prompt, so a prompt's samples do not depend on its batch-mates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import numbers
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from .types import (
 MAX_PROMPT_CHARS = 2000
 MAX_PROMPT_TOKENS = 1024
 MAX_GROUP = 64
+MAX_BATCH = 256  # rows decoded together by a multi-prompt ``generate``
 _CONTROL_STRINGS = (BOS, EOS, PAD, BOI)
 
 
@@ -147,28 +150,97 @@ def generate_stream(
     recipes only), ``ImageProgress`` every ``preview_every_rows`` token rows (default: four
     previews per image; 0 turns previews off), then one ``Done`` per sample, in index order.
     """
-    prompt = check_prompt(prompt)
+    return _batch_events(loaded, [prompt], recipe, n, [seed], settings, [metadata], preview_every_rows)
+
+
+def generate(
+    loaded: LoadedModel,
+    prompt: str | Sequence[str],
+    recipe: str = "got-r1",
+    n: int = 1,
+    seed: int | Sequence[int] = 0,
+    settings: SamplingSettings | None = None,
+    metadata: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None,
+    max_batch: int = MAX_BATCH,
+) -> list[Sample]:
+    """Generate ``n`` samples of each prompt; return them prompt-major (prompt 0's ``n`` samples
+    in index order, then prompt 1's, ...).
+
+    ``prompt`` is one prompt or a list. With a list, prompts are decoded together in batches of at
+    most ``max_batch`` rows (``n`` rows per prompt), ``seed`` is one seed per prompt or a base
+    (prompt ``k`` gets ``seed + k``), and ``metadata`` is ``None`` or one entry per prompt. Each
+    prompt draws from its own random stream, so its samples are those of
+    ``generate(loaded, prompt_k, recipe, n, seed_k, ...)`` whatever else shares the batch (up to
+    floating-point rounding of the padded batch).
+    """
+    if isinstance(prompt, str):
+        if not isinstance(seed, numbers.Integral) or isinstance(metadata, Sequence):
+            raise ValueError("one prompt takes one integer seed and one metadata dict (or None)")
+        prompts, seeds, metas = [prompt], [seed], [metadata]
+    else:
+        prompts = list(prompt)
+        if not prompts:
+            raise ValueError("no prompts to generate")
+        base = isinstance(seed, numbers.Integral)
+        seeds = [int(seed) + k for k in range(len(prompts))] if base else list(seed)  # type: ignore[arg-type, operator]
+        metas = [None] * len(prompts) if metadata is None else list(metadata)  # type: ignore[arg-type]
+        if len(seeds) != len(prompts) or len(metas) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts need as many seeds and metadata entries; got "
+                             f"{len(seeds)} seeds and {len(metas)} metadata entries")  # fmt: skip
+    if isinstance(n, int) and max_batch < n:
+        raise ValueError(f"max_batch ({max_batch}) must hold at least the n = {n} rows of one prompt")
+    per = max(1, max_batch // max(n, 1))  # n itself is checked with the settings
+    out: list[Sample] = []
+    for k in range(0, len(prompts), per):
+        chunk = slice(k, k + per)
+        events = _batch_events(loaded, prompts[chunk], recipe, n, seeds[chunk], settings, metas[chunk], 0)
+        out.extend(e.sample for e in events if isinstance(e, Done))
+    return out
+
+
+def _batch_events(
+    loaded: LoadedModel,
+    prompts: list[str],
+    recipe: str,
+    n: int,
+    seeds: list[int],
+    settings: SamplingSettings | None,
+    metadata: list[dict[str, Any] | None],
+    preview_every_rows: int | None,
+) -> Iterator[StreamEvent]:
+    """The stream of ``generate_stream`` for ``n`` samples of each of ``len(prompts)`` prompts in
+    one batch: row ``r = k·n + i`` is sample ``i`` of prompt ``k``, drawn from prompt ``k``'s own
+    generator (``decode``'s per-block streams). Events name rows by ``r``; ``Done`` samples carry
+    their index ``i`` within their prompt's group."""
+    prompts = [check_prompt(p) for p in prompts]
     rec = get_recipe(recipe)
     settings = settings_for(loaded, settings)
     check_settings(settings, n)
+    for sd in seeds:
+        if isinstance(sd, bool) or not isinstance(sd, numbers.Integral):
+            raise ValueError(f"seeds must be integers, got {sd!r}")
     ids, dev, s, tok = loaded.ids, loaded.device, settings, loaded.tokenizer
-    p_ids = prompt_ids(tok, ids, rec, prompt)
-    if len(p_ids) > MAX_PROMPT_TOKENS:
-        raise ValueError(f"prompt is {len(p_ids)} tokens long; the limit is {MAX_PROMPT_TOKENS}")
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    p_ids = [prompt_ids(tok, ids, rec, p) for p in prompts]
+    for x in p_ids:
+        if len(x) > MAX_PROMPT_TOKENS:
+            raise ValueError(f"prompt is {len(x)} tokens long; the limit is {MAX_PROMPT_TOKENS}")
+    gens = [torch.Generator(device=dev).manual_seed(int(sd)) for sd in seeds]
+    gen: torch.Generator | list[torch.Generator] = gens[0] if len(gens) == 1 else gens
+    rows = len(prompts) * n
+    owner = [r // n for r in range(rows)]  # row -> prompt
 
-    cot_ids: list[list[int]] = [[] for _ in range(n)]
-    cot_lps: list[list[float]] = [[] for _ in range(n)]
-    ends: list[CotEnd] = ["none"] * n
-    texts = [""] * n
+    cot_ids: list[list[int]] = [[] for _ in range(rows)]
+    cot_lps: list[list[float]] = [[] for _ in range(rows)]
+    ends: list[CotEnd] = ["none"] * rows
+    texts = [""] * rows
     if rec.has_cot:
-        ends = ["length"] * n
-        streamers = [_CotStreamer(loaded.tokenizer) for _ in range(n)]
-        x, m = left_pad([p_ids] * n, ids.pad, dev)  # [n, L]
+        ends = ["length"] * rows
+        streamers = [_CotStreamer(loaded.tokenizer) for _ in range(rows)]
+        x, m = left_pad([p_ids[owner[r]] for r in range(rows)], ids.pad, dev)  # [R, L]
         steps = decode_text(loaded.model, x, m, s, ids, gen)
         for step in steps:
             toks, lps = step.tokens.tolist(), step.logprobs.tolist()
-            for i in range(n):
+            for i in range(rows):
                 if step.was_finished[i]:
                     continue
                 cot_ids[i].append(toks[i])
@@ -181,64 +253,52 @@ def generate_stream(
                     yield PlanReady(i, parse_plan(texts[i]))
                 elif delta := streamers[i].push(toks[i]):
                     yield CotDelta(i, delta)
-        for i in range(n):
+        for i in range(rows):
             if ends[i] == "length":
                 if delta := streamers[i].flush():
                     yield CotDelta(i, delta)
                 texts[i] = streamers[i].text()
                 yield PlanReady(i, parse_plan(texts[i]))
 
-    prefixes = [image_prefix(tok, ids, rec, prompt, p_ids, cot_text_ids(cot_ids[i], ends[i]), texts[i])
-                for i in range(n)]  # fmt: skip
-    x, m = left_pad(prefixes, ids.pad, dev)  # [n, L]
+    prefixes = [image_prefix(tok, ids, rec, prompts[owner[i]], p_ids[owner[i]],
+                             cot_text_ids(cot_ids[i], ends[i]), texts[i])
+                for i in range(rows)]  # fmt: skip
+    x, m = left_pad(prefixes, ids.pad, dev)  # [R, L]
     grid = loaded.grid
     every = grid // 4 if preview_every_rows is None else preview_every_rows
-    tokens: list[torch.Tensor] = []  # per step [n]; stacked when needed (no per-token copy)
+    tokens: list[torch.Tensor] = []  # per step [R]; stacked when needed (no per-token copy)
     lps: list[torch.Tensor] = []
     steps = decode_image(loaded.model, x, m, s, ids, gen)
     for j, step in enumerate(steps):
         tokens.append(step.tokens)
         lps.append(step.logprobs)
-        rows = (j + 1) // grid
-        if every and (j + 1) % grid == 0 and rows % every == 0 and rows < grid:
-            yield ImageProgress(rows, grid, _previews(loaded, torch.stack(tokens, dim=1), rows))
-    image_tokens = torch.stack(tokens, dim=1)  # [n, N]
-    image_lps = torch.stack(lps, dim=1)  # [n, N], float32 (sampling_logprobs)
+        done_rows = (j + 1) // grid
+        if every and (j + 1) % grid == 0 and done_rows % every == 0 and done_rows < grid:
+            yield ImageProgress(done_rows, grid, _previews(loaded, torch.stack(tokens, dim=1), done_rows))
+    image_tokens = torch.stack(tokens, dim=1)  # [R, N]
+    image_lps = torch.stack(lps, dim=1)  # [R, N], float32 (sampling_logprobs)
 
     images = tokens_to_images(loaded, image_tokens)
     yield ImageProgress(grid, grid, images)
-    for i in range(n):
+    for r in range(rows):
+        k = owner[r]
         sample = Sample(
-            prompt=prompt,
+            prompt=prompts[k],
             recipe=rec.name,
             model_id=loaded.model_id,
-            seed=int(seed),
+            seed=int(seeds[k]),
             settings=s,
-            prompt_ids=p_ids,
-            cot_text=texts[i],
-            cot_token_ids=cot_ids[i],
-            cot_logprobs=cot_lps[i],
-            cot_end=ends[i],
-            prefix_ids=prefixes[i],
-            image_token_ids=image_tokens[i].tolist(),
-            image_logprobs=image_lps[i].tolist(),
-            plan=parse_plan(texts[i]) if rec.has_cot else None,
-            image=images[i],
-            metadata=metadata,
-            index=i,
+            prompt_ids=p_ids[k],
+            cot_text=texts[r],
+            cot_token_ids=cot_ids[r],
+            cot_logprobs=cot_lps[r],
+            cot_end=ends[r],
+            prefix_ids=prefixes[r],
+            image_token_ids=image_tokens[r].tolist(),
+            image_logprobs=image_lps[r].tolist(),
+            plan=parse_plan(texts[r]) if rec.has_cot else None,
+            image=images[r],
+            metadata=metadata[k],
+            index=r - k * n,
         )
         yield Done(sample)
-
-
-def generate(
-    loaded: LoadedModel,
-    prompt: str,
-    recipe: str = "got-r1",
-    n: int = 1,
-    seed: int = 0,
-    settings: SamplingSettings | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> list[Sample]:
-    """Generate ``n`` samples of ``prompt`` (one batch) and return them in index order."""
-    events = generate_stream(loaded, prompt, recipe, n, seed, settings, metadata, preview_every_rows=0)
-    return [e.sample for e in events if isinstance(e, Done)]

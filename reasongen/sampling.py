@@ -6,6 +6,8 @@ recomputes log-probs, so the stored log-probs and the recomputed ones agree by c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -47,7 +49,10 @@ def sampling_logprobs(
 
 
 def draw(
-    logprobs: torch.Tensor, greedy: bool, generator: torch.Generator | None
+    logprobs: torch.Tensor,
+    greedy: bool,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None,
+    active: Sequence[bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row of ``logprobs`` ``[B, V]``; return ``(tokens [B], their logprobs [B])``.
 
@@ -55,11 +60,33 @@ def draw(
     Gumbel-max trick in another form, an exact draw from ``p``, in a few element-wise kernels and no
     host sync (``torch.multinomial`` builds a CDF per row and costs ~2× as much per step on a CPU).
     Filtered tokens have ``p = 0`` and never win (``E`` is kept above 0, so no ``0 / 0``).
+
+    ``generator`` may be a sequence of ``S`` generators, one random stream per block of ``B / S``
+    consecutive rows (the rows of one prompt in a multi-prompt batch): block ``k`` draws exactly
+    what a batch of its rows alone would draw from ``generator[k]``, so results do not depend on
+    which prompts share a batch. ``active[k] = False`` skips block ``k``'s draw (its stream is not
+    advanced; its rows get the argmax, for callers that discard them).
     """
     if greedy:
         tokens = logprobs.argmax(dim=-1)  # [B]
     else:
-        race = torch.empty_like(logprobs).exponential_(generator=generator)  # [B, V]
+        race = torch.empty_like(logprobs)  # [B, V]
+        if generator is None or isinstance(generator, torch.Generator):
+            race.exponential_(generator=generator)
+        else:
+            blocks = race.split(row_block(race.shape[0], len(generator)))  # S × [B/S, V], views
+            for k, (block, gen) in enumerate(zip(blocks, generator)):
+                if active is None or active[k]:
+                    block.exponential_(generator=gen)
+                else:
+                    block.fill_(1.0)
         race.clamp_min_(torch.finfo(race.dtype).tiny)
         tokens = logprobs.exp().div_(race).argmax(dim=-1)  # [B]
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def row_block(rows: int, streams: int) -> int:
+    """Rows per random stream; ``ValueError`` unless ``streams`` divides ``rows``."""
+    if streams < 1 or rows % streams:
+        raise ValueError(f"{rows} rows cannot be split into {streams} equal random streams")
+    return rows // streams

@@ -7,7 +7,8 @@ One optimizer step:
 
 1. **Rollouts.** The step's ``prompts_per_step`` group slots are split over the processes (slot
    ``k`` goes to process ``k mod world``). A slot draws a prompt and generates a group of
-   ``group_size`` samples with ``reasongen.generation.generate`` (one batch); prompt choice and
+   ``group_size`` samples; a process's slots are sampled together by one multi-prompt
+   ``reasongen.generation.generate`` call (one random stream per prompt); prompt choice and
    rollout seed depend only on ``(seed, step, slot, attempt)``, so the global batch is the same
    for any number of processes and after a resume.
 2. **Rewards** from the registry (``rewards``, combined by ``reward_mode`` with
@@ -279,34 +280,53 @@ def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
     return random.Random(f"{seed}:{step}:{slot}:{attempt}")
 
 
-def rollout_slot(
-    cfg: GRPOConfig, loaded: Any, prompts: list, score: Callable, step: int, slot: int
-) -> Group | None:
-    """Generate and score one group for ``slot``, redrawing zero-spread groups.
+def rollout_slots(
+    cfg: GRPOConfig, loaded: Any, prompts: list, score: Callable, step: int, slots: Sequence[int]
+) -> list[Group]:
+    """Generate and score one group per slot of ``slots``, redrawing zero-spread groups.
 
-    A group still without spread after the redraws comes back with ``dropped=True`` (its
-    advantages are 0 and no token of it takes part in the loss). NaN and ±inf rewards count as
-    missing (``Group.non_finite`` counts them over every attempt).
+    Every slot of a round is sampled in one multi-prompt ``generate`` call (each slot's prompt and
+    seed come from ``slot_rng(seed, step, slot, attempt)`` and each prompt has its own random
+    stream, so a group is the same however the slots are batched or split over processes); the
+    slots whose group had no reward spread are redrawn together in the next round. A group still
+    without spread after ``max_resample`` redraws comes back with ``dropped=True`` (its advantages
+    are 0 and no token of it takes part in the loss). NaN and ±inf rewards count as missing
+    (``Group.non_finite`` counts them over every attempt). Groups come back in ``slots`` order.
     """
     from reasongen.generation import generate
 
     settings = cfg.sampling(loaded)
     tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
-    non_finite = 0
+    done: dict[int, Group] = {}
+    non_finite = dict.fromkeys(slots, 0)
+    pending = list(slots)
     for attempt in range(tries):
-        rng = slot_rng(cfg.seed, step, slot, attempt)
-        prompt, meta = prompts[rng.randrange(len(prompts))]
-        samples = generate(loaded, prompt, cfg.recipe, n=cfg.group_size, seed=rng.randrange(2**31),
-                           settings=settings, metadata=meta)  # fmt: skip
-        rewards, families = score(samples)
-        rewards, bad = finite_rewards(rewards)
-        non_finite += bad
-        adv = group_advantages(rewards_tensor(rewards, cfg.group_size), eps=cfg.adv_eps)
-        keep = bool(adv.keep_group[0])
-        if keep or not cfg.dynamic_sampling or attempt == tries - 1:
-            return Group(samples, rewards, families, adv.advantages[0].tolist(), adv.valid[0].tolist(),
-                         slot, attempt + 1, dropped=not keep, non_finite=non_finite)  # fmt: skip
-    raise AssertionError("unreachable")
+        picks = []
+        for slot in pending:
+            rng = slot_rng(cfg.seed, step, slot, attempt)
+            prompt, meta = prompts[rng.randrange(len(prompts))]
+            picks.append((prompt, meta, rng.randrange(2**31)))
+        samples = generate(loaded, [p for p, _, _ in picks], cfg.recipe, n=cfg.group_size,
+                           seed=[sd for _, _, sd in picks], settings=settings,
+                           metadata=[m for _, m, _ in picks])  # fmt: skip
+        redraw = []
+        for k, slot in enumerate(pending):
+            group = samples[k * cfg.group_size : (k + 1) * cfg.group_size]
+            rewards, families = score(group)
+            rewards, bad = finite_rewards(rewards)
+            non_finite[slot] += bad
+            adv = group_advantages(rewards_tensor(rewards, cfg.group_size), eps=cfg.adv_eps)
+            keep = bool(adv.keep_group[0])
+            if keep or attempt == tries - 1:
+                advantages, valid = adv.advantages[0].tolist(), adv.valid[0].tolist()
+                done[slot] = Group(group, rewards, families, advantages, valid, slot, attempt + 1,
+                                   dropped=not keep, non_finite=non_finite[slot])  # fmt: skip
+            else:
+                redraw.append(slot)
+        pending = redraw
+        if not pending:
+            break
+    return [done[slot] for slot in slots]
 
 
 # --------------------------------------------------------------------------- update
@@ -618,8 +638,7 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
     def draw(step: int) -> list[Group]:
         lm.model.eval()
-        drawn = [rollout_slot(cfg, lm, prompts, score, step, slot)
-                 for slot in range(rank, cfg.prompts_per_step, world)]  # fmt: skip
+        drawn = rollout_slots(cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world))
         lm.model.train()
         return drawn
 

@@ -269,16 +269,20 @@ def model_generator(
     seed: int = 0,
     settings: Any = None,
 ) -> GeneratorFn:
-    """Generate with a loaded model: ``samples_per_prompt`` samples per prompt as one batch,
-    seeded ``seed + prompt index`` (so a result does not depend on the chunking)."""
+    """Generate with a loaded model: ``samples_per_prompt`` samples of each prompt of a chunk,
+    the chunk's prompts decoded together by one multi-prompt ``generate`` call, each seeded
+    ``seed + prompt index`` with its own random stream (so a result does not depend on the
+    chunking)."""
     from reasongen.generation import generate
 
     def gen(items: Sequence[BenchPrompt]) -> list[list[Sample]]:
-        out = []
-        for it in items:
-            out.append(generate(loaded, it.prompt, recipe=recipe, n=samples_per_prompt,
-                                seed=seed + it.index, settings=settings, metadata=it.metadata))  # fmt: skip
-        return out
+        if not items:
+            return []
+        k = samples_per_prompt
+        flat = generate(loaded, [it.prompt for it in items], recipe=recipe, n=k,
+                        seed=[seed + it.index for it in items], settings=settings,
+                        metadata=[it.metadata for it in items])  # fmt: skip
+        return [flat[j * k : (j + 1) * k] for j in range(len(items))]
 
     return gen
 

@@ -182,3 +182,53 @@ def test_decode_loops_take_the_settings_object(tiny_loaded):
     assert len(list(decode_image(model, x, m, greedy, ids, None))) == 5  # settings.num_image_tokens steps
     with pytest.raises(ValueError, match="num_image_tokens is unset"):
         next(decode_image(model, x, m, SamplingSettings(), ids, None))
+
+
+# --------------------------------------------------------------------------- several prompts
+
+
+PROMPTS = ["a red circle", "two blue stars and a green square above a yellow cross", "a star"]
+
+
+@pytest.mark.parametrize("recipe", ["got-r1", "t2i-r1", "direct"])
+def test_prompt_batch_equals_each_prompt_alone(tiny_loaded, recipe):
+    # Prompts of different lengths whose CoTs stop at different steps share one batch; each
+    # prompt draws from its own stream, so its samples are the ones it gets alone.
+    batched = generate(tiny_loaded, PROMPTS, recipe, n=2, seed=[5, 9, 13], settings=SETTINGS,
+                       metadata=[{"k": 0}, None, {"k": 2}])  # fmt: skip
+    assert [(s.prompt, s.index, s.seed) for s in batched] == [
+        (p, i, sd) for p, sd in zip(PROMPTS, [5, 9, 13]) for i in range(2)
+    ]
+    assert [s.metadata for s in batched[::2]] == [{"k": 0}, None, {"k": 2}]
+    alone = [s for p, sd in zip(PROMPTS, [5, 9, 13]) for s in generate(tiny_loaded, p, recipe, n=2, seed=sd,
+                                                                       settings=SETTINGS)]  # fmt: skip
+    if recipe != "direct":
+        assert len({len(s.cot_token_ids) for s in alone}) > 1  # rows really stop at different steps
+    for b, a in zip(batched, alone):
+        assert b.cot_token_ids == a.cot_token_ids and b.cot_end == a.cot_end
+        assert b.prefix_ids == a.prefix_ids
+        assert b.image_token_ids == a.image_token_ids
+        assert b.cot_logprobs == pytest.approx(a.cot_logprobs, abs=1e-4)
+        assert b.image_logprobs == pytest.approx(a.image_logprobs, abs=1e-4)
+
+
+def test_prompt_batch_does_not_depend_on_max_batch_and_seed_base(tiny_loaded):
+    whole = generate(tiny_loaded, PROMPTS, "got-r1", n=2, seed=40, settings=SETTINGS)
+    chunked = generate(tiny_loaded, PROMPTS, "got-r1", n=2, seed=40, settings=SETTINGS, max_batch=2)
+    assert [s.seed for s in whole] == [40, 40, 41, 41, 42, 42]
+    assert [s.image_token_ids for s in whole] == [s.image_token_ids for s in chunked]
+
+
+def test_prompt_batch_errors(tiny_loaded):
+    with pytest.raises(ValueError, match="as many seeds"):
+        generate(tiny_loaded, PROMPTS, "got-r1", n=1, seed=[1, 2], settings=SETTINGS)
+    with pytest.raises(ValueError, match="as many seeds"):
+        generate(tiny_loaded, PROMPTS, "got-r1", n=1, metadata=[None], settings=SETTINGS)
+    with pytest.raises(ValueError, match="no prompts"):
+        generate(tiny_loaded, [], "got-r1", settings=SETTINGS)
+    with pytest.raises(ValueError, match="max_batch"):
+        generate(tiny_loaded, PROMPTS, "got-r1", n=4, max_batch=3, settings=SETTINGS)
+    with pytest.raises(ValueError, match="empty"):
+        generate(tiny_loaded, ["a star", "  "], "got-r1", settings=SETTINGS)
+    with pytest.raises(ValueError, match="integers"):
+        generate(tiny_loaded, PROMPTS, "got-r1", seed=[1, 2.5, 3], settings=SETTINGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from reasongen.sampling import draw, guided_logits, sampling_logprobs
@@ -33,3 +34,27 @@ def test_draw_is_seeded_and_greedy_takes_the_argmax():
     c = draw(logp, False, torch.Generator().manual_seed(4))[0]
     assert a.tolist() == b.tolist() and a.tolist() != c.tolist()
     assert draw(logp, True, None)[0].tolist() == logp.argmax(-1).tolist()
+
+
+def test_draw_with_one_stream_per_block_matches_each_block_alone():
+    logp = torch.log_softmax(torch.randn(6, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    tokens, lps = draw(logp, greedy=False, generator=gens)
+    for k, seed in enumerate((1, 2, 3)):
+        alone, alone_lp = draw(
+            logp[2 * k : 2 * k + 2], greedy=False, generator=torch.Generator().manual_seed(seed)
+        )
+        assert tokens[2 * k : 2 * k + 2].tolist() == alone.tolist()
+        assert torch.equal(lps[2 * k : 2 * k + 2], alone_lp)
+
+
+def test_draw_skips_inactive_blocks_without_advancing_their_stream():
+    logp = torch.log_softmax(torch.randn(4, 30, generator=torch.Generator().manual_seed(0)), dim=-1)
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    draw(logp, greedy=False, generator=gens, active=[True, False])
+    fresh = torch.Generator().manual_seed(2)
+    assert torch.equal(
+        torch.empty(3).exponential_(generator=gens[1]), torch.empty(3).exponential_(generator=fresh)
+    )
+    with pytest.raises(ValueError, match="equal random streams"):
+        draw(logp, greedy=False, generator=gens[:1] * 3)

@@ -186,3 +186,32 @@ def test_build_reward_is_make_reward_combined_by_reward_mode(monkeypatch) -> Non
     assert families == {"length": sum(parts[0].scores) / 4, "words": sum(parts[1].scores) / 4}
     with pytest.raises(ValueError, match="reward_options names rewards not in this run: hps"):
         GRPOConfig(rewards=["length"], reward_options={"hps": {}})  # before any model is loaded
+
+
+def test_batched_rollouts_equal_one_slot_at_a_time_and_redraw_flat_groups(setup) -> None:
+    from training.grpo import load_prompts, rollout_slots, wrap_reward_fn
+
+    root, model_dir, prompts = setup
+    cfg = _cfg(root, model_dir, prompts, "rollouts", prompts_per_step=3, max_resample=2)
+    lm = load_model(model_dir, device="cpu")
+    pool = load_prompts(cfg)
+    calls: list[int] = []
+
+    def flat_first(samples):  # slot 1's first attempt has no spread and must be redrawn
+        calls.append(len(samples))
+        out = low_tokens(samples)
+        if len(calls) == 2:
+            return RewardOutput(out.name, [0.5] * len(samples), out.details)
+        return out
+
+    together = rollout_slots(cfg, lm, pool, wrap_reward_fn(flat_first), step=4, slots=[0, 1, 2])
+    assert [g.slot for g in together] == [0, 1, 2] and [g.attempts for g in together] == [1, 2, 1]
+    assert calls == [4, 4, 4, 4] and not any(g.dropped for g in together)
+    for g in (together[0], together[2]):  # the same groups as each slot sampled alone
+        alone = rollout_slots(cfg, lm, pool, wrap_reward_fn(low_tokens), step=4, slots=[g.slot])[0]
+        assert [s.image_token_ids for s in alone.samples] == [s.image_token_ids for s in g.samples]
+        assert alone.rewards == g.rewards and alone.advantages == pytest.approx(g.advantages)
+    # A group with no spread on every attempt is dropped after max_resample redraws.
+    flat = wrap_reward_fn(lambda ss: RewardOutput("flat", [1.0] * len(ss), [{} for _ in ss]))
+    (dropped,) = rollout_slots(cfg, lm, pool, flat, step=0, slots=[2])
+    assert dropped.dropped and dropped.attempts == 3 and dropped.advantages == [0.0] * 4
