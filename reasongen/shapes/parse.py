@@ -5,7 +5,8 @@ person types, so that a prompt such as "two green stars" or "a red circle to the
 square" can be scored by the exact ``shapes`` reward (and asked about by the VQA rewards) even
 though it is not one of the benchmark's prompts.
 
-The language read is the one ``write_prompt`` writes, a little widened:
+The language read is the one ``write_mentions`` writes (``write_prompt``'s GenEval templates are
+part of it):
 
 - an optional opening ("a photo of", "an image of", "a picture of", "a drawing of", …);
 - objects: a quantity ("a", "an", "one" … "six" or a digit), then any of a size (``SIZES``), a
@@ -29,15 +30,20 @@ from typing import Any
 from reasongen.types import validate_metadata
 
 from .geneval import normalize_class
-from .prompts import NUMBER_WORDS
+from .prompts import MAX_DIGIT, MAX_MENTIONS, NUMBER_WORDS, RELATION_PHRASES, exclusions, reading_tag
 from .scene import COLORS, SHAPES, SIZES, TEXTURES
 
-MAX_OBJECTS = 4
+MAX_OBJECTS = MAX_MENTIONS
 """Most object phrases read from one prompt."""
 MAX_CHARS = 300
 """Longer texts are not read (four objects with every attribute fit well within this)."""
 
-_NUMBERS = {word: n for n, word in enumerate(NUMBER_WORDS) if n} | {str(n): n for n in range(1, 10)}
+_NUMBERS = {word: n for n, word in enumerate(NUMBER_WORDS) if n} | {
+    str(n): n for n in range(1, MAX_DIGIT + 1)
+}
+QUANTITIES: tuple[int | None, ...] = (None, *range(1, MAX_DIGIT + 1))
+"""Every quantity an object phrase can state: ``None`` for an article (at least one), else the
+exact count (a number word up to six, a digit up to nine)."""
 _ARTICLES = ("a", "an")
 _ATTRIBUTES = (
     dict.fromkeys(COLORS, "color") | dict.fromkeys(SIZES, "size") | dict.fromkeys(TEXTURES, "texture")
@@ -46,14 +52,7 @@ _OPENING = re.compile(
     r"^(?:(?:a|an)\s+)?(?:photo|image|picture|drawing|illustration|render)\s+(?:of|showing|with)\s+"
 )
 # Longest first, so "to the left of" is not read as "left of" with a dangling "to the".
-_RELATIONS = (
-    ("to the left of", "left of"),
-    ("to the right of", "right of"),
-    ("left of", "left of"),
-    ("right of", "right of"),
-    ("above", "above"),
-    ("below", "below"),
-)
+_RELATIONS = RELATION_PHRASES
 
 
 def _object(words: list[str]) -> tuple[dict[str, Any], bool] | None:
@@ -124,22 +123,11 @@ def parse_prompt(prompt: str) -> dict[str, Any] | None:
         if found is None:
             return None
         read = found
-        attributed = any(k in e for e, _ in read for k in ("color", "size", "texture"))
-        if len(read) > 1:
-            tag = "color_attr" if attributed else "two_object"
-        elif read[0][1]:
-            tag = "counting"
-        else:
-            tag = "colors" if attributed else "single_object"
+        tag = reading_tag([e for e, _ in read], [x for _, x in read], relation=False)
     include = [e for e, _ in read]
     # "two stars" means no third star; when a shape is named twice ("a red star and a blue star")
     # the total it may reach is not stated, so no exclusion is read for it.
-    classes = [e["class"] for e in include]
-    exclude = [
-        {"class": e["class"], "count": e["count"] + 1}
-        for e, exact in read
-        if exact and classes.count(e["class"]) == 1
-    ]
+    exclude = exclusions(include, [x for _, x in read])
     meta: dict[str, Any] = {"tag": tag, "prompt": prompt, "include": include}
     if exclude:
         meta["exclude"] = exclude

@@ -1,7 +1,8 @@
 """Seeded sampling of shapes-world scenes: layouts of non-overlapping square boxes, the objects
 that fill them, and the prompt and metadata of each scene.
 
-``sample_scene`` draws one scene of a GenEval category from a ``random.Random``; ``sample_scenes``
+``sample_scene`` draws one scene of a GenEval category (or, through
+``reasongen.shapes.compose``, of a compositional one) from a ``random.Random``; ``sample_scenes``
 draws a category-balanced list from a seed. The world's facts (vocabularies, sizes, gaps, the
 relation test) live in ``reasongen.shapes.scene``, the prompt wording in
 ``reasongen.shapes.prompts``.
@@ -127,7 +128,8 @@ def _sample_objects(
 
 
 def sample_scene(category: str, rng: random.Random, cell: int | None = None) -> Scene:
-    """Sample a scene of ``category`` (one of ``CATEGORIES``) with its prompt and metadata.
+    """Sample a scene of ``category`` with its prompt and metadata: one of GenEval's
+    ``CATEGORIES`` or of the compositional ones (``reasongen.shapes.compose.COMPOSITIONAL``).
 
     Deterministic given the state of ``rng``. The metadata passes
     ``reasongen.types.validate_metadata``. With ``cell`` (e.g. 125: an 8 × 8 grid) the layout is
@@ -136,6 +138,10 @@ def sample_scene(category: str, rng: random.Random, cell: int | None = None) -> 
     """
     if cell is not None and (cell <= 0 or any(v % cell for v in (1000, *CELL_SIDES.values()))):
         raise ValueError(f"cell must divide 1000 and the sides {CELL_SIDES}; e.g. 125")
+    if category not in CATEGORIES:
+        from .compose import sample_composed
+
+        return sample_composed(category, rng, cell)
     objects, relation = _sample_objects(category, rng, cell)
     prompt, metadata = write_prompt(category, objects, relation, rng)
     return Scene(category, objects, prompt, metadata, relation)
