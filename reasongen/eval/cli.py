@@ -1,6 +1,7 @@
 """Command line of the benchmarks: ``python -m reasongen.eval shapes ... --out DIR``.
 
-``shapes`` draws a fixed, category-balanced prompt set (``--n``, ``--prompt-seed``), generates
+``shapes`` draws a fixed, category-balanced prompt set (``--suite geneval`` or ``compositional``,
+``--n``, ``--prompt-seed``), generates
 ``--batch`` samples per prompt with the model (one batch per prompt, seeded ``--seed`` + prompt
 index), judges every image with the shapes detector by GenEval's rules, prints a table and writes
 ``DIR/report.json`` (``overall``, ``categories``, counts, model, recipe, seeds, settings, timing),
@@ -21,6 +22,8 @@ from typing import Any
 
 from reasongen.recipes import RECIPES
 
+from .shapes_bench import SUITES
+
 MAX_BATCH = 64
 
 
@@ -34,7 +37,13 @@ class ShapesBenchConfig:
         metadata={"help": "HF-format Janus folder or hub id (default: the embedded model under "
                   "assets/models, e.g. assets/models/shapes-janus)"},
     )  # fmt: skip
-    n: int = field(default=600, metadata={"help": "number of prompts (balanced over 6 categories)"})
+    suite: str = field(
+        default="geneval",
+        metadata={"help": "prompt suite: geneval (GenEval's six templates) or compositional (the rest "
+                  "of the shapes language: 7 categories on the cell layout, 8 with textures on free "
+                  "layouts; held-out prompt seeds)"},
+    )  # fmt: skip
+    n: int = field(default=600, metadata={"help": "number of prompts (balanced over the suite's categories)"})
     seed: int = field(default=0, metadata={"help": "generation seed (prompt i uses seed + i)"})
     prompt_seed: int = field(default=0, metadata={"help": "seed of the prompt set (keep fixed)"})
     cell: int = field(
@@ -63,6 +72,8 @@ class ShapesBenchConfig:
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("--out DIR is required: the folder for report.json and the images")
+        if self.suite not in SUITES:
+            raise ValueError(f"unknown --suite {self.suite!r}; choose one of {', '.join(SUITES)}")
         if self.n < 1:
             raise ValueError(f"--n must be at least 1, got {self.n}")
         if not 1 <= self.batch <= MAX_BATCH:
@@ -123,7 +134,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
     )
 
     t_start = time.perf_counter()
-    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed, cfg.cell or None)
+    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed, cfg.cell or None, cfg.suite)
     settings = None
     if cfg.oracle:
         model_id, recipe = "oracle (ground-truth renders)", "oracle"
@@ -145,6 +156,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
     wall = time.perf_counter() - t_start
     report: dict[str, Any] = {
         "benchmark": "shapes",
+        "suite": cfg.suite,
         **summary,
         "n_prompts": len(prompts),
         "samples_per_prompt": 1 if cfg.oracle else cfg.batch,
@@ -165,7 +177,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
     }
     paths = write_outputs(cfg.out, results, report, save_images=not cfg.no_images,
                           sheet_images=cfg.sheet_images)  # fmt: skip
-    print(f"shapes benchmark: {model_id}, recipe {recipe}, {len(prompts)} prompts, "
+    print(f"shapes benchmark ({cfg.suite}): {model_id}, recipe {recipe}, {len(prompts)} prompts, "
           f"{len(results)} images")  # fmt: skip
     print(format_table(summary))
     print(f"wrote {paths['report']}, {paths['results'].name}, {paths['contact_sheet'].name}")

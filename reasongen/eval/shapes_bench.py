@@ -6,7 +6,8 @@ sampler. ``evaluate_shapes`` runs any generator over it — a callable that take
 with the detector and GenEval's rules (``reasongen.shapes.geneval``). Samples that carry a box
 plan (recipes with ``uses_plan``) are also scored for plan faithfulness and plan–image IoU.
 ``summarize`` gives GenEval's numbers: accuracy per category over images, and ``overall`` as the
-mean of the six category accuracies (GenEval's overall score).
+mean of the category accuracies (GenEval's overall score). Two suites share all of it: ``geneval``
+(the six templates) and ``compositional`` (the rest of the language, ``reasongen.shapes.compose``).
 
 Generators: ``model_generator`` (a loaded Janus model through ``reasongen.generation.generate``),
 ``oracle_generator`` (renders the ground-truth scene: checks the detector and prompts, ≈ 1.0),
@@ -23,6 +24,7 @@ from typing import Any
 from PIL import Image
 
 from reasongen.recipes import sample_uses_plan
+from reasongen.shapes.compose import suite_scenes
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
 from reasongen.shapes.scene import BACKGROUND, Scene
 from reasongen.shapes.scene_sampler import sample_scenes
@@ -44,16 +46,30 @@ class BenchPrompt:
     scene: Scene | None = field(default=None, compare=False)
 
 
-def benchmark_prompts(n: int, seed: int = 0, cell: int | None = None) -> list[BenchPrompt]:
-    """``n`` prompts cycling through the six categories (balanced), from one seeded sampler.
+SUITES = ("geneval", "compositional")
+"""``geneval``: GenEval's six templates; ``compositional``: the rest of the shapes language
+(``reasongen.shapes.compose``: counts with attributes, several counted kinds, three and four
+objects, relations between attributed objects, textures in free layouts)."""
 
-    The same ``(n, seed, cell)`` always gives the same prompts, so models are compared on one
-    set. ``cell`` (e.g. 125) samples cell-aligned scenes, the embedded model's layout (fixed
+
+def benchmark_prompts(
+    n: int, seed: int = 0, cell: int | None = None, suite: str = "geneval"
+) -> list[BenchPrompt]:
+    """``n`` prompts cycling through the suite's categories (balanced), from one seeded sampler.
+
+    The same ``(n, seed, cell, suite)`` always gives the same prompts, so models are compared on
+    one set. ``cell`` (e.g. 125) samples cell-aligned scenes, the embedded model's layout (fixed
     sizes, no textures, so no prompt asks for a texture it cannot draw); None: free layouts.
+    The compositional suite draws from its own held-out seeds (``SUITE_SEED_BASE + seed``).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the benchmark needs at least one prompt; got n={n!r}")
-    scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell or None)
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    if suite == "compositional":
+        scenes = suite_scenes(n, seed=seed, cell=cell or None)
+    else:
+        scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell or None)
     return [BenchPrompt(i, s.category, s.prompt, s.metadata, s) for i, s in enumerate(scenes)]
 
 
@@ -176,7 +192,8 @@ def evaluate_shapes(
 
 
 def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
-    """GenEval's numbers: per-category accuracy over images, ``overall`` = mean over categories.
+    """GenEval's numbers: per-category accuracy over images, ``overall`` = mean over categories
+    (GenEval's six in their order, any others in the order first met).
 
     Also ``overall_images`` (plain mean over all images), counts per category and, when any
     image had a plan, the plan's mean faithfulness and IoU.
@@ -189,7 +206,7 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
         c["images"] += 1
         c["correct"] += int(r.correct)
         c["prompts"] += int(r.image_index == 0)
-    order = [c for c in CATEGORIES if c in counts] + sorted(set(counts) - set(CATEGORIES))
+    order = [c for c in CATEGORIES if c in counts] + [c for c in counts if c not in CATEGORIES]
     categories = {c: counts[c]["correct"] / counts[c]["images"] for c in order}
     out: dict[str, Any] = {
         "overall": sum(categories.values()) / len(categories),
@@ -216,12 +233,13 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
 def format_table(summary: dict[str, Any]) -> str:
     """A plain-text table of a ``summarize`` result."""
     plan = summary.get("plan", {}).get("categories", {})
-    head = f"{'category':<15}{'prompts':>8}{'images':>8}{'correct':>9}{'accuracy':>10}"
+    w = max(15, 1 + max(map(len, summary["categories"])))
+    head = f"{'category':<{w}}{'prompts':>8}{'images':>8}{'correct':>9}{'accuracy':>10}"
     head += f"{'plan ok':>9}" if plan else ""
     lines = [head, "-" * len(head)]
     for cat, acc in summary["categories"].items():
         c = summary["counts"][cat]
-        line = f"{cat:<15}{c['prompts']:>8}{c['images']:>8}{c['correct']:>9}{acc:>10.3f}"
+        line = f"{cat:<{w}}{c['prompts']:>8}{c['images']:>8}{c['correct']:>9}{acc:>10.3f}"
         if plan:
             line += f"{plan[cat]:>9.3f}" if cat in plan else f"{'-':>9}"
         lines.append(line)
