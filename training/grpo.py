@@ -45,6 +45,7 @@ from reasongen.loading import settings_for
 from reasongen.prompt_files import read_prompt_file
 from reasongen.recipes import get_recipe
 from reasongen.rewards.combine import MODES, check_mode, check_weights
+from reasongen.shapes.compose import POOL_CATEGORIES, prompt_pool
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
 from .checkpoints import export_final, save_checkpoint
@@ -135,7 +136,8 @@ class GRPOConfig(PolicyOptimConfig):
     shapes_categories: list[str] = field(
         default_factory=lambda: list(CATEGORIES),
         metadata={"help": "Categories the 'shapes' pool cycles through, in order; name one more "
-                  "than once to weight it (counting twice doubles its share of the pool)."},
+                  "than once to weight it (counting twice doubles its share of the pool). "
+                  "Compositional names (reasongen.shapes.compose) draw the whole language."},
     )  # fmt: skip
     shapes_cell: int = field(
         default=125, metadata={"help": "Cell-aligned scenes (the embedded model's world); 0 = free."}
@@ -176,10 +178,10 @@ class GRPOConfig(PolicyOptimConfig):
             if unknown:
                 raise ValueError(f"{what} names rewards not in this run: {', '.join(unknown)} "
                                  f"(rewards: {', '.join(self.rewards)})")  # fmt: skip
-        unknown = sorted(set(self.shapes_categories) - set(CATEGORIES))
+        unknown = sorted(set(self.shapes_categories) - set(POOL_CATEGORIES))
         if unknown or not self.shapes_categories:
             raise ValueError(
-                f"shapes_categories must name some of {', '.join(CATEGORIES)}; got {unknown or 'none'}"
+                f"shapes_categories must name some of {', '.join(POOL_CATEGORIES)}; got {unknown or 'none'}"
             )
         if self.eval_every and self.prompts != "shapes":
             raise ValueError("eval_every runs the shapes benchmark: use it with --prompts shapes")
@@ -202,21 +204,8 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
     """(prompt, metadata) pairs from ``cfg.prompts``: 'shapes', or a prompt file (.txt, .jsonl or
     .json, ``reasongen.prompt_files``; metadata is a record's ``metadata`` key)."""
     if cfg.prompts == "shapes":
-        from reasongen.shapes import sample_scenes
-
-        cell = cfg.shapes_cell or None
-        scenes = sample_scenes(
-            cfg.num_shapes_prompts, seed=cfg.shapes_seed, categories=tuple(cfg.shapes_categories), cell=cell
-        )
-        held: set[str] = set()
-        if cfg.holdout_benchmark > 0:
-            from reasongen.eval.shapes_bench import benchmark_prompts
-
-            held = {p.prompt for p in benchmark_prompts(cfg.holdout_benchmark, seed=0, cell=cell)}
-        pool = [(s.prompt, s.metadata) for s in scenes if s.prompt not in held]
-        if not pool:
-            raise ValueError("every 'shapes' prompt is a benchmark prompt; raise num_shapes_prompts")
-        return pool
+        return prompt_pool(cfg.num_shapes_prompts, cfg.shapes_seed, cfg.shapes_categories,
+                           cfg.shapes_cell or None, cfg.holdout_benchmark)  # fmt: skip
     path = Path(cfg.prompts)
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist (or use --prompts shapes)")

@@ -1,6 +1,7 @@
 """Pretrain the embedded shapes model: tokenizer, VQ decoder and a small Janus LM, from nothing.
 
     python -m training.shapes.pretrain --out assets/models/shapes-janus [--seed 0]
+    python -m training.shapes.pretrain --out DIR --language full   # the whole prompt language
 
 Everything comes from the shapes world (``reasongen.shapes``) and is seeded. The model draws
 cell-aligned scenes on an 8 × 8 token grid whose codes are semantic (``reasongen.shapes.codes``),
@@ -37,11 +38,15 @@ from reasongen.shapes.codes import (
     codebook_vectors,
     corner_mask,
 )
+from reasongen.shapes.compose import FULL_LANGUAGE, check_categories
 from reasongen.tiny import make_processor, set_generation_defaults
+from reasongen.types import CATEGORIES
 
 from .data import build_tokenizer, encode_texts, lm_codes
 from .lm import shapes_config, train_lm
 from .vq import decode_codes, set_codebook, train_decoder
+
+LANGUAGES = ("geneval", "full")
 
 
 @dataclass
@@ -66,6 +71,17 @@ class PretrainShapesConfig:
     lm_steps: int = field(default=3600, metadata={"help": "SFT optimiser steps"})
     lm_batch: int = field(default=24, metadata={"help": "SFT batch size"})
     lm_lr: float = field(default=3e-3, metadata={"help": "SFT peak learning rate"})
+    language: str = field(
+        default="geneval",
+        metadata={"help": "prompt language of the scenes: 'geneval' (GenEval's six templates, the "
+                  "shipped models) or 'full' (the whole shapes language, reasongen.shapes.compose."
+                  "FULL_LANGUAGE, unless --categories says otherwise)"},
+    )  # fmt: skip
+    categories: list[str] = field(
+        default_factory=list,
+        metadata={"help": "scene categories the text and SFT scenes cycle through (default: the "
+                  "--language's); name one more than once to weight it, e.g. count_color twice"},
+    )  # fmt: skip
     direct_fraction: float = field(default=0.3, metadata={"help": "share of direct (no-CoT) examples"})
     drop_prompt: float = field(default=0.1, metadata={"help": "share of unconditional examples (CFG)"})
     corner_weight: float = field(default=5.0, metadata={"help": "image-loss weight of object starts"})
@@ -90,9 +106,19 @@ class PretrainShapesConfig:
             raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
         if not 0 <= self.direct_fraction < 1 or not 0 <= self.drop_prompt < 1:
             raise ValueError("direct_fraction and drop_prompt must lie in [0, 1)")
+        if self.language not in LANGUAGES:
+            raise ValueError(f"language must be one of {', '.join(LANGUAGES)}; got {self.language!r}")
+        check_categories(self.scene_categories, CELL)
         for name in ("vq_steps", "lm_scenes", "lm_steps", "text_scenes", "vq_batch", "lm_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def scene_categories(self) -> tuple[str, ...]:
+        """The categories scenes cycle through: ``categories``, else the language's."""
+        if self.categories:
+            return tuple(self.categories)
+        return FULL_LANGUAGE if self.language == "full" else CATEGORIES
 
     @property
     def downsample_levels(self) -> int:
@@ -156,7 +182,8 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(dev)}
 
-    tok = build_tokenizer(sample_scenes(cfg.text_scenes, seed=cfg.seed + 1, cell=CELL), cfg.vocab_size)
+    cats = cfg.scene_categories
+    tok = build_tokenizer(sample_scenes(cfg.text_scenes, cfg.seed + 1, cats, CELL), cfg.vocab_size)
     config = _build_config(cfg, len(tok))
     config.image_token_id = tok.convert_tokens_to_ids(tok.image_token)
     print(f"tokenizer: {len(tok)} tokens; image tokens: {config.vision_config.num_image_tokens}")
@@ -177,7 +204,7 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
         emb[:NUM_BACKGROUND] += 0.5 * torch.nn.functional.normalize(noise, dim=1)
         model.model.generation_embeddings.weight.copy_(emb)
     weights = 1.0 + (cfg.corner_weight - 1.0) * torch.from_numpy(corner_mask()).float()  # [K]
-    scenes = sample_scenes(cfg.lm_scenes, seed=cfg.seed + 4, cell=CELL)
+    scenes = sample_scenes(cfg.lm_scenes, cfg.seed + 4, cats, CELL)
     texts = encode_texts(scenes, tok, cfg.direct_fraction, cfg.seed + 5)
     codes = lm_codes(scenes)  # [n, 64]
     limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
