@@ -231,3 +231,17 @@ def test_pools_draw_from_the_weighted_language_and_leave_both_suites_out() -> No
     assert all(parse_prompt(p) == m for p, m in full)
     with pytest.raises(ValueError, match="free layouts"):
         prompt_pool(10, 7, ["textured"], 125)
+
+
+def test_app_examples_cover_every_category_the_model_draws() -> None:
+    """The Generate tab's examples (assets/examples/shapes.jsonl): every GenEval and every
+    cell-layout compositional category, each with the metadata its prompt reads as."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "assets" / "examples" / "shapes.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert {r["category"] for r in rows} == set(CATEGORIES) | set(suite_categories(125))
+    for r in rows:
+        assert parse_prompt(r["prompt"]) == r["metadata"], r["prompt"]
+    assert any(r["prompt"] == "two green stars" for r in rows)  # the README's example
