@@ -45,7 +45,8 @@ from reasongen.loading import settings_for
 from reasongen.prompt_files import read_prompt_file
 from reasongen.recipes import get_recipe
 from reasongen.rewards.combine import MODES, check_mode, check_weights
-from reasongen.shapes.compose import POOL_CATEGORIES, prompt_pool
+from reasongen.shapes.compose import POOL_CATEGORIES
+from reasongen.shapes.pools import prompt_pool
 from reasongen.types import CATEGORIES, Sample, SamplingSettings
 
 from .checkpoints import export_final, save_checkpoint

@@ -24,8 +24,8 @@ from typing import Any
 from PIL import Image
 
 from reasongen.recipes import sample_uses_plan
-from reasongen.shapes.compose import suite_scenes
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
+from reasongen.shapes.pools import suite_scenes
 from reasongen.shapes.scene import BACKGROUND, Scene
 from reasongen.shapes.scene_sampler import sample_scenes
 from reasongen.types import CATEGORIES, Sample

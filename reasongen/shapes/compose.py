@@ -1,4 +1,4 @@
-"""Scenes for the whole shapes language: the compositional categories, the suite and the pools.
+"""Scenes for the whole shapes language: the compositional categories.
 
 GenEval's six templates (``reasongen.shapes.scene_sampler``) are a small part of what
 ``parse_prompt`` reads and what the app invites. The compositional categories cover the rest:
@@ -20,8 +20,9 @@ third square) and distinct colours (so every object can be told apart). The prom
 metadata come from ``write_mentions``.
 
 ``sample_scene`` / ``sample_scenes`` of ``reasongen.shapes`` accept these names beside the six
-GenEval ones. ``suite_scenes`` is the benchmark's compositional suite (held-out prompt seeds:
-seed ``s`` draws from ``SUITE_SEED_BASE + s``); ``prompt_pool`` is the GRPO 'shapes' pool.
+GenEval ones. ``reasongen.shapes.pools`` draws the benchmark's compositional suite (held-out
+prompt seeds: seed ``s`` draws from ``SUITE_SEED_BASE + s``) and the training pools. Boxes are
+placed by ``reasongen.shapes.placement``, shared with the GenEval sampler.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Iterable, Sequence
 
 from reasongen.types import CATEGORIES, RELATIONS
 
+from .placement import place_boxes
 from .prompts import Mention, write_mentions
 from .scene import COLORS, SHAPES, SIZES, TEXTURES, Relation, Scene, ShapeObject
 
@@ -99,8 +101,6 @@ def _groups(
     """Objects for groups of ``counts`` of ``shapes`` (a colour and size per group), laid out
     apart (and, with ``relation``, group 0 ``relation`` group 1, single objects), and each
     group's object indices."""
-    from .scene_sampler import _layout
-
     colors = rng.sample(list(COLORS), len(shapes))
     sizes = _sizes(counts, rng)
     textures = [rng.choice(TEXTURES) if textured else None for _ in shapes]
@@ -110,7 +110,7 @@ def _groups(
         kinds += [(s, c, z, t)] * n
         specs += [(f"{c} {s}", z, "")] * n
     rel = Relation(0, relation, 1) if relation is not None else None
-    boxes = _layout(specs, rng, rel, cell)
+    boxes = place_boxes(specs, rng, rel, cell)
     objects = tuple(ShapeObject(s, c, z, t, b) for (s, c, z, t), b in zip(kinds, boxes))
     return objects, spans, rel
 
@@ -167,35 +167,3 @@ def sample_composed(category: str, rng: random.Random, cell: int | None = None) 
     mentions = [Mention(span, ex, a) for span, ex, a in zip(spans, exact, attrs)]
     prompt, metadata = write_mentions(objects, mentions, rng, relation)
     return Scene(category, objects, prompt, metadata, rel)
-
-
-def suite_scenes(n: int, seed: int = 0, cell: int | None = None) -> list[Scene]:
-    """The compositional suite: ``n`` scenes cycling through ``suite_categories(cell)``, drawn
-    from the held-out seed ``SUITE_SEED_BASE + seed``."""
-    from .scene_sampler import sample_scenes
-
-    return sample_scenes(n, seed=SUITE_SEED_BASE + seed, categories=suite_categories(cell), cell=cell)
-
-
-def prompt_pool(
-    n: int, seed: int, categories: Sequence[str], cell: int | None = None, holdout: int = 0
-) -> list[tuple[str, dict]]:
-    """``(prompt, metadata)`` of ``n`` scenes cycling through ``categories`` (name one more than
-    once to weight it), leaving out the texts of the first ``holdout`` prompts of the GenEval
-    benchmark (prompt seed 0) and, when the pool composes, of the compositional suite too.
-
-    With only GenEval categories this is the pool the shipped GRPO model was trained on.
-    """
-    from .scene_sampler import sample_scenes
-
-    check_categories(categories, cell)
-    scenes = sample_scenes(n, seed=seed, categories=tuple(categories), cell=cell)
-    held: set[str] = set()
-    if holdout > 0:
-        held = {s.prompt for s in sample_scenes(holdout, seed=0, categories=CATEGORIES, cell=cell)}
-        if set(categories) - set(CATEGORIES):
-            held |= {s.prompt for s in suite_scenes(holdout, seed=0, cell=cell)}
-    pool = [(s.prompt, s.metadata) for s in scenes if s.prompt not in held]
-    if not pool:
-        raise ValueError("every 'shapes' prompt is a benchmark prompt; raise num_shapes_prompts")
-    return pool

@@ -12,79 +12,23 @@ from __future__ import annotations
 
 import random
 
-from reasongen.types import CATEGORIES, RELATIONS, Box
+from reasongen.types import CATEGORIES, RELATIONS
 
+from .compose import sample_composed
+from .placement import place_boxes
 from .prompts import write_prompt
 from .scene import (
     CELL_SIDES,
     COLORS,
-    GRID,
-    MARGIN,
     MAX_COUNT,
-    MIN_GAP,
     SHAPES,
-    SIZE_RANGE,
     SIZES,
     TEXTURE_PROB,
     TEXTURES,
     Relation,
     Scene,
     ShapeObject,
-    relation_holds,
 )
-
-
-def _snap(v: float) -> int:
-    return round(v / GRID) * GRID
-
-
-def _random_box(side: int, label: str, rng: random.Random, cell: int | None = None) -> Box:
-    if cell:
-        x1 = cell * rng.randint(0, (1000 - side) // cell)
-        y1 = cell * rng.randint(0, (1000 - side) // cell)
-    else:
-        x1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
-        y1 = _snap(rng.uniform(MARGIN, 1000 - MARGIN - side))
-    return Box(label, x1, y1, x1 + side, y1 + side)
-
-
-def _apart(a: Box, b: Box, gap: int = MIN_GAP) -> bool:
-    return a.x2 + gap <= b.x1 or b.x2 + gap <= a.x1 or a.y2 + gap <= b.y1 or b.y2 + gap <= a.y1
-
-
-def _side(size: str, rng: random.Random, cell: int | None = None) -> int:
-    if cell:
-        return CELL_SIDES[size]
-    lo, hi = SIZE_RANGE[size]
-    return _snap(rng.uniform(lo, hi))
-
-
-def _layout(
-    specs: list[tuple[str, str, str]],
-    rng: random.Random,
-    relation: Relation | None = None,
-    cell: int | None = None,
-) -> list[Box]:
-    """Place square boxes for ``(label, size, _)`` specs apart from each other (and related)."""
-    gap = cell or MIN_GAP
-    for _ in range(2000):
-        boxes: list[Box] = []
-        for label, size, _t in specs:
-            side = _side(size, rng, cell)
-            for _try in range(50):
-                box = _random_box(side, label, rng, cell)
-                if all(_apart(box, other, gap) for other in boxes):
-                    boxes.append(box)
-                    break
-            else:
-                break
-        if len(boxes) != len(specs):
-            continue
-        if relation is None or relation_holds(
-            boxes[relation.subject], relation.relation, boxes[relation.reference]
-        ):
-            return boxes
-    raise RuntimeError(f"could not place {len(specs)} objects; sizes too large for the canvas")
 
 
 def _texture(rng: random.Random) -> str | None:
@@ -97,7 +41,7 @@ def _objects(
 ) -> tuple[ShapeObject, ...]:  # fmt: skip
     textures = [_texture(rng) if textured and not cell else None for _ in shapes]
     specs = [(f"{c} {s}", z, "") for s, c, z in zip(shapes, colors, sizes)]
-    boxes = _layout(specs, rng, relation, cell)
+    boxes = place_boxes(specs, rng, relation, cell)
     return tuple(ShapeObject(s, c, z, t, b) for s, c, z, t, b in zip(shapes, colors, sizes, textures, boxes))
 
 
@@ -139,8 +83,6 @@ def sample_scene(category: str, rng: random.Random, cell: int | None = None) -> 
     if cell is not None and (cell <= 0 or any(v % cell for v in (1000, *CELL_SIDES.values()))):
         raise ValueError(f"cell must divide 1000 and the sides {CELL_SIDES}; e.g. 125")
     if category not in CATEGORIES:
-        from .compose import sample_composed
-
         return sample_composed(category, rng, cell)
     objects, relation = _sample_objects(category, rng, cell)
     prompt, metadata = write_prompt(category, objects, relation, rng)

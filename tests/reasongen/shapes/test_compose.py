@@ -16,13 +16,12 @@ from reasongen.shapes.compose import (
     FULL_LANGUAGE,
     SUITE_SEED_BASE,
     check_categories,
-    prompt_pool,
     suite_categories,
-    suite_scenes,
 )
 from reasongen.shapes.cot import describe
 from reasongen.shapes.geneval import check_image, plan_faithfulness
 from reasongen.shapes.parse import MAX_OBJECTS, QUANTITIES, parse_prompt
+from reasongen.shapes.pools import prompt_pool, suite_scenes
 from reasongen.shapes.prompts import (
     ATTRIBUTE_KINDS,
     COMPOSED_OPENINGS,
