@@ -196,3 +196,22 @@ def select_annotators(rankings: pd.DataFrame, include_simulated: bool = False) -
     if include_simulated or rankings.empty:
         return rankings
     return rankings[~rankings["annotator_simulated"]].reset_index(drop=True)
+
+
+def reward_scores_frame(store: Store, study: int | str) -> pd.DataFrame:
+    """One row per stored reward score of the study's candidates: ``candidate_id``, ``reward``
+    (the name it was stored under, from ``study create --reward`` or ``annotation score``) and
+    ``score`` (NaN where the reward did not apply)."""
+    with store.session() as s:
+        st = load_study(s, study)
+        rows = s.execute(
+            select(RewardScore.candidate_id, RewardScore.name, RewardScore.score)
+            .join(Candidate, Candidate.id == RewardScore.candidate_id)
+            .join(Prompt, Prompt.id == Candidate.prompt_id)
+            .where(Prompt.study_id == st.id)
+            .order_by(RewardScore.name, RewardScore.candidate_id)
+        ).all()
+    df = pd.DataFrame([tuple(r) for r in rows], columns=["candidate_id", "reward", "score"])
+    df["candidate_id"] = df["candidate_id"].astype(int)
+    df["score"] = pd.to_numeric(df["score"], errors="coerce").astype(float)
+    return df

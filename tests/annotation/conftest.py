@@ -132,3 +132,72 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         _reset_postgres(url)
         return url
     return f"sqlite:///{tmp_path / 'fresh.db'}"
+
+
+SHAPES_KINDS = ("right", "loose_plan", "wrong_image", "blank")
+"""The candidates of each prompt of :func:`shapes_study`, best first by the careful verdict:
+the scene rendered with its own plan (correct, plan faithful, IoU ≈ 1); the same image with every
+box squeezed into the top-left corner (correct, low IoU); another scene's image with this plan
+(wrong); a blank image without a plan (wrong, no plan)."""
+
+
+def shapes_study(
+    store: Store,
+    *,
+    n_prompts: int = 6,
+    rankings_per_task: int = 3,
+    controls: int = 0,
+    control_rate: float = 0.0,
+    name: str = "shapes",
+    seed: int = 5,
+) -> tuple[int, dict[int, str]]:
+    """A study of rendered shapes scenes (no model) with one task per prompt holding the four
+    :data:`SHAPES_KINDS` candidates, and ``controls`` control tasks (a prompt's right candidate
+    among other prompts' blank ones). Returns (study id, candidate id → kind)."""
+    from dataclasses import replace
+
+    from reasongen.plans import parse_plan
+    from reasongen.shapes import BACKGROUND, render_scene, sample_scenes, write_cot
+    from reasongen.types import Box
+
+    scenes = sample_scenes(n_prompts + 1, seed=seed)
+    st = store.create_study(
+        name, group_size=4, rankings_per_task=rankings_per_task, control_rate=control_rate
+    )
+    pids = store.add_prompts(
+        st.id, [{"prompt": sc.prompt, "metadata": sc.metadata} for sc in scenes[:n_prompts]]
+    )
+    kinds: dict[int, str] = {}
+    by_prompt: dict[int, dict[str, int]] = {}
+    for i, (pid, sc) in enumerate(zip(pids, scenes, strict=False)):
+        cot = write_cot(sc)
+        plan = parse_plan(cot)
+        squeezed = replace(plan, boxes=tuple(Box(b.label, 0, 0, 30, 30) for b in plan.boxes))
+        image = render_scene(sc)
+        other = render_scene(scenes[i + 1])
+        blank = Image.new("RGB", image.size, BACKGROUND)
+        base = make_sample(sc.prompt, "shapes", "got-r1", seed=1)
+        samples = [
+            replace(base, image=image, plan=plan, cot_text=cot, metadata=sc.metadata, index=0),
+            replace(base, image=image, plan=squeezed, cot_text=cot, metadata=sc.metadata, index=1),
+            replace(base, image=other, plan=plan, cot_text=cot, metadata=sc.metadata, index=2),
+            replace(base, image=blank, plan=None, cot_text="", metadata=sc.metadata, index=3),
+        ]
+        ids = store.add_candidates(pid, samples)
+        kinds.update(zip(ids, SHAPES_KINDS, strict=True))
+        by_prompt[pid] = dict(zip(SHAPES_KINDS, ids, strict=True))
+    store.build_tasks(st.id)
+    order = list(by_prompt)
+    for k in range(controls):
+        pid = order[k % len(order)]
+        others = [by_prompt[p]["blank"] for p in order if p != pid][:3]
+        store.create_task(
+            st.id, [*others[:1], by_prompt[pid]["right"], *others[1:]], control_best=by_prompt[pid]["right"]
+        )
+    return st.id, kinds
+
+
+@pytest.fixture
+def make_shapes_study():
+    """``shapes_study`` as a fixture."""
+    return shapes_study
