@@ -29,8 +29,9 @@ from scipy import stats
 
 CEILING = "human–human ceiling"
 """The ``predictor`` name of the ceiling row."""
-COLUMNS = ["predictor", "kind", "tasks", "pairs", "accuracy", "acc_low", "acc_high", "predictor_ties",
-           "human_tie_pairs", "tau_b", "tau_low", "tau_high", "candidates_scored"]  # fmt: skip
+COLUMNS = ["predictor", "kind", "annotators", "tasks", "pairs", "accuracy", "acc_low", "acc_high",
+           "predictor_ties", "human_tie_pairs", "tau_b", "tau_low", "tau_high",
+           "candidates_scored"]  # fmt: skip
 """The columns of :func:`reward_agreement`, in order."""
 
 
@@ -149,6 +150,7 @@ def reward_accuracy(
         "predictor_ties": float((s == 0).mean()) if len(s) else float("nan"),
         "human_tie_pairs": int((pairs["h"] == 0).sum()),
         "candidates_scored": int(len(scores)),
+        "annotators": annotators_label(rankings),
     }
     return _row(name, "reward", per_task.reset_index(), extra, n_boot, seed, ci)
 
@@ -185,8 +187,19 @@ def human_ceiling(rankings: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
         "predictor_ties": float((m["h_o"] == 0).mean()) if len(m) else float("nan"),
         "human_tie_pairs": int((pairs["h"] == 0).sum()),
         "candidates_scored": int(df["candidate_id"].nunique()),
+        "annotators": annotators_label(rankings),
     }
     return _row(CEILING, "ceiling", per_task.reset_index(), extra, n_boot, seed, ci)
+
+
+def annotators_label(rankings: pd.DataFrame) -> str:
+    """Whose rankings a statistic is on: ``people``, ``simulated`` or ``people + simulated``
+    (from ``annotator_simulated``; ``people`` when the column is absent), so a table that
+    includes simulated annotators says so on every row."""
+    if "annotator_simulated" not in rankings.columns or rankings.empty:
+        return "people"
+    sim = rankings.drop_duplicates("annotator")["annotator_simulated"].astype(bool)
+    return "simulated" if sim.all() else "people + simulated" if sim.any() else "people"
 
 
 def reward_agreement(
@@ -199,7 +212,8 @@ def reward_agreement(
 ) -> pd.DataFrame:
     """The human–human ceiling, then one row per reward in ``scores`` (a long table with
     ``candidate_id``, ``reward``, ``score``), sorted by accuracy, best first. Columns
-    :data:`COLUMNS`. Statistics of rewards are on the candidates each reward scored."""
+    :data:`COLUMNS`; ``annotators`` (:func:`annotators_label`) says whose rankings they are.
+    Statistics of rewards are on the candidates each reward scored."""
     for col in ("candidate_id", "reward", "score"):
         if col not in scores.columns:
             raise ValueError(f"reward scores need columns candidate_id, reward, score; {col!r} is missing")

@@ -1,7 +1,9 @@
 """Researcher command line: ``python -m annotation [--db URL] [--data-dir DIR] COMMAND``.
 
 Commands: ``init``; ``user add|list|deactivate|activate|passwd``;
-``study create|list|archive|unarchive|delete``; ``progress``; ``stats``; ``export``. Passwords are
+``study create|list|archive|unarchive|delete``; ``progress``; ``stats``; ``export``; ``score``
+(store reward scores of a study's candidates); ``simulate`` (a simulated annotator panel ranks a
+study). Passwords are
 read from an environment variable (``--password-env``) or typed at a prompt, never taken from the
 command line. The command line acts as the administrator (the store's ``actor=None``).
 
@@ -169,10 +171,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from annotation.stats import study_summary
-    from annotation.tables import rankings_frame, select_annotators, simulated_annotators
+    from annotation.tables import rankings_frame, reward_scores_frame, select_annotators, simulated_annotators
 
     with _store(args) as st:
-        everyone = rankings_frame(st, st.find_study(args.study).id)
+        sid = st.find_study(args.study).id
+        everyone = rankings_frame(st, sid)
+        scores = reward_scores_frame(st, sid)
     df = select_annotators(everyone, args.include_simulated)
     simulated = simulated_annotators(everyone)
     if simulated:
@@ -187,6 +191,62 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print(f"\n== {key}\n{res[key]}")
     print(f"\nKrippendorff alpha (ordinal): {res['alpha_ordinal']:.3f}")
     print(f"excluded annotators: {res['excluded'] or 'none'}")
+    print_agreement(df, res["excluded"], scores, n_boot=args.n_boot, seed=args.seed)
+    return 0
+
+
+def print_agreement(rankings: Any, excluded: list[str], scores: Any, *, n_boot: int, seed: int) -> None:
+    """The reward–human agreement table of the counted annotators' rankings (or why there is none)."""
+    import pandas as pd
+
+    from annotation.agreement import reward_agreement
+
+    if scores.empty:
+        hint = "python -m annotation score --study S --rewards shapes,..."
+        print(f"\n== reward agreement\nno reward scores stored: {hint}")
+        return
+    kept = rankings[~rankings["annotator"].isin(excluded)]
+    table = reward_agreement(kept, scores, n_boot=n_boot, seed=seed)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\n== reward agreement (95% CIs clustered by task; rankings of {table['annotators'].iloc[0]})")
+        print(table.drop(columns=["annotators"]).round(3).to_string(index=False))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from annotation.scoring import build_rewards, score_study
+    from reasongen.rewards.base import RewardModelUnavailable
+    from reasongen.rewards.cli import _parse_sets
+
+    rewards = build_rewards(args.rewards, _parse_sets(args.set or []))
+    with _store(args) as st:
+        sid = st.find_study(args.study).id
+        try:
+            done = score_study(
+                st, sid, rewards, rescore=args.rescore, batch_size=args.batch_size, progress=print
+            )
+        except RewardModelUnavailable as exc:
+            raise AnnotationError(str(exc).splitlines()[0]) from None
+    for name, n in done.items():
+        print(
+            f"{name}: scored {n} candidate(s)"
+            + ("" if n or args.rescore else " (all had scores; --rescore redoes them)")
+        )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from annotation.simulate import parse_panel, simulate_panel
+
+    panel = parse_panel(args.panel)
+    with _store(args) as st:
+        sid = st.find_study(args.study).id
+        run = simulate_panel(
+            st, sid, panel, flip=args.flip, seed=args.seed, prefix=args.prefix, max_rankings=args.max_rankings
+        )
+    for name, profile in run.annotators.items():
+        print(f"{name}\t{profile}\tsimulated\t{run.rankings[name]} ranking(s)")
+    rate = f"; noisy swaps {run.swaps}/{run.swap_chances}" if run.swap_chances else ""
+    print(f"{run.total} ranking(s) submitted by {len(run.annotators)} simulated annotators{rate}")
     return 0
 
 
@@ -289,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="parquet")
             x.add_argument("--out", required=True)
         x.set_defaults(fn=fn)
+
+    sc = sub.add_parser("score", help="score a study's candidates with rewards and store the scores")
+    sc.add_argument("--study", required=True, help="name or id (name:X, id:N)")
+    sc.add_argument("--rewards", required=True, help="comma-separated registry names, e.g. shapes,hps")
+    sc.add_argument("--set", action="append", help="REWARD.OPTION=VALUE, e.g. hps.model=/path/HPS_v2.1.pt")
+    sc.add_argument("--rescore", action="store_true", help="score again candidates that already have a score")
+    sc.add_argument("--batch-size", type=int, default=16, help="candidates per reward call")
+    sc.set_defaults(fn=cmd_score)
+
+    sm = sub.add_parser("simulate", help="let a simulated annotator panel rank a study (shapes world)")
+    sm.add_argument("--study", required=True, help="name or id (name:X, id:N)")
+    sm.add_argument("--panel", required=True, help="PROFILE:COUNT,... of careful, noisy, position, spammer")
+    sm.add_argument("--flip", type=float, default=0.15, help="noisy: chance of swapping each adjacent pair")
+    sm.add_argument("--seed", type=int, default=0, help="the panel's decisions are fixed by this seed")
+    sm.add_argument("--prefix", default="sim", help="usernames are PREFIX-PROFILE-N (reused if simulated)")
+    sm.add_argument("--max-rankings", type=int, default=None, help="stop after this many rankings (a budget)")
+    sm.set_defaults(fn=cmd_simulate)
     return ap
 
 
