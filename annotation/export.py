@@ -11,7 +11,11 @@ Files written under ``out``:
   (``model:recipe``), per model and per recipe (column ``level``), from non-excluded annotators;
 - ``candidates.<ext>``: every candidate with its reward scores and the whole stored sample;
 - ``controls.<ext>``: control-task pass rates per annotator;
+- ``agreement.<ext>``: each stored reward's agreement with the counted annotators' rankings
+  (pairwise accuracy, Kendall τ-b, task-clustered 95% intervals) beside the human–human ceiling,
+  see :mod:`annotation.agreement` (only the ceiling row when no reward scores are stored);
 - ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison,
+  reward agreement (as ``agreement.<ext>``),
   and which annotators were simulated and whether the statistics include them;
 - ``images/``: ``<candidate_id>.png`` plus ``metadata.jsonl`` in the layout that
   ``datasets.load_dataset("imagefolder", data_dir=out / "images")`` reads as it is (candidates
@@ -38,14 +42,21 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from annotation import stats
+from annotation.agreement import reward_agreement
 from annotation.errors import AnnotationError
-from annotation.tables import candidates_frame, rankings_frame, select_annotators, simulated_annotators
+from annotation.tables import (
+    candidates_frame,
+    rankings_frame,
+    reward_scores_frame,
+    select_annotators,
+    simulated_annotators,
+)
 
 if TYPE_CHECKING:
     from annotation.store import Store
 
 FORMATS = ("csv", "parquet", "jsonl")
-TABLES = ("rankings", "pairwise", "ratings", "candidates", "controls")
+TABLES = ("rankings", "pairwise", "ratings", "candidates", "controls", "agreement")
 EXPORT_NAMES = frozenset({f"{t}.{fmt}" for t in TABLES for fmt in FORMATS} | {"summary.json", "images"})
 """Everything an export writes at the top of its folder (what may be replaced by a new one)."""
 
@@ -187,6 +198,7 @@ def _write_export(
     left_out = excluded | (set() if include_simulated else simulated)
     pairs["excluded"] = pairs["annotator"].isin(left_out)
     ratings = _ratings(kept, n_boot=n_boot, seed=seed)
+    agreement = reward_agreement(kept, reward_scores_frame(store, study), n_boot=n_boot, seed=seed)
 
     paths = {
         "rankings": write_table(rankings, out / "rankings", fmt),
@@ -194,6 +206,7 @@ def _write_export(
         "ratings": write_table(ratings, out / "ratings", fmt),
         "candidates": write_table(cands, out / "candidates", fmt),
         "controls": write_table(controls, out / "controls", fmt),
+        "agreement": write_table(agreement, out / "agreement", fmt),
     }
     summary = {
         "study": store.get_study(study).name,
@@ -205,10 +218,11 @@ def _write_export(
         "agreement": stats.annotator_agreement(kept).to_dict(orient="records"),
         "win_rates": json.loads(stats.win_rate_matrix(pairs[~pairs["excluded"]]).to_json(orient="index")),
         "recipes": stats.recipe_comparison(kept, n_boot=n_boot, seed=seed).to_dict("records"),
+        "reward_agreement": [{k: _plain(x) for k, x in r.items()} for r in agreement.to_dict("records")],
         "candidates_without_image": int((~_has_image(cands)).sum()),
         "tables": {
             name: {"file": paths[name].name, "rows": len(df), "columns": [str(c) for c in df.columns]}
-            for name, df in zip(TABLES, (rankings, pairs, ratings, cands, controls), strict=True)
+            for name, df in zip(TABLES, (rankings, pairs, ratings, cands, controls, agreement), strict=True)
         },
     }
     paths["summary"] = out / "summary.json"

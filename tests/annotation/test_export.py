@@ -271,6 +271,7 @@ def test_re_export_replaces_the_previous_export_entirely(tmp_path: Path, sample_
             "ratings.csv",
             "candidates.csv",
             "controls.csv",
+            "agreement.csv",
             "summary.json",
             "images",
         ]
@@ -401,3 +402,27 @@ def test_simulated_annotators_are_labelled_in_the_export_and_counted_only_when_a
     assert json.loads(Path(both["summary"]).read_text())["statistics_include_simulated"] is True
     all_wins = pd.read_csv(both["ratings"]).query("level == 'system'")["win_rate"]
     assert sorted(all_wins.tolist()) == [0.5, 0.5]
+    # The agreement table says whose rankings it is on; person and panel always disagree.
+    assert pd.read_csv(out["agreement"])["annotators"].tolist() == ["people"]
+    ceiling = pd.read_csv(both["agreement"]).iloc[0]
+    assert ceiling["annotators"] == "people + simulated" and ceiling["accuracy"] == 0.0
+
+
+def test_the_export_has_each_rewards_agreement_beside_the_ceiling(
+    store: Store, make_shapes_study, tmp_path
+) -> None:
+    from annotation.scoring import build_rewards, score_study
+    from annotation.simulate import simulate_panel
+
+    sid, _ = make_shapes_study(store, n_prompts=3, rankings_per_task=2)
+    simulate_panel(store, sid, "careful:2", seed=0)
+    assert score_study(store, sid, build_rewards("shapes")) == {"shapes": 12}
+    out = export_study(store, sid, tmp_path / "x", "jsonl", n_boot=20, include_simulated=True)
+    rows = [json.loads(line) for line in Path(out["agreement"]).read_text().splitlines()]
+    assert [(r["predictor"], r["kind"], r["annotators"]) for r in rows] == [
+        ("human–human ceiling", "ceiling", "simulated"),
+        ("shapes", "reward", "simulated"),
+    ]
+    assert rows[0]["accuracy"] == rows[1]["accuracy"] == 1.0 and rows[1]["pairs"] == 2 * 3 * 6
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert summary["tables"]["agreement"]["rows"] == 2 and summary["reward_agreement"] == rows
