@@ -1,9 +1,10 @@
 """Results tab (researchers only): Bradley–Terry ratings with CIs, win rates, agreement, per-recipe
-comparison, a per-annotator dashboard, a drill-down from a system to its candidates and their
-ranks, and export downloads, all computed by ``annotation.stats`` / ``annotation.tables`` /
-``annotation.export``. When there are no ratings the tab says why (no rankings, all skipped, only
-controls, every annotator excluded by the controls at the chosen pass-rate threshold, or no two
-systems compared).
+comparison, each stored reward's agreement with the rankings beside the human–human ceiling
+(``annotation.agreement``: a table and a plot), a per-annotator dashboard, a drill-down from a
+system to its candidates and their ranks, and export downloads, all computed by
+``annotation.stats`` / ``annotation.tables`` / ``annotation.export``. When there are no ratings
+the tab says why (no rankings, all skipped, only controls, every annotator excluded by the
+controls at the chosen pass-rate threshold, or no two systems compared).
 
 Every handler checks the session's role on the server; a visitor or annotator gets an error
 message and no data, whatever the page shows.
@@ -131,6 +132,60 @@ def winrate_figure(matrix: pd.DataFrame | None, empty: str = "no comparisons yet
     return fig
 
 
+def agreement_figure(table: pd.DataFrame | None, empty: str = "no rankings to compare with yet") -> Any:
+    """Each reward's pairwise accuracy and Kendall τ-b with their 95% CIs (one row per reward,
+    best first at the top), beside the human–human ceiling (a shaded band: its CI; a line: its
+    value) and chance (accuracy ½, τ 0). The title says whose rankings they are."""
+    from matplotlib.figure import Figure
+
+    if table is None or table.empty:
+        return _message_figure(empty, (7, 1.7))
+    ceiling = table[table["kind"] == "ceiling"]
+    rewards = table[table["kind"] == "reward"].reset_index(drop=True).iloc[::-1]
+    if rewards.empty:
+        return _message_figure(
+            "No reward scores are stored for this study yet: score its candidates with "
+            "'python -m annotation score --study NAME --rewards shapes,...' (or create it with --reward).",
+            (7, 1.7),
+        )
+    labels = [plot_label(x, 22) for x in rewards["predictor"]]
+    fig = Figure(figsize=(9.0, 1.6 + 0.45 * len(rewards)))
+    y = list(range(len(rewards)))
+    specs = (("accuracy", "acc_low", "acc_high", 0.5, "pairwise accuracy (human ties apart)"),
+             ("tau_b", "tau_low", "tau_high", 0.0, "Kendall τ-b per task"))  # fmt: skip
+    for k, (col, lo, hi, chance, title) in enumerate(specs):
+        ax = fig.add_subplot(1, 2, k + 1)
+        val = rewards[col].astype(float)
+        err = [(val - rewards[lo].astype(float)).clip(lower=0).fillna(0),
+               (rewards[hi].astype(float) - val).clip(lower=0).fillna(0)]  # fmt: skip
+        ax.errorbar(val, y, xerr=err, fmt="o", capsize=4, color="#2b59c3", label="reward")
+        if not ceiling.empty and ceiling[col].iloc[0] == ceiling[col].iloc[0]:
+            c = ceiling.iloc[0]
+            if c[lo] == c[lo]:
+                ax.axvspan(float(c[lo]), float(c[hi]), color="#f4a259", alpha=0.3)
+            ax.axvline(float(c[col]), color="#d1495b", lw=1.5, label="human–human ceiling")
+        ax.axvline(chance, color="#999", lw=0.8, ls="--", label="chance")
+        ax.set_yticks(y, labels if k == 0 else [""] * len(y), fontsize=9)
+        ax.set_ylim(-0.6, len(rewards) - 0.4)
+        ax.set_xlim(-0.05 if k == 0 else -1.05, 1.05)
+        ax.set_title(title, fontsize=10)
+        if k == 1:
+            ax.legend(fontsize=8, loc="lower left")
+    who = str(table["annotators"].iloc[0]) if "annotators" in table.columns else "people"
+    fig.suptitle(f"Reward–human agreement (rankings of {who}; 95% CIs clustered by task)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reward_agreement_table(store: Any, study: Any, kept: pd.DataFrame) -> pd.DataFrame:
+    """``annotation.agreement.reward_agreement`` of the counted rankings and the study's stored
+    reward scores."""
+    from annotation.agreement import reward_agreement
+    from annotation.tables import reward_scores_frame
+
+    return reward_agreement(kept, reward_scores_frame(store, study), n_boot=N_BOOT, seed=0)
+
+
 def _safe(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
@@ -181,6 +236,7 @@ def study_results(
         "alpha": _safe("alpha", stats.ranking_alpha, kept),
         "agreement": _safe("agreement", stats.annotator_agreement, kept),
         "recipes": _safe("recipes", stats.recipe_comparison, kept, n_boot=N_BOOT, seed=0) if ok else None,
+        "reward_agreement": _safe("reward agreement", reward_agreement_table, services.store, study, kept),
         "controls": controls,
         "annotators": _safe("annotators", stats.annotator_dashboard, rankings, min_pass_rate=min_pass_rate),
         "progress": progress(services.store, study, min_pass_rate=min_pass_rate),
@@ -249,6 +305,10 @@ def _table(df: Any, kind: str) -> pd.DataFrame:
     """``df`` rounded for display, or an empty table with ``kind``'s real headers."""
     if isinstance(df, pd.DataFrame) and not df.empty:
         return df.round(3)
+    if kind == "reward_agreement":
+        from annotation.agreement import COLUMNS as AGREEMENT_COLUMNS
+
+        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
     return pd.DataFrame(columns=COLUMNS[kind])
 
 
@@ -301,6 +361,10 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
         ratings = gr.Dataframe(label="Ratings (full system names)", interactive=False, elem_id="rg-ratings")
         recipes = gr.Dataframe(label="Per-recipe comparison (head to head)", interactive=False)
         agreement = gr.Dataframe(label="Annotator agreement (Kendall τ with the others)", interactive=False)
+        ag_plot = gr.Plot(label="Reward–human agreement", elem_id="rg-agreement-plot")
+        reward_ag = gr.Dataframe(label="Reward–human agreement: each stored reward beside the human–human "
+                                 "ceiling (each annotator against the others)", interactive=False,
+                                 elem_id="rg-reward-agreement")  # fmt: skip
         controls = gr.Dataframe(label="Control tasks", interactive=False)
         annotators = gr.Dataframe(
             label="Annotators: rankings, skips, control pass rate, median seconds per ranking, agreement",
@@ -321,13 +385,17 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
         res = study_results(services, user, st, threshold, sim)
         text = summary_text(res, threshold)
         if not res["rankings"]:
-            return [text, ratings_figure(None, text), winrate_figure(None, text)] + [
-                _table(None, k) for k in ("ratings", "recipes", "agreement", "controls")
-            ]
+            return (
+                [text, ratings_figure(None, text), winrate_figure(None, text)]
+                + [_table(None, k) for k in ("ratings", "recipes", "agreement", "controls")]
+                + [agreement_figure(None, text), _table(None, "reward_agreement")]
+            )
         reason = res["reason"] or ""
         return [text, ratings_figure(res["ratings"], reason), winrate_figure(res["win_rates"], reason),
                 _table(_numbered(res["ratings"]), "ratings"), _table(res["recipes"], "recipes"),
-                _table(res["agreement"], "agreement"), _table(res["controls"], "controls")]  # fmt: skip
+                _table(res["agreement"], "agreement"), _table(res["controls"], "controls"),
+                agreement_figure(res["reward_agreement"]),
+                _table(res["reward_agreement"], "reward_agreement")]  # fmt: skip
 
     @ui_errors
     def on_annotators(user: Any, st: Any, threshold: float = MIN_PASS_RATE) -> list[Any]:
@@ -346,7 +414,8 @@ def build_results_tab(services: Services, user_state: Any) -> ResultsTab:
         return [_table(dash, "annotators"), gr.Dropdown(choices=systems, value=None)]
 
     computed = compute.click(on_compute, [user_state, study, pass_rate, with_sim],
-                             [summary, bt_plot, wr_plot, ratings, recipes, agreement, controls],
+                             [summary, bt_plot, wr_plot, ratings, recipes, agreement, controls, ag_plot,
+                              reward_ag],
                              api_name="study_results", **q)  # fmt: skip
     computed.success(on_annotators, [user_state, study, pass_rate], [annotators, system],
                      api_name="annotator_dashboard", **q)  # fmt: skip

@@ -297,3 +297,53 @@ def test_a_study_ranked_only_by_simulated_annotators_says_so(services, researche
     res = rt.study_results(services, researcher, "r")
     assert res["rankings"] == 0 and res["reason"].startswith("Only simulated annotators (sim) have ranked")
     assert rt.study_results(services, researcher, "r", include_simulated=True)["ratings"] is not None
+
+
+def _store_recipe_rewards(store: Store, study: str) -> None:
+    """Two rewards on the study's candidates: ``likes_cot`` (got-r1 1, direct 0) and its opposite."""
+    from types import SimpleNamespace
+
+    from annotation.tables import candidates_frame
+
+    cands = candidates_frame(store, study, with_sample=False)
+    ids = cands["candidate_id"].tolist()
+    cot = [1.0 if s == COT else 0.0 for s in cands["system"]]
+    for name, scores in (("likes_cot", cot), ("likes_direct", [1.0 - x for x in cot])):
+        store.add_reward_scores(ids, name, SimpleNamespace(scores=scores, details=[{}] * len(ids)))
+
+
+def test_reward_agreement_table_and_plot_beside_the_ceiling(services, researcher):
+    # a1-a3 rank got-r1 first on every regular task; a4 the other way but fails the controls.
+    make_study(services.store, {"a1": True, "a2": True, "a3": True, "a4": False})
+    bare = rt.study_results(services, researcher, "r")["reward_agreement"]
+    assert bare["predictor"].tolist() == ["human–human ceiling"] and bare["accuracy"].item() == 1.0
+    fig = rt.agreement_figure(bare)
+    assert "python -m annotation score" in " ".join(
+        t.get_text() for ax in fig.axes for t in ax.texts
+    ).replace("\n", " ")
+    _store_recipe_rewards(services.store, "r")
+    table = rt.study_results(services, researcher, "r")["reward_agreement"].set_index("predictor")
+    assert table.loc["likes_cot", "accuracy"] == 1.0 and table.loc["likes_direct", "accuracy"] == 0.0
+    assert table.loc["likes_cot", "pairs"] == 9  # 3 counted annotators x 3 regular tasks x 1 pair
+    assert (table["annotators"] == "people").all()
+    fig = rt.agreement_figure(table.reset_index())
+    acc_ax, tau_ax = fig.axes
+    assert tau_ax.get_title() == "Kendall τ-b per task"
+    assert [t.get_text() for t in acc_ax.get_yticklabels()] == ["likes_direct", "likes_cot"]
+    assert "rankings of people" in fig._suptitle.get_text()
+    ceiling_lines = [ln for ln in acc_ax.lines if ln.get_label() == "human–human ceiling"]
+    assert ceiling_lines and ceiling_lines[0].get_xdata()[0] == 1.0
+    assert list(rt._table(None, "reward_agreement").columns)[:3] == ["predictor", "kind", "annotators"]
+
+
+def test_reward_agreement_labels_simulated_annotators_when_included(services, researcher):
+    make_study(services.store, {"person": True, "sim": True}, simulated=("sim",))
+    _store_recipe_rewards(services.store, "r")
+    people = rt.study_results(services, researcher, "r")["reward_agreement"].set_index("predictor")
+    assert (people["annotators"] == "people").all() and people.loc["likes_cot", "accuracy"] == 1.0
+    both = rt.study_results(services, researcher, "r", include_simulated=True)["reward_agreement"]
+    both = both.set_index("predictor")
+    assert (both["annotators"] == "people + simulated").all()
+    assert both.loc["likes_cot", "accuracy"] == 0.5  # the simulated annotator prefers direct
+    assert both.loc["human–human ceiling", "accuracy"] == 0.0
+    assert "people + simulated" in rt.agreement_figure(both.reset_index())._suptitle.get_text()
