@@ -149,7 +149,7 @@ def agreement_figure(table: pd.DataFrame | None, empty: str = "no rankings to co
             (7, 1.7),
         )
     labels = [plot_label(x, 22) for x in rewards["predictor"]]
-    fig = Figure(figsize=(9.0, 1.6 + 0.45 * len(rewards)))
+    fig = Figure(figsize=(9.0, 2.2 + 0.45 * len(rewards)))
     y = list(range(len(rewards)))
     specs = (("accuracy", "acc_low", "acc_high", 0.5, "pairwise accuracy (human ties apart)"),
              ("tau_b", "tau_low", "tau_high", 0.0, "Kendall τ-b per task"))  # fmt: skip
@@ -169,11 +169,11 @@ def agreement_figure(table: pd.DataFrame | None, empty: str = "no rankings to co
         ax.set_ylim(-0.6, len(rewards) - 0.4)
         ax.set_xlim(-0.05 if k == 0 else -1.05, 1.05)
         ax.set_title(title, fontsize=10)
-        if k == 1:
-            ax.legend(fontsize=8, loc="lower left")
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
     who = str(table["annotators"].iloc[0]) if "annotators" in table.columns else "people"
     fig.suptitle(f"Reward–human agreement (rankings of {who}; 95% CIs clustered by task)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
     return fig
 
 
