@@ -3,7 +3,7 @@
 Commands: ``init``; ``user add|list|deactivate|activate|passwd``;
 ``study create|list|archive|unarchive|delete``; ``progress``; ``stats``; ``export``; ``score``
 (store reward scores of a study's candidates); ``simulate`` (a simulated annotator panel ranks a
-study). Passwords are
+study); ``plan`` (rankings needed for an interval width, by simulation; no database). Passwords are
 read from an environment variable (``--password-env``) or typed at a prompt, never taken from the
 command line. The command line acts as the administrator (the store's ``actor=None``).
 
@@ -269,6 +269,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from annotation.planning import PlanConfig, plan_rankings
+
+    cfg = PlanConfig(
+        effect=args.effect, width=args.width, group_size=args.group_size, reps=args.reps,
+        n_boot=args.n_boot, seed=args.seed, max_rankings=args.max_rankings,
+    )  # fmt: skip
+    res = plan_rankings(cfg)
+    print("SIMULATED study plan (Thurstone-normal candidates, one ranking per task)")
+    print(res.tried.round(4).to_string(index=False))
+    print(
+        f"about {res.rankings} rankings of {cfg.group_size} candidates give a 95% interval of median "
+        f"width {res.width:.3f} (<= {cfg.width}) on a win rate of {cfg.effect} "
+        f"(coverage in simulation {res.coverage:.0%})"
+    )
+    return 0
+
+
 def with_shapes_metadata(prompts: list[str | dict[str, Any]]) -> tuple[list[str | dict[str, Any]], int]:
     """Prompts without metadata get the shapes parser's reading of their text
     (``reasongen.shapes.parse.parse_prompt``); returns the prompts and how many stay unread."""
@@ -366,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--prefix", default="sim", help="usernames are PREFIX-PROFILE-N (reused if simulated)")
     sm.add_argument("--max-rankings", type=int, default=None, help="stop after this many rankings (a budget)")
     sm.set_defaults(fn=cmd_simulate)
+
+    pl = sub.add_parser("plan", help="rankings needed for a CI width on a win rate (by simulation)")
+    pl.add_argument("--effect", type=float, default=0.6, help="true win rate of system A over B")
+    pl.add_argument("--width", type=float, default=0.1, help="wanted width of the 95%% interval")
+    pl.add_argument("--group-size", type=int, default=4, help="candidates per task")
+    pl.add_argument("--reps", type=int, default=20, help="simulated studies per number of rankings")
+    pl.add_argument("--n-boot", type=int, default=300, help="bootstrap resamples per interval")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--max-rankings", type=int, default=100_000, help="give up above this many")
+    pl.set_defaults(fn=cmd_plan)
     return ap
 
 
