@@ -235,11 +235,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from annotation.simulate import parse_panel, simulate_panel
+    from annotation.simulate import add_verified_controls, parse_panel, simulate_panel
 
     panel = parse_panel(args.panel)
     with _store(args) as st:
-        sid = st.find_study(args.study).id
+        study = st.find_study(args.study)
+        sid = study.id
+        if args.add_controls:
+            made = add_verified_controls(st, sid, args.add_controls, seed=args.seed)
+            print(f"added {len(made)} verified control task(s)")
+            if study.control_rate == 0:
+                print("warning: the study's control rate is 0, so no control task is served", file=sys.stderr)
         run = simulate_panel(
             st, sid, panel, flip=args.flip, seed=args.seed, prefix=args.prefix, max_rankings=args.max_rankings
         )
@@ -383,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0, help="the panel's decisions are fixed by this seed")
     sm.add_argument("--prefix", default="sim", help="usernames are PREFIX-PROFILE-N (reused if simulated)")
     sm.add_argument("--max-rankings", type=int, default=None, help="stop after this many rankings (a budget)")
+    sm.add_argument(
+        "--add-controls",
+        type=int,
+        default=0,
+        help="first add N control tasks the shapes detector vouches for (a correct best among wrong others)",
+    )
     sm.set_defaults(fn=cmd_simulate)
 
     pl = sub.add_parser("plan", help="rankings needed for a CI width on a win rate (by simulation)")

@@ -105,11 +105,11 @@ def spammer_order(shown: Sequence[int], rng: random.Random) -> list[list[int]]:
 
 
 class ShapesJudge:
-    """The careful annotator's eyes: each candidate's (correct, plan, IoU) against a task's prompt,
-    from the shapes reward's parts (``reasongen.rewards.shapes``), cached per (candidate, task).
+    """The careful annotator's eyes: each candidate's (correct, plan, IoU) against a prompt, from
+    the shapes reward's parts (``reasongen.rewards.shapes``), cached per (candidate, prompt).
 
-    The task's prompt metadata is its stored metadata, else the shapes parser's reading of its text;
-    a prompt neither gives raises ``AnnotationError`` (these annotators judge shapes-world prompts).
+    A prompt's metadata is its stored metadata, else the shapes parser's reading of its text; a
+    prompt neither gives raises ``AnnotationError`` (these annotators judge shapes-world prompts).
     """
 
     def __init__(self, store: Store, iou_step: float = 0.1) -> None:
@@ -121,35 +121,43 @@ class ShapesJudge:
         self.iou_step = iou_step
         self.reward = ShapesReward()
         self._meta: dict[int, dict[str, Any]] = {}
+        self._task_prompt: dict[int, int] = {}
         self._keys: dict[tuple[int, int], Key] = {}
 
-    def task_metadata(self, task_id: int) -> dict[str, Any]:
-        """The metadata of the prompt a task is about."""
-        if task_id not in self._meta:
+    def prompt_metadata(self, prompt_id: int) -> dict[str, Any]:
+        """The metadata a prompt's candidates are judged against."""
+        if prompt_id not in self._meta:
             from reasongen.shapes.parse import parse_prompt
 
             with self.store.session() as s:
-                row = s.execute(
-                    select(Prompt.text, Prompt.meta)
-                    .join(Task, Task.prompt_id == Prompt.id)
-                    .where(Task.id == task_id)
-                ).one_or_none()
-            if row is None:
-                raise AnnotationError(f"task {task_id} does not exist")
-            meta = row.meta or parse_prompt(row.text)
+                p = s.get(Prompt, prompt_id)
+                if p is None:
+                    raise AnnotationError(f"prompt {prompt_id} does not exist")
+                text, meta = p.text, p.meta
+            meta = meta or parse_prompt(text)
             if not meta:
                 raise AnnotationError(
-                    f"task {task_id}'s prompt {row.text[:60]!r} has no metadata and is not a shapes-world "
-                    "prompt the parser can read: simulated annotators judge with the shapes detector"
+                    f"prompt {text[:60]!r} has no metadata and is not a shapes-world prompt the parser "
+                    "can read: simulated annotators judge with the shapes detector"
                 )
-            self._meta[task_id] = meta
-        return self._meta[task_id]
+            self._meta[prompt_id] = meta
+        return self._meta[prompt_id]
 
-    def key(self, candidate_id: int, task_id: int) -> Key:
-        """(correct, plan faithful, IoU rounded to ``iou_step``) of a candidate for a task."""
-        meta = self.task_metadata(task_id)
-        cache = (candidate_id, task_id)
+    def task_prompt(self, task_id: int) -> int:
+        """The id of the prompt a task is about (a control task's: its known best's prompt)."""
+        if task_id not in self._task_prompt:
+            with self.store.session() as s:
+                pid = s.scalar(select(Task.prompt_id).where(Task.id == task_id))
+            if pid is None:
+                raise AnnotationError(f"task {task_id} does not exist")
+            self._task_prompt[task_id] = pid
+        return self._task_prompt[task_id]
+
+    def verdict(self, candidate_id: int, prompt_id: int) -> Key:
+        """(correct, plan faithful, IoU rounded to ``iou_step``) of a candidate for a prompt."""
+        cache = (candidate_id, prompt_id)
         if cache not in self._keys:
+            meta = self.prompt_metadata(prompt_id)
             sample = self.store.load_sample(candidate_id)
             if sample.image is None:
                 self._keys[cache] = (0.0, 0.0, 0.0)
@@ -158,6 +166,60 @@ class ShapesJudge:
                 iou = round((values["iou"] or 0.0) / self.iou_step) * self.iou_step
                 self._keys[cache] = (float(values["prompt"] or 0.0), float(values["plan"] or 0.0), iou)
         return self._keys[cache]
+
+    def key(self, candidate_id: int, task_id: int) -> Key:
+        """The candidate's verdict for the prompt of a task."""
+        return self.verdict(candidate_id, self.task_prompt(task_id))
+
+
+def add_verified_controls(
+    store: Store, study: int | str, n: int, *, seed: int = 0, judge: ShapesJudge | None = None
+) -> list[int]:
+    """``n`` control tasks the detector vouches for: the known best is a candidate that is correct
+    for its prompt, the others are candidates of other prompts that are neither correct nor
+    plan-faithful for it. (``Store.add_control_tasks`` picks any candidate as the best and trusts
+    other prompts' candidates to be worse, which in the shapes world fails when a sample is wrong
+    or two prompts ask for the same thing: careful annotators then "fail" them.) Raises
+    ``AnnotationError`` when fewer than ``n`` can be made."""
+    from annotation.models import Candidate
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise AnnotationError(f"the number of controls must be a whole number >= 1, got {n!r}")
+    judge = judge or ShapesJudge(store)
+    with store.session() as s:
+        st = load_study(s, study)
+        study_id, gsize = st.id, st.group_size
+        rows = s.execute(
+            select(Candidate.id, Candidate.prompt_id)
+            .join(Prompt, Prompt.id == Candidate.prompt_id)
+            .where(Prompt.study_id == study_id)
+            .order_by(Candidate.id)
+        ).all()
+    rng = random.Random(f"verified-controls:{study_id}:{seed}")
+    bests = [(cid, pid) for cid, pid in rows if judge.verdict(cid, pid)[0] == 1.0]
+    rng.shuffle(bests)
+    groups: list[tuple[list[int], int]] = []
+    for best, pid in bests:
+        if len(groups) == n:
+            break
+        others = [cid for cid, p in rows if p != pid]
+        rng.shuffle(others)
+        wrong = []
+        for cid in others:
+            if judge.verdict(cid, pid)[:2] == (0.0, 0.0):
+                wrong.append(cid)
+                if len(wrong) == gsize - 1:
+                    break
+        if len(wrong) == gsize - 1:
+            members = [best, *wrong]
+            rng.shuffle(members)
+            groups.append((members, best))
+    if len(groups) < n:
+        raise AnnotationError(
+            f"only {len(groups)} of {n} verified control tasks can be made: too few candidates are correct "
+            "for their prompt, or too few of other prompts are wrong for it"
+        )
+    return [store.create_task(study_id, members, control_best=best) for members, best in groups]
 
 
 @dataclass

@@ -154,3 +154,30 @@ def test_bad_input_is_refused_before_anything_is_written(store, make_shapes_stud
         simulate_panel(store, sid, "careful:1")
     assert [u.username for u in store.list_users()] == ["sim-careful-1"]
     assert rankings_frame(store, sid).empty
+
+
+def test_verified_controls_have_a_correct_best_among_wrong_others(store, make_shapes_study) -> None:
+    from annotation.models import Task, TaskCandidate
+    from annotation.simulate import ShapesJudge, add_verified_controls
+
+    sid, kinds = make_shapes_study(store, n_prompts=6, rankings_per_task=4, control_rate=0.6)
+    judge = ShapesJudge(store)
+    made = add_verified_controls(store, sid, 8, seed=1, judge=judge)
+    assert len(made) == 8
+    with store.session() as s:
+        for tid in made:
+            task = s.get(Task, tid)
+            members = list(s.scalars(select(TaskCandidate.candidate_id).where(TaskCandidate.task_id == tid)))
+            assert task.is_control and len(members) == 4 and task.control_best_id in members
+            assert kinds[task.control_best_id] in ("right", "loose_plan")  # the correct ones
+            for cid in members:
+                if cid != task.control_best_id:
+                    assert judge.verdict(cid, task.prompt_id)[:2] == (0.0, 0.0)
+    simulate_panel(store, sid, "careful:2,spammer:2", seed=2)
+    ctl = control_results(rankings_frame(store, sid)).set_index("annotator")
+    assert (ctl.loc[["sim-careful-1", "sim-careful-2"], "pass_rate"] == 1.0).all()
+    assert (ctl.loc[["sim-careful-1", "sim-careful-2"], "controls"] >= 2).all()
+    with pytest.raises(AnnotationError, match=r"only \d+ of 50 verified control tasks"):
+        add_verified_controls(store, sid, 50, judge=judge)
+    with pytest.raises(AnnotationError, match="whole number"):
+        add_verified_controls(store, sid, 0)
