@@ -235,9 +235,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from annotation.simulate import add_verified_controls, parse_panel, simulate_panel
+    from annotation.simulate import add_verified_controls, check_options, parse_panel, simulate_panel
 
     panel = parse_panel(args.panel)
+    check_options(args.flip, args.max_rankings)  # before anything is written
     with _store(args) as st:
         study = st.find_study(args.study)
         sid = study.id
@@ -312,6 +313,42 @@ def with_shapes_metadata(prompts: list[str | dict[str, Any]]) -> tuple[list[str 
     return out, unread
 
 
+def add_learning_commands(sub: Any) -> None:
+    """The ``score``, ``simulate`` and ``plan`` subcommands (learning from people, issue 22)."""
+    sc = sub.add_parser("score", help="score a study's candidates with rewards and store the scores")
+    sc.add_argument("--study", required=True, help="name or id (name:X, id:N)")
+    sc.add_argument("--rewards", required=True, help="comma-separated registry names, e.g. shapes,hps")
+    sc.add_argument("--set", action="append", help="REWARD.OPTION=VALUE, e.g. hps.model=/path/HPS_v2.1.pt")
+    sc.add_argument("--rescore", action="store_true", help="score again candidates that already have a score")
+    sc.add_argument("--batch-size", type=int, default=16, help="candidates per reward call")
+    sc.set_defaults(fn=cmd_score)
+
+    sm = sub.add_parser("simulate", help="let a simulated annotator panel rank a study (shapes world)")
+    sm.add_argument("--study", required=True, help="name or id (name:X, id:N)")
+    sm.add_argument("--panel", required=True, help="PROFILE:COUNT,... of careful, noisy, position, spammer")
+    sm.add_argument("--flip", type=float, default=0.15, help="noisy: chance of swapping each adjacent pair")
+    sm.add_argument("--seed", type=int, default=0, help="the panel's decisions are fixed by this seed")
+    sm.add_argument("--prefix", default="sim", help="usernames are PREFIX-PROFILE-N (reused if simulated)")
+    sm.add_argument("--max-rankings", type=int, default=None, help="stop after this many rankings (a budget)")
+    sm.add_argument(
+        "--add-controls",
+        type=int,
+        default=0,
+        help="first add N control tasks the shapes detector vouches for (a correct best among wrong others)",
+    )
+    sm.set_defaults(fn=cmd_simulate)
+
+    pl = sub.add_parser("plan", help="rankings needed for a CI width on a win rate (by simulation)")
+    pl.add_argument("--effect", type=float, default=0.6, help="true win rate of system A over B")
+    pl.add_argument("--width", type=float, default=0.1, help="wanted width of the 95%% interval")
+    pl.add_argument("--group-size", type=int, default=4, help="candidates per task")
+    pl.add_argument("--reps", type=int, default=20, help="simulated studies per number of rankings")
+    pl.add_argument("--n-boot", type=int, default=300, help="bootstrap resamples per interval")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--max-rankings", type=int, default=100_000, help="give up above this many")
+    pl.set_defaults(fn=cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m annotation", description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -374,38 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("--out", required=True)
         x.set_defaults(fn=fn)
 
-    sc = sub.add_parser("score", help="score a study's candidates with rewards and store the scores")
-    sc.add_argument("--study", required=True, help="name or id (name:X, id:N)")
-    sc.add_argument("--rewards", required=True, help="comma-separated registry names, e.g. shapes,hps")
-    sc.add_argument("--set", action="append", help="REWARD.OPTION=VALUE, e.g. hps.model=/path/HPS_v2.1.pt")
-    sc.add_argument("--rescore", action="store_true", help="score again candidates that already have a score")
-    sc.add_argument("--batch-size", type=int, default=16, help="candidates per reward call")
-    sc.set_defaults(fn=cmd_score)
-
-    sm = sub.add_parser("simulate", help="let a simulated annotator panel rank a study (shapes world)")
-    sm.add_argument("--study", required=True, help="name or id (name:X, id:N)")
-    sm.add_argument("--panel", required=True, help="PROFILE:COUNT,... of careful, noisy, position, spammer")
-    sm.add_argument("--flip", type=float, default=0.15, help="noisy: chance of swapping each adjacent pair")
-    sm.add_argument("--seed", type=int, default=0, help="the panel's decisions are fixed by this seed")
-    sm.add_argument("--prefix", default="sim", help="usernames are PREFIX-PROFILE-N (reused if simulated)")
-    sm.add_argument("--max-rankings", type=int, default=None, help="stop after this many rankings (a budget)")
-    sm.add_argument(
-        "--add-controls",
-        type=int,
-        default=0,
-        help="first add N control tasks the shapes detector vouches for (a correct best among wrong others)",
-    )
-    sm.set_defaults(fn=cmd_simulate)
-
-    pl = sub.add_parser("plan", help="rankings needed for a CI width on a win rate (by simulation)")
-    pl.add_argument("--effect", type=float, default=0.6, help="true win rate of system A over B")
-    pl.add_argument("--width", type=float, default=0.1, help="wanted width of the 95%% interval")
-    pl.add_argument("--group-size", type=int, default=4, help="candidates per task")
-    pl.add_argument("--reps", type=int, default=20, help="simulated studies per number of rankings")
-    pl.add_argument("--n-boot", type=int, default=300, help="bootstrap resamples per interval")
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--max-rankings", type=int, default=100_000, help="give up above this many")
-    pl.set_defaults(fn=cmd_plan)
+    add_learning_commands(sub)
     return ap
 
 

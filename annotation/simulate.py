@@ -285,6 +285,16 @@ def rank_view(
     return noisy, swaps, len(groups) - 1
 
 
+def check_options(flip: Any, max_rankings: Any = None) -> None:
+    """``AnnotationError`` unless ``flip`` is a probability and ``max_rankings`` None or >= 1."""
+    if not isinstance(flip, (int, float)) or isinstance(flip, bool) or not 0.0 <= flip <= 1.0:
+        raise AnnotationError(f"--flip must be a probability in [0, 1], got {flip!r}")
+    if max_rankings is not None and (
+        isinstance(max_rankings, bool) or not isinstance(max_rankings, int) or max_rankings < 1
+    ):
+        raise AnnotationError(f"max_rankings must be a whole number >= 1, got {max_rankings!r}")
+
+
 def simulate_panel(
     store: Store,
     study: int | str,
@@ -304,12 +314,7 @@ def simulate_panel(
     from annotation.workflow import next_task, submit_ranking
 
     members = parse_panel(panel) if isinstance(panel, str) else list(panel)
-    if not isinstance(flip, (int, float)) or isinstance(flip, bool) or not 0.0 <= flip <= 1.0:
-        raise AnnotationError(f"--flip must be a probability in [0, 1], got {flip!r}")
-    if max_rankings is not None and (
-        isinstance(max_rankings, bool) or not isinstance(max_rankings, int) or max_rankings < 1
-    ):
-        raise AnnotationError(f"max_rankings must be a whole number >= 1, got {max_rankings!r}")
+    check_options(flip, max_rankings)
     with store.session() as s:
         st = load_study(s, study)
         study_id, archived = st.id, st.archived_at is not None

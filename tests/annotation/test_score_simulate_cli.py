@@ -96,10 +96,14 @@ def test_simulate_refuses_bad_input_in_one_line(db, capsys) -> None:
         (["--study", "nope", "--panel", "careful:1"], "nope"),
         (["--study", "shapes", "--panel", "careful:one"], "whole number >= 1"),
         (["--study", "shapes", "--panel", "lazy:2"], "unknown annotator profile 'lazy'"),
-        (["--study", "shapes", "--panel", "noisy:2", "--flip", "2"], "--flip must be a probability"),
+        (["--study", "shapes", "--panel", "noisy:2", "--flip", "2", "--add-controls", "2"], "--flip must be"),
         (["--study", "shapes", "--panel", "noisy:2", "--max-rankings", "0"], "max_rankings"),
     ]:
         assert cli_main([*base, "simulate", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert rankings_frame(store, sid).empty and store.list_users() == []
+    from annotation.models import Task
+
+    with store.session() as s:
+        assert s.query(Task).filter(Task.is_control).count() == 0  # no control was added either
