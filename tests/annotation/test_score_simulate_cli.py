@@ -58,11 +58,21 @@ def test_score_refuses_bad_rewards_in_one_line_and_stores_nothing(db, capsys, ar
 
 def test_simulate_then_stats_shows_agreement_only_with_simulated_included(db, capsys) -> None:
     base, store, sid, kinds = db
-    assert (
-        cli_main([*base, "simulate", "--study", "shapes", "--panel", "careful:2,spammer:1", "--seed", "3"])
-        == 0
-    )
-    out = capsys.readouterr().out
+    sim = [
+        "simulate",
+        "--study",
+        "shapes",
+        "--panel",
+        "careful:2,spammer:1",
+        "--seed",
+        "3",
+        "--add-controls",
+        "2",
+    ]
+    assert cli_main([*base, *sim]) == 0
+    out, err = capsys.readouterr()
+    assert "added 2 verified control task(s)" in out
+    assert "control rate is 0, so no control task is served" in err  # the fixture's study
     assert "sim-careful-1\tcareful\tsimulated\t4 ranking(s)" in out
     assert "12 ranking(s) submitted by 3 simulated annotators" in out
     assert cli_main([*base, "score", "--study", "shapes", "--rewards", "shapes"]) == 0
