@@ -106,7 +106,7 @@ def _row(
         "predictor": name,
         "kind": kind,
         "tasks": int((per_task["pairs"] > 0).sum()) if len(per_task) else 0,
-        "pairs": pairs,
+        "pairs": int(pairs),
         "accuracy": float(per_task["correct"].sum()) / pairs if pairs else float("nan"),
         "acc_low": acc_lo,
         "acc_high": acc_hi,
