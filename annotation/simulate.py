@@ -318,9 +318,12 @@ def simulate_panel(
     with store.session() as s:
         st = load_study(s, study)
         study_id, archived = st.id, st.archived_at is not None
+        prompt_ids = list(s.scalars(select(Prompt.id).where(Prompt.study_id == study_id)))
     if archived:
         raise AnnotationError(f"study {st.name!r} is archived; it takes no more rankings")
     judge = ShapesJudge(store, iou_step)
+    for pid in prompt_ids:  # every prompt must be one the detector can judge, before any user exists
+        judge.prompt_metadata(pid)
     users = panel_users(store, members, prefix)
     run = PanelRun({n: p for n, (_, p) in users.items()}, dict.fromkeys(users, 0))
     while True:

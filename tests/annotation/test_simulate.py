@@ -149,6 +149,11 @@ def test_bad_input_is_refused_before_anything_is_written(store, make_shapes_stud
         simulate_panel(store, sid, "noisy:1", flip=1.5)
     with pytest.raises(AnnotationError, match="unknown annotator profile"):
         simulate_panel(store, sid, "sloppy:1")
+    other = store.create_study("sunsets", group_size=2, rankings_per_task=1)
+    store.add_prompts(other.id, ["a beautiful sunset over the sea"])
+    with pytest.raises(AnnotationError, match="not a shapes-world prompt"):
+        simulate_panel(store, "sunsets", "careful:1")
+    assert store.list_users() == []
     store.create_user("sim-careful-1", "password123")
     with pytest.raises(AnnotationError, match="is a person"):
         simulate_panel(store, sid, "careful:1")
