@@ -155,18 +155,34 @@ def reward_accuracy(
     return _row(name, "reward", per_task.reset_index(), extra, n_boot, seed, ci)
 
 
+def _others_predict(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each strict human pair against every other annotator's answer on the same task and pair
+    (``credit`` 1 same, ½ their tie, 0 opposite), and per strict pair the ``mean`` credit over
+    the others: each pair weighs 1, shared among the other annotators who ranked the task."""
+    m = pairs.merge(pairs, on=["task_id", "a", "b"], suffixes=("", "_o"))
+    m = m[(m["annotator"] != m["annotator_o"]) & (m["h"] != 0)]
+    m = m.assign(credit=np.where(m["h_o"] == m["h"], 1.0, np.where(m["h_o"] == 0, 0.5, 0.0)))
+    per_pair = m.groupby(["task_id", "ranking_id", "annotator", "a", "b"])["credit"].agg(["mean", "count"])
+    return m, per_pair.reset_index()
+
+
+def annotator_ceiling(rankings: pd.DataFrame) -> pd.DataFrame:
+    """Each annotator against the others, one row per annotator: ``pairs`` (their strict pairs on
+    tasks someone else ranked too) and ``accuracy`` (how often another annotator of the task
+    orders such a pair the same way; ties ½). The ceiling of :func:`human_ceiling`, split by the
+    one predicted: a spammer sits near ½, careful annotators near the top."""
+    _, per_pair = _others_predict(_human_pairs(_regular(rankings)))
+    out = per_pair.groupby("annotator")["mean"].agg(pairs="size", accuracy="mean").reset_index()
+    return out.astype({"pairs": int}).sort_values("annotator").reset_index(drop=True)
+
+
 def human_ceiling(rankings: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
     """The human–human ceiling: each annotator's strict pairs predicted by each other annotator of
     the same task in turn (their tie ½), averaged over the others; τ-b of each ranking with each
     other ranking of the task. A row of :data:`COLUMNS` (NaN without a task ranked twice)."""
     df = _regular(rankings)
     pairs = _human_pairs(df)
-    m = pairs.merge(pairs, on=["task_id", "a", "b"], suffixes=("", "_o"))
-    m = m[(m["annotator"] != m["annotator_o"]) & (m["h"] != 0)]
-    m = m.assign(credit=np.where(m["h_o"] == m["h"], 1.0, np.where(m["h_o"] == 0, 0.5, 0.0)))
-    # Each strict human pair weighs 1, shared among the other annotators who ranked the task.
-    per_pair = m.groupby(["task_id", "ranking_id", "a", "b"])["credit"].agg(["mean", "count"])
-    per_pair = per_pair.reset_index()
+    m, per_pair = _others_predict(pairs)
     per_task = per_pair.groupby("task_id").agg(correct=("mean", "sum"), pairs=("mean", "size"))
     per_task = per_task.astype(float)
     taus = []

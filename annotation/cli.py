@@ -199,13 +199,19 @@ def print_agreement(rankings: Any, excluded: list[str], scores: Any, *, n_boot: 
     """The reward–human agreement table of the counted annotators' rankings (or why there is none)."""
     import pandas as pd
 
-    from annotation.agreement import reward_agreement
+    from annotation.agreement import annotator_ceiling, reward_agreement
 
+    kept = rankings[~rankings["annotator"].isin(excluded)]
+    per = annotator_ceiling(kept)
+    if not per.empty:
+        print(
+            "\n== each annotator against the others (pairwise accuracy of the others on their strict pairs)"
+        )
+        print(per.round(3).to_string(index=False))
     if scores.empty:
         hint = "python -m annotation score --study S --rewards shapes,..."
         print(f"\n== reward agreement\nno reward scores stored: {hint}")
         return
-    kept = rankings[~rankings["annotator"].isin(excluded)]
     table = reward_agreement(kept, scores, n_boot=n_boot, seed=seed)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"\n== reward agreement (95% CIs clustered by task; rankings of {table['annotators'].iloc[0]})")

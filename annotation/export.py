@@ -15,7 +15,8 @@ Files written under ``out``:
   (pairwise accuracy, Kendall τ-b, task-clustered 95% intervals) beside the human–human ceiling,
   see :mod:`annotation.agreement` (only the ceiling row when no reward scores are stored);
 - ``summary.json``: Krippendorff's α, per-annotator agreement, win rates, recipe comparison,
-  reward agreement (as ``agreement.<ext>``),
+  reward agreement (as ``agreement.<ext>``) and each annotator against the others
+  (``annotator_ceiling``),
   and which annotators were simulated and whether the statistics include them;
 - ``images/``: ``<candidate_id>.png`` plus ``metadata.jsonl`` in the layout that
   ``datasets.load_dataset("imagefolder", data_dir=out / "images")`` reads as it is (candidates
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from annotation import stats
-from annotation.agreement import reward_agreement
+from annotation.agreement import annotator_ceiling, reward_agreement
 from annotation.errors import AnnotationError
 from annotation.tables import (
     candidates_frame,
@@ -219,6 +220,7 @@ def _write_export(
         "win_rates": json.loads(stats.win_rate_matrix(pairs[~pairs["excluded"]]).to_json(orient="index")),
         "recipes": stats.recipe_comparison(kept, n_boot=n_boot, seed=seed).to_dict("records"),
         "reward_agreement": [{k: _plain(x) for k, x in r.items()} for r in agreement.to_dict("records")],
+        "annotator_ceiling": annotator_ceiling(kept).to_dict("records"),
         "candidates_without_image": int((~_has_image(cands)).sum()),
         "tables": {
             name: {"file": paths[name].name, "rows": len(df), "columns": [str(c) for c in df.columns]}

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from annotation.agreement import CEILING, COLUMNS, human_ceiling, reward_accuracy, reward_agreement
+from annotation.agreement import (
+    CEILING,
+    COLUMNS,
+    annotator_ceiling,
+    human_ceiling,
+    reward_accuracy,
+    reward_agreement,
+)
 
 
 def frame(orders: dict[str, list[list[list[int]]]], controls: tuple[int, ...] = ()) -> pd.DataFrame:
@@ -81,6 +88,9 @@ def test_ceiling_is_each_annotator_against_the_others() -> None:
     # τ over the three pairs of rankings in each task: +1, -1, -1.
     assert row["tau_b"] == pytest.approx(-1 / 3)
     assert row["predictor"] == CEILING and row["tasks"] == 30
+    per = annotator_ceiling(df).set_index("annotator")
+    assert per["accuracy"].to_dict() == {"a": 0.5, "b": 0.5, "r": 0.0}
+    assert (per["pairs"] == 30 * 6).all()
 
 
 def test_ceiling_counts_another_annotators_tie_as_half_and_needs_two_annotators() -> None:

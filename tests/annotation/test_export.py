@@ -426,3 +426,7 @@ def test_the_export_has_each_rewards_agreement_beside_the_ceiling(
     assert rows[0]["accuracy"] == rows[1]["accuracy"] == 1.0 and rows[1]["pairs"] == 2 * 3 * 6
     summary = json.loads(Path(out["summary"]).read_text())
     assert summary["tables"]["agreement"]["rows"] == 2 and summary["reward_agreement"] == rows
+    assert summary["annotator_ceiling"] == [
+        {"annotator": "sim-careful-1", "pairs": 18, "accuracy": 1.0},
+        {"annotator": "sim-careful-2", "pairs": 18, "accuracy": 1.0},
+    ]

@@ -86,6 +86,8 @@ def test_simulate_then_stats_shows_agreement_only_with_simulated_included(db, ca
     assert cli_main([*base, "stats", "--study", "shapes", "--n-boot", "20", "--include-simulated"]) == 0
     out = capsys.readouterr().out
     assert "simulated annotators, included: sim-careful-1, sim-careful-2, sim-spammer-1" in out
+    per = out.split("== each annotator against the others")[1].split("==")[0]
+    assert "sim-careful-1" in per and "sim-spammer-1" in per
     block = out.split("== reward agreement")[1]
     assert "rankings of simulated" in block.splitlines()[0]
     rows = {line.split()[0]: line.split() for line in block.splitlines()[2:] if line.strip()}

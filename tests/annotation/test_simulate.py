@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from annotation.agreement import annotator_ceiling
 from annotation.errors import AnnotationError, NotFoundError
 from annotation.models import Assignment, Ranking
 from annotation.simulate import noisy_order, parse_panel, simulate_panel
@@ -103,6 +104,11 @@ def test_profiles_rank_as_described_and_show_their_statistics(store, make_shapes
     assert (ctl.loc[["sim-careful-1", "sim-careful-2"], "pass_rate"] == 1.0).all()
     spam = ctl.loc[["sim-spammer-1", "sim-spammer-2", "sim-spammer-3"]]
     assert (spam["controls"] >= 2).all() and spam["excluded"].all()
+    # Each annotator against the others: a spammer is near chance, careful ones the easiest to predict.
+    per = annotator_ceiling(df).set_index("annotator")["accuracy"]
+    noisy = per[[f"sim-noisy-{i}" for i in range(1, 9)]].mean()
+    assert per[["sim-careful-1", "sim-careful-2"]].min() > noisy > per["sim-position-1"]
+    assert (per[["sim-spammer-1", "sim-spammer-2", "sim-spammer-3"]] - 0.5).abs().max() < 0.15
     # Human-only statistics see none of them; asked for, all of them, labelled.
     assert select_annotators(df).empty
     assert select_annotators(df, include_simulated=True)["annotator_simulated"].all()
