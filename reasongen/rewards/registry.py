@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "got_judge": "reasongen.rewards.judges:GotJudgeReward",
     "binary_judge": "reasongen.rewards.judges:BinaryJudgeReward",
     "shapes": "reasongen.rewards.shapes:ShapesReward",
+    "learned": "reasongen.rewards.learned:LearnedReward",
 }
 
 

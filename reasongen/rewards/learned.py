@@ -1,0 +1,164 @@
+"""``learned``: a preference reward model trained on a study's rankings (``training.reward_model``).
+
+The model is an open_clip image–text model (as HPS v2 and PickScore are): the score of an image
+for a prompt is ``logit_scale × cos(image features, text features)``. A model folder is open_clip's
+own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` and
+``open_clip.get_tokenizer("local-dir:DIR")`` read it as they are:
+
+- ``open_clip_config.json`` — ``{"model_cfg": {...}, "preprocess_cfg": {...}}``;
+- ``open_clip_model.safetensors`` — the weights;
+- ``README.md`` — the model card (data, counts, simulated or not, held-out accuracy with its CI).
+
+``--set learned.model=DIR`` picks a folder; the default is the shapes world's reward model under
+``assets/models/shapes-reward`` (when one is shipped). A missing folder, a folder without the
+config or weights, or weights that do not fit the config raise ``RewardModelUnavailable`` saying
+which path was tried and how to make one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..types import Sample
+from .base import ModelReward, ModelRewardConfig, RewardModelUnavailable, RewardOutput, batched, image_of
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-reward"
+"""Where the shapes world's reward model is shipped (the default ``model``)."""
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+TRAIN_HINT = (
+    "train one with `python -m training.reward_model --study STUDY --out DIR` (see training/README.md) "
+    "and pass it as `--set learned.model=DIR` (get_reward('learned', model=DIR))"
+)
+
+
+@dataclass
+class LearnedConfig(ModelRewardConfig):
+    """Settings of the learned preference reward."""
+
+    model: str = field(
+        default=str(DEFAULT_MODEL),
+        metadata={"help": "Folder written by training.reward_model (open_clip local-dir layout)."},
+    )
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+
+
+def check_model_folder(folder: str | Path) -> dict[str, Any]:
+    """The parsed ``open_clip_config.json`` of a reward-model folder, after checking that the folder,
+    its config (with ``model_cfg``) and its weights exist. Raises ``RewardModelUnavailable``."""
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise RewardModelUnavailable(f"no learned reward model at {str(path)!r}: {TRAIN_HINT}")
+    if not path.is_dir():
+        raise RewardModelUnavailable(
+            f"learned reward model {str(path)!r} is a file; give the folder that holds {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE} ({TRAIN_HINT})"
+        )
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise RewardModelUnavailable(
+            f"{str(path)!r} is not a learned reward model: it has no {CONFIG_FILE} ({TRAIN_HINT})"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RewardModelUnavailable(f"{str(cfg_path)!r} is not valid JSON ({e})") from e
+    model_cfg = cfg.get("model_cfg") if isinstance(cfg, dict) else None
+    if not isinstance(model_cfg, dict) or not {"vision_cfg", "text_cfg"} <= set(model_cfg):
+        raise RewardModelUnavailable(
+            f"{str(cfg_path)!r} has no open_clip 'model_cfg' with 'vision_cfg' and 'text_cfg'"
+        )
+    if not (path / WEIGHTS_FILE).is_file():
+        raise RewardModelUnavailable(
+            f"{str(path)!r} has a config but no weights ({WEIGHTS_FILE} is missing); was the training "
+            f"run interrupted? Rerun it ({TRAIN_HINT})"
+        )
+    return cfg
+
+
+@dataclass
+class Scorer:
+    """An open_clip model with its preprocessing and tokenizer: ``score(images, prompts)`` gives
+    ``logit_scale × cosine`` per pair. Training and the reward share this one definition."""
+
+    model: Any
+    preprocess: Callable[[Any], Any]
+    """PIL image → ``[3, S, S]`` tensor (open_clip's validation transform)."""
+    tokenizer: Callable[[Sequence[str]], Any]
+    """Prompts → ``[B, context_length]`` token ids."""
+
+    def pixels(self, images: Sequence[Any]) -> Any:
+        """``[B, 3, S, S]`` model inputs for PIL images."""
+        import torch
+
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+
+    def score_tensors(self, pixels: Any, tokens: Any, text_index: Any = None) -> Any:
+        """Scores ``[B]`` for pixels ``[B, 3, S, S]`` and tokens ``[B, L]`` (differentiable); with
+        ``text_index`` ``[B]``, tokens are ``[P, L]`` distinct prompts and image i pairs with
+        prompt ``text_index[i]`` (each prompt is encoded once)."""
+        img = self.model.encode_image(pixels, normalize=True)  # [B, D]
+        txt = self.model.encode_text(tokens, normalize=True)  # [B or P, D]
+        if text_index is not None:
+            txt = txt[text_index]  # [B, D]
+        return self.model.logit_scale.exp() * (img * txt).sum(-1)  # [B]
+
+    def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[float]:
+        """One score per (image, prompt) pair, without gradients."""
+        import torch
+
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        param = next(self.model.parameters())
+        with torch.no_grad():
+            pixels = self.pixels(images).to(param.device, param.dtype)  # [B, 3, S, S]
+            tokens = self.tokenizer(list(prompts)).to(param.device)  # [B, L]
+            return [float(v) for v in self.score_tensors(pixels, tokens).float().tolist()]
+
+
+def load_scorer(folder: str | Path, device: Any = "cpu", dtype: Any = None) -> Scorer:
+    """Load a reward-model folder (or any open_clip local-dir folder) as a :class:`Scorer` in eval
+    mode. Raises ``RewardModelUnavailable`` with the path tried when it cannot be loaded."""
+    import open_clip
+
+    check_model_folder(folder)
+    ident = f"local-dir:{Path(folder).expanduser()}"
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
+        tokenizer = open_clip.get_tokenizer(ident)
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RewardModelUnavailable(
+            f"could not load the learned reward model from {str(folder)!r} ({type(e).__name__}: {first}); "
+            f"do its weights fit its {CONFIG_FILE}? ({TRAIN_HINT})"
+        ) from e
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return Scorer(model.eval(), preprocess, tokenizer)
+
+
+class LearnedReward(ModelReward):
+    """A preference reward model: ``logit_scale × cos(image, prompt)`` of a trained open_clip model."""
+
+    name = "learned"
+    config_class = LearnedConfig
+    config: LearnedConfig
+
+    def load(self) -> Scorer:
+        cfg = self.config
+        return load_scorer(cfg.model, cfg.torch_device(), cfg.torch_dtype())
+
+    def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        scorer: Scorer = self.bundle
+        idx = [i for i, s in enumerate(samples) if s.image is not None]
+        scores: list[float | None] = [None] * len(samples)
+        details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
+        for chunk in batched(idx, self.config.batch_size):
+            values = scorer.score([image_of(samples[i]) for i in chunk], [samples[i].prompt for i in chunk])
+            for i, v in zip(chunk, values, strict=True):
+                scores[i], details[i] = v, {"learned": v}
+        return RewardOutput(self.name, scores, details)

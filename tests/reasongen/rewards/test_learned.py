@@ -1,0 +1,148 @@
+"""``learned``: a reward-model folder (open_clip local-dir layout) loads through the registry and
+scores logit_scale × cosine; bad folders fail with a message naming the path and the fix."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from reasongen.rewards import RewardModelUnavailable, get_reward, list_rewards, make_reward
+from reasongen.rewards.cli import main
+from reasongen.rewards.learned import CONFIG_FILE, DEFAULT_MODEL, WEIGHTS_FILE, LearnedConfig, load_scorer
+
+CONFIG = {
+    "model_cfg": {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+    },
+    "preprocess_cfg": {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+}
+
+
+def _write_folder(path, config=CONFIG, seed=0):
+    import open_clip
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(**config["model_cfg"])
+    with torch.no_grad():
+        model.logit_scale.fill_(1.5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / WEIGHTS_FILE))
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return _write_folder(tmp_path_factory.mktemp("learned") / "rm")
+
+
+def _reference(model, image, prompt):
+    """logit_scale × cosine computed straight from open_clip's own model and transforms."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    pre = image_transform_v2(PreprocessCfg(**CONFIG["preprocess_cfg"]), is_train=False)
+    tok = SimpleTokenizer(context_length=16)
+    with torch.no_grad():
+        img = model.encode_image(pre(image)[None])
+        txt = model.encode_text(tok([prompt]))
+        cos = torch.nn.functional.cosine_similarity(img, txt).item()
+    return float(torch.tensor(1.5).exp()) * cos
+
+
+def test_learned_scores_in_the_registry(model_dir, sample_factory, images) -> None:
+    path, model = model_dir
+    assert "learned" in list_rewards()
+    reward = get_reward("learned", model=str(path), device="cpu")
+    assert not reward.loaded  # nothing loads before the first call
+    samples = [sample_factory("a red square", images[0]), sample_factory("a blue circle", images[1]),
+               sample_factory("a green square", None)]  # fmt: skip
+    out = reward(samples)
+    assert out.name == "learned" and out.scores[2] is None and out.details[2] == {"skipped": "no image"}
+    for i in (0, 1):
+        want = _reference(model.eval(), images[i], samples[i].prompt)
+        assert out.scores[i] == pytest.approx(want, abs=1e-4)
+        assert abs(out.scores[i]) <= float(torch.tensor(1.5).exp()) + 1e-5  # |cos| ≤ 1
+        assert out.details[i] == {"learned": out.scores[i]}
+    again = pickle.loads(pickle.dumps(reward))  # picklable; the copy loads on its own
+    assert not again.loaded and again(samples[:1]).scores[0] == pytest.approx(out.scores[0], abs=1e-6)
+    combined = make_reward("learned", options={"learned": {"model": str(path), "device": "cpu"}})
+    assert combined(samples[:2]).scores == pytest.approx(out.scores[:2], abs=1e-6)
+
+
+def test_default_is_the_shipped_folder() -> None:
+    assert LearnedConfig().model == str(DEFAULT_MODEL)
+    assert DEFAULT_MODEL.parts[-3:] == ("assets", "models", "shapes-reward")
+
+
+def test_open_clip_reads_the_folder_itself(model_dir) -> None:
+    path, _ = model_dir
+    scorer = load_scorer(path)
+    im = Image.new("RGB", (40, 40), "red")
+    a, b = scorer.score([im, im], ["a red square", "two blue circles"])
+    assert a != b  # the prompt matters
+
+
+def test_rewards_cli_takes_the_folder_by_set(model_dir, tmp_path, capsys) -> None:
+    path, _ = model_dir
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    (tmp_path / "p.txt").write_text("a red square\n")
+    args = ["score", "--rewards", "learned", "--images", str(tmp_path), "--prompts", str(tmp_path / "p.txt"),
+            "--set", f"learned.model={path}", "--set", "learned.device=cpu", "--json"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert rec["image"] == "a.png" and rec["prompt"] == "a red square"
+    assert isinstance(rec["learned"]["score"], float) and rec["learned"]["details"] == {
+        "learned": rec["learned"]["score"]
+    }
+
+
+def _bad(path, kind):
+    if kind == "missing":
+        return path / "nope"
+    if kind == "file":
+        path.write_text("x")
+        return path
+    path.mkdir()
+    if kind == "no_config":
+        (path / WEIGHTS_FILE).write_bytes(b"")
+    elif kind == "bad_json":
+        (path / CONFIG_FILE).write_text("{not json")
+    elif kind == "no_model_cfg":
+        (path / CONFIG_FILE).write_text(json.dumps({"preprocess_cfg": {}}))
+    elif kind == "no_weights":
+        (path / CONFIG_FILE).write_text(json.dumps(CONFIG))
+    elif kind == "wrong_weights":
+        other = json.loads(json.dumps(CONFIG))
+        other["model_cfg"]["embed_dim"] = 8
+        _write_folder(path, other)
+        (path / CONFIG_FILE).write_text(json.dumps(CONFIG))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "no learned reward model at"),
+        ("file", "is a file"),
+        ("no_config", "has no open_clip_config.json"),
+        ("bad_json", "is not valid JSON"),
+        ("no_model_cfg", "no open_clip 'model_cfg'"),
+        ("no_weights", "no weights"),
+        ("wrong_weights", "do its weights fit"),
+    ],
+)
+def test_bad_folders_fail_clearly(tmp_path, sample_factory, images, kind, message) -> None:
+    path = _bad(tmp_path / "rm", kind)
+    reward = get_reward("learned", model=str(path), device="cpu")
+    with pytest.raises(RewardModelUnavailable, match=message) as err:
+        reward([sample_factory("a red square", images[0])])
+    assert "python -m training.reward_model" in str(err.value) or kind in ("bad_json", "no_model_cfg")
+    assert str(path) in str(err.value)

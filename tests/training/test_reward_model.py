@@ -1,0 +1,250 @@
+"""Preference reward model: ranking losses against hand-computed values, reading rankings from a
+store and an export, the split by prompt, the accuracy statistics, and a tiny run that learns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from annotation.export import export_study
+from annotation.store import Store
+from annotation.workflow import next_task, submit_ranking
+from reasongen.rewards import get_reward
+from reasongen.types import Sample, SamplingSettings
+from training.reward_model.cli import main
+from training.reward_model.data import Ranking, read_export, read_study, split_by_prompt
+from training.reward_model.loss import bradley_terry_loss, plackett_luce_loss, ranking_loss
+from training.reward_model.metrics import human_ceiling, pairwise_accuracy
+from training.reward_model.train import RewardModelConfig, train_reward_model
+
+INF = float("inf")
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+NOUNS = ["square", "circle", "star", "box", "ball", "kite"]
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+
+def test_plackett_luce_ties_match_hand_computed_values() -> None:
+    s = torch.tensor([[1.0, 0.0, 0.0]])
+    # best alone, then the other two tied: Breslow places the tie group at once from {1, 2}
+    want = (-1 + math.log(math.e + 2)) + 2 * math.log(2)
+    assert plackett_luce_loss(s, torch.tensor([[1.0, 2.0, 2.0]])).item() == pytest.approx(want, abs=1e-6)
+    # a strict order is plain Plackett–Luce (the last place adds nothing)
+    s2 = torch.tensor([[2.0, 1.0, 0.0]])
+    strict = (-2 + math.log(math.exp(2) + math.e + 1)) + (-1 + math.log(math.e + 1))
+    assert plackett_luce_loss(s2, torch.tensor([[1.0, 2.0, 3.0]])).item() == pytest.approx(strict, abs=1e-6)
+    # a tie at the top: both members drawn from all three
+    top = 2 * math.log(math.exp(2) + math.e + 1) - 3
+    assert plackett_luce_loss(s2, torch.tensor([[1.0, 1.0, 2.0]])).item() == pytest.approx(top, abs=1e-6)
+
+
+def test_plackett_luce_padding_and_batch_mean() -> None:
+    s = torch.tensor([[1.0, 0.0, 5.0], [2.0, 1.0, 0.0]], requires_grad=True)
+    ranks = torch.tensor([[1.0, 2.0, INF], [1.0, 2.0, 3.0]])
+    one = -1 + math.log(math.e + 1)
+    two = (-2 + math.log(math.exp(2) + math.e + 1)) + (-1 + math.log(math.e + 1))
+    loss = plackett_luce_loss(s, ranks)
+    assert loss.item() == pytest.approx((one + two) / 2, abs=1e-6)
+    loss.backward()
+    assert s.grad[0, 2].item() == 0.0 and torch.isfinite(s.grad).all()  # the padding slot gets nothing
+
+
+def test_bradley_terry_tie_is_half_a_win_each_way() -> None:
+    s = torch.tensor([[1.0, 0.0, 0.0]])
+    ranks = torch.tensor([[1.0, 2.0, 2.0]])
+    lsig = lambda x: math.log(1 / (1 + math.exp(-x)))  # noqa: E731
+    want = (-lsig(1) - lsig(1) + math.log(2)) / 3  # two wins by 1, one tie at 0 difference
+    assert bradley_terry_loss(s, ranks).item() == pytest.approx(want, abs=1e-6)
+    # a tie pulls the two scores together: the gradient on the tied pair is zero only when equal
+    s2 = torch.tensor([[0.0, 3.0]], requires_grad=True)
+    bradley_terry_loss(s2, torch.tensor([[1.0, 1.0]])).backward()
+    assert s2.grad[0, 0] > 0 > s2.grad[0, 1] or s2.grad[0, 0] < 0 < s2.grad[0, 1]
+    assert s2.grad[0, 0].item() == pytest.approx(-s2.grad[0, 1].item())
+    assert s2.grad[0, 1] > 0  # gradient descent lowers the higher score
+
+
+def test_losses_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="two or more"):
+        plackett_luce_loss(torch.zeros(1, 2), torch.tensor([[1.0, INF]]))
+    with pytest.raises(ValueError, match=r"\[R, N\]"):
+        bradley_terry_loss(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="unknown loss"):
+        ranking_loss("hinge", torch.zeros(1, 2), torch.ones(1, 2))
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def _r(rid, task, annotator, cands, ranks, prompt="p") -> Ranking:
+    return Ranking(rid, task, prompt, annotator, False, tuple(cands), tuple(ranks))
+
+
+def test_pairwise_accuracy_and_ceiling() -> None:
+    rankings = [
+        _r(1, 1, "a", [1, 2, 3], [1, 2, 2]),
+        _r(2, 1, "b", [1, 2, 3], [2, 1, 3]),
+        _r(3, 2, "a", [4, 5], [1, 2]),
+    ]
+    scores = {1: 3.0, 2: 2.0, 3: 1.0, 4: 0.0, 5: 0.0}
+    acc = pairwise_accuracy(rankings, scores, n_boot=200)
+    # ranking 1: (1>2 ok, 1>3 ok), ranking 2: (2>1 wrong, 1>3 ok, 2>3 ok), ranking 3: equal scores ½
+    assert acc["value"] == pytest.approx(4.5 / 6) and acc["pairs"] == 6 and acc["tasks"] == 2
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    ceil = human_ceiling(rankings, n_boot=50)
+    # task 1: a orders (1,2), (1,3); b agrees on (1,3) and disagrees on (1,2); task 2 has one annotator
+    assert ceil["value"] == pytest.approx(0.5) and ceil["tasks"] == 1
+
+
+# --- data built in a real annotation store ------------------------------------------------------
+
+
+def _image(color: str, shade: int) -> Image.Image:
+    r, g, b = COLORS[color]
+    return Image.new("RGB", (32, 32), (max(0, r - shade), max(0, g - shade), max(0, b - shade)))
+
+
+def _sample(prompt: str, image: Image.Image, seed: int) -> Sample:
+    return Sample(
+        prompt=prompt,
+        recipe="direct",
+        model_id="painter",
+        seed=seed,
+        settings=SamplingSettings(),
+        prompt_ids=[1],
+        cot_text="",
+        cot_token_ids=[],
+        cot_logprobs=[],
+        cot_end="none",
+        prefix_ids=[1],
+        image_token_ids=[],
+        image_logprobs=[],
+        image=image,
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """24 prompts 'a <colour> <noun>', each a task of 3 solid images (its colour and two others);
+    two people rank the matching colour first and tie the rest, a simulated annotator does too,
+    and 'spam' fails the controls and ranks backwards."""
+    root = tmp_path_factory.mktemp("rm")
+    url = f"sqlite:///{root / 'db.sqlite'}"
+    names = list(COLORS)
+    prompts = [f"a {c} {n}" for c in names for n in NOUNS]
+    with Store(url, root / "data", password_cost=16) as st:
+        s = st.create_study("colours", group_size=3, rankings_per_task=3, control_rate=0.2)
+        pids = st.add_prompts(s.id, prompts)
+        for k, (pid, text) in enumerate(zip(pids, prompts, strict=True)):
+            c = text.split()[1]
+            others = [names[(names.index(c) + j) % 4] for j in (1, 2)]
+            imgs = [_image(x, 10 * (k % 5) + 3 * j) for j, x in enumerate([c, *others])]
+            st.add_candidates(pid, [_sample(text, im, k * 10 + j) for j, im in enumerate(imgs)])
+        st.build_tasks(s.id, layout="per_system")
+        controls = set(st.add_control_tasks(s.id, 3, seed=1))
+        users = {n: st.create_user(n, "password123").id for n in ("ann", "bob", "spam")}
+        users["sim"] = st.create_user("sim", "password123", simulated=True).id
+        for name, uid in users.items():
+            while (view := next_task(st, uid, s.id)) is not None:
+                best = _best(st, view, controls)
+                rest = [c.id for c in view.candidates if c.id != best]
+                ranking = [[best], rest] if name != "spam" else [[c] for c in rest] + [[best]]
+                submit_ranking(st, uid, s.id, view.task_id, ranking)
+    return root, url
+
+
+def _best(st: Store, view, controls: set[int]) -> int:
+    from annotation.models import Task
+
+    if view.task_id in controls:
+        with st.session() as s:
+            return s.get(Task, view.task_id).control_best_id
+    for c in view.candidates:
+        sample = st.load_sample(c.id)
+        r, g, b = sample.image.getpixel((0, 0))
+        want = sample.prompt.split()[1]
+        if max(COLORS, key=lambda k: -sum(abs(x - y) for x, y in zip(COLORS[k], (r, g, b)))) == want:
+            return c.id
+    raise AssertionError("no candidate of the prompt's colour")
+
+
+def test_read_study_filters_and_counts(study) -> None:
+    root, url = study
+    data = read_study("colours", url, str(root / "data"))
+    counts = data.counts()
+    assert counts["excluded_annotators"] == ["spam"]  # failed the controls
+    assert counts["annotators_people"] == ["ann", "bob"] and counts["annotators_simulated"] == ["sim"]
+    assert counts["tasks"] == 24 and counts["prompts"] == 24 and counts["candidates"] == 72
+    assert counts["rankings_simulated"] == sum(r.annotator == "sim" for r in data.rankings) > 0
+    assert all(r.ranks == (1, 2, 2) for r in data.rankings)  # controls left out; ties kept
+    people = read_study("colours", url, str(root / "data"), people_only=True)
+    assert {r.annotator for r in people.rankings} == {"ann", "bob"}
+    assert people.dropped_simulated == counts["rankings_simulated"]
+    train, test = split_by_prompt(data, 0.25, seed=3)
+    assert not {r.prompt for r in train.rankings} & {r.prompt for r in test.rankings}
+    assert len({r.prompt for r in test.rankings}) == 6
+    assert split_by_prompt(data, 0.25, seed=3)[1].rankings == test.rankings  # seeded
+
+
+def test_read_export_gives_the_same_rankings(study, tmp_path) -> None:
+    root, url = study
+    with Store(url, root / "data", migrate=False) as st:
+        export_study(st, "colours", tmp_path / "exp", fmt="csv", n_boot=10)
+    a = read_study("colours", url, str(root / "data"))
+    b = read_export(tmp_path / "exp")
+    assert sorted(b.rankings, key=lambda r: r.ranking_id) == sorted(a.rankings, key=lambda r: r.ranking_id)
+    assert all(b.images[c].is_file() for c in b.images)
+
+
+def test_bad_sources_are_clear_errors(study, tmp_path, capsys) -> None:
+    root, url = study
+    with pytest.raises(ValueError, match="no annotation database"):
+        read_study("colours", f"sqlite:///{tmp_path / 'none.db'}")
+    with pytest.raises(ValueError, match="no rankings"):
+        read_export(tmp_path)
+    with pytest.raises(ValueError, match="exactly one of --study"):
+        RewardModelConfig(out="x")
+    assert (
+        main(["--study", "nope", "--db", url, "--data_dir", str(root / "data"), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "error:" in capsys.readouterr().err
+
+
+def test_tiny_run_learns_and_writes_a_usable_reward(study, tmp_path) -> None:
+    root, url = study
+    out = tmp_path / "rm"
+    cfg = RewardModelConfig(
+        study="colours",
+        db=url,
+        data_dir=str(root / "data"),
+        out=str(out),
+        init="tiny",
+        steps=80,
+        batch_rankings=16,
+        lr=3e-3,
+        warmup_steps=5,
+        held_out=0.25,
+        n_boot=200,
+        log_every=0,
+        device="cpu",
+    )
+    res = train_reward_model(cfg)
+    m = res.metrics
+    assert sum(res.losses[-10:]) / 10 < 0.8 * sum(res.losses[:10]) / 10  # the loss falls
+    acc = m["held_out_accuracy"]
+    assert acc["value"] > 0.75 and acc["ci_low"] > 0.5  # unseen prompts, beyond chance
+    assert m["held_out"]["prompts"] == 6 and m["data"]["rankings_simulated"] > 0
+    assert m["human_ceiling_held_out"]["value"] == pytest.approx(1.0)  # everyone kept agrees
+    card = (out / "README.md").read_text()
+    assert "PARTLY SIMULATED" in card and "sim" in card and f"{acc['value']:.3f}" in card
+    assert json.loads((out / "metrics.json").read_text())["held_out_accuracy"] == acc
+    # the folder is the `learned` reward: same scores as the trained model, prompt-sensitive
+    reward = get_reward("learned", model=str(out), device="cpu")
+    red = _image("red", 0)
+    got = reward([_sample("a red kite", red, 0), _sample("a blue kite", red, 1)])
+    assert got.scores[0] > got.scores[1]

@@ -1,0 +1,160 @@
+"""Building, initialising and saving the open_clip scorer of a preference reward model.
+
+Three starts: a local open_clip folder (``open_clip_config.json`` + weights: a LAION/OpenAI CLIP
+in open_clip's hub layout, or a folder this package wrote), a bare checkpoint file with an
+open_clip architecture name (HPS v2.1: ``HPS_v2.1_compressed.pt`` with ``ViT-H-14``), or a small
+config from scratch (``SHAPES_CONFIG``, for the shapes world). Saving writes open_clip's local-dir
+layout, which ``reasongen.rewards.learned`` and open_clip itself load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasongen.rewards.learned import CONFIG_FILE, WEIGHTS_FILE, Scorer, load_scorer
+
+SHAPES_CONFIG: dict[str, Any] = {
+    "model_cfg": {
+        "embed_dim": 64,
+        "vision_cfg": {
+            "image_size": 64,
+            "patch_size": 8,
+            "width": 128,
+            "layers": 4,
+            "head_width": 32,
+            "mlp_ratio": 2.0,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 3,
+            "mlp_ratio": 2.0,
+        },
+    },
+    "preprocess_cfg": {
+        "size": 64,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    },
+}
+"""A small open_clip CLIP for the shapes world (64 px images in 8 px patches, prompts of at most
+30 BPE tokens); 3.8 M parameters, 3.2 M of them open_clip's 49,408-token text embedding (15 MB
+in float32)."""
+
+TINY_CONFIG: dict[str, Any] = {
+    "model_cfg": {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+    },
+    "preprocess_cfg": {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+}
+"""A minute config for tests."""
+
+CONFIGS = {"shapes": SHAPES_CONFIG, "tiny": TINY_CONFIG}
+
+
+def scorer_from_config(config: dict[str, Any], weights: str | Path | None = None, seed: int = 0) -> Scorer:
+    """A scorer built from an ``open_clip_config.json`` mapping: random (seeded) weights, or those
+    of the checkpoint file ``weights`` (loaded strictly, converted by open_clip where it can)."""
+    import open_clip
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns that a bare config has no weights: intended here
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, CONFIG_FILE).write_text(json.dumps(config))
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp}")
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{tmp}")
+    finally:
+        root.setLevel(level)
+    if weights is not None:
+        try:
+            open_clip.load_checkpoint(model, str(weights), strict=True)
+        except (RuntimeError, OSError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{weights} does not load into this open_clip architecture ({first})") from e
+    return Scorer(model, preprocess, tokenizer)
+
+
+def initial_scorer(init: str, arch: str, seed: int) -> tuple[Scorer, dict[str, Any], str]:
+    """The scorer to start from, its open_clip config and a one-line description.
+
+    ``init`` is a folder (open_clip local-dir layout), a checkpoint file (then ``arch`` names its
+    open_clip architecture), or a config name of ``CONFIGS`` (random weights, seeded).
+    """
+    import open_clip
+
+    if init in CONFIGS:
+        cfg = copy.deepcopy(CONFIGS[init])
+        return scorer_from_config(cfg, seed=seed), cfg, f"from scratch (config {init!r}, seed {seed})"
+    path = Path(init).expanduser()
+    if path.is_dir():
+        cfg = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else None
+        if cfg is None:
+            hf = (
+                " (it looks like a transformers CLIPModel folder, e.g. PickScore: not read here)"
+                if (path / "config.json").is_file()
+                else ""
+            )
+            raise ValueError(
+                f"--init {path}: no {CONFIG_FILE}{hf}; give an open_clip folder, or a checkpoint "
+                "file with --arch"
+            )
+        scorer = load_scorer(path)
+        return (
+            Scorer(scorer.model.train(), scorer.preprocess, scorer.tokenizer),
+            cfg,
+            f"from the open_clip folder {path}",
+        )
+    if path.is_file():
+        if not arch:
+            raise ValueError(
+                f"--init {path} is a checkpoint file: name its open_clip architecture with --arch "
+                "(HPS v2.1: ViT-H-14)"
+            )
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise ValueError(f"open_clip has no architecture {arch!r} (e.g. ViT-H-14, ViT-B-32)")
+        cfg = {"model_cfg": model_cfg, "preprocess_cfg": {}}
+        return scorer_from_config(cfg, weights=path), cfg, f"from {path} ({arch})"
+    raise ValueError(
+        f"--init {init!r} is neither a folder, a checkpoint file nor one of {', '.join(CONFIGS)}"
+    )
+
+
+def save_scorer(scorer: Scorer, config: dict[str, Any], out: str | Path, dtype: str = "float32") -> Path:
+    """Write ``open_clip_config.json`` and ``open_clip_model.safetensors`` into ``out``; return it.
+    ``dtype`` ``float16`` halves the file (the model loads back in float32)."""
+    from safetensors.torch import save_file
+
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"save dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    want = getattr(torch, dtype)
+    state = {
+        k: (v.detach().to(want) if v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in scorer.model.state_dict().items()
+    }
+    for k, v in state.items():
+        if not torch.isfinite(v.float()).all():
+            raise ValueError(f"refusing to save: weight {k} holds NaN or inf")
+    tmp = out / (WEIGHTS_FILE + ".partial")
+    save_file(state, str(tmp))
+    tmp.replace(out / WEIGHTS_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return out
