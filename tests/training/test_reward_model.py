@@ -248,3 +248,37 @@ def test_tiny_run_learns_and_writes_a_usable_reward(study, tmp_path) -> None:
     red = _image("red", 0)
     got = reward([_sample("a red kite", red, 0), _sample("a blue kite", red, 1)])
     assert got.scores[0] > got.scores[1]
+
+
+# --- contrastive pre-training on the shapes world -----------------------------------------------
+
+
+def test_pretraining_resumes_exactly_and_keeps_the_benchmark_out(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from training.reward_model.pretrain import PretrainConfig, caption_batch, pretrain
+
+    base = dict(arch="tiny", steps=4, batch=4, lr=1e-3, warmup_steps=1, save_every=2, holdout_benchmark=0,
+                device="cpu", log_every=1)  # fmt: skip
+    pretrain(PretrainConfig(out=str(tmp_path / "full"), **base), log=lambda m: None)
+
+    class Killed(RuntimeError):
+        pass
+
+    def killed_after_step_2(msg: str) -> None:
+        if msg.startswith("step 2/"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        pretrain(PretrainConfig(out=str(tmp_path / "cut"), **base), log=killed_after_step_2)
+    assert json.loads((tmp_path / "cut" / "pretrain.json").read_text())["step"] == 2
+    pretrain(PretrainConfig(out=str(tmp_path / "cut"), resume=True, **base), log=lambda m: None)
+    a = load_file(str(tmp_path / "full" / "open_clip_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "open_clip_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert get_reward("learned", model=str(tmp_path / "full"), device="cpu").bundle is not None  # loads
+    # a step's scenes are a function of (seed, step); held-out prompt texts are never drawn
+    cfg = PretrainConfig(out="x", **{**base, "batch": 8})
+    _, prompts = caption_batch(3, cfg, set())
+    assert caption_batch(3, cfg, set())[1] == prompts and len(set(prompts)) == 8
+    assert not set(prompts[:4]) & set(caption_batch(3, cfg, set(prompts[:4]))[1])

@@ -50,6 +50,12 @@ def write_card(out: Path, cfg: Any, metrics: dict[str, Any], losses: list[float]
     gap = acc["value"] - ceil["value"] if ceil.get("pairs") else float("nan")
     excluded = ", ".join(d["excluded_annotators"]) or "none"
     dropped = metrics["dropped_simulated_rankings"]
+    ceiling_note = (
+        " The ceiling comes from the same annotators, simulated ones included: it is the agreement of software, "
+        "not of people."
+        if d["rankings_simulated"]
+        else ""
+    )
     rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in settings.items())
     text = f"""# Preference reward model (`learned`)
 
@@ -74,10 +80,10 @@ Pairs within each held-out ranking, ties apart; 95% intervals from {cfg.n_boot} 
 |---|---|
 | this model | {_ci(acc)} |
 | at the start of training | {_ci(start)} |
-| human–human ceiling (each annotator against each other annotator of a task) | {_ci(ceil)} |
+| ceiling: annotator against annotator (each against each other of a task; human–human when they are people) | {_ci(ceil)} |
 | training rankings (in-sample) | {_ci(metrics["train_accuracy"])} |
 
-Model minus ceiling: {gap:+.3f}.{" The ceiling is computed from the same annotators, simulated ones included." if d["rankings_simulated"] else ""}
+Model minus ceiling: {gap:+.3f}.{ceiling_note}
 
 ## Training
 

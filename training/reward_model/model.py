@@ -155,6 +155,7 @@ def save_scorer(scorer: Scorer, config: dict[str, Any], out: str | Path, dtype: 
             raise ValueError(f"refusing to save: weight {k} holds NaN or inf")
     tmp = out / (WEIGHTS_FILE + ".partial")
     save_file(state, str(tmp))
+    tmp.chmod(0o644)  # safetensors creates the file private; a model folder is meant to be shared
     tmp.replace(out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return out

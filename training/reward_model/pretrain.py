@@ -1,0 +1,216 @@
+"""Contrastive pre-training of a small shapes-world scorer on rendered image–caption pairs.
+
+    python -m training.reward_model.pretrain --out runs/shapes-clip --steps 2000 [--resume]
+
+Each step renders ``batch`` fresh scenes of the shapes world (GenEval-like categories, half on the
+embedded model's 8 × 8 cell grid, half free) with their prompts as captions, and minimises CLIP's
+symmetric InfoNCE loss. Prompts of the shapes benchmark (its first 600, prompt seed 0) are never
+drawn, so the benchmark stays held out. The scenes of step ``k`` depend only on ``(seed, k)``, and
+a checkpoint (weights, optimizer, step) is saved every ``save_every`` steps, so ``--resume``
+continues a killed run where it stopped. The folder is an open_clip local-dir folder: pass it to
+``python -m training.reward_model --init DIR``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reasongen.config import parse_config
+
+from .model import CONFIGS, save_scorer, scorer_from_config
+
+STATE_FILE = "pretrain_state.pt"
+
+
+def _h(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class PretrainConfig:
+    """Contrastive pre-training on the shapes world's rendered image–caption pairs."""
+
+    out: str = _h("Output folder (open_clip local-dir layout, plus pretrain_state.pt).", default="")
+    arch: str = _h(f"Model config to build from scratch: {', '.join(CONFIGS)}.", default="shapes")
+    steps: int = _h("Optimizer steps.", default=2000)
+    batch: int = _h("Image–caption pairs per step (the in-batch negatives).", default=64)
+    lr: float = _h("Peak learning rate (AdamW).", default=5e-4)
+    weight_decay: float = _h("AdamW weight decay.", default=0.1)
+    warmup_steps: int = _h("Linear warm-up; then cosine decay to zero.", default=100)
+    seed: int = _h("Seed of the weights and of every step's scenes.", default=0)
+    save_every: int = _h("Checkpoint every K steps (0 = only at the end).", default=250)
+    resume: bool = _h("Continue from out/pretrain_state.pt when it is there.", default=False)
+    holdout_benchmark: int = _h(
+        "Never draw the texts of the shapes benchmark's first N prompts.", default=600
+    )
+    workers: int = _h("Processes rendering the next batches while the model trains (0 = none).", default=0)
+    device: str = _h("'auto' (CUDA when present), 'cpu' or 'cuda:0'.", default="auto")
+    torch_threads: int = _h("torch CPU threads (0 = torch's default).", default=0)
+    log_every: int = _h("Print the mean loss every K steps (0 = never).", default=50)
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("--out is required")
+        if self.arch not in CONFIGS:
+            raise ValueError(f"--arch must be one of {', '.join(CONFIGS)}")
+        if self.steps < 1 or self.batch < 2 or self.save_every < 0 or self.warmup_steps < 0:
+            raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+
+def benchmark_texts(n: int) -> set[str]:
+    """The prompt texts of the shapes benchmark's first ``n`` prompts (either layout)."""
+    if n <= 0:
+        return set()
+    from reasongen.eval.shapes_bench import benchmark_prompts
+    from reasongen.shapes.codes import CELL
+
+    return {p.prompt for cell in (CELL, None) for p in benchmark_prompts(n, seed=0, cell=cell)}
+
+
+def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str]]:
+    """Step ``step``'s rendered scenes and their prompts (a function of ``(seed, step)`` only);
+    no two pairs of a batch share a prompt, so each caption has one positive."""
+    from reasongen.shapes import render_scene, sample_scene
+    from reasongen.shapes.codes import CELL
+    from reasongen.types import CATEGORIES
+
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    images, prompts = [], []
+    while len(prompts) < cfg.batch:
+        scene = sample_scene(rng.choice(CATEGORIES), rng, CELL if rng.random() < 0.5 else None)
+        if scene.prompt in held or scene.prompt in prompts:
+            continue
+        images.append(render_scene(scene))
+        prompts.append(scene.prompt)
+    return images, prompts
+
+
+class CaptionSteps(torch.utils.data.Dataset):
+    """Item ``k`` is step ``start + k``'s batch: pixels ``[B, 3, S, S]`` and prompts (picklable, so
+    DataLoader workers can render ahead)."""
+
+    def __init__(self, cfg: PretrainConfig, held: set[str], preprocess: Any, start: int) -> None:
+        self.cfg, self.held, self.preprocess, self.start = cfg, held, preprocess, start
+
+    def __len__(self) -> int:
+        return self.cfg.steps - self.start
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        images, prompts = caption_batch(self.start + k, self.cfg, self.held)
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images]), prompts
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over a batch of normalised features ``[B, D]``."""
+    logits = scale * img @ txt.T  # [B, B]
+    target = torch.arange(len(img), device=img.device)  # [B]
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
+    """Run (or resume) the pre-training; return the output folder."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    out = Path(cfg.out)
+    config = copy.deepcopy(CONFIGS[cfg.arch])
+    scorer = scorer_from_config(config, seed=cfg.seed)
+    model = scorer.model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return 0.5 * (
+            1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)))
+        )
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    start = 0
+    if cfg.resume and (out / STATE_FILE).is_file():
+        state = torch.load(out / STATE_FILE, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        log(f"resumed at step {start}")
+    held = benchmark_texts(cfg.holdout_benchmark)
+    losses: list[float] = []
+    t0 = time.time()
+    steps = CaptionSteps(cfg, held, scorer.preprocess, start)
+    loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=cfg.workers)
+    for step, (pixels, prompts) in enumerate(loader, start=start):
+        pixels = pixels.to(device)  # [B, 3, S, S]
+        tokens = scorer.tokenizer(prompts).to(device)  # [B, L]
+        img = model.encode_image(pixels, normalize=True)  # [B, D]
+        txt = model.encode_text(tokens, normalize=True)  # [B, D]
+        loss = clip_loss(img, txt, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, math.log(100.0))
+        losses.append(float(loss.item()))
+        done = step + 1
+        if done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0):
+            _save(scorer, config, out, opt, sched, done, cfg, losses)
+        if cfg.log_every and done % cfg.log_every == 0:
+            mean = sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :])
+            log(f"step {done}/{cfg.steps}: contrastive loss {mean:.4f} ({time.time() - t0:.0f} s)")
+    return out
+
+
+def _save(
+    scorer: Any, config: dict[str, Any], out: Path, opt: Any, sched: Any, step: int, cfg: PretrainConfig,
+    losses: list[float],
+) -> None:  # fmt: skip
+    save_scorer(scorer, config, out)
+    state = {
+        "model": scorer.model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": step,
+    }
+    torch.save(state, out / (STATE_FILE + ".partial"))
+    (out / (STATE_FILE + ".partial")).replace(out / STATE_FILE)
+    info = {
+        "step": step,
+        "settings": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "recent_losses": losses[-50:],
+    }
+    (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_config(PretrainConfig, argv)
+        out = pretrain(cfg)
+    except (ValueError, OSError) as err:
+        lines = str(err).strip().splitlines()
+        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
+        return 2
+    print(f"pre-trained shapes scorer written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
