@@ -9,8 +9,9 @@ own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` 
 - ``open_clip_model.safetensors`` — the weights;
 - ``README.md`` — the model card (data, counts, simulated or not, held-out accuracy with its CI).
 
-``--set learned.model=DIR`` picks a folder; the default is the shapes world's reward model under
-``assets/models/shapes-reward`` (when one is shipped). A missing folder, a folder without the
+``--set learned.model=DIR`` picks a folder; the default is ``$REASONGEN_LEARNED_MODEL`` when set
+(for the app and study creation, which pass no reward options), else the shapes world's reward
+model under ``assets/models/shapes-reward`` (when one is shipped). A missing folder, a folder without the
 config or weights, or weights that do not fit the config raise ``RewardModelUnavailable`` saying
 which path was tried and how to make one.
 """
@@ -18,6 +19,7 @@ which path was tried and how to make one.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,9 @@ from .base import ModelReward, ModelRewardConfig, RewardModelUnavailable, Reward
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-reward"
 """Where the shapes world's reward model is shipped (the default ``model``)."""
+MODEL_ENV = "REASONGEN_LEARNED_MODEL"
+"""Environment variable naming the default folder, for callers that pass no reward options (the
+app's ``--rewards``, ``annotation study create --reward``)."""
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 TRAIN_HINT = (
@@ -41,9 +46,10 @@ class LearnedConfig(ModelRewardConfig):
     """Settings of the learned preference reward."""
 
     model: str = field(
-        default=str(DEFAULT_MODEL),
-        metadata={"help": "Folder written by training.reward_model (open_clip local-dir layout)."},
-    )
+        default_factory=lambda: os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL),
+        metadata={"help": "Folder written by training.reward_model (open_clip local-dir layout); "
+                  f"default ${MODEL_ENV}, else the shipped shapes model."},
+    )  # fmt: skip
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
 
 

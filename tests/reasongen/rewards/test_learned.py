@@ -12,7 +12,14 @@ from PIL import Image
 
 from reasongen.rewards import RewardModelUnavailable, get_reward, list_rewards, make_reward
 from reasongen.rewards.cli import main
-from reasongen.rewards.learned import CONFIG_FILE, DEFAULT_MODEL, WEIGHTS_FILE, LearnedConfig, load_scorer
+from reasongen.rewards.learned import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    MODEL_ENV,
+    WEIGHTS_FILE,
+    LearnedConfig,
+    load_scorer,
+)
 
 CONFIG = {
     "model_cfg": {
@@ -77,9 +84,12 @@ def test_learned_scores_in_the_registry(model_dir, sample_factory, images) -> No
     assert combined(samples[:2]).scores == pytest.approx(out.scores[:2], abs=1e-6)
 
 
-def test_default_is_the_shipped_folder() -> None:
+def test_default_is_the_environment_then_the_shipped_folder(monkeypatch, model_dir) -> None:
+    monkeypatch.delenv(MODEL_ENV, raising=False)
     assert LearnedConfig().model == str(DEFAULT_MODEL)
     assert DEFAULT_MODEL.parts[-3:] == ("assets", "models", "shapes-reward")
+    monkeypatch.setenv(MODEL_ENV, str(model_dir[0]))
+    assert get_reward("learned").config.model == str(model_dir[0])  # no options: the app's way
 
 
 def test_open_clip_reads_the_folder_itself(model_dir) -> None:
