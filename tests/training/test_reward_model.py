@@ -248,6 +248,13 @@ def test_tiny_run_learns_and_writes_a_usable_reward(study, tmp_path) -> None:
     red = _image("red", 0)
     got = reward([_sample("a red kite", red, 0), _sample("a blue kite", red, 1)])
     assert got.scores[0] > got.scores[1]
+    assert "--init tiny --steps 80" in card and f"--out {out}" in card  # the command, from the settings
+    # and GRPO builds it from its reward options like any other reward
+    from training.grpo import GRPOConfig, build_reward
+
+    grpo = GRPOConfig(rewards=["learned"], reward_options={"learned": {"model": str(out), "device": "cpu"}})
+    scores, families = build_reward(grpo)([_sample("a red kite", red, 0), _sample("a blue kite", red, 1)])
+    assert scores == pytest.approx(got.scores, abs=1e-6) and set(families) == {"learned"}
 
 
 # --- contrastive pre-training on the shapes world -----------------------------------------------

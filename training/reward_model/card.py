@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,19 @@ def simulated_note(counts: dict[str, Any]) -> str:
     )
 
 
-def command_line() -> str:
-    return "python -m training.reward_model " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(cfg: Any) -> str:
+    """The command that reproduces ``cfg``: every setting that differs from its default, as a flag."""
+    parts = ["python -m training.reward_model"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        base = f.default if f.default is not dataclasses.MISSING else None
+        if value == base:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{f.name}" if value else f"--{f.name} false")
+        else:
+            parts.append(f"--{f.name} {shlex.quote(str(value))}")
+    return " ".join(parts)
 
 
 def write_card(out: Path, cfg: Any, metrics: dict[str, Any], losses: list[float]) -> Path:
@@ -91,7 +101,7 @@ Started {metrics["init"]}; {cfg.loss.replace("_", "–").title()} loss over rank
 rankings on {metrics["device"]}, {metrics["train_seconds"]} s; mean loss {metrics["loss_first_10"]:.4f} over the first 10 steps,
 {metrics["loss_last_10"]:.4f} over the last 10 (every step's loss is in `metrics.json`).
 
-Command: `{command_line()}`
+Command: `{command_line(cfg)}`
 
 | setting | value |
 |---|---|
