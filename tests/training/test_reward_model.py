@@ -289,3 +289,44 @@ def test_pretraining_resumes_exactly_and_keeps_the_benchmark_out(tmp_path) -> No
     _, prompts = caption_batch(3, cfg, set())
     assert caption_batch(3, cfg, set())[1] == prompts and len(set(prompts)) == 8
     assert not set(prompts[:4]) & set(caption_batch(3, cfg, set(prompts[:4]))[1])
+
+
+# --- starting points ----------------------------------------------------------------------------
+
+
+def test_init_from_a_checkpoint_file_or_an_open_clip_folder(tmp_path) -> None:
+    """HPS v2.1's layout (a .pt dict with 'state_dict', DDP 'module.' prefixes) with --arch, and a
+    folder in open_clip's local-dir layout: both start from exactly the saved weights."""
+    from training.reward_model.model import TINY_CONFIG, initial_scorer, save_scorer, scorer_from_config
+
+    src = scorer_from_config(TINY_CONFIG, seed=5)
+    state = {f"module.{k}": v for k, v in src.model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "hps_like.pt")
+    (tmp_path / "arch.json").write_text(json.dumps(TINY_CONFIG))
+    im = _image("green", 0)
+    want = src.score([im], ["a green star"])[0]
+    from_file, cfg, how = initial_scorer(str(tmp_path / "hps_like.pt"), str(tmp_path / "arch.json"), seed=0)
+    assert cfg == TINY_CONFIG and "hps_like.pt" in how
+    from_file.model.eval()
+    assert from_file.score([im], ["a green star"])[0] == pytest.approx(want, abs=1e-5)
+    save_scorer(src, TINY_CONFIG, tmp_path / "folder")
+    from_dir, cfg2, _ = initial_scorer(str(tmp_path / "folder"), "", seed=0)
+    assert from_dir.model.training and cfg2 == TINY_CONFIG  # ready to train, same config kept
+    from_dir.model.eval()
+    assert from_dir.score([im], ["a green star"])[0] == pytest.approx(want, abs=1e-5)
+
+
+def test_bad_starting_points_are_clear_errors(tmp_path) -> None:
+    from training.reward_model.model import initial_scorer
+
+    (tmp_path / "w.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="--arch"):
+        initial_scorer(str(tmp_path / "w.pt"), "", seed=0)
+    with pytest.raises(ValueError, match="no architecture 'ViT-Nope'"):
+        initial_scorer(str(tmp_path / "w.pt"), "ViT-Nope", seed=0)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="transformers CLIPModel folder"):
+        initial_scorer(str(tmp_path / "hf"), "", seed=0)
+    with pytest.raises(ValueError, match="neither a folder"):
+        initial_scorer("no-such-thing", "", seed=0)

@@ -96,7 +96,6 @@ def initial_scorer(init: str, arch: str, seed: int) -> tuple[Scorer, dict[str, A
     ``init`` is a folder (open_clip local-dir layout), a checkpoint file (then ``arch`` names its
     open_clip architecture), or a config name of ``CONFIGS`` (random weights, seeded).
     """
-    import open_clip
 
     if init in CONFIGS:
         cfg = copy.deepcopy(CONFIGS[init])
@@ -126,14 +125,38 @@ def initial_scorer(init: str, arch: str, seed: int) -> tuple[Scorer, dict[str, A
                 f"--init {path} is a checkpoint file: name its open_clip architecture with --arch "
                 "(HPS v2.1: ViT-H-14)"
             )
-        model_cfg = open_clip.get_model_config(arch)
-        if model_cfg is None:
-            raise ValueError(f"open_clip has no architecture {arch!r} (e.g. ViT-H-14, ViT-B-32)")
-        cfg = {"model_cfg": model_cfg, "preprocess_cfg": {}}
+        cfg = arch_config(arch)
         return scorer_from_config(cfg, weights=path), cfg, f"from {path} ({arch})"
     raise ValueError(
         f"--init {init!r} is neither a folder, a checkpoint file nor one of {', '.join(CONFIGS)}"
     )
+
+
+def arch_config(arch: str) -> dict[str, Any]:
+    """An ``open_clip_config.json`` mapping for ``arch``: an open_clip architecture name (its
+    default preprocessing), or a JSON file holding such a mapping (or a bare model config)."""
+    import open_clip
+
+    if arch.endswith(".json"):
+        path = Path(arch).expanduser()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--arch {arch}: cannot read an open_clip config there ({e})") from e
+        cfg = (
+            data
+            if isinstance(data, dict) and "model_cfg" in data
+            else {"model_cfg": data, "preprocess_cfg": {}}
+        )
+        if not isinstance(cfg["model_cfg"], dict) or not {"vision_cfg", "text_cfg"} <= set(cfg["model_cfg"]):
+            raise ValueError(f"--arch {arch}: not an open_clip model config (needs vision_cfg and text_cfg)")
+        return cfg
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise ValueError(
+            f"open_clip has no architecture {arch!r} (e.g. ViT-H-14, ViT-B-32), and it is no .json file"
+        )
+    return {"model_cfg": model_cfg, "preprocess_cfg": {}}
 
 
 def save_scorer(scorer: Scorer, config: dict[str, Any], out: str | Path, dtype: str = "float32") -> Path:

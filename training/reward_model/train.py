@@ -52,7 +52,9 @@ class RewardModelConfig:
         default="shapes",
     )
     arch: str = _h(
-        "open_clip architecture of a checkpoint file given as --init (HPS v2.1: ViT-H-14).", default=""
+        "open_clip architecture of a checkpoint file given as --init: a name (HPS v2.1: ViT-H-14), "
+        "or a .json file with an open_clip config.",
+        default="",
     )
     loss: str = _h(f"Ranking loss: {' or '.join(LOSSES)} (both count ties).", default="plackett_luce")
     steps: int = _h("Optimizer steps.", default=400)
