@@ -5,7 +5,10 @@ for a prompt is ``logit_scale × cos(image features, text features)``. A model f
 own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` and
 ``open_clip.get_tokenizer("local-dir:DIR")`` read it as they are:
 
-- ``open_clip_config.json`` — ``{"model_cfg": {...}, "preprocess_cfg": {...}}``;
+- ``open_clip_config.json`` — ``{"model_cfg": {...}, "preprocess_cfg": {...}}``, plus our own
+  ``"reasongen": {"text": MODE}`` (open_clip ignores it): what the text side reads, ``prompt``
+  (the default; HPS v2 and PickScore's way) or ``prompt_plan`` (the prompt and the sample's plan
+  boxes as words, :func:`reward_text`, so a model can learn what a ranking based on the plan saw);
 - ``open_clip_model.safetensors`` — the weights;
 - ``README.md`` — the model card (data, counts, simulated or not, held-out accuracy with its CI).
 
@@ -39,6 +42,32 @@ TRAIN_HINT = (
     "train one with `python -m training.reward_model --study STUDY --out DIR` (see training/README.md) "
     "and pass it as `--set learned.model=DIR` (get_reward('learned', model=DIR))"
 )
+
+
+TEXT_MODES = ("prompt", "prompt_plan")
+"""What the scorer's text side reads: the prompt, or the prompt and the plan's boxes."""
+
+
+def reward_text(prompt: str, boxes: Sequence[Any], mode: str = "prompt") -> str:
+    """The text a scorer in ``mode`` pairs with an image: the prompt, or (``prompt_plan``)
+    ``"<prompt>. plan: red circle 125 750 375 1000; ..."`` with each box's label and GoT
+    coordinates (``"plan: none"`` without boxes)."""
+    if mode == "prompt":
+        return prompt
+    if mode != "prompt_plan":
+        raise ValueError(f"text mode must be one of {', '.join(TEXT_MODES)}, got {mode!r}")
+    words = "; ".join(f"{b.label} {b.x1} {b.y1} {b.x2} {b.y2}" for b in boxes)
+    return f"{prompt}. plan: {words or 'none'}"
+
+
+def text_mode_of(config: dict[str, Any]) -> str:
+    """The text mode an ``open_clip_config.json`` mapping records (``prompt`` when it says none)."""
+    mode = (config.get("reasongen") or {}).get("text", "prompt")
+    if mode not in TEXT_MODES:
+        raise RewardModelUnavailable(
+            f"unknown text mode {mode!r} in the config; known: {', '.join(TEXT_MODES)}"
+        )
+    return mode
 
 
 @dataclass
@@ -96,6 +125,13 @@ class Scorer:
     """PIL image → ``[3, S, S]`` tensor (open_clip's validation transform)."""
     tokenizer: Callable[[Sequence[str]], Any]
     """Prompts → ``[B, context_length]`` token ids."""
+    text_mode: str = "prompt"
+    """What the text side reads (``TEXT_MODES``); :meth:`sample_text` applies it."""
+
+    def sample_text(self, sample: Any) -> str:
+        """The text this scorer pairs with ``sample``'s image (its prompt, and its plan if asked)."""
+        plan = getattr(sample, "plan", None)
+        return reward_text(sample.prompt, plan.boxes if plan is not None else (), self.text_mode)
 
     def pixels(self, images: Sequence[Any]) -> Any:
         """``[B, 3, S, S]`` model inputs for PIL images."""
@@ -114,7 +150,8 @@ class Scorer:
         return self.model.logit_scale.exp() * (img * txt).sum(-1)  # [B]
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[float]:
-        """One score per (image, prompt) pair, without gradients."""
+        """One score per (image, text) pair, without gradients (texts as :meth:`sample_text` makes
+        them)."""
         import torch
 
         if len(images) != len(prompts):
@@ -131,7 +168,7 @@ def load_scorer(folder: str | Path, device: Any = "cpu", dtype: Any = None) -> S
     mode. Raises ``RewardModelUnavailable`` with the path tried when it cannot be loaded."""
     import open_clip
 
-    check_model_folder(folder)
+    mode = text_mode_of(check_model_folder(folder))
     ident = f"local-dir:{Path(folder).expanduser()}"
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
@@ -144,7 +181,7 @@ def load_scorer(folder: str | Path, device: Any = "cpu", dtype: Any = None) -> S
         ) from e
     if dtype is not None:
         model = model.to(dtype=dtype)
-    return Scorer(model.eval(), preprocess, tokenizer)
+    return Scorer(model.eval(), preprocess, tokenizer, mode)
 
 
 class LearnedReward(ModelReward):
@@ -164,7 +201,8 @@ class LearnedReward(ModelReward):
         scores: list[float | None] = [None] * len(samples)
         details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
         for chunk in batched(idx, self.config.batch_size):
-            values = scorer.score([image_of(samples[i]) for i in chunk], [samples[i].prompt for i in chunk])
+            texts = [scorer.sample_text(samples[i]) for i in chunk]
+            values = scorer.score([image_of(samples[i]) for i in chunk], texts)
             for i, v in zip(chunk, values, strict=True):
                 scores[i], details[i] = v, {"learned": v}
         return RewardOutput(self.name, scores, details)

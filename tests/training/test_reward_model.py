@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -330,3 +331,44 @@ def test_bad_starting_points_are_clear_errors(tmp_path) -> None:
         initial_scorer(str(tmp_path / "hf"), "", seed=0)
     with pytest.raises(ValueError, match="neither a folder"):
         initial_scorer("no-such-thing", "", seed=0)
+
+
+def test_prompt_plan_text_mode(study, tmp_path) -> None:
+    """--text prompt_plan: candidates' stored plans become part of the text, the folder records
+    the mode (the reward reads it back), and the context length is set for a config from scratch."""
+    import dataclasses
+
+    from reasongen.types import Box
+    from training.reward_model.data import plans_of
+    from training.reward_model.model import initial_scorer
+    from training.reward_model.train import candidate_texts
+
+    root, url = study
+    frame = pd.DataFrame(
+        {"candidate_id": [1, 2], "sample_json": [json.dumps({"plan": {"boxes": [
+            {"label": "red kite", "x1": 0, "y1": 0, "x2": 500, "y2": 500}]}}), json.dumps({"plan": None})]}
+    )  # fmt: skip
+    assert plans_of(frame) == {1: (Box("red kite", 0, 0, 500, 500),)}
+    data = read_study("colours", url, str(root / "data"))
+    assert data.plans == {}  # these candidates have no plan
+    c = next(iter(data.prompts))
+    with_plan = dataclasses.replace(data, plans={c: (Box("red kite", 0, 0, 500, 500),)})
+    texts = candidate_texts(with_plan, "prompt_plan")
+    assert texts[c] == f"{data.prompts[c]}. plan: red kite 0 0 500 500"
+    assert all(t.endswith("plan: none") for k, t in texts.items() if k != c)
+    assert candidate_texts(data, "prompt") == data.prompts
+    out = tmp_path / "pp"
+    cfg = RewardModelConfig(study="colours", db=url, data_dir=str(root / "data"), out=str(out), init="tiny",
+                            text="prompt_plan", context_length=24, steps=3, batch_rankings=8, n_boot=10,
+                            log_every=0, device="cpu")  # fmt: skip
+    train_reward_model(cfg, data=with_plan, log=lambda m: None)
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert (
+        saved["reasongen"] == {"text": "prompt_plan"}
+        and saved["model_cfg"]["text_cfg"]["context_length"] == 24
+    )
+    assert get_reward("learned", model=str(out), device="cpu").bundle.text_mode == "prompt_plan"
+    with pytest.raises(ValueError, match="text context of 24 tokens"):
+        initial_scorer(str(out), "", seed=0, context_length=64)
+    with pytest.raises(ValueError, match="--text must be one of"):
+        RewardModelConfig(study="colours", out="x", text="cot")

@@ -97,7 +97,7 @@ Model minus ceiling: {gap:+.3f}.{ceiling_note}
 
 ## Training
 
-Started {metrics["init"]}; {cfg.loss.replace("_", "–").title()} loss over rankings with ties; {cfg.steps} steps of {cfg.batch_rankings}
+Started {metrics["init"]}; text side: `{cfg.text}`; {cfg.loss.replace("_", "–").title()} loss over rankings with ties; {cfg.steps} steps of {cfg.batch_rankings}
 rankings on {metrics["device"]}, {metrics["train_seconds"]} s; mean loss {metrics["loss_first_10"]:.4f} over the first 10 steps,
 {metrics["loss_last_10"]:.4f} over the last 10 (every step's loss is in `metrics.json`).
 

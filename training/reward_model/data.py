@@ -10,6 +10,8 @@ many are simulated, so the model card can say so.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from reasongen.types import Box
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class PreferenceData:
     excluded_annotators: list[str] = field(default_factory=list)
     dropped_simulated: int = 0
     """Rankings by simulated annotators left out (``people_only``)."""
+    plans: dict[int, tuple[Box, ...]] = field(default_factory=dict)
+    """Candidate id → the boxes of its stored plan (absent: no plan)."""
 
     def counts(self) -> dict[str, Any]:
         """Rankings, tasks, prompts, candidates and annotators (people and simulated)."""
@@ -61,9 +67,7 @@ class PreferenceData:
         }
 
     def subset(self, rankings: list[Ranking]) -> PreferenceData:
-        return PreferenceData(
-            rankings, self.images, self.prompts, self.source, self.excluded_annotators, self.dropped_simulated
-        )
+        return dataclasses.replace(self, rankings=rankings)
 
 
 def rankings_from_frame(
@@ -128,6 +132,28 @@ def rankings_from_frame(
     )
 
 
+def plans_of(cands: pd.DataFrame) -> dict[int, tuple[Box, ...]]:
+    """Candidate id → plan boxes, from a candidates table's ``sample_json`` column (if any)."""
+    out: dict[int, tuple[Box, ...]] = {}
+    if "sample_json" not in cands.columns:
+        return out
+    for c, raw in zip(cands["candidate_id"], cands["sample_json"], strict=True):
+        plan = json.loads(raw).get("plan") if isinstance(raw, str) and raw else None
+        if plan:
+            out[int(c)] = tuple(Box.from_dict(b) for b in plan.get("boxes", []))
+    return out
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    raise ValueError(f"{path}: an export table is .csv, .parquet or .jsonl")
+
+
 def read_study(study: str, db_url: str = "", data_dir: str = "data", **kw: Any) -> PreferenceData:
     """A study's rankings from the annotation store (``db_url``, else ``data_dir``'s SQLite file,
     which must exist: nothing is created)."""
@@ -145,23 +171,20 @@ def read_study(study: str, db_url: str = "", data_dir: str = "data", **kw: Any) 
             raise ValueError(f"{shown} is not an annotation database (it has no tables)")
         info = store.find_study(study)
         frame = rankings_frame(store, info.id)
-        cands = candidates_frame(store, info.id, with_sample=False)
+        cands = candidates_frame(store, info.id, with_sample=True)
         root = store.data_dir
-    files = (
-        {
-            int(c): root / p
-            for c, p in zip(cands["candidate_id"], cands["image_path"], strict=True)
-            if isinstance(p, str) and p
-        }
-        if len(cands)
-        else {}
-    )
-    return rankings_from_frame(frame, files, f"study {info.name!r} at {shown}", **kw)
+    files: dict[int, Path] = {}
+    for c, p in zip(cands.get("candidate_id", []), cands.get("image_path", []), strict=True):
+        if isinstance(p, str) and p:
+            files[int(c)] = root / p
+    data = rankings_from_frame(frame, files, f"study {info.name!r} at {shown}", **kw)
+    return dataclasses.replace(data, plans=plans_of(cands))
 
 
 def read_export(path: str | Path, **kw: Any) -> PreferenceData:
     """An export's rankings (``python -m annotation export``): the export folder or its
-    ``rankings.<csv|parquet|jsonl>`` file; images from the folder's ``images/<candidate_id>.png``."""
+    ``rankings.<csv|parquet|jsonl>`` file; images from the folder's ``images/<candidate_id>.png``,
+    plans from its ``candidates`` table when it is there."""
     path = Path(path).expanduser()
     if path.is_dir():
         found = sorted(path.glob("rankings.*"))
@@ -172,17 +195,12 @@ def read_export(path: str | Path, **kw: Any) -> PreferenceData:
         table, folder = path, path.parent
     else:
         raise ValueError(f"no export at {path}")
-    if table.suffix == ".parquet":
-        frame = pd.read_parquet(table)
-    elif table.suffix == ".csv":
-        frame = pd.read_csv(table)
-    elif table.suffix == ".jsonl":
-        frame = pd.read_json(table, lines=True)
-    else:
-        raise ValueError(f"{table}: a rankings table is .csv, .parquet or .jsonl")
+    frame = _read_table(table)
     images = folder / "images"
     files = {int(p.stem): p for p in images.glob("*.png") if p.stem.isdigit()} if images.is_dir() else {}
-    return rankings_from_frame(frame, files, f"export {folder}", **kw)
+    data = rankings_from_frame(frame, files, f"export {folder}", **kw)
+    cands = folder / f"candidates{table.suffix}"
+    return dataclasses.replace(data, plans=plans_of(_read_table(cands))) if cands.is_file() else data
 
 
 def split_by_prompt(

@@ -90,17 +90,34 @@ def scorer_from_config(config: dict[str, Any], weights: str | Path | None = None
     return Scorer(model, preprocess, tokenizer)
 
 
-def initial_scorer(init: str, arch: str, seed: int) -> tuple[Scorer, dict[str, Any], str]:
+def initial_scorer(
+    init: str, arch: str, seed: int, context_length: int = 0
+) -> tuple[Scorer, dict[str, Any], str]:
     """The scorer to start from, its open_clip config and a one-line description.
 
     ``init`` is a folder (open_clip local-dir layout), a checkpoint file (then ``arch`` names its
-    open_clip architecture), or a config name of ``CONFIGS`` (random weights, seeded).
+    open_clip architecture), or a config name of ``CONFIGS`` (random weights, seeded; a non-zero
+    ``context_length`` replaces its text context). Folders and files keep their own context:
+    a ``context_length`` that differs is an error.
     """
 
     if init in CONFIGS:
         cfg = copy.deepcopy(CONFIGS[init])
+        if context_length:
+            cfg["model_cfg"]["text_cfg"]["context_length"] = context_length
         return scorer_from_config(cfg, seed=seed), cfg, f"from scratch (config {init!r}, seed {seed})"
     path = Path(init).expanduser()
+    scorer, cfg, how = _from_path(path, arch, init)
+    have = int(cfg["model_cfg"]["text_cfg"].get("context_length", 77))
+    if context_length and context_length != have:
+        raise ValueError(
+            f"--context_length {context_length}: {init} has a text context of {have} tokens and keeps "
+            "it; pre-train with the context you need (pretrain --context_length)"
+        )
+    return scorer, cfg, how
+
+
+def _from_path(path: Path, arch: str, init: str) -> tuple[Scorer, dict[str, Any], str]:
     if path.is_dir():
         cfg = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else None
         if cfg is None:

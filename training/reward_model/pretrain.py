@@ -44,6 +44,10 @@ class PretrainConfig:
 
     out: str = _h("Output folder (open_clip local-dir layout, plus pretrain_state.pt).", default="")
     arch: str = _h(f"Model config to build from scratch: {', '.join(CONFIGS)}.", default="shapes")
+    context_length: int = _h(
+        "Text context in tokens (0 = the config's; fine-tuning with --text prompt_plan needs ~128).",
+        default=0,
+    )
     steps: int = _h("Optimizer steps.", default=2000)
     batch: int = _h("Image–caption pairs per step (the in-batch negatives).", default=64)
     lr: float = _h("Peak learning rate (AdamW).", default=5e-4)
@@ -65,6 +69,8 @@ class PretrainConfig:
             raise ValueError("--out is required")
         if self.arch not in CONFIGS:
             raise ValueError(f"--arch must be one of {', '.join(CONFIGS)}")
+        if self.context_length < 0:
+            raise ValueError("--context_length must be >= 0")
         if self.steps < 1 or self.batch < 2 or self.save_every < 0 or self.warmup_steps < 0:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -131,6 +137,8 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     )
     out = Path(cfg.out)
     config = copy.deepcopy(CONFIGS[cfg.arch])
+    if cfg.context_length:
+        config["model_cfg"]["text_cfg"]["context_length"] = cfg.context_length
     scorer = scorer_from_config(config, seed=cfg.seed)
     model = scorer.model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

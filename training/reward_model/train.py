@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasongen.rewards.learned import Scorer
+from reasongen.rewards.learned import TEXT_MODES, Scorer, reward_text
 
 from ..errors import TrainingError
 from .data import PreferenceData, Ranking, read_export, read_study, split_by_prompt
@@ -56,6 +56,15 @@ class RewardModelConfig:
         "or a .json file with an open_clip config.",
         default="",
     )
+    text: str = _h(
+        f"What the text side reads: {' or '.join(TEXT_MODES)} (the prompt and the candidate's "
+        "plan boxes as words; for rankings that looked at the plan).",
+        default="prompt",
+    )
+    context_length: int = _h(
+        "Text context in tokens for a config from scratch (0 = the config's; prompt_plan needs ~128).",
+        default=0,
+    )
     loss: str = _h(f"Ranking loss: {' or '.join(LOSSES)} (both count ties).", default="plackett_luce")
     steps: int = _h("Optimizer steps.", default=400)
     batch_rankings: int = _h("Rankings per step.", default=32)
@@ -86,6 +95,10 @@ class RewardModelConfig:
             raise ValueError("give exactly one of --study (a study in the database) or --export (an export)")
         if not self.out:
             raise ValueError("--out is required: the folder to write the reward model to")
+        if self.text not in TEXT_MODES:
+            raise ValueError(f"--text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")
+        if self.context_length < 0:
+            raise ValueError("--context_length must be >= 0")
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.steps < 1 or self.batch_rankings < 1 or self.n_boot < 0 or self.warmup_steps < 0:
@@ -114,6 +127,12 @@ def read_data(cfg: RewardModelConfig) -> PreferenceData:
     return read_study(cfg.study, cfg.db, cfg.data_dir, **kw)
 
 
+def candidate_texts(data: PreferenceData, mode: str) -> dict[int, str]:
+    """Candidate id → the text its image is scored against (``reward_text``: the prompt, or the
+    prompt and its plan's boxes), as the ``learned`` reward will build it from a sample."""
+    return {c: reward_text(p, data.plans.get(c, ()), mode) for c, p in data.prompts.items()}
+
+
 class Images:
     """Preprocessed candidate images by id, all in memory when they fit ``cache_mb``."""
 
@@ -139,20 +158,21 @@ class Images:
 def candidate_scores(
     scorer: Scorer,
     images: Images,
-    prompts: dict[int, str],
+    texts: dict[int, str],
     ids: list[int],
     device: Any,
     grad: bool = False,
     batch: int = 256,
 ) -> torch.Tensor:
-    """Scores ``[len(ids)]`` of candidates for their own prompts (distinct prompts encoded once)."""
+    """Scores ``[len(ids)]`` of candidates for their texts (``candidate_texts``; each distinct text
+    encoded once)."""
     outs = []
     for i in range(0, len(ids), batch):
         chunk = ids[i : i + batch]
-        texts = sorted({prompts[c] for c in chunk})
-        where = {t: j for j, t in enumerate(texts)}
-        tokens = scorer.tokenizer(texts).to(device)  # [P, L]
-        index = torch.tensor([where[prompts[c]] for c in chunk], device=device)  # [B]
+        distinct = sorted({texts[c] for c in chunk})
+        where = {t: j for j, t in enumerate(distinct)}
+        tokens = scorer.tokenizer(distinct).to(device)  # [P, L]
+        index = torch.tensor([where[texts[c]] for c in chunk], device=device)  # [B]
         pixels = images.batch(chunk).to(device)  # [B, 3, S, S]
         with torch.set_grad_enabled(grad):
             outs.append(scorer.score_tensors(pixels, tokens, index))  # [B]
@@ -160,12 +180,12 @@ def candidate_scores(
 
 
 def batch_loss(
-    scorer: Scorer, images: Images, prompts: dict[int, str], batch: list[Ranking], loss: str, device: Any
+    scorer: Scorer, images: Images, texts: dict[int, str], batch: list[Ranking], loss: str, device: Any
 ) -> torch.Tensor:
     """The ranking loss of a batch: each distinct candidate scored once, scattered into ``[R, N]``."""
     ids = sorted({c for r in batch for c in r.candidates})
     pos = {c: i for i, c in enumerate(ids)}
-    s = candidate_scores(scorer, images, prompts, ids, device, grad=True, batch=len(ids))  # [U]
+    s = candidate_scores(scorer, images, texts, ids, device, grad=True, batch=len(ids))  # [U]
     n = max(len(r.candidates) for r in batch)
     slot = torch.zeros(len(batch), n, dtype=torch.long, device=device)  # [R, N]
     ranks = torch.full((len(batch), n), float("inf"), device=device)  # [R, N]
@@ -178,7 +198,7 @@ def batch_loss(
 def evaluate(
     scorer: Scorer,
     images: Images,
-    data: PreferenceData,
+    texts: dict[int, str],
     rankings: list[Ranking],
     device: Any,
     n_boot: int,
@@ -188,7 +208,7 @@ def evaluate(
     ids = sorted({c for r in rankings for c in r.candidates})
     was = scorer.model.training
     scorer.model.eval()
-    values = candidate_scores(scorer, images, data.prompts, ids, device).float().cpu().tolist()
+    values = candidate_scores(scorer, images, texts, ids, device).float().cpu().tolist()
     scorer.model.train(was)
     return pairwise_accuracy(rankings, dict(zip(ids, values, strict=True)), n_boot, seed)
 
@@ -213,7 +233,7 @@ def _batches(n: int, size: int, seed: int) -> Any:
 
 
 def fit(
-    cfg: RewardModelConfig, scorer: Scorer, images: Images, data: PreferenceData, rankings: list[Ranking],
+    cfg: RewardModelConfig, scorer: Scorer, images: Images, texts: dict[int, str], rankings: list[Ranking],
     device: Any, log: Any,
 ) -> list[float]:  # fmt: skip
     """``cfg.steps`` optimizer steps on batches of ``rankings``; returns each step's loss."""
@@ -225,7 +245,7 @@ def fit(
     t0 = time.time()
     for step in range(cfg.steps):
         batch = [rankings[i] for i in next(batches)]
-        loss = batch_loss(scorer, images, data.prompts, batch, cfg.loss, device)
+        loss = batch_loss(scorer, images, texts, batch, cfg.loss, device)
         if not torch.isfinite(loss):
             raise TrainingError(f"step {step}: the loss is {loss.item()}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -256,20 +276,23 @@ def train_reward_model(
     device = torch.device(auto if cfg.device == "auto" else cfg.device)
     data = data if data is not None else read_data(cfg)
     train_set, test_set = split_by_prompt(data, cfg.held_out, cfg.seed)
-    scorer, oc_config, start = initial_scorer(cfg.init, cfg.arch, cfg.seed)
+    scorer, oc_config, start = initial_scorer(cfg.init, cfg.arch, cfg.seed, cfg.context_length)
+    oc_config = {**oc_config, "reasongen": {"text": cfg.text}}
+    scorer.text_mode = cfg.text
+    texts = candidate_texts(data, cfg.text)
     scorer.model.to(device).train()
     images = Images(scorer, data.images, cfg.cache_mb)
-    before = evaluate(scorer, images, data, test_set.rankings, device, cfg.n_boot, cfg.seed)
+    before = evaluate(scorer, images, texts, test_set.rankings, device, cfg.n_boot, cfg.seed)
     log(
         f"{len(train_set.rankings)} training / {len(test_set.rankings)} held-out rankings; held-out "
         f"accuracy at the start {before['value']:.3f}"
     )
     t0 = time.time()
-    losses = fit(cfg, scorer, images, data, train_set.rankings, device, log)
+    losses = fit(cfg, scorer, images, texts, train_set.rankings, device, log)
     metrics = {
-        "held_out_accuracy": evaluate(scorer, images, data, test_set.rankings, device, cfg.n_boot, cfg.seed),
+        "held_out_accuracy": evaluate(scorer, images, texts, test_set.rankings, device, cfg.n_boot, cfg.seed),
         "held_out_accuracy_at_start": before,
-        "train_accuracy": evaluate(scorer, images, data, train_set.rankings, device, cfg.n_boot, cfg.seed),
+        "train_accuracy": evaluate(scorer, images, texts, train_set.rankings, device, cfg.n_boot, cfg.seed),
         "human_ceiling_held_out": human_ceiling(test_set.rankings, cfg.n_boot, cfg.seed),
         "data": data.counts(),
         "train": train_set.counts(),

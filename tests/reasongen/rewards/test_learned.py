@@ -156,3 +156,35 @@ def test_bad_folders_fail_clearly(tmp_path, sample_factory, images, kind, messag
         reward([sample_factory("a red square", images[0])])
     assert "python -m training.reward_model" in str(err.value) or kind in ("bad_json", "no_model_cfg")
     assert str(path) in str(err.value)
+
+
+def test_reward_text_modes() -> None:
+    from reasongen.rewards.learned import reward_text
+    from reasongen.types import Box
+
+    boxes = (Box("red circle", 125, 750, 375, 1000), Box("black diamond", 625, 0, 1000, 375))
+    assert reward_text("a red circle", boxes) == "a red circle"
+    assert reward_text("a red circle", boxes, "prompt_plan") == (
+        "a red circle. plan: red circle 125 750 375 1000; black diamond 625 0 1000 375"
+    )
+    assert reward_text("a red circle", (), "prompt_plan") == "a red circle. plan: none"
+    with pytest.raises(ValueError, match="text mode"):
+        reward_text("x", (), "cot")
+
+
+def test_a_prompt_plan_model_reads_the_sample_plan(tmp_path, sample_factory, images) -> None:
+    from reasongen.types import Box, Plan
+
+    path, _ = _write_folder(tmp_path / "pp", {**CONFIG, "reasongen": {"text": "prompt_plan"}})
+    plain, _ = _write_folder(tmp_path / "p", CONFIG)
+    left = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
+    right = Plan(boxes=(Box("red square", 500, 500, 1000, 1000),))
+    samples = [sample_factory("a red square", images[0], plan=p) for p in (left, right, None)]
+    with_plan = get_reward("learned", model=str(path), device="cpu")(samples).scores
+    assert len(set(with_plan)) == 3  # the plan (or its absence) changes the text, hence the score
+    without = get_reward("learned", model=str(plain), device="cpu")(samples).scores
+    assert without[0] == without[1] == without[2]  # a prompt model ignores plans
+    (tmp_path / "bad").mkdir()
+    _write_folder(tmp_path / "bad", {**CONFIG, "reasongen": {"text": "cot"}})
+    with pytest.raises(RewardModelUnavailable, match="unknown text mode 'cot'"):
+        get_reward("learned", model=str(tmp_path / "bad"), device="cpu")(samples[:1])
