@@ -13,10 +13,18 @@ The loss follows the design's "Training" section:
 - PPO's clipped surrogate against the behaviour log-probs stored in the samples, with separate
   lower and upper clip ranges (``1 − clip_low``, ``1 + clip_high``);
 - the k3 estimator ``exp(ref − logp) − (ref − logp) − 1`` of KL(π‖π_ref);
-- text and image tokens are averaged separately (token mean over the batch, or mean of
-  per-sample means) and weighted; each modality has its own entropy bonus coefficient, fixed or
-  driven by :class:`AdaptiveEntropyCoefficient` towards a target entropy (ReasonGen-R1 uses
-  2.0 nats for text and 7.0 for image tokens).
+- ``aggregation="joint"``: one mean over the CoT and image tokens together, as both upstreams do
+  (T2I-R1 ``open_r1/trainer/grpo_trainer.py`` concatenates the two modalities' log-probs and
+  takes ``(loss · mask).sum() / mask.sum()``; ReasonGen-R1 ``verl/trainer/ppo/core_algos.py``
+  ``compute_policy_loss`` takes one ``masked_mean`` over the whole response);
+  ``aggregation="per_modality"``: text and image tokens are averaged separately and the two means
+  summed, which weighs a CoT token about ``576 / L_cot`` times more than an image token. Either
+  way a mean is a token mean over the batch or a mean of per-sample means, and ``text_weight`` /
+  ``image_weight`` scale everything a modality contributes;
+- each modality has its own entropy bonus ``−c_m · mean_m(H)`` (a per-modality mean in both
+  aggregations, as ReasonGen-R1's ``dp_actor.py``), fixed or driven by
+  :class:`AdaptiveEntropyCoefficient` towards a target entropy (ReasonGen-R1 uses 2.0 nats for
+  text and 7.0 for image tokens).
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ import torch
 from reasongen.group_zscore import GROUP_EPS, group_zscores
 
 Normalisation = Literal["token", "sample"]
+Aggregation = Literal["joint", "per_modality"]
 MODALITIES = ("text", "image")
+AGGREGATIONS = ("joint", "per_modality")
 
 
 # --------------------------------------------------------------------------- advantages
@@ -190,10 +200,15 @@ class AdaptiveEntropyCoefficient:
     """Drives one modality's entropy bonus towards a target entropy (ReasonGen-R1's rule).
 
     The bonus coefficient is ``c = clamp(−sinh(ψ), c_min, c_max)`` and the policy loss includes
-    ``−c · H``. After each step, ψ takes one Adam step on ``−sinh(ψ) · (H − target)`` (the rule
-    of ReasonGen-R1) and is kept inside the coefficient box (so a saturated controller can still
-    turn back): when the measured entropy ``H`` is below the target the bonus grows
+    ``−c · H``. Each :meth:`update` gives ψ one Adam step (default betas, eps 1e-8) on
+    ``−sinh(ψ) · (H − target)`` and keeps ψ inside the coefficient box (so a saturated controller
+    can still turn back): when the measured entropy ``H`` is below the target the bonus grows
     (pushing entropy up); above the target it shrinks and turns negative (pushing entropy down).
+    This is ReasonGen-R1's ``verl/utils/adaptive_entropy_coeff.py`` (``α = sinh ψ``, ``c = −α``,
+    ψ reset to ``asinh`` of the clamped α after each step); its trainer calls it once per
+    micro-batch with that micro-batch's token-mean entropy (``verl/workers/actor/dp_actor.py``),
+    lr 5e-5 and bounds ±5e-3 (``verl/trainer/config/image_generation_trainer.yaml``). How often
+    it is called is the trainer's choice (``entropy_update`` in ``training/grpo.py``).
     """
 
     def __init__(
@@ -272,10 +287,17 @@ class LossSettings:
     normalisation: Normalisation = field(
         default="token", metadata={"help": "'token' (token mean over batch) or 'sample'"}
     )
+    aggregation: Aggregation = field(
+        default="per_modality",
+        metadata={"help": "'joint' (one mean over CoT and image tokens together, as T2I-R1 and "
+                  "ReasonGen-R1) or 'per_modality' (each modality's mean apart, summed)"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.normalisation not in ("token", "sample"):
             raise ValueError("normalisation must be 'token' or 'sample'")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be 'joint' or 'per_modality', got {self.aggregation!r}")
         if self.kl_coef < 0 or self.text_weight < 0 or self.image_weight < 0:
             raise ValueError("kl_coef, text_weight and image_weight must be non-negative")
 
@@ -296,11 +318,17 @@ def grpo_loss(
 ) -> LossOutput:
     """The GRPO loss for ``tokens`` keyed by modality (``"text"``, ``"image"``).
 
-    ``advantages`` [B] per sample (0 for samples that must not contribute). Per modality:
-    ``w_m · [mean(surrogate) + kl_coef·mean(k3) − c_m·mean(H)]``, means over the modality's
-    mask with ``settings.normalisation``; modalities with no tokens contribute nothing.
-    ``denominators[m]`` (see :func:`masked_mean`) makes the means global across micro-batches
-    and processes.
+    ``advantages`` [B] per sample (0 for samples that must not contribute). Per token the policy
+    term is ``surrogate + kl_coef·k3``. ``settings.aggregation``:
+
+    - ``"per_modality"``: ``Σ_m w_m · [mean_m(policy term) − c_m·mean_m(H)]``;
+    - ``"joint"``: ``mean over both modalities' tokens of (w_m · policy term) − Σ_m w_m·c_m·mean_m(H)``.
+
+    Means use ``settings.normalisation`` over the modality's mask (the joint mean over the two
+    masks side by side); modalities with no tokens contribute nothing. ``denominators[m]`` (and
+    ``denominators["joint"]`` for the joint mean; see :func:`masked_mean` and
+    :func:`joint_count`) make the means global across micro-batches and processes. The metrics
+    ``{m}/pg_loss`` and ``{m}/kl`` are each modality's own means in either aggregation.
     """
     denominators = denominators or {}
     entropy_coefs = entropy_coefs or {}
@@ -308,6 +336,8 @@ def grpo_loss(
     total = advantages.new_zeros(())
     metrics: dict[str, float] = {}
     entropies: dict[str, float] = {}
+    joint_vals: list[torch.Tensor] = []  # [B, T_m] weighted policy terms, one per modality
+    joint_masks: list[torch.Tensor] = []  # [B, T_m] bool
     for name, t in tokens.items():
         if name not in weights:
             raise ValueError(f"unknown modality {name!r}; use one of {MODALITIES}")
@@ -318,6 +348,7 @@ def grpo_loss(
         surr, ratio, clipped = clipped_surrogate(
             t.logprobs, t.old_logprobs, advantages, settings.clip_low, settings.clip_high
         )  # [B, T] each
+        per_token = surr  # [B, T]
         den = denominators.get(name)
         term = masked_mean(surr, mask, settings.normalisation, den)
         metrics[f"{name}/pg_loss"] = float(term.detach())
@@ -326,19 +357,37 @@ def grpo_loss(
         metrics[f"{name}/tokens"] = float(mask.sum())
         metrics[f"{name}/ratio_mean"] = float(masked_mean(ratio, mask, "token"))
         if settings.kl_coef > 0 and t.ref_logprobs is not None:
-            kl = masked_mean(k3_kl(t.logprobs, t.ref_logprobs), mask, settings.normalisation, den)
+            k3 = k3_kl(t.logprobs, t.ref_logprobs)  # [B, T]
+            kl = masked_mean(k3, mask, settings.normalisation, den)
             term = term + settings.kl_coef * kl
+            per_token = per_token + settings.kl_coef * k3  # [B, T]
             metrics[f"{name}/kl"] = float(kl.detach())
+        bonus = advantages.new_zeros(())
         if t.entropy is not None:
             ent = masked_mean(t.entropy, mask, settings.normalisation, den)
             entropies[name] = float(ent.detach())
             metrics[f"{name}/entropy"] = entropies[name]
             coef = float(entropy_coefs.get(name, 0.0))
             if coef != 0.0:
-                term = term - coef * ent
+                bonus = coef * ent
             metrics[f"{name}/entropy_coef"] = coef
         else:
             entropies[name] = math.nan
-        total = total + weights[name] * term
+        if settings.aggregation == "per_modality":
+            total = total + weights[name] * (term - bonus)
+        else:
+            total = total - weights[name] * bonus
+            joint_vals.append(weights[name] * per_token)
+            joint_masks.append(mask)
+    if joint_vals:
+        values = torch.cat(joint_vals, dim=1)  # [B, Tc + N]
+        mask = torch.cat(joint_masks, dim=1)  # [B, Tc + N]
+        total = total + masked_mean(values, mask, settings.normalisation, denominators.get("joint"))
     metrics["loss"] = float(total.detach())
     return LossOutput(loss=total, metrics=metrics, entropy=entropies)
+
+
+def joint_count(masks: Sequence[torch.Tensor], normalisation: Normalisation) -> float:
+    """What the joint mean of :func:`grpo_loss` divides by for the modalities' masks [B, T_m]:
+    all their tokens, or the samples with a token in any of them."""
+    return normaliser_count(torch.cat([m.bool() for m in masks], dim=1), normalisation)

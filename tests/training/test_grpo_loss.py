@@ -16,6 +16,7 @@ from training.grpo_loss import (
     entropy_from_logits,
     group_advantages,
     grpo_loss,
+    joint_count,
     k3_kl,
     masked_mean,
     normaliser_count,
@@ -137,6 +138,82 @@ def test_entropy_controller_moves_coefficient_the_right_way() -> None:
     assert clone.update(3.0) == pytest.approx(high.update(3.0))
 
 
+def _adam_by_hand(entropies, target, lr, bound):
+    """ReasonGen-R1's controller written out: α = sinh ψ, loss −α·(H − target), one Adam step
+    (β1 0.9, β2 0.999, eps 1e-8) per entropy, ψ reset to asinh of α clamped to ±bound; returns
+    the coefficient c = −α after each step."""
+    psi, m, v, out = 0.0, 0.0, 0.0, []
+    for t, h in enumerate(entropies, start=1):
+        g = -math.cosh(psi) * (h - target)  # d/dψ of −sinh(ψ)·(H − target)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        psi -= lr * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        psi = math.asinh(min(max(math.sinh(psi), -bound), bound))
+        out.append(-math.sinh(psi))
+    return out
+
+
+def test_entropy_controller_follows_upstream_on_a_synthetic_entropy_sequence() -> None:
+    # Text target 2.0 with ReasonGen-R1's lr 5e-5 and bounds ±5e-3
+    # (verl/trainer/config/image_generation_trainer.yaml), one update per micro-batch.
+    seq = [1.5, 1.0, 1.2, 2.5, 3.0, 2.0, 0.5, 1.9]
+    ctl = AdaptiveEntropyCoefficient(target=2.0, lr=5e-5, min_coef=-5e-3, max_coef=5e-3)
+    got = [ctl.update(h) for h in seq]
+    assert got == pytest.approx(_adam_by_hand(seq, 2.0, 5e-5, 5e-3), rel=1e-9, abs=1e-15)
+    # First Adam step moves ψ by lr·|g|/(|g| + eps): the bonus is 5e-5 after one micro-batch whose
+    # entropy is below the target; the second step (g = cosh ψ1 ≈ 1) by lr·0.76316/0.79069.
+    assert got[0] == pytest.approx(5e-5, rel=1e-6)
+    assert got[1] == pytest.approx(5e-5 + 5e-5 * 0.965181, rel=1e-5)
+    # Far from saturating: 90 more low-entropy micro-batches stay inside ±5e-3, 200 more reach it.
+    for _ in range(90):
+        ctl.update(1.0)
+    assert 0 < ctl.coef < 5e-3
+    for _ in range(200):
+        ctl.update(1.0)
+    assert ctl.coef == pytest.approx(5e-3)
+    # The old per-step setting (lr 1e-3 against ±1e-3) saturates after one update.
+    old = AdaptiveEntropyCoefficient(target=2.0, lr=1e-3, min_coef=-1e-3, max_coef=1e-3)
+    assert old.update(1.0) == pytest.approx(1e-3)
+
+
+def test_joint_aggregation_is_one_token_mean_over_both_modalities() -> None:
+    text_mask = torch.tensor([[True, True], [True, False]])  # 2 and 1 CoT tokens
+    image_mask = torch.ones(2, 3, dtype=torch.bool)  # 3 image tokens each
+    adv = torch.tensor([1.0, 3.0])
+
+    def run(aggregation, norm="token", tw=1.0, iw=1.0, coefs=None):
+        lt = torch.zeros(2, 2, requires_grad=True)
+        li = torch.zeros(2, 3, requires_grad=True)
+        ent = torch.full((2, 3), 2.0)
+        toks = {"text": ModalityTokens(lt, torch.zeros(2, 2), text_mask),
+                "image": ModalityTokens(li, torch.zeros(2, 3), image_mask, entropy=ent)}  # fmt: skip
+        s = LossSettings(text_weight=tw, image_weight=iw, normalisation=norm, aggregation=aggregation)
+        out = grpo_loss(toks, adv, s, coefs)
+        out.loss.backward()
+        return out, lt.grad, li.grad
+
+    # Ratio 1: each token's surrogate is −A. Per modality: −5/3 (text) − 12/6 (image).
+    per, per_gt, _ = run("per_modality")
+    assert per.loss.item() == pytest.approx(-5 / 3 - 2)
+    # Joint: (−1·(2 + 3) − 3·(1 + 3)) / 9 tokens.
+    joint, joint_gt, joint_gi = run("joint")
+    assert joint.loss.item() == pytest.approx(-17 / 9)
+    # Every token weighs 1/9 jointly; per modality a CoT token weighs 1/3 against an image's 1/6.
+    assert joint_gt[0, 0].item() == pytest.approx(-1 / 9) and joint_gi[0, 0].item() == pytest.approx(-1 / 9)
+    assert per_gt[0, 0].item() == pytest.approx(-1 / 3)
+    assert joint_gt[1, 1].item() == 0.0  # padding
+    # Weights scale each modality's tokens inside the joint mean, and its entropy bonus.
+    weighted, _, _ = run("joint", tw=0.5, iw=2.0, coefs={"image": 0.1})
+    assert weighted.loss.item() == pytest.approx((0.5 * -5 + 2.0 * -12) / 9 - 2.0 * 0.1 * 2.0)
+    # Sample normalisation: each sample's mean over all its tokens, then the mean over samples.
+    by_sample, _, _ = run("joint", norm="sample")
+    assert by_sample.loss.item() == pytest.approx((-1 - 3) / 2)
+    assert joint.metrics["text/pg_loss"] == pytest.approx(-5 / 3)  # per-modality metrics kept
+    assert joint_count([text_mask, image_mask], "token") == 9.0
+    with pytest.raises(ValueError, match="aggregation"):
+        LossSettings(aggregation="mean")  # type: ignore[arg-type]
+
+
 def test_grpo_loss_weights_and_masks_modalities() -> None:
     b, t = 2, 3
     zeros = torch.zeros(b, t)
@@ -195,16 +272,20 @@ def test_global_denominators_make_micro_batches_sum_to_the_full_batch() -> None:
     mask = torch.rand(4, 5) > 0.3
     adv = torch.randn(4)
     ent = torch.rand(4, 5)
-    s = LossSettings(clip_low=0.1, clip_high=0.1)
-    for norm in ("token", "sample"):
-        s.normalisation = norm
+    img = torch.randn(4, 6).requires_grad_(True)
+    img_old = img.detach() + 0.1 * torch.randn(4, 6)
+    img_mask = torch.rand(4, 6) > 0.2
+    img_mask[3] = False  # a sample with CoT tokens only
+    for norm, agg in itertools.product(("token", "sample"), ("per_modality", "joint")):
+        s = LossSettings(clip_low=0.1, clip_high=0.1, normalisation=norm, aggregation=agg)
 
-        def loss_of(rows, den=None):
+        def loss_of(rows, dens=None, s=s):
             t = ModalityTokens(logp[rows], old[rows], mask[rows], entropy=ent[rows])
-            dens = None if den is None else {"text": den}
-            return grpo_loss({"text": t}, adv[rows], s, {"text": 0.05}, dens).loss
+            i = ModalityTokens(img[rows], img_old[rows], img_mask[rows])
+            return grpo_loss({"text": t, "image": i}, adv[rows], s, {"text": 0.05}, dens).loss
 
         full = loss_of(slice(None))
-        den = normaliser_count(mask, norm)
-        split = loss_of(slice(0, 2), den) + loss_of(slice(2, 4), den)
+        dens = {"text": normaliser_count(mask, norm), "image": normaliser_count(img_mask, norm),
+                "joint": joint_count([mask, img_mask], norm)}  # fmt: skip
+        split = loss_of(slice(0, 2), dens) + loss_of(slice(2, 4), dens)
         assert split.item() == pytest.approx(full.item(), rel=1e-6)
