@@ -12,15 +12,25 @@ conversation (T2I-R1) have a prefix that does not contain ``prompt_ids + cot_tok
 CoT log-probs come from a second, text-only forward over ``prompt_ids + cot_token_ids[:-1]``
 (same positions formula).
 
-Two distributions can be asked for:
+Three distributions can be asked for:
 
 - ``"sampling"``: exactly the one the sample was drawn from (``reasongen.sampling``: temperature,
   top-k/top-p, and for images classifier-free guidance ``u + w·(c − u)`` with an unconditional row
   that keeps only BOS and ``<begin_of_image>`` of the prefix and pads the rest). The stored
   behaviour log-probs are under this distribution, so PPO ratios are exact at the first step.
   Tokens removed by top-k/top-p after the policy moved get ``-inf``; train with filters off.
+- ``"conditional"``: the same, but the image tokens' distribution is the conditional row's alone
+  (``c``, no guidance, no unconditional forward): what T2I-R1 trains on although it samples at
+  w = 5 (``open_r1/trainer/grpo_trainer.py``, ``_get_per_token_logps``). CoT log-probs are the
+  sampling ones (guidance never touches the CoT). For a sample drawn at w = 1 it equals
+  ``"sampling"``; otherwise the stored log-probs are not of this distribution, and the trainer
+  computes behaviour log-probs itself (``training/grpo.py``).
 - ``"plain"``: the model's own conditional distribution (temperature 1, no filter, no guidance),
-  as used by SFT and by a KL term to a reference model.
+  as used by SFT.
+
+GRPO's KL term compares the policy with the reference under the distribution being trained
+(``"sampling"`` or ``"conditional"``, see ``training/grpo.py``), not ``"plain"``; at temperature 1
+without filters ``"conditional"`` is ``"plain"``, which is T2I-R1's KL.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from reasongen.types import Sample
 
 from .grpo_loss import entropy_from_logits
 
-Mode = Literal["sampling", "plain"]
+Mode = Literal["sampling", "conditional", "plain"]
+MODES = ("sampling", "conditional", "plain")
 
 
 @dataclass
@@ -226,12 +237,13 @@ def policy_logprobs(
     """Log-probs of each sample's CoT and image tokens under ``model`` (grad flows if enabled).
 
     ``mode="sampling"`` reproduces each sample's own ``settings`` (see the module docstring;
-    samples of one batch may differ in any setting, guidance included). ``detach_uncond`` stops
-    gradients through the unconditional branch of the guidance. ``with_entropy`` also returns
-    per-token entropies of the same distributions.
+    samples of one batch may differ in any setting, guidance included); ``"conditional"`` the
+    same without guidance (no unconditional forward). ``detach_uncond`` stops gradients through
+    the unconditional branch of the guidance. ``with_entropy`` also returns per-token entropies
+    of the same distributions.
     """
-    if mode not in ("sampling", "plain"):
-        raise ValueError(f"mode must be 'sampling' or 'plain', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device = next(model.parameters()).device
     batch = pack_samples(samples, bos_id, pad_id).to(device)
     _check_vocab(model, batch)
@@ -243,8 +255,8 @@ def policy_logprobs(
         text_hidden = _hidden(model, batch.text_tokens, no_image, batch.text_attention)
     cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # [B, Tc, V]
     img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # [B, N, K]
-    if mode == "sampling":
-        weights = [float(s.settings.guidance) for s in samples]
+    if mode in ("sampling", "conditional"):
+        weights = [float(s.settings.guidance) if mode == "sampling" else 1.0 for s in samples]
         if any(w != 1.0 for w in weights):  # one unconditional pass serves every guided row
             uncond_hidden = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)
             if detach_uncond:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -184,3 +186,32 @@ def test_foreign_token_ids_are_refused(tiny) -> None:
     foreign = Sample(**{**s.__dict__, "image_token_ids": [16383] * 16})
     with pytest.raises(ValueError, match="codebook"):
         policy_logprobs(model, [foreign], 0, 2)
+
+
+def test_conditional_mode_is_the_unguided_sampling_distribution_in_one_forward(tiny, monkeypatch) -> None:
+    """'conditional' = each sample's own temperature and filters without guidance: the sampling
+    distribution of the same sample at w = 1, one language-model forward instead of two."""
+    import training.logprobs as lpmod
+
+    model, tok = tiny
+    bos, pad, _ = _ids(tok)
+    s = reference_sample(model, tok, "two green triangles", SETTINGS[1], seed=6)  # w = 3, T 0.7, top-k
+    at_one = Sample(**{**s.__dict__, "settings": replace(s.settings, guidance=1.0)})
+    calls = []
+    real = lpmod._hidden
+    monkeypatch.setattr(lpmod, "_hidden", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        cond = policy_logprobs(model, [s], bos, pad, mode="conditional", with_entropy=True)
+        n_cond = len(calls)
+        guided = policy_logprobs(model, [s], bos, pad, mode="sampling")
+        n_guided = len(calls) - n_cond
+        unguided = policy_logprobs(model, [at_one], bos, pad, mode="sampling", with_entropy=True)
+    assert (n_cond, n_guided) == (1, 2)  # the unconditional row is not run
+    assert torch.allclose(cond.image, unguided.image, atol=1e-6)
+    assert torch.allclose(cond.image_entropy, unguided.image_entropy, atol=1e-6)
+    assert torch.equal(cond.cot, guided.cot)  # guidance never touches the CoT
+    assert not torch.allclose(cond.image, guided.image, atol=1e-3)
+    cot_old, _ = stored_logprobs([s])
+    assert torch.allclose(cond.cot, cot_old, atol=1e-4)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        policy_logprobs(model, [s], bos, pad, mode="cfg")  # type: ignore[arg-type]
