@@ -16,10 +16,15 @@ One optimizer step:
    ``None`` rewards are left out. With ``dynamic_sampling`` a zero-spread group is redrawn up to
    ``max_resample`` times, then dropped.
 3. **Loss.** One forward per micro-batch over prompt + CoT + image tokens gives CoT log-probs (LM
-   head) and image log-probs (generation head) under the sampling distribution; PPO clip against
-   the stored behaviour log-probs, optional k3 KL to the frozen initial model, per-modality
-   token means (global over the batch and processes) and weights, and per-modality entropy
-   bonuses (fixed, or adaptive towards targets as in ReasonGen-R1).
+   head) and image log-probs (generation head) under the trained distribution
+   (``logprob_distribution``: the guided sampling one, or the conditional row's alone, whose
+   behaviour log-probs come from the policy that drew the step when the rollouts were guided);
+   PPO clip against the behaviour log-probs, optional k3 KL to the frozen initial model under the
+   same distribution, token means (global over the batch and processes) per modality or jointly
+   (``loss_aggregation``), and per-modality entropy bonuses (fixed, or adaptive towards targets as
+   in ReasonGen-R1, moved once per step or after every micro-batch: ``entropy_update``). Each
+   pass over the batch (``ppo_epochs``) takes ``mini_batches`` optimizer steps, each on its share
+   of the groups.
 
 Checkpoints (HF model + optimizer/scheduler/RNG + controllers) every ``save_every`` steps;
 ``--resume latest`` continues exactly. TensorBoard scalars: every reward family, advantages, KL,
@@ -34,7 +39,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,7 @@ from .grpo_loss import (
     ModalityTokens,
     group_advantages,
     grpo_loss,
+    joint_count,
     normaliser_count,
     rewards_tensor,
 )
@@ -65,6 +71,7 @@ from .logprobs import policy_logprobs, run_policy, stored_logprobs
 from .run_setup import optimizer_step, setup_run
 
 RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOutput
+DISTRIBUTIONS = ("guided", "conditional")
 
 
 @dataclass
@@ -82,7 +89,25 @@ class PolicyOptimConfig(RunConfig):
     text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
     image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
     normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
-    ppo_epochs: int = field(default=1, metadata={"help": "Optimizer steps per rollout batch."})
+    ppo_epochs: int = field(default=1, metadata={"help": "Passes over each rollout batch."})
+    mini_batches: int = field(
+        default=1,
+        metadata={"help": "Optimizer steps per pass, each on its share of the step's groups "
+                  "(PPO mini-batches; ReasonGen-R1: 2)."},
+    )  # fmt: skip
+    logprob_distribution: str = field(
+        default="guided",
+        metadata={"help": "Which image distribution is trained: 'guided' (the sampling one, CFG "
+                  "included; behaviour log-probs stored at sampling) or 'conditional' (the "
+                  "conditional row only, no unconditional forward; T2I-R1). 'conditional' with "
+                  "guided rollouts takes its behaviour log-probs from the policy before the "
+                  "step's first update."},
+    )  # fmt: skip
+    loss_aggregation: str = field(
+        default="per_modality",
+        metadata={"help": "'joint' (one token mean over CoT and image tokens, as T2I-R1 and "
+                  "ReasonGen-R1) or 'per_modality' (each modality's mean apart, summed)."},
+    )  # fmt: skip
     detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
     text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
     image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
@@ -91,6 +116,12 @@ class PolicyOptimConfig(RunConfig):
     image_entropy_target: float = field(default=7.0, metadata={"help": "Target entropy, image."})
     entropy_lr: float = field(default=1e-3, metadata={"help": "Controller learning rate."})
     entropy_coef_max: float = field(default=1e-3, metadata={"help": "|coefficient| bound."})
+    entropy_update: str = field(
+        default="step",
+        metadata={"help": "When the adaptive coefficients move: 'step' (once per step on the "
+                  "step's global mean entropy) or 'micro_batch' (after every micro-batch on its "
+                  "own token-mean entropy, each process its own controller: ReasonGen-R1)."},
+    )  # fmt: skip
     # ---- logging
     sample_images_every: int = field(default=0, metadata={"help": "Log a group's images every K."})
     max_empty_steps: int = field(
@@ -104,6 +135,13 @@ class PolicyOptimConfig(RunConfig):
         super().__post_init__()
         if self.prompts_per_step < 1 or self.micro_batch_groups < 1 or self.ppo_epochs < 1:
             raise ValueError("prompts_per_step, micro_batch_groups and ppo_epochs must be >= 1")
+        if self.mini_batches < 1:
+            raise ValueError(f"mini_batches must be >= 1, got {self.mini_batches}")
+        if self.logprob_distribution not in DISTRIBUTIONS:
+            raise ValueError(f"logprob_distribution must be 'guided' or 'conditional', "
+                             f"got {self.logprob_distribution!r}")  # fmt: skip
+        if self.entropy_update not in ("step", "micro_batch"):
+            raise ValueError(f"entropy_update must be 'step' or 'micro_batch', got {self.entropy_update!r}")
         if self.max_empty_steps < 0:
             raise ValueError(f"max_empty_steps must be >= 0 (0 = never stop), got {self.max_empty_steps}")
         if self.adv_eps < 0:
@@ -111,11 +149,16 @@ class PolicyOptimConfig(RunConfig):
         self.loss_settings()
 
     def optimizer_steps(self) -> int:
-        return self.max_steps * self.ppo_epochs
+        return self.max_steps * self.ppo_epochs * self.mini_batches
 
     def loss_settings(self) -> LossSettings:
         return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
-                            self.image_weight, self.normalisation)  # type: ignore[arg-type]  # fmt: skip
+                            self.image_weight, self.normalisation,  # type: ignore[arg-type]
+                            self.loss_aggregation)  # type: ignore[arg-type]  # fmt: skip
+
+    def logprob_mode(self) -> str:
+        """The ``training.logprobs`` mode of the trained distribution."""
+        return "sampling" if self.logprob_distribution == "guided" else "conditional"
 
 
 @dataclass
@@ -264,6 +307,9 @@ class Group:
     attempts: int
     dropped: bool = False
     non_finite: int = 0  # rewards that came back NaN or ±inf (treated as missing)
+    # Per sample [N_k]: image log-probs under the trained distribution and the policy that drew
+    # the step, where the stored ones are of another distribution (see needs_behaviour).
+    behaviour: list[torch.Tensor] | None = None
 
 
 def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
@@ -322,6 +368,51 @@ def rollout_slots(
 # --------------------------------------------------------------------------- update
 
 
+def needs_behaviour(cfg: PolicyOptimConfig, groups: Sequence[Group]) -> bool:
+    """Whether the stored image log-probs are not of the trained distribution: conditional
+    log-probs (``logprob_distribution: conditional``) of samples drawn with guidance ≠ 1."""
+    return cfg.logprob_distribution == "conditional" and any(
+        float(s.settings.guidance) != 1.0 for g in groups for s in g.samples
+    )
+
+
+def _padded(rows: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)  # [B, N]
+    for k, r in enumerate(rows):
+        out[k, : len(r)] = r
+    return out
+
+
+def _keep_behaviour(chunk: Sequence[Group], image: torch.Tensor) -> None:
+    """Store each sample's image log-probs (rows of ``image`` [B, N], detached) in its group."""
+    row = 0
+    for g in chunk:
+        g.behaviour = [image[row + k, : len(s.image_token_ids)].detach().float().cpu()
+                       for k, s in enumerate(g.samples)]  # fmt: skip
+        row += len(g.samples)
+
+
+def _chunks(cfg: PolicyOptimConfig, groups: list[Group]) -> list[list[Group]]:
+    m = cfg.micro_batch_groups
+    return [groups[i : i + m] for i in range(0, len(groups), m)]
+
+
+@torch.no_grad()
+def behaviour_logprobs(run: Any, cfg: PolicyOptimConfig, groups: list[Group]) -> None:
+    """Fill every group's ``behaviour`` with its image log-probs under the trained distribution
+    and the current policy: one no-grad forward per micro-batch (the conditional row only).
+
+    Run before a step's first optimizer step when that step has several (``mini_batches`` > 1);
+    with one, the first pass's own forward gives the same values for free (``_chunk_loss``).
+    """
+    ids = run.loaded.ids
+    for chunk in _chunks(cfg, groups):
+        samples = [s for g in chunk for s in g.samples]
+        with run.accelerator.autocast():
+            lp = run_policy(run.model, samples, ids.bos, ids.pad, mode=cfg.logprob_mode())
+        _keep_behaviour(chunk, lp.image)
+
+
 def _tokens(
     lp: Any, old: torch.Tensor, ref: torch.Tensor | None, kind: str, valid: torch.Tensor
 ) -> ModalityTokens:
@@ -331,6 +422,14 @@ def _tokens(
     return ModalityTokens(cur, old.to(cur.device), mask, None if ref is None else ref.to(cur.device), ent)
 
 
+def _local_entropy(t: ModalityTokens) -> float:
+    """Token-mean entropy over ``t``'s mask in this micro-batch alone (NaN without tokens)."""
+    n = float(t.mask.sum())
+    if t.entropy is None or n == 0:
+        return math.nan
+    return float(torch.where(t.mask, t.entropy.detach(), 0.0).sum()) / n
+
+
 def _chunk_loss(
     run: Any,
     cfg: PolicyOptimConfig,
@@ -338,19 +437,25 @@ def _chunk_loss(
     ref_model: Any,
     coefs: dict[str, float],
     dens: dict[str, float],
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO loss of one micro-batch of groups (divided by the global denominators)."""
+) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+    """The GRPO loss of one micro-batch of groups (divided by the global denominators), its
+    metrics, and its own token-mean entropy per modality."""
     acc, ids = run.accelerator, run.loaded.ids
     samples = [s for g in chunk for s in g.samples]
     adv = torch.tensor([a for g in chunk for a in g.advantages], device=acc.device)  # [B]
     valid = torch.tensor([v for g in chunk for v in g.valid], device=acc.device)  # [B]
-    lp = run_policy(run.model, samples, ids.bos, ids.pad, mode="sampling", with_entropy=True,
+    mode = cfg.logprob_mode()
+    lp = run_policy(run.model, samples, ids.bos, ids.pad, mode=mode, with_entropy=True,
                     detach_uncond=cfg.detach_uncond)  # fmt: skip
     cot_old, img_old = stored_logprobs(samples)  # [B, Tc], [B, N]
+    if needs_behaviour(cfg, chunk):
+        if any(g.behaviour is None for g in chunk):  # first pass, no optimizer step yet
+            _keep_behaviour(chunk, lp.image)
+        img_old = _padded([r for g in chunk for r in g.behaviour or []], img_old.shape[1])  # [B, N]
     cot_ref = img_ref = None
     if ref_model is not None and cfg.kl_coef > 0:
         with torch.no_grad():
-            r = policy_logprobs(ref_model, samples, ids.bos, ids.pad, mode="sampling")
+            r = policy_logprobs(ref_model, samples, ids.bos, ids.pad, mode=mode)
         cot_ref, img_ref = r.cot, r.image
     toks = {"text": _tokens(lp, cot_old, cot_ref, "cot", valid),
             "image": _tokens(lp, img_old, img_ref, "image", valid)}  # fmt: skip
@@ -358,7 +463,24 @@ def _chunk_loss(
     # Keep the graph connected even when no token of this micro-batch counts (a dropped group
     # run only so DDP sees a forward): zero gradients instead of an error.
     anchor = 0.0 * (lp.cot.clamp(min=-1e4).sum() + lp.image.clamp(min=-1e4).sum())
-    return out.loss + anchor, out.metrics
+    return out.loss + anchor, out.metrics, {k: _local_entropy(t) for k, t in toks.items()}
+
+
+def denominators(acc: Any, cfg: PolicyOptimConfig, groups: list[Group]) -> dict[str, float]:
+    """What the loss means of ``groups`` divide by, summed over every process: per modality
+    (``text``, ``image``) and for the joint mean (``joint``)."""
+    samples_all = [s for g in groups for s in g.samples]
+    valid_all = torch.tensor([v for g in groups for v in g.valid], dtype=torch.bool)
+    cot_len = torch.tensor([len(s.cot_token_ids) for s in samples_all])  # [B]
+    img_len = torch.tensor([len(s.image_token_ids) for s in samples_all])  # [B]
+    t_cot, t_img = max(cot_len.tolist(), default=0), max(img_len.tolist(), default=0)
+    cot_mask = (torch.arange(t_cot)[None] < cot_len[:, None]) & valid_all[:, None]  # [B, Tc]
+    img_mask = (torch.arange(t_img)[None] < img_len[:, None]) & valid_all[:, None]  # [B, N]
+    norm = cfg.loss_settings().normalisation
+    counts = torch.tensor([normaliser_count(cot_mask, norm), normaliser_count(img_mask, norm),
+                           joint_count([cot_mask, img_mask], norm)], device=acc.device)  # fmt: skip
+    counts = acc.reduce(counts, reduction="sum")
+    return {"text": float(counts[0]), "image": float(counts[1]), "joint": float(counts[2])}
 
 
 def update(
@@ -367,38 +489,51 @@ def update(
     groups: list[Group],
     ref_model: Any,
     coefs: dict[str, float],
+    controllers: dict[str, AdaptiveEntropyCoefficient] | None = None,
 ) -> dict[str, float]:
     """Accumulate the gradients of the GRPO loss over micro-batches of ``groups`` (the caller
     steps the optimizer). Returns this process's metrics summed over micro-batches (means
     already divided by the global denominators, so summing over processes gives global means).
+
+    With ``controllers`` (``entropy_update: micro_batch``) each micro-batch's entropy bonus uses
+    the controllers' current coefficients, and then moves them with that micro-batch's own
+    token-mean entropies (ReasonGen-R1's ``dp_actor.py``); ``coefs`` is then unused.
     """
     acc = run.accelerator
-    settings = cfg.loss_settings()
-    samples_all = [s for g in groups for s in g.samples]
-    valid_all = torch.tensor([v for g in groups for v in g.valid], dtype=torch.bool)
-    # Global denominators: every process's tokens of every micro-batch.
-    cot_len = torch.tensor([len(s.cot_token_ids) for s in samples_all])  # [B]
-    img_len = torch.tensor([len(s.image_token_ids) for s in samples_all])  # [B]
-    t_cot, t_img = max(cot_len.tolist(), default=0), max(img_len.tolist(), default=0)
-    cot_mask = (torch.arange(t_cot)[None] < cot_len[:, None]) & valid_all[:, None]  # [B, Tc]
-    img_mask = (torch.arange(t_img)[None] < img_len[:, None]) & valid_all[:, None]  # [B, N]
-    norm = settings.normalisation
-    counts = torch.tensor([normaliser_count(cot_mask, norm), normaliser_count(img_mask, norm)],
-                          device=acc.device)  # fmt: skip
-    counts = acc.reduce(counts, reduction="sum")
-    dens = {"text": float(counts[0]), "image": float(counts[1])}
+    dens = denominators(acc, cfg, groups)
     world = acc.num_processes
     sums: dict[str, float] = {}
-    chunks = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
+    chunks = _chunks(cfg, groups)
     for c, chunk in enumerate(chunks):
+        if controllers:
+            coefs = {k: ctl.coef for k, ctl in controllers.items()}
         ctx = acc.no_sync(run.model) if c < len(chunks) - 1 else contextlib.nullcontext()
         with ctx:
             with acc.autocast():
-                loss, metrics = _chunk_loss(run, cfg, chunk, ref_model, coefs, dens)
+                loss, metrics, local = _chunk_loss(run, cfg, chunk, ref_model, coefs, dens)
             acc.backward(loss * world)  # DDP averages over processes; we want the sum
+        for name, ctl in (controllers or {}).items():
+            ctl.update(local[name])  # NaN (no token of the modality here): no move
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
     return sums
+
+
+def mini_batches(groups: list[Group], count: int) -> list[list[Group]]:
+    """``groups`` cut into ``count`` contiguous parts of near-equal size (as verl's
+    ``DataProto.chunk``). A part left empty (fewer groups than parts on this process) holds a
+    copy of the first group that counts for nothing, so every process runs a forward."""
+    parts = [groups[i * len(groups) // count : (i + 1) * len(groups) // count] for i in range(count)]
+    n = len(groups[0].samples)
+    blank = replace(groups[0], advantages=[0.0] * n, valid=[False] * n, dropped=True, behaviour=None)
+    return [p or [blank] for p in parts]
+
+
+def _merge(parts: list[dict[str, float]]) -> dict[str, float]:
+    """One pass's metrics from its mini-batches': token counts add up, means are averaged."""
+    keys = sorted({k for p in parts for k in p})
+    return {k: sum(p.get(k, 0.0) for p in parts) / (1 if k.endswith("tokens") else len(parts))
+            for k in keys}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- loop
@@ -523,6 +658,25 @@ def _no_signal(cfg: PolicyOptimConfig, empty: int, done: int, streak: dict[str, 
     )
 
 
+def _controller_states(acc: Any, controllers: dict[str, AdaptiveEntropyCoefficient], per_rank: bool) -> dict:
+    """The controllers' states for a checkpoint: one set, or (updated per micro-batch on several
+    processes, where each process moves its own) every process's under ``by_rank``."""
+    local = {k: c.state_dict() for k, c in controllers.items()}
+    if not per_rank or acc.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    return {"by_rank": gather_object([local])}
+
+
+def _rank_state(saved: dict, rank: int) -> dict:
+    """This process's controller states from a checkpoint's (rank 0's when it had fewer)."""
+    if "by_rank" not in saved:
+        return saved
+    ranks = saved["by_rank"]
+    return ranks[rank] if rank < len(ranks) else ranks[0]
+
+
 def run_loop(
     cfg: PolicyOptimConfig,
     run: Any,
@@ -547,8 +701,9 @@ def run_loop(
 
     acc, lm = run.accelerator, run.loaded
     controllers = make_controllers(cfg)
-    for name, state in run.extra.get("controllers", {}).items():
+    for name, state in _rank_state(run.extra.get("controllers", {}), acc.process_index).items():
         controllers[name].load_state_dict(state)
+    per_micro = controllers if cfg.entropy_update == "micro_batch" else None
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
@@ -562,15 +717,23 @@ def run_loop(
         sums: dict[str, float] = {}
         first: dict[str, float] | None = None
         applied = skipped = 0
-        for _ in range(cfg.ppo_epochs if float(kept.sum()) > 0 else 0):  # no signal: no step
-            coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
-            sums = update(run, cfg, groups, ref_model, coefs)
+        signal = float(kept.sum()) > 0
+        for g in drawn:
+            g.behaviour = None  # behaviour log-probs belong to the policy that drew this step
+        if signal and cfg.mini_batches > 1 and needs_behaviour(cfg, groups):
+            behaviour_logprobs(run, cfg, groups)  # before the first of several optimizer steps
+        for _ in range(cfg.ppo_epochs if signal else 0):  # no signal: no step
+            parts = []
+            for part in mini_batches(groups, cfg.mini_batches):
+                coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
+                parts.append(update(run, cfg, part, ref_model, coefs, per_micro))
+                result = optimizer_step(run, cfg.grad_clip, parts[-1].get("loss"))
+                applied, skipped = applied + result.applied, skipped + (not result.applied)
+            sums = _merge(parts)
             first = sums if first is None else first
-            result = optimizer_step(run, cfg.grad_clip, sums.get("loss"))
-            applied, skipped = applied + result.applied, skipped + (not result.applied)
         stats = _gather_stats(acc, drawn, sums, first)
         stats["steps/skipped"] = float(skipped)  # the same on every process (a global decision)
-        for name, ctl in controllers.items():
+        for name, ctl in controllers.items() if per_micro is None else ():
             if stats[f"{name}/entropy"] == stats[f"{name}/entropy"] and stats[f"{name}/entropy"] > 0:
                 ctl.update(stats[f"{name}/entropy"])
         for name in ("text", "image"):
@@ -603,7 +766,7 @@ def run_loop(
         acc.wait_for_everyone()
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
             extra = {"step": done, "config": config_dict(cfg),
-                     "controllers": {k: c.state_dict() for k, c in controllers.items()}}  # fmt: skip
+                     "controllers": _controller_states(acc, controllers, per_micro is not None)}  # fmt: skip
             path = save_checkpoint(acc, run.model, lm.processor, cfg.out_dir, done, extra, cfg.keep_last)
     run.logger.close()
     if path is not None:

@@ -32,7 +32,7 @@ from typing import Any
 from reasongen.config import parse_config
 
 from .errors import TrainingError
-from .grpo import Group, PolicyOptimConfig, check_world, reference_model, run_loop
+from .grpo import Group, PolicyOptimConfig, check_world, needs_behaviour, reference_model, run_loop
 from .grpo_loss import group_advantages
 from .run_setup import setup_run
 from .sft import batch_indices
@@ -172,8 +172,9 @@ def check_policy(cfg: HumanGRPOConfig, groups: Sequence[Group], model_id: str) -
 def train(cfg: HumanGRPOConfig, loaded: Any | None = None, groups: Sequence[Group] | None = None) -> Path:
     """Run human-ranking GRPO; return the folder of the last checkpoint.
 
-    Raises ``ValueError`` when the study has no usable group, or when its candidates were sampled
-    by another model and ``cfg.allow_other_policy`` is off (before any model is loaded).
+    Raises ``ValueError`` when the study has no usable group, when its candidates were sampled
+    by another model and ``cfg.allow_other_policy`` is off, or when conditional log-probs are asked
+    of candidates drawn with guidance (before any model is loaded).
     """
     pool = list(groups) if groups is not None else human_groups(cfg)
     kept = [g for g in pool if not g.dropped]
@@ -181,6 +182,12 @@ def train(cfg: HumanGRPOConfig, loaded: Any | None = None, groups: Sequence[Grou
         raise ValueError(
             f"study {cfg.study!r} has no ranked task whose candidates differ in reward "
             f"({len(pool)} tasks found with >= {cfg.min_rankings} rankings)"
+        )
+    if needs_behaviour(cfg, kept):
+        raise ValueError(
+            f"study {cfg.study!r}: --logprob_distribution conditional needs the sampler's conditional "
+            "log-probs, and the candidates were drawn with guidance, so only their guided ones are "
+            "stored; train the guided distribution (--logprob_distribution guided)"
         )
     note = check_policy(cfg, kept, policy_model_id(cfg, loaded))
     run = setup_run(cfg, loaded)

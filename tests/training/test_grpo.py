@@ -215,3 +215,110 @@ def test_batched_rollouts_equal_one_slot_at_a_time_and_redraw_flat_groups(setup)
     flat = wrap_reward_fn(lambda ss: RewardOutput("flat", [1.0] * len(ss), [{} for _ in ss]))
     (dropped,) = rollout_slots(cfg, lm, pool, flat, step=0, slots=[2])
     assert dropped.dropped and dropped.attempts == 3 and dropped.advantages == [0.0] * 4
+
+
+def _groups(cfg: GRPOConfig, loaded) -> list:
+    from training.grpo import rollout_slots, wrap_reward_fn
+
+    prompts = [("a red circle", None), ("two green triangles", None)]
+    return rollout_slots(cfg, loaded, prompts, wrap_reward_fn(low_tokens), 0, [0, 1])
+
+
+def test_conditional_logprobs_of_guided_rollouts_take_their_behaviour_from_the_policy(setup) -> None:
+    """T2I-R1's choice: rollouts at w = 3, trained on conditional log-probs. The stored (guided)
+    log-probs are not of that distribution, so the behaviour log-probs are the conditional ones of
+    the policy that drew the step: from a no-grad forward, or free from the first pass's own."""
+    from training.grpo import behaviour_logprobs, needs_behaviour, update
+    from training.logprobs import policy_logprobs, stored_logprobs
+    from training.run_setup import setup_run
+
+    root, model_dir, prompts = setup
+    cfg = _cfg(root, model_dir, prompts, "cond", logprob_distribution="conditional", dynamic_sampling=False)
+    run = setup_run(cfg)
+    groups = _groups(cfg, run.loaded)
+    samples = [s for g in groups for s in g.samples]
+    assert needs_behaviour(cfg, groups)
+    assert not needs_behaviour(_cfg(root, model_dir, prompts, "g"), groups)  # guided: stored ones
+    ids = run.loaded.ids
+    with torch.no_grad():
+        cond = policy_logprobs(run.loaded.model, samples, ids.bos, ids.pad, mode="conditional").image
+    _, stored = stored_logprobs(samples)
+    assert not torch.allclose(cond, stored, atol=1e-2)  # guided ≠ conditional
+    behaviour_logprobs(run, cfg, groups)
+    explicit = torch.stack([r for g in groups for r in g.behaviour])  # [B, N]
+    assert torch.allclose(explicit, cond, atol=1e-6)
+    for g in groups:
+        g.behaviour = None
+    sums = update(run, cfg, groups, None, {"text": 0.0, "image": 0.0})
+    free = torch.stack([r for g in groups for r in g.behaviour])
+    assert torch.allclose(free, cond, atol=1e-6)
+    # Against its own behaviour the first pass has ratio 1 everywhere: nothing clipped.
+    assert sums["image/clipped_tokens"] == 0.0
+    assert sums["image/ratio_mean"] == pytest.approx(2.0)  # two micro-batches, each ratio 1
+    guided = update(run, _cfg(root, model_dir, prompts, "g2"), groups, None, {"text": 0.0, "image": 0.0})
+    assert guided["image/ratio_mean"] == pytest.approx(2.0, abs=1e-3)  # stored = guided policy
+    # Human rankings keep only the sampler's guided log-probs: conditional training is refused.
+    from training.human import HumanGRPOConfig
+    from training.human import train as train_human
+
+    hcfg = HumanGRPOConfig(study="s", logprob_distribution="conditional", out_dir=str(root / "h"))
+    with pytest.raises(ValueError, match="logprob_distribution guided"):
+        train_human(hcfg, loaded=run.loaded, groups=groups)
+
+
+def test_paper_objective_trains_and_resumes_exactly(setup) -> None:
+    """Joint token mean, conditional log-probs of guided rollouts, two mini-batches per step and
+    the entropy controllers moved after every micro-batch: the run learns, moves each controller
+    once per micro-batch, and a killed run resumes to the same parameters."""
+    root, model_dir, prompts = setup
+    kw = dict(loss_aggregation="joint", logprob_distribution="conditional", mini_batches=2,
+              ppo_epochs=2, adaptive_entropy=True, entropy_update="micro_batch", entropy_lr=5e-5,
+              entropy_coef_max=5e-3, micro_batch_groups=1)  # fmt: skip
+    cfg = _cfg(root, model_dir, prompts, "paper", **kw)
+    assert cfg.optimizer_steps() == 4 * 2 * 2
+    full = train(cfg, reward_fn=low_tokens)
+    extra = torch.load(full / "trainer_state" / "extra.pt", weights_only=False)
+    for name in ("text", "image"):
+        steps = extra["controllers"][name]["optimizer"]["state"][0]["step"]
+        # 4 steps × 2 passes × 2 mini-batches × 1 micro-batch (one group each), less the
+        # micro-batches whose groups were all dropped (no tokens: no move).
+        assert 0 < float(steps) <= 16
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(root, model_dir, prompts, "paper_killed", **kw), reward_fn=Killer(after=5))
+    resumed = train(
+        _cfg(root, model_dir, prompts, "paper_killed", resume="latest", **kw), reward_fn=low_tokens
+    )
+    a = load_model(full, device="cpu").model.state_dict()
+    b = load_model(resumed, device="cpu").model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    assert not all(torch.equal(a[k], start[k]) for k in a)
+
+
+def _rank_reward(samples) -> RewardOutput:
+    """A reward that always spreads: a sample's index in its group."""
+    return RewardOutput("rank", [float(k) for k in range(len(samples))], [{} for _ in samples])
+
+
+def test_entropy_update_per_micro_batch_moves_the_controllers_once_per_micro_batch(setup) -> None:
+    root, model_dir, prompts = setup
+    kw = dict(max_steps=1, save_every=1, adaptive_entropy=True, dynamic_sampling=False,
+              micro_batch_groups=1)  # fmt: skip
+    counts = {}
+    for when in ("step", "micro_batch"):
+        cfg = _cfg(root, model_dir, prompts, f"ent_{when}", entropy_update=when, **kw)
+        out = train(cfg, reward_fn=_rank_reward)
+        extra = torch.load(out / "trainer_state" / "extra.pt", weights_only=False)
+        counts[when] = float(extra["controllers"]["image"]["optimizer"]["state"][0]["step"])
+    assert counts == {"step": 1.0, "micro_batch": 2.0}  # two groups, one per micro-batch
+
+
+def test_new_objective_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="logprob_distribution"):
+        GRPOConfig(logprob_distribution="cfg")
+    with pytest.raises(ValueError, match="aggregation"):
+        GRPOConfig(loss_aggregation="sum")
+    with pytest.raises(ValueError, match="entropy_update"):
+        GRPOConfig(entropy_update="epoch")
+    with pytest.raises(ValueError, match="mini_batches"):
+        GRPOConfig(mini_batches=0)
