@@ -35,6 +35,28 @@ def test_paper_settings_are_the_papers() -> None:
     assert rg.rewards == ["binary_judge"]
 
 
+def test_paper_objectives_and_hyper_parameters_are_the_released_ones() -> None:
+    """Issue 20, items 5-7 and 9: each line cites the upstream file it was read from."""
+    t2i = parse_config(GRPOConfig, ["--config", str(RECIPES / "t2i_r1.yaml")])
+    # CaraJ7/T2I-R1 src/scripts/run_grpo.sh and open_r1/trainer/grpo_trainer.py
+    assert (t2i.prompts_per_step, t2i.max_steps, t2i.save_every, t2i.guidance) == (16, 1600, 400, 5.0)
+    assert (t2i.logprob_distribution, t2i.loss_aggregation) == ("conditional", "joint")
+    assert (t2i.ppo_epochs, t2i.mini_batches, t2i.lr_scheduler) == (1, 1, "linear")
+    # Franklin-Zhang0/ReasonGen-R1 examples/janus_rl.sh and image_generation_trainer.yaml
+    rg = parse_config(GRPOConfig, ["--config", str(RECIPES / "reasongen_r1.yaml")])
+    assert (rg.lr, rg.prompts_per_step, rg.mini_batches, rg.max_steps) == (5e-6, 32, 2, 400)
+    assert (rg.guidance, rg.logprob_distribution, rg.loss_aggregation) == (1.0, "conditional", "joint")
+    assert (rg.entropy_lr, rg.entropy_coef_max, rg.entropy_update) == (5e-5, 5e-3, "micro_batch")
+    assert (rg.lr_scheduler, rg.weight_decay, rg.grad_clip) == ("constant_with_warmup", 0.01, 1.0)
+    assert rg.optimizer_steps() == 800  # two PPO mini-batches per rollout batch
+    got = parse_config(GRPOConfig, ["--config", str(RECIPES / "got_r1.yaml")])
+    assert (got.guidance, got.loss_aggregation, got.max_steps) == (5.0, "joint", 1000)
+    # The shapes recipe keeps today's objective unless the coordinator's measurement changes it.
+    shapes = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes.yaml")])
+    assert (shapes.logprob_distribution, shapes.loss_aggregation) == ("guided", "per_modality")
+    assert (shapes.mini_batches, shapes.entropy_update, shapes.detach_uncond) == (1, "step", False)
+
+
 def test_sft_recipe_parses() -> None:
     cfg = parse_config(SFTConfig, ["--config", str(RECIPES / "sft_shapes.yaml")])
     assert cfg.cond_dropout == 0.1 and cfg.data.endswith(".jsonl")
