@@ -49,6 +49,7 @@ def test_paper_objectives_and_hyper_parameters_are_the_released_ones() -> None:
     assert (rg.entropy_lr, rg.entropy_coef_max, rg.entropy_update) == (5e-5, 5e-3, "micro_batch")
     assert (rg.lr_scheduler, rg.weight_decay, rg.grad_clip) == ("constant_with_warmup", 0.01, 1.0)
     assert rg.optimizer_steps() == 800  # two PPO mini-batches per rollout batch
+    assert rg.adv_eps == 1e-6 and t2i.adv_eps == 1e-4  # core_algos.py / grpo_trainer.py
     got = parse_config(GRPOConfig, ["--config", str(RECIPES / "got_r1.yaml")])
     assert (got.guidance, got.loss_aggregation, got.max_steps) == (5.0, "joint", 1000)
     # The shapes recipe keeps today's objective unless the coordinator's measurement changes it.
