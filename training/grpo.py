@@ -404,12 +404,13 @@ def behaviour_logprobs(run: Any, cfg: PolicyOptimConfig, groups: list[Group]) ->
 
     Run before a step's first optimizer step when that step has several (``mini_batches`` > 1);
     with one, the first pass's own forward gives the same values for free (``_chunk_loss``).
+    Like the rollouts it calls the unwrapped model (no DDP forward, so no collective).
     """
     ids = run.loaded.ids
     for chunk in _chunks(cfg, groups):
         samples = [s for g in chunk for s in g.samples]
         with run.accelerator.autocast():
-            lp = run_policy(run.model, samples, ids.bos, ids.pad, mode=cfg.logprob_mode())
+            lp = policy_logprobs(run.loaded.model, samples, ids.bos, ids.pad, mode=cfg.logprob_mode())
         _keep_behaviour(chunk, lp.image)
 
 
