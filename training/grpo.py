@@ -108,6 +108,12 @@ class PolicyOptimConfig(RunConfig):
         metadata={"help": "'joint' (one token mean over CoT and image tokens, as T2I-R1 and "
                   "ReasonGen-R1) or 'per_modality' (each modality's mean apart, summed)."},
     )  # fmt: skip
+    zero_spread_groups: str = field(
+        default="drop",
+        metadata={"help": "Groups whose rewards do not spread: 'drop' (no token of them in the loss) "
+                  "or 'keep' (advantage 0, their tokens still in the means and the KL term: "
+                  "T2I-R1). Applies to what dynamic sampling leaves."},
+    )  # fmt: skip
     detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
     text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
     image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
@@ -140,6 +146,8 @@ class PolicyOptimConfig(RunConfig):
         if self.logprob_distribution not in DISTRIBUTIONS:
             raise ValueError(f"logprob_distribution must be 'guided' or 'conditional', "
                              f"got {self.logprob_distribution!r}")  # fmt: skip
+        if self.zero_spread_groups not in ("drop", "keep"):
+            raise ValueError(f"zero_spread_groups must be 'drop' or 'keep', got {self.zero_spread_groups!r}")
         if self.entropy_update not in ("step", "micro_batch"):
             raise ValueError(f"entropy_update must be 'step' or 'micro_batch', got {self.entropy_update!r}")
         if self.max_empty_steps < 0:
@@ -530,6 +538,17 @@ def mini_batches(groups: list[Group], count: int) -> list[list[Group]]:
     return [p or [blank] for p in parts]
 
 
+def keep_zero_spread(group: Group) -> Group:
+    """``group`` taking part in the loss even without spread, as T2I-R1 does
+    (``grpo_trainer.py`` keeps every group: ``(r − mean)/(std + eps)`` is 0 there, and their tokens
+    stay in the token mean and the KL term): every sample with a reward is valid, advantage 0.
+    Groups that already take part, or have no reward at all, come back as they are."""
+    present = [r is not None for r in group.rewards]
+    if not group.dropped or not any(present):
+        return group
+    return replace(group, valid=present, advantages=[0.0] * len(present), dropped=False)
+
+
 def _merge(parts: list[dict[str, float]]) -> dict[str, float]:
     """One pass's metrics from its mini-batches': token counts add up, means are averaged."""
     keys = sorted({k for p in parts for k in p})
@@ -713,6 +732,8 @@ def run_loop(
     empty, streak = 0, dict.fromkeys(("kept", "count", "missing", "non_finite", "skipped"), 0.0)
     for step in bar:
         drawn = draw(step)
+        if cfg.zero_spread_groups == "keep":
+            drawn = [keep_zero_spread(g) for g in drawn]
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
         kept = acc.reduce(torch.tensor([float(sum(not g.dropped for g in drawn))], device=acc.device))
         sums: dict[str, float] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -322,3 +324,30 @@ def test_new_objective_settings_are_checked() -> None:
         GRPOConfig(entropy_update="epoch")
     with pytest.raises(ValueError, match="mini_batches"):
         GRPOConfig(mini_batches=0)
+
+
+def test_zero_spread_groups_can_stay_in_the_loss_as_t2i_r1_keeps_them(setup) -> None:
+    from training.grpo import Group, keep_zero_spread
+
+    flat = Group(samples=[], rewards=[0.5, 0.5, None], families={}, advantages=[0.0] * 3,
+                 valid=[False] * 3, slot=0, attempts=1, dropped=True)  # fmt: skip
+    kept = keep_zero_spread(flat)
+    assert not kept.dropped and kept.valid == [True, True, False] and kept.advantages == [0.0] * 3
+    empty = replace(flat, rewards=[None] * 3)
+    assert keep_zero_spread(empty) is empty  # no reward at all: still dropped
+    # Every group flat: 'drop' trains on nothing, 'keep' still gets the entropy bonus's gradient
+    # (with advantage 0 the policy term has none), as upstream's loss would.
+    root, model_dir, prompts = setup
+    flat_reward = lambda ss: RewardOutput("flat", [1.0] * len(ss), [{} for _ in ss])  # noqa: E731
+    kw = dict(max_steps=1, save_every=0, dynamic_sampling=False, image_entropy_coef=0.05, max_empty_steps=0)
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    moved = {}
+    for mode in ("drop", "keep"):
+        out = train(
+            _cfg(root, model_dir, prompts, f"zs_{mode}", zero_spread_groups=mode, **kw), reward_fn=flat_reward
+        )
+        after = load_model(out, device="cpu").model.state_dict()
+        moved[mode] = max(float((after[k] - start[k]).abs().max()) for k in start)
+    assert moved["drop"] == 0.0 and moved["keep"] > 1e-4
+    with pytest.raises(ValueError, match="zero_spread_groups"):
+        GRPOConfig(zero_spread_groups="dilute")

@@ -42,6 +42,7 @@ def test_paper_objectives_and_hyper_parameters_are_the_released_ones() -> None:
     assert (t2i.prompts_per_step, t2i.max_steps, t2i.save_every, t2i.guidance) == (16, 1600, 400, 5.0)
     assert (t2i.logprob_distribution, t2i.loss_aggregation) == ("conditional", "joint")
     assert (t2i.ppo_epochs, t2i.mini_batches, t2i.lr_scheduler) == (1, 1, "linear")
+    assert (t2i.dynamic_sampling, t2i.zero_spread_groups) == (False, "keep")
     # Franklin-Zhang0/ReasonGen-R1 examples/janus_rl.sh and image_generation_trainer.yaml
     rg = parse_config(GRPOConfig, ["--config", str(RECIPES / "reasongen_r1.yaml")])
     assert (rg.lr, rg.prompts_per_step, rg.mini_batches, rg.max_steps) == (5e-6, 32, 2, 400)
@@ -56,6 +57,7 @@ def test_paper_objectives_and_hyper_parameters_are_the_released_ones() -> None:
     shapes = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes.yaml")])
     assert (shapes.logprob_distribution, shapes.loss_aggregation) == ("guided", "per_modality")
     assert (shapes.mini_batches, shapes.entropy_update, shapes.detach_uncond) == (1, "step", False)
+    assert shapes.zero_spread_groups == "drop"
 
 
 def test_sft_recipe_parses() -> None:
