@@ -230,7 +230,7 @@ def test_conditional_logprobs_of_guided_rollouts_take_their_behaviour_from_the_p
     """T2I-R1's choice: rollouts at w = 3, trained on conditional log-probs. The stored (guided)
     log-probs are not of that distribution, so the behaviour log-probs are the conditional ones of
     the policy that drew the step: from a no-grad forward, or free from the first pass's own."""
-    from training.grpo import behaviour_logprobs, needs_behaviour, update
+    from training.grpo_update import behaviour_logprobs, needs_behaviour, update
     from training.logprobs import policy_logprobs, stored_logprobs
     from training.run_setup import setup_run
 
@@ -327,7 +327,8 @@ def test_new_objective_settings_are_checked() -> None:
 
 
 def test_zero_spread_groups_can_stay_in_the_loss_as_t2i_r1_keeps_them(setup) -> None:
-    from training.grpo import Group, keep_zero_spread
+    from training.grpo import Group
+    from training.grpo_update import keep_zero_spread
 
     flat = Group(samples=[], rewards=[0.5, 0.5, None], families={}, advantages=[0.0] * 3,
                  valid=[False] * 3, slot=0, attempts=1, dropped=True)  # fmt: skip
