@@ -150,6 +150,9 @@ class PolicyOptimConfig(RunConfig):
         if self.logprob_distribution not in DISTRIBUTIONS:
             raise ValueError(f"logprob_distribution must be 'guided' or 'conditional', "
                              f"got {self.logprob_distribution!r}")  # fmt: skip
+        if self.loss_aggregation not in ("joint", "per_modality"):
+            raise ValueError(f"loss_aggregation must be 'joint' or 'per_modality', "
+                             f"got {self.loss_aggregation!r}")  # fmt: skip
         if self.zero_spread_groups not in ("drop", "keep"):
             raise ValueError(f"zero_spread_groups must be 'drop' or 'keep', got {self.zero_spread_groups!r}")
         if self.entropy_update not in ("step", "micro_batch"):
@@ -516,6 +519,11 @@ def run_loop(
     ``evaluate(done)``, if given, runs before the first step of a fresh run and after every step
     (``done`` = steps finished), before that step's checkpoint; ``after_step(done, stats)`` gets
     every step's global statistics.
+
+    Each step takes ``ppo_epochs`` passes over its groups, each pass ``mini_batches`` optimizer
+    steps (``grpo_update.update`` per mini-batch); with ``zero_spread_groups: keep`` groups
+    without spread take part with advantage 0; with conditional log-probs of guided rollouts
+    the behaviour log-probs are computed before the first optimizer step.
 
     A step trains on nothing when it keeps no group or every one of its optimizer steps is
     skipped (non-finite loss or gradients, see ``run_setup.optimizer_step``). After
