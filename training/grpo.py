@@ -14,7 +14,9 @@ One optimizer step:
 2. **Rewards** from the registry (``rewards``, combined by ``reward_mode`` with
    ``reward_weights``), or an injected callable. Group advantages ``(r − mean)/(std + eps)``;
    ``None`` rewards are left out. With ``dynamic_sampling`` a zero-spread group is redrawn up to
-   ``max_resample`` times, then dropped.
+   ``max_resample`` times, then dropped; or (``dynamic_sampling_mode: batch``, ReasonGen-R1)
+   whole batches are generated until the step has its full count of groups with spread
+   (``training.batch_sampling``).
 3. **Loss.** One forward per micro-batch over prompt + CoT + image tokens gives CoT log-probs (LM
    head) and image log-probs (generation head) under the trained distribution
    (``logprob_distribution``: the guided sampling one, or the conditional row's alone, whose
@@ -215,7 +217,16 @@ class GRPOConfig(PolicyOptimConfig):
     reward_mode: str = field(default="weighted_sum", metadata={"help": "|".join(MODES)})
     reward_options: dict[str, dict] = field(default_factory=dict, metadata={"help": "name: {opt: v}"})
     dynamic_sampling: bool = field(default=True, metadata={"help": "Redraw zero-spread groups."})
+    dynamic_sampling_mode: str = field(
+        default="slot",
+        metadata={"help": "'slot' (a zero-spread group's slot is redrawn up to max_resample times, "
+                  "then dropped) or 'batch' (whole batches are generated, up to max_gen_batches, "
+                  "until the step has prompts_per_step groups with spread: ReasonGen-R1)."},
+    )  # fmt: skip
     max_resample: int = field(default=2, metadata={"help": "Redraws of a zero-spread group."})
+    max_gen_batches: int = field(
+        default=8, metadata={"help": "Generation batches per step in 'batch' mode (ReasonGen-R1: 8)."}
+    )
     # ---- evaluation
     eval_every: int = field(
         default=0, metadata={"help": "Run the shapes benchmark every K steps and at the start (0 = off)."}
@@ -248,6 +259,11 @@ class GRPOConfig(PolicyOptimConfig):
             raise ValueError("eval_n must be in 1..holdout_benchmark so evaluation prompts stay held out")
         if self.max_resample < 0:
             raise ValueError("max_resample must be >= 0")
+        if self.dynamic_sampling_mode not in ("slot", "batch"):
+            raise ValueError(f"dynamic_sampling_mode must be 'slot' or 'batch', "
+                             f"got {self.dynamic_sampling_mode!r}")  # fmt: skip
+        if self.max_gen_batches < 1:
+            raise ValueError(f"max_gen_batches must be >= 1, got {self.max_gen_batches}")
 
     def sampling(self, loaded: Any) -> SamplingSettings:
         """The rollout settings for ``loaded`` (``guidance`` None: the model's)."""
@@ -624,9 +640,17 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
     prompts = load_prompts(cfg)
     score = wrap_reward_fn(reward_fn) if reward_fn is not None else build_reward(cfg)
 
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return run.accelerator.reduce(t.to(run.accelerator.device), reduction="sum").cpu()
+
     def draw(step: int) -> list[Group]:
         lm.model.eval()
-        drawn = rollout_slots(cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world))
+        if cfg.dynamic_sampling and cfg.dynamic_sampling_mode == "batch":
+            from .batch_sampling import rollout_batches
+
+            drawn = rollout_batches(cfg, lm, prompts, score, step, rank, world, total)
+        else:
+            drawn = rollout_slots(cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world))
         lm.model.train()
         return drawn
 

@@ -352,3 +352,96 @@ def test_zero_spread_groups_can_stay_in_the_loss_as_t2i_r1_keeps_them(setup) -> 
     assert moved["drop"] == 0.0 and moved["keep"] > 1e-4
     with pytest.raises(ValueError, match="zero_spread_groups"):
         GRPOConfig(zero_spread_groups="dilute")
+
+
+def _flat_on_star(samples) -> RewardOutput:
+    """low_tokens, but every sample of a prompt that mentions a star scores the same."""
+    out = low_tokens(samples)
+    scores = [0.5 if "star" in s.prompt else r for s, r in zip(samples, out.scores)]
+    return RewardOutput(out.name, scores, out.details)
+
+
+def test_batch_dynamic_sampling_generates_batches_until_the_step_is_full(setup) -> None:
+    """ReasonGen-R1's filter_groups: whole batches (sized 1 << (left.bit_length() + 1), at least
+    one per process, at most a full batch) until prompts_per_step groups have spread, cut to
+    that count in slot order; slots keep their own prompt and seed."""
+    from training.batch_sampling import next_batch_size, rollout_batches
+    from training.grpo import slot_rng, wrap_reward_fn
+
+    assert [next_batch_size(n, 1, 32) for n in (1, 3, 5, 16, 31)] == [4, 8, 16, 32, 32]
+    assert next_batch_size(1, 8, 32) == 8 and next_batch_size(3, 1, 4) == 4
+
+    root, model_dir, prompts = setup
+    pool = [("a blue star", None), ("a red circle", None), ("two stars", None), ("a green square", None)]
+    cfg = _cfg(root, model_dir, prompts, "batches", prompts_per_step=3, dynamic_sampling_mode="batch")
+    lm = load_model(model_dir, device="cpu")
+    rounds: list[int] = []
+
+    def total(t):
+        rounds.append(len(t))
+        return t
+
+    got = rollout_batches(cfg, lm, pool, wrap_reward_fn(_flat_on_star), 5, 0, 1, total)
+    # The same decisions replayed from the slots' own draws: a slot is flat iff its prompt has a star.
+    flat = lambda slot: "star" in pool[slot_rng(cfg.seed, 5, slot, 0).randrange(len(pool))][0]  # noqa: E731
+    kept, first, size, sizes = [], 0, 3, []
+    while len(kept) < 3:
+        sizes.append(size)
+        kept += [s for s in range(first, first + size) if not flat(s)]
+        first += size
+        size = next_batch_size(3 - len(kept), 1, 3)
+    assert rounds == sizes and len(sizes) > 1  # at least one batch was regenerated
+    assert [g.slot for g in got if not g.dropped] == kept[:3]
+    assert [g.slot for g in got if g.dropped] == [s for s in range(first) if flat(s)]
+    for g in got:
+        assert g.attempts == 1 and all(s.prompt == g.samples[0].prompt for s in g.samples)
+        assert ("star" in g.samples[0].prompt) == g.dropped
+    # Out of batches: train on what was kept (upstream raises); every batch was a full one here.
+    always = lambda ss: RewardOutput("flat", [1.0] * len(ss), [{} for _ in ss])  # noqa: E731
+    rounds.clear()
+    cfg2 = _cfg(root, model_dir, prompts, "batches2", prompts_per_step=2, dynamic_sampling_mode="batch",
+                max_gen_batches=3)  # fmt: skip
+    none_kept = rollout_batches(cfg2, lm, pool, wrap_reward_fn(always), 0, 0, 1, total)
+    assert rounds == [2, 2, 2] and len(none_kept) == 6 and all(g.dropped for g in none_kept)
+    with pytest.raises(ValueError, match="dynamic_sampling_mode"):
+        GRPOConfig(dynamic_sampling_mode="group")
+
+
+def _run_batch_mode(cfg_json: str) -> None:
+    """One process of the two-process batch-mode run (and the single-process baseline)."""
+    import json
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    torch.set_num_threads(1)
+    train(GRPOConfig(**json.loads(cfg_json)), reward_fn=_flat_on_star)
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_batch_dynamic_sampling_gives_two_processes_the_one_process_update(tmp_path) -> None:
+    """The kept groups and their cut depend on every process's verdicts (summed each batch), so
+    two gloo processes train on exactly the groups one process does."""
+    import json
+
+    from accelerate import debug_launcher
+
+    model_dir = save_tiny(tmp_path / "tiny", seed=5)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\ntwo green stars\na blue star\na yellow square\n")
+    base = dict(model=str(model_dir), prompts=str(prompts), recipe="got-r1", group_size=3,
+                prompts_per_step=2, max_cot_tokens=4, guidance=3.0, lr=0.5, max_steps=2,
+                optimizer="sgd", grad_clip=0.0, save_every=0, device="cpu", progress=False,
+                tensorboard=False, rewards=["toy"], kl_coef=0.0, dynamic_sampling_mode="batch",
+                loss_aggregation="joint")  # fmt: skip
+    _run_batch_mode(json.dumps({**base, "out_dir": str(tmp_path / "one")}))
+    debug_launcher(_run_batch_mode, args=(json.dumps({**base, "out_dir": str(tmp_path / "two")}),),
+                   num_processes=2)  # fmt: skip
+    a = load_model(tmp_path / "one" / "final", device="cpu").model.state_dict()
+    b = load_model(tmp_path / "two" / "final", device="cpu").model.state_dict()
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    assert moved > 1e-3
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()}
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] < 1e-4 * moved, f"{worst} differs by {diffs[worst]} (moved {moved})"

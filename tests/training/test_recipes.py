@@ -51,13 +51,14 @@ def test_paper_objectives_and_hyper_parameters_are_the_released_ones() -> None:
     assert (rg.lr_scheduler, rg.weight_decay, rg.grad_clip) == ("constant_with_warmup", 0.01, 1.0)
     assert rg.optimizer_steps() == 800  # two PPO mini-batches per rollout batch
     assert rg.adv_eps == 1e-6 and t2i.adv_eps == 1e-4  # core_algos.py / grpo_trainer.py
+    assert (rg.dynamic_sampling, rg.dynamic_sampling_mode, rg.max_gen_batches) == (True, "batch", 8)
     got = parse_config(GRPOConfig, ["--config", str(RECIPES / "got_r1.yaml")])
     assert (got.guidance, got.loss_aggregation, got.max_steps) == (5.0, "joint", 1000)
     # The shapes recipe keeps today's objective unless the coordinator's measurement changes it.
     shapes = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes.yaml")])
     assert (shapes.logprob_distribution, shapes.loss_aggregation) == ("guided", "per_modality")
     assert (shapes.mini_batches, shapes.entropy_update, shapes.detach_uncond) == (1, "step", False)
-    assert shapes.zero_spread_groups == "drop"
+    assert shapes.zero_spread_groups == "drop" and shapes.dynamic_sampling_mode == "slot"
 
 
 def test_sft_recipe_parses() -> None:
