@@ -57,6 +57,7 @@ def _keep_behaviour(chunk: Sequence[Group], image: torch.Tensor) -> None:
 
 
 def micro_batches(cfg: PolicyOptimConfig, groups: list[Group]) -> list[list[Group]]:
+    """``groups`` in consecutive runs of ``micro_batch_groups`` (one forward and backward each)."""
     m = cfg.micro_batch_groups
     return [groups[i : i + m] for i in range(0, len(groups), m)]
 
