@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .recipes import RECIPES
+from .recipes import RECIPES, released_cot_cap
 
 
 def _generate_args(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,10 @@ def _generate_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cot-temperature", type=float, default=1.0, help="CoT temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, help="image-token top-k")
     p.add_argument("--top-p", type=float, default=None, help="image-token top-p")
-    p.add_argument("--max-cot-tokens", type=int, default=256, help="cap on CoT length")
+    p.add_argument(
+        "--max-cot-tokens", type=int, default=None,
+        help="cap on CoT length (default: the recipe's released cap, e.g. got-r1 600; else 256)",
+    )  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -70,7 +73,9 @@ def run_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         cot_temperature=args.cot_temperature,
-        max_cot_tokens=args.max_cot_tokens,
+        max_cot_tokens=(
+            released_cot_cap(args.recipe) if args.max_cot_tokens is None else args.max_cot_tokens
+        ),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     bar = None
