@@ -48,6 +48,11 @@ def _convert_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", type=Path, help="folder in DeepSeek's original Janus layout")
     p.add_argument("dst", type=Path, help="output folder (HF layout)")
     p.add_argument("--dtype", default=None, help="save in this dtype (default: as stored)")
+    p.add_argument(
+        "--box-tokens", choices=("auto", "add", "keep"), default="auto",
+        help="GoT-R1's four box tokens when the tokenizer lacks them: add (GoT-R1's order), keep, "
+        "or auto (add for a folder named like GoT-R1 or one holding some of them)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +120,7 @@ def _write_sample(out: Path, sample, save_tokens: bool) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    dst = convert_checkpoint(args.src, args.dst, args.dtype)
+    dst = convert_checkpoint(args.src, args.dst, args.dtype, box_tokens=args.box_tokens)
     print(f"converted {args.src} -> {dst}")
     return 0
 

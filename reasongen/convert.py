@@ -14,6 +14,10 @@ VQ tokenizer, ``gen_head``/``gen_embed``/``gen_aligner`` the image-generation pa
 * the config becomes a ``JanusConfig``; the sizes the original config leaves implicit (the
   vision tower's and the VQ model's) are read off the weights;
 * the tokenizer is loaded from the source folder (GoT-R1's box tokens are kept as they are);
+  GoT-R1 adds its four box tokens at load time (``src/processor/processor.py``), so a released
+  folder may lack them: ``box_tokens="add"`` (or ``"auto"`` on a folder named like GoT-R1, or one
+  holding some of them) appends the missing ones in GoT-R1's order, and the word embeddings and
+  LM head grow when the tokenizer outgrows them (new rows: the mean of the old ones);
   the image processor comes from ``preprocessor_config.json`` when there is one;
 * the model is loaded with ``strict=True``: a key nobody maps, or one the HF model misses, is a
   ``ValueError`` naming the keys, never a silently random weight.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +39,7 @@ from typing import Any
 import torch
 
 from .devices import dtype_from_name
-from .tokenizer import EXTRA_SPECIAL, GOT_BOX_TOKENS, IMAGE_PLACEHOLDER, PAD
+from .tokenizer import EXTRA_SPECIAL, GOT_BOX_TOKENS, GOT_R1_TOKEN_ORDER, IMAGE_PLACEHOLDER, PAD
 from .weight_files import weight_files
 
 log = logging.getLogger(__name__)
@@ -343,8 +348,11 @@ def _token_id(tokenizer, token: str, src: Path) -> int:
     return int(tid)
 
 
-def build_config(cfg: dict[str, Any], state: dict[str, torch.Tensor], tokenizer, src: Path):
-    """A ``JanusConfig`` from the original config, sizes read off ``state``, ids from ``tokenizer``."""
+def build_config(cfg: dict[str, Any], state: dict[str, torch.Tensor], tokenizer, src: Path, added: int = 0):
+    """A ``JanusConfig`` from the original config, sizes read off ``state``, ids from ``tokenizer``.
+
+    ``added``: tokens the converter appended to the source tokenizer; only those may exceed the
+    source's ``vocab_size`` (the model grows for them later, :func:`grow_embeddings`)."""
     from transformers import JanusConfig, LlamaConfig
 
     skip = {"model_type", "torch_dtype", "dtype", "architectures", "_name_or_path", "transformers_version"}
@@ -352,7 +360,7 @@ def build_config(cfg: dict[str, Any], state: dict[str, torch.Tensor], tokenizer,
     tie = bool(lang.pop("tie_word_embeddings", False))
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     text = LlamaConfig(**{**lang, **ids, "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": tie})
-    if len(tokenizer) > text.vocab_size:
+    if len(tokenizer) - added > text.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but language_config.vocab_size is {text.vocab_size}"
         )
@@ -385,6 +393,50 @@ def load_tokenizer(src: Path):
     if present:
         log.info("keeping %d GoT box tokens: %s", len(present), ", ".join(present))
     return tok
+
+
+BOX_TOKEN_MODES = ("auto", "add", "keep")
+
+
+def wants_box_tokens(src: Path, tokenizer, mode: str) -> bool:
+    """Whether conversion should make sure GoT-R1's four box tokens exist.
+
+    ``"add"``: yes; ``"keep"``: no; ``"auto"``: when the tokenizer already holds some of them or
+    the folder's name says GoT-R1 (``GoT-R1-7B``, as GoT-R1's own ``infer.py`` tells its
+    checkpoints apart by path).
+    """
+    if mode not in BOX_TOKEN_MODES:
+        raise ValueError(f"box_tokens must be one of {', '.join(BOX_TOKEN_MODES)}; got {mode!r}")
+    if mode != "auto":
+        return mode == "add"
+    vocab = tokenizer.get_vocab()
+    name = Path(os.path.abspath(src)).name  # as the user named it (a link is not followed)
+    named = re.search(r"got[-_]?r1", name, flags=re.I) is not None
+    return named or any(t in vocab for t in GOT_BOX_TOKENS)
+
+
+def add_box_tokens(tokenizer) -> list[str]:
+    """Append the GoT box tokens ``tokenizer`` lacks, in GoT-R1's order, as plain added tokens
+    (what GoT-R1's ``get_processor`` does). Returns the tokens added."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in GOT_R1_TOKEN_ORDER if t not in vocab]
+    if missing:
+        tokenizer.add_tokens(missing)
+        log.info("added %d GoT box tokens: %s", len(missing), ", ".join(missing))
+    return missing
+
+
+@torch.no_grad()
+def grow_embeddings(model, size: int) -> None:
+    """Grow the word embeddings (and an untied LM head) to ``size`` rows; new rows are the mean
+    of the old ones, so they are deterministic and on the scale of the trained rows."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if size <= old:
+        return
+    model.resize_token_embeddings(size, mean_resizing=False)
+    for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+        w = emb.weight  # [size, hidden]
+        w[old:] = w[:old].mean(0, keepdim=True)
 
 
 def build_processor(src: Path, tokenizer, vision) -> Any:
@@ -458,13 +510,20 @@ def build_model(config, state: dict[str, torch.Tensor], dtype: torch.dtype):
 
 
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, dtype: str | None = None, *, overwrite: bool = False
+    src: str | Path,
+    dst: str | Path,
+    dtype: str | None = None,
+    *,
+    overwrite: bool = False,
+    box_tokens: str = "auto",
 ) -> Path:
     """Convert an original-layout Janus checkpoint folder ``src`` into an HF Janus folder ``dst``.
 
     ``dtype`` (float32/bfloat16/float16) defaults to the source's ``torch_dtype``. ``dst`` must
-    not exist or be empty unless ``overwrite``. Returns ``dst``. Raises ``ValueError`` with a
-    readable message for a missing config, a wrong model_type, unmapped or missing weights.
+    not exist or be empty unless ``overwrite``. ``box_tokens`` (``auto``/``add``/``keep``, see
+    :func:`wants_box_tokens`) decides whether GoT-R1's box tokens a tokenizer lacks are added.
+    Returns ``dst``. Raises ``ValueError`` with a readable message for a missing config, a wrong
+    model_type, unmapped or missing weights.
     """
     from .tiny import set_generation_defaults
 
@@ -477,9 +536,11 @@ def convert_checkpoint(
     state = read_weights(src)
     torch_dtype = _pick_dtype(dtype, cfg, state)
     tokenizer = load_tokenizer(src)
-    config = build_config(cfg, state, tokenizer, src)
+    added = add_box_tokens(tokenizer) if wants_box_tokens(src, tokenizer, box_tokens) else []
+    config = build_config(cfg, state, tokenizer, src, added=len(added))
     model = build_model(config, convert_state_dict(state), torch_dtype)
     del state
+    grow_embeddings(model, len(tokenizer))
     set_generation_defaults(model, tokenizer)
     processor = build_processor(src, tokenizer, config.vision_config)
     dst.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,13 @@ IMAGE_PLACEHOLDER = "<image_placeholder>"
 BOI = "<begin_of_image>"
 EOI = "<end_of_image>"
 GOT_BOX_TOKENS = ("<|obj_start|>", "<|obj_end|>", "<|box_start|>", "<|box_end|>")
-"""GoT-R1's four extra tokens, appended to Janus-Pro's vocabulary in its released checkpoints."""
+"""GoT-R1's four extra tokens, in the order our own tokenizers hold them (the shapes model's ids
+depend on it). GoT-R1 itself adds them in :data:`GOT_R1_TOKEN_ORDER`."""
+
+GOT_R1_TOKEN_ORDER = ("<|box_start|>", "<|box_end|>", "<|obj_start|>", "<|obj_end|>")
+"""The order GoT-R1 appends its box tokens to Janus-Pro's tokenizer, as plain (non-special) added
+tokens: ``processor.tokenizer.add_tokens([...])`` in gogoduan/GoT-R1 src/processor/processor.py
+(get_processor), so their ids follow the base vocabulary in this order."""
 
 SPECIAL_TOKENS = (BOS, EOS, PAD, IMAGE_PLACEHOLDER, BOI, EOI, *GOT_BOX_TOKENS)
 

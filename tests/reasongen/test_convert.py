@@ -21,8 +21,25 @@ from transformers import JanusForConditionalGeneration
 
 from reasongen.convert import convert_checkpoint
 from reasongen.loading import load_model
-from reasongen.tiny import build_tiny, janus_config, set_generation_defaults
-from reasongen.tokenizer import GOT_BOX_TOKENS
+from reasongen.tiny import (
+    _TINY_CORPUS,
+    CHAT_ROLE_TOKENS,
+    build_tiny,
+    janus_config,
+    make_processor,
+    set_generation_defaults,
+)
+from reasongen.tokenizer import (
+    BOI,
+    BOS,
+    EOI,
+    EOS,
+    GOT_BOX_TOKENS,
+    GOT_R1_TOKEN_ORDER,
+    IMAGE_PLACEHOLDER,
+    PAD,
+    wrap_tokenizer,
+)
 
 IMAGE_SIZE = 32
 CODEBOOK = 64
@@ -70,10 +87,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_model(tied: bool, seed: int = 0) -> tuple[JanusForConditionalGeneration, object]:
+def tiny_model(tied: bool, seed: int = 0, processor=None) -> tuple[JanusForConditionalGeneration, object]:
     """A tiny Janus whose parts are not all trivial: 2 ViT blocks, a 2-Linear vision aligner,
     VQ levels of different widths (so the level order and nin_shortcut matter)."""
-    _, processor = build_tiny(seed=seed)
+    if processor is None:
+        _, processor = build_tiny(seed=seed)
     tok = processor.tokenizer
     cfg = janus_config(vocab_size=len(tok), image_size=IMAGE_SIZE, vq_downsample=8, codebook_size=CODEBOOK)
     cfg.vision_config.num_hidden_layers = 2
@@ -329,3 +347,74 @@ def test_unknown_parts_and_nonempty_destination_are_refused(source, tmp_path):
     with pytest.raises(ValueError, match="not empty"):
         convert_checkpoint(source, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------- GoT-R1 without its box tokens (issue 20)
+
+
+def tokenizer_without_box_tokens():
+    """A Janus-style BPE like a released checkpoint's before GoT-R1's ``get_processor`` runs: the
+    Janus special tokens and chat roles, but none of the four box tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=350, special_tokens=[BOS, EOS, PAD, IMAGE_PLACEHOLDER, BOI, EOI],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    tok.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+    tok.add_tokens(list(CHAT_ROLE_TOKENS))
+    wrapped = wrap_tokenizer(tok)
+    assert not any(t in wrapped.get_vocab() for t in GOT_BOX_TOKENS)
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def no_box_source(tmp_path_factory):
+    tok = tokenizer_without_box_tokens()
+    model, processor = tiny_model(tied=False, seed=2, processor=make_processor(tok, IMAGE_SIZE, 16))
+    assert model.config.text_config.vocab_size == len(tok)  # no spare rows: conversion must grow
+    src = write_original(model, processor, tmp_path_factory.mktemp("nobox") / "GoT-R1-tiny", sharded=False,
+                         tied=False)  # fmt: skip
+    return model, tok, src
+
+
+def test_got_r1_checkpoint_without_box_tokens_gets_them_in_got_r1s_order(no_box_source, tmp_path):
+    model, tok, src = no_box_source
+    n = len(tok)
+    dst = convert_checkpoint(src, tmp_path / "dst")  # auto: the folder is named like GoT-R1
+    loaded = load_model(dst, device="cpu", dtype="float32")
+    new = loaded.tokenizer
+    # GoT-R1's get_processor: add_tokens([box_start, box_end, obj_start, obj_end]) after the vocab
+    assert [new.convert_tokens_to_ids(t) for t in GOT_R1_TOKEN_ORDER] == [n, n + 1, n + 2, n + 3]
+    assert len(loaded.ids.box_tokens) == 4
+    plan = "<|obj_start|>cat<|obj_end|><|box_start|>(12,340),(560,999)<|box_end|>"
+    ids = new.encode(plan, add_special_tokens=False)
+    assert ids[0] == n + 2 and ids[-1] == n + 1 and n + 3 in ids and n in ids
+    assert new.decode(ids) == plan  # the plan survives decoding, so it can be parsed
+    # embeddings and LM head grew by four rows; the old rows are untouched, the new the mean
+    emb = loaded.model.model.language_model.embed_tokens.weight
+    head = loaded.model.lm_head.weight
+    assert emb.shape[0] == head.shape[0] == n + 4 == loaded.model.config.text_config.vocab_size
+    old_emb = model.model.language_model.embed_tokens.weight
+    assert torch.equal(emb[:n], old_emb) and torch.equal(head[:n], model.lm_head.weight)
+    assert torch.allclose(emb[n:], old_emb.mean(0, keepdim=True).expand(4, -1))
+    assert torch.allclose(head[n:], model.lm_head.weight.mean(0, keepdim=True).expand(4, -1))
+    ids = torch.tensor([[3, 5, 7]])
+    assert torch.equal(loaded.model(input_ids=ids).logits[..., :n], model(input_ids=ids).logits)
+
+
+def test_box_tokens_keep_and_explicit_add(no_box_source, tmp_path):
+    _, tok, src = no_box_source
+    kept = load_model(convert_checkpoint(src, tmp_path / "kept", box_tokens="keep"), device="cpu")
+    assert len(kept.tokenizer) == len(tok) and kept.ids.box_tokens == ()
+    renamed = tmp_path / "plain-janus"
+    renamed.symlink_to(src, target_is_directory=True)
+    plain = load_model(convert_checkpoint(renamed, tmp_path / "plain"), device="cpu")
+    assert plain.ids.box_tokens == ()  # auto leaves a folder not named like GoT-R1 alone
+    added = load_model(convert_checkpoint(renamed, tmp_path / "added", box_tokens="add"), device="cpu")
+    assert len(added.ids.box_tokens) == 4
+    with pytest.raises(ValueError, match="box_tokens must be one of auto, add, keep"):
+        convert_checkpoint(src, tmp_path / "bad", box_tokens="maybe")
