@@ -283,7 +283,9 @@ def load_prompts(cfg: GRPOConfig) -> list[tuple[str, dict[str, Any] | None]]:
                            cfg.shapes_cell or None, cfg.holdout_benchmark)  # fmt: skip
     path = Path(cfg.prompts)
     if not path.is_file():
-        raise ValueError(f"prompt file {path} does not exist (or use --prompts shapes)")
+        from reasongen.prompt_files import missing_file_message  # says where a paper's file comes from
+
+        raise ValueError(f"{missing_file_message(path)} (or use --prompts shapes)")
     return [(row["prompt"], row.get("metadata")) for row in read_prompt_file(path)]
 
 
