@@ -27,6 +27,12 @@ with a top-left origin; see :mod:`reasongen.rewards.geometry`):
 
 The score is the fraction of checks passed (``strict=True``: 1 only if all pass). Without
 metadata the score is ``None``.
+
+``rules="t2i-r1"`` scores as T2I-R1's released reward does instead (box threshold 0.3 on
+span-averaged token scores, object fraction, exact counts after NMS, 0.2 per object plus half a
+soft position score; :mod:`.t2i_r1_rules`, with its three documented fixes). It needs T2I-R1's
+data fields in the metadata (``metadata["t2i_r1"]``, :mod:`reasongen.t2i_r1_data`); a prompt
+without them scores ``None``.
 """
 
 from __future__ import annotations
@@ -34,10 +40,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..t2i_r1_data import t2i_r1_of
 from ..types import Sample
 from .base import ModelReward, ModelRewardConfig, RewardOutput, batched, image_of, load_pretrained
 from .geometry import NBox, from_cxcywh, iou, nms, relation_holds
 from .phrases import attributes, noun_phrase
+from .t2i_r1_rules import BOX_THRESHOLD as T2I_R1_BOX_THRESHOLD
+from .t2i_r1_rules import NEAR as T2I_R1_NEAR
+from .t2i_r1_rules import detection_caption, gdino_score
 
 Detection = tuple[NBox, float]
 
@@ -45,6 +55,9 @@ GENEVAL_COLORS = (
     "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
 )  # fmt: skip
 """GenEval's colour classes."""
+
+RULES = ("geneval", "t2i-r1")
+"""Scoring rules: our GenEval-style checks, or T2I-R1's released reward."""
 
 
 @dataclass
@@ -55,7 +68,14 @@ class GdinoConfig(ModelRewardConfig):
         default="IDEA-Research/grounding-dino-tiny",
         metadata={"help": "Hub id or local folder of a transformers GroundingDINO checkpoint."},
     )
-    box_threshold: float = field(default=0.35, metadata={"help": "Min. phrase score of a box."})
+    rules: str = field(
+        default="geneval",
+        metadata={"help": "'geneval' (our checks below) or 't2i-r1' (T2I-R1's released scoring)."},
+    )
+    box_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Min. phrase score of a box (default: 0.35 for geneval, 0.3 for t2i-r1)."},
+    )
     nms_iou: float = field(default=0.5, metadata={"help": "IoU above which NMS drops a box."})
     bind_iou: float = field(
         default=0.5, metadata={"help": "Attribute phrase box must overlap a noun box this much."}
@@ -64,6 +84,13 @@ class GdinoConfig(ModelRewardConfig):
         default=0.05, metadata={"help": "Relation margin between centres (fraction of the image)."}
     )
     near: float = field(default=0.3, metadata={"help": "'near': max centre distance (fraction)."})
+    t2i_r1_near: float = field(
+        default=T2I_R1_NEAR,
+        metadata={
+            "help": "rules t2i-r1: 'near'/'next to' scores 1 when the centres are this close on "
+            "either axis (fraction of the image; T2I-R1's 150 px on 384-px images)."
+        },
+    )
     strict: bool = field(default=False, metadata={"help": "Score 1 only if every check passes."})
     contrastive_colors: bool = field(
         default=True,
@@ -79,7 +106,11 @@ class GdinoConfig(ModelRewardConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("box_threshold", "nms_iou", "bind_iou", "margin", "near"):
+        if self.rules not in RULES:
+            raise ValueError(f"rules must be one of {', '.join(RULES)}; got {self.rules!r}")
+        if self.box_threshold is None:
+            self.box_threshold = T2I_R1_BOX_THRESHOLD if self.rules == "t2i-r1" else 0.35
+        for name in ("box_threshold", "nms_iou", "bind_iou", "margin", "near", "t2i_r1_near"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} is a fraction in [0, 1], got {v}")
@@ -226,7 +257,66 @@ class GroundingDinoReward(ModelReward):
                 out.append(found)
         return out
 
+    def detect_t2i_r1(
+        self, images: list[Any], noun_lists: list[list[str]]
+    ) -> list[dict[str, list[Detection]]]:
+        """T2I-R1's grounding: one caption ``"n1 . n2 ."`` per image; a noun's score on a query is
+        the mean token probability over its first and last word (``create_positive_map_from_span``,
+        whose rows are normalised with ``+ 1e-6``); every query above the box threshold is a box
+        of that noun (no NMS here, a query may serve several nouns)."""
+        import torch
+
+        model, processor = self.bundle
+        out: list[dict[str, list[Detection]]] = []
+        for chunk in batched(list(zip(images, noun_lists)), self.config.batch_size):
+            caps, spans = zip(*(detection_caption(processor.tokenizer, nouns) for _, nouns in chunk))
+            inp = processor(
+                images=[im for im, _ in chunk], text=list(caps), return_tensors="pt", padding=True
+            )
+            inp = {k: v.to(model.device) for k, v in inp.items()}
+            inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
+            with torch.no_grad():
+                res = model(**inp)
+            probs = res.logits.float().sigmoid()  # [B, Q, T]
+            for b, (_, nouns) in enumerate(chunk):
+                found: dict[str, list[Detection]] = {}
+                for noun, idx in zip(nouns, spans[b]):
+                    per = probs[b][:, idx].sum(-1) / (len(idx) + 1e-6)  # [Q]
+                    keep = (per > self.config.box_threshold).nonzero().flatten().tolist()
+                    boxes = res.pred_boxes[b].float()  # [Q, 4] cx, cy, w, h
+                    for q in keep:
+                        cx, cy, w, h = boxes[q].tolist()
+                        box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+                        found.setdefault(noun, []).append((box, float(per[q])))
+                out.append(found)
+        return out
+
+    def score_t2i_r1(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        """Scores under ``rules="t2i-r1"``; ``None`` for a prompt without T2I-R1 fields."""
+        fields = [t2i_r1_of(m) for m in metas]
+        todo = [
+            i for i, (s, f) in enumerate(zip(samples, fields)) if f and f.get("nouns") and s.image is not None
+        ]
+        nouns = [list(fields[i]["nouns"]) for i in todo]  # type: ignore[index]
+        dets = dict(zip(todo, self.detect_t2i_r1([image_of(samples[i]) for i in todo], nouns)))
+        scores: list[float | None] = []
+        details: list[dict[str, Any]] = []
+        for i, (s, f) in enumerate(zip(samples, fields)):
+            if f is None or s.image is None:
+                scores.append(None)
+                details.append(
+                    {"skipped": "no T2I-R1 metadata (nouns, task_type...)" if f is None else "no image"}
+                )
+                continue
+            found = dets.get(i, {})
+            scores.append(gdino_score(f, found, self.config.t2i_r1_near))
+            boxes = {p: [{"box": list(b), "score": sc} for b, sc in d] for p, d in found.items()}
+            details.append({"rules": "t2i-r1", "task_type": f.get("task_type"), "detections": boxes})
+        return RewardOutput(self.name, scores, details)
+
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        if self.config.rules == "t2i-r1":
+            return self.score_t2i_r1(samples, metas)
         queries: list[tuple[int, list[str]]] = []
         for i, (s, m) in enumerate(zip(samples, metas)):
             if m is not None and s.image is not None:

@@ -9,6 +9,11 @@ usage: no ``[SEP]``); the first answer token's distribution gives
 (:func:`reasongen.rewards.phrases.vqa_questions`: ``"is there a red cube?"``, ``"are there two
 cats?"``; without metadata one question about the whole prompt).
 
+``rules="t2i-r1"`` asks as T2I-R1's released reward does (``utils/reward_git.py``): one question
+``"{attr_noun}?"`` per attribute phrase of its data (the nouns when there are none), 0 for
+``spatial`` and ``numeracy`` prompts, 1 when there are no nouns (:mod:`.t2i_r1_rules`); a prompt
+without T2I-R1 metadata scores ``None``.
+
 Verification status: the loading path, question building, right-padded batching and the
 probability read-out are tested on a tiny random ``GitForCausalLM`` (checked against an unbatched
 forward pass). Agreement with T2I-R1's GIT reward on real images has NOT been checked (no
@@ -21,9 +26,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..t2i_r1_data import t2i_r1_of
 from ..types import Sample
 from .base import ModelReward, ModelRewardConfig, RewardOutput, batched, image_of, load_pretrained
 from .phrases import vqa_questions
+from .t2i_r1_rules import git_questions
+
+RULES = ("geneval", "t2i-r1")
 
 
 @dataclass
@@ -36,6 +45,15 @@ class GitVqaConfig(ModelRewardConfig):
     )
     yes: str = field(default="yes", metadata={"help": "The answer token counted as yes."})
     no: str = field(default="no", metadata={"help": "The answer token counted as no."})
+    rules: str = field(
+        default="geneval",
+        metadata={"help": "'geneval' (our questions) or 't2i-r1' (T2I-R1's '{attr_noun}?' questions)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rules not in RULES:
+            raise ValueError(f"rules must be one of {', '.join(RULES)}; got {self.rules!r}")
 
 
 class GitVqaReward(ModelReward):
@@ -93,11 +111,21 @@ class GitVqaReward(ModelReward):
             out += [float(v) if math.isfinite(v) else None for v in p.tolist()]
         return out
 
+    def _questions(self, sample: Sample, meta: dict[str, Any] | None) -> list[str] | float | str:
+        """The questions for one sample, a fixed score (T2I-R1's rules), or why it is skipped."""
+        if sample.image is None:
+            return "no image"
+        if self.config.rules == "geneval":
+            return vqa_questions(meta, sample.prompt)
+        fields = t2i_r1_of(meta)
+        return "no T2I-R1 metadata (nouns, task_type...)" if fields is None else git_questions(fields)
+
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        asked = [self._questions(s, m) for s, m in zip(samples, metas)]
         pairs: list[tuple[int, str]] = []
-        for i, (s, m) in enumerate(zip(samples, metas)):
-            if s.image is not None:
-                pairs += [(i, q) for q in vqa_questions(m, s.prompt)]
+        for i, qs in enumerate(asked):
+            if isinstance(qs, list):
+                pairs += [(i, q) for q in qs]
         probs = self.answer_yes([image_of(samples[i]) for i, _ in pairs], [q for _, q in pairs])
         per: dict[int, list[tuple[str, float | None]]] = {}
         for (i, q), p in zip(pairs, probs):
@@ -105,9 +133,13 @@ class GitVqaReward(ModelReward):
         scores: list[float | None] = []
         details: list[dict[str, Any]] = []
         for i in range(len(samples)):
-            if i not in per:
+            if isinstance(asked[i], str):
                 scores.append(None)
-                details.append({"skipped": "no image"})
+                details.append({"skipped": asked[i]})
+                continue
+            if isinstance(asked[i], float):  # T2I-R1 asks nothing: 0 (spatial/numeracy) or 1 (no nouns)
+                scores.append(asked[i])  # type: ignore[arg-type]
+                details.append({"rules": "t2i-r1", "fixed": asked[i]})
                 continue
             qa = per[i]
             usable = [p for _, p in qa if p is not None]
