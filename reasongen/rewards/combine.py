@@ -9,8 +9,13 @@
   ``eps`` 1e-4 (GRPO's advantage formula, :mod:`reasongen.group_zscore`), then ``Σ_k w_k · z_k``.
   A group whose scores do not vary gives 0 for that reward.
 
-Missing parts (a reward that returned ``None`` for a sample) follow ``on_missing``: ``"none"``
-makes the combined score ``None``; ``"skip"`` leaves that part out.
+Missing parts (a reward that returned ``None`` for a sample, e.g. ``gdino`` on a prompt without
+metadata) follow ``on_missing``: ``"renormalise"`` (:class:`CombinedConfig`'s default) combines
+the parts present with their weights rescaled to the same total, ``w_k · Σ_all w / Σ_present w``
+(a sum of four rewards stays on the scale of four; in product mode the exponents are rescaled);
+``"skip"`` leaves the part out; ``"none"`` makes the combined score ``None`` (the sample's group
+then has a missing reward). A sample with no part present is ``None`` in every mode, and its
+details say which parts were missing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .base import Reward, RewardConfig, RewardOutput
 
 MODES = ("weighted_sum", "product", "group_norm")
 """The combination modes, the one list every config and command line checks against."""
+
+ON_MISSING = ("renormalise", "skip", "none")
+"""What to do with a part that is ``None`` for a sample (see the module docstring)."""
 
 
 def check_mode(mode: str, what: str = "mode") -> str:
@@ -98,6 +106,20 @@ def group_normalise(
     return out
 
 
+def _used_weights(w: dict[str, float], present: dict[str, Any], on_missing: str) -> dict[str, float] | None:
+    """The weights applied to the parts present, or ``None`` when the combined score is ``None``
+    (``on_missing="none"`` with a part missing; ``"renormalise"`` when the weights present sum
+    to 0, so no rescaling exists)."""
+    if len(present) == len(w) or on_missing == "skip":
+        return {k: w[k] for k in present}
+    if on_missing == "none":
+        return None
+    have, total = sum(w[k] for k in present), sum(w.values())
+    if have == 0:
+        return None
+    return {k: w[k] * total / have for k in present}
+
+
 def combine_outputs(
     outputs: Sequence[RewardOutput],
     mode: str = "weighted_sum",
@@ -110,8 +132,8 @@ def combine_outputs(
     """Combine per-reward outputs sample by sample; details keep every part and its weight."""
     if mode not in MODES:
         raise ValueError(f"unknown combination mode {mode!r}; choose one of {', '.join(MODES)}")
-    if on_missing not in ("none", "skip"):
-        raise ValueError(f"on_missing must be 'none' or 'skip', got {on_missing!r}")
+    if on_missing not in ON_MISSING:
+        raise ValueError(f"on_missing must be one of {', '.join(ON_MISSING)}; got {on_missing!r}")
     if not outputs:
         raise ValueError("nothing to combine: give at least one reward output")
     n = len(outputs[0])
@@ -132,24 +154,27 @@ def combine_outputs(
     for i in range(n):
         vals = {k: parts[k][i] for k in parts}
         present = {k: v for k, v in vals.items() if v is not None}
-        if not present or (on_missing == "none" and len(present) < len(vals)):
+        used = _used_weights(w, present, on_missing)
+        if not present or used is None:
             total = None
         elif mode == "product":
             total = 1.0
             for k, v in present.items():
-                if float(v) < 0 and w[k] != int(w[k]):
+                if float(v) < 0 and used[k] != int(used[k]):
                     raise ValueError(
                         f"product mode: {k}={v} is negative and its weight "
-                        f"{w[k]} fractional; use weighted_sum or weight 1"
+                        f"{used[k]} fractional; use weighted_sum or weight 1"
                     )
-                total *= float(v) ** w[k]
+                total *= float(v) ** used[k]
         else:
-            total = sum(w[k] * float(v) for k, v in present.items())
+            total = sum(used[k] * float(v) for k, v in present.items())
         scores.append(total)
         details.append(
             {
                 "mode": mode,
                 "weights": w,
+                "used_weights": used,
+                "missing": sorted(set(vals) - set(present)),
                 "parts": {o.name: o.scores[i] for o in outputs},
                 "normalised": vals if mode == "group_norm" else None,
                 "part_details": {o.name: o.details[i] for o in outputs},
@@ -168,7 +193,11 @@ class CombinedConfig(RewardConfig):
         metadata={"help": "Per-reward weight (exponent in product mode); default 1."},
     )
     on_missing: str = field(
-        default="none", metadata={"help": "'none': combined is None if a part is; 'skip' drops it."}
+        default="renormalise",
+        metadata={
+            "help": "A part that is None: 'renormalise' (rescale the present parts' weights to "
+            "the same total), 'skip' (drop it), 'none' (the combined score is None)."
+        },
     )
     group_by: str = field(
         default="prompt",
@@ -180,8 +209,8 @@ class CombinedConfig(RewardConfig):
         check_mode(self.mode)
         check_weights(self.weights, self.mode)
         check_eps(self.eps)
-        if self.on_missing not in ("none", "skip"):
-            raise ValueError(f"on_missing must be 'none' or 'skip'; got {self.on_missing!r}")
+        if self.on_missing not in ON_MISSING:
+            raise ValueError(f"on_missing must be one of {', '.join(ON_MISSING)}; got {self.on_missing!r}")
         if self.group_by not in ("prompt", "none"):
             raise ValueError(f"group_by must be 'prompt' or 'none'; got {self.group_by!r}")
 

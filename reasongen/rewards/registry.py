@@ -52,12 +52,15 @@ def make_reward(
     combine: str | None = None,
     weights: dict[str, float] | None = None,
     options: dict[str, dict[str, Any]] | None = None,
+    on_missing: str = "renormalise",
 ) -> Reward:
     """One reward, or several combined: ``make_reward("hps,gdino,git_vqa", "weighted_sum")``
     (T2I-R1's ensemble) or ``make_reward(["got_judge", "hps"], "product")`` (GoT-R1's total).
 
     ``options`` maps a reward name to its config options. Several names without ``combine``
-    combine by weighted sum.
+    combine by weighted sum; ``on_missing`` says what a part that is ``None`` for a sample does
+    (:class:`~reasongen.rewards.combine.CombinedConfig`; by default the weights are renormalised
+    over the parts present).
     """
     from .combine import CombinedReward
 
@@ -72,4 +75,6 @@ def make_reward(
     rewards = [get_reward(n, **options.get(n, {})) for n in parts]
     if len(rewards) == 1 and combine is None and not weights:
         return rewards[0]
-    return CombinedReward(rewards, mode=combine or "weighted_sum", weights=dict(weights or {}))
+    return CombinedReward(
+        rewards, mode=combine or "weighted_sum", weights=dict(weights or {}), on_missing=on_missing
+    )

@@ -312,3 +312,56 @@ def test_plan_image_iou_uses_optimal_matching():
     assert plan_image_iou(planned, [])[0] == 0.0  # nothing found: 0, not a crash
     assert plan_image_iou([], found)[0] == 0.0
     assert math.isclose(plan_image_iou(planned[:1], found)[0], 0.5)
+
+
+def test_missing_parts_renormalise_the_weights_by_default():
+    """A reward that needs metadata gives None; the combination keeps the sample, rescaling the
+    present parts' weights to the same total (issue 20, item 11)."""
+    from reasongen.rewards import CombinedConfig
+
+    hps = RewardOutput("hps", [0.3, 0.2, None], [{}, {}, {}])
+    gdino = RewardOutput("gdino", [0.5, None, None], [{}, {}, {}])
+    git = RewardOutput("git_vqa", [1.0, None, None], [{}, {}, {}])
+    w = {"hps": 1.0, "gdino": 2.0, "git_vqa": 1.0}
+    out = combine_outputs([hps, gdino, git], "weighted_sum", w, on_missing="renormalise")
+    assert out.scores[0] == pytest.approx(0.3 + 2 * 0.5 + 1.0)  # nothing missing: unchanged
+    assert out.scores[1] == pytest.approx(0.2 * 4 / 1)  # only hps: its weight becomes the total, 4
+    assert out.scores[2] is None and out.details[2]["missing"] == ["gdino", "git_vqa", "hps"]
+    assert out.details[1]["used_weights"] == {"hps": 4.0} and out.details[1]["missing"] == [
+        "gdino",
+        "git_vqa",
+    ]
+    assert combine_outputs([hps, gdino, git], "weighted_sum", w).scores[1] is None  # on_missing="none"
+    assert combine_outputs([hps, gdino, git], "weighted_sum", w, on_missing="skip").scores[1] == 0.2
+    pr = combine_outputs([hps, gdino], "product", on_missing="renormalise")
+    assert pr.scores[1] == pytest.approx(0.2**2)  # exponent 1 → 2
+    zero = combine_outputs([hps, gdino], "weighted_sum", {"hps": 0.0}, on_missing="renormalise")
+    assert zero.scores[1] is None  # the weights present sum to 0: no rescaling exists
+    assert CombinedConfig().on_missing == "renormalise"
+    with pytest.raises(ValueError, match="on_missing must be one of renormalise, skip, none"):
+        combine_outputs([hps], on_missing="drop")
+
+
+def test_make_reward_renormalises_by_default_and_takes_on_missing(sample_factory, images, monkeypatch):
+    from reasongen.rewards import Reward, registry
+
+    class _Half(Reward):
+        name = "half_meta"
+
+        def score(self, samples, metas):
+            scores = [0.5 if m else None for m in metas]
+            return RewardOutput(self.name, scores, [{} for _ in samples])
+
+    class _One(Reward):
+        name = "one_always"
+
+        def score(self, samples, metas):
+            return RewardOutput(self.name, [1.0] * len(samples), [{} for _ in samples])
+
+    monkeypatch.setattr(
+        registry, "get_reward", lambda name, **kw: {"half_meta": _Half, "one_always": _One}[name]()
+    )
+    meta = {"tag": "single_object", "include": [{"class": "cat", "count": 1}]}
+    samples = [sample_factory("a cat", images[0], metadata=meta), sample_factory("free text", images[1])]
+    assert make_reward("half_meta,one_always")(samples).scores == [1.5, 2.0]
+    assert make_reward("half_meta,one_always", on_missing="none")(samples).scores == [1.5, None]
