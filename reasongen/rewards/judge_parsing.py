@@ -49,9 +49,28 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def last_boxed_only(text: str) -> str | None:
+    r"""Content of the LAST ``\boxed{`` only, stripped (``mathruler.grader.extract_boxed_content``,
+    which ReasonGen-R1's judge uses): ``None`` when there is none or it is never closed; an
+    earlier complete box does not stand in for an unterminated last one."""
+    if not isinstance(text, str):
+        return None
+    start = text.rfind("\\boxed{")
+    if start == -1:
+        return None
+    i, depth = start + len("\\boxed{"), 1
+    while i < len(text):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start + len("\\boxed{") : i].strip()
+        i += 1
+    return None
+
+
 def parse_binary_verdict(text: str) -> float | None:
-    r"""ReasonGen-R1's verdict: the last ``\boxed{}`` must hold exactly ``0`` or ``1``."""
-    content = last_boxed(text)
+    r"""ReasonGen-R1's verdict: the last ``\boxed{`` (:func:`last_boxed_only`, as its
+    ``extract_boxed_content``) must be closed and hold exactly ``0`` or ``1``."""
+    content = last_boxed_only(text)
     if content is None:
         return None
     content = content.strip()

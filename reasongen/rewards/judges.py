@@ -1,18 +1,22 @@
-"""MLLM judges on Qwen2.5-VL: ``orm`` (yes/no probability), ``binary_judge`` (ReasonGen-R1's
+r"""MLLM judges on Qwen2.5-VL: ``orm`` (yes/no probability), ``binary_judge`` (ReasonGen-R1's
 boxed 0/1) and ``got_judge`` (GoT-R1's R_PI · (R_sem + R_spa)/2 · R_RI).
 
 Expected checkpoint: ``Qwen/Qwen2.5-VL-7B-Instruct`` for all three (see :mod:`.qwen`).
 
-Sources of the facts used (prompts are our own wording):
+Sources of the facts used (prompts are our own wording, except ReasonGen-R1's released
+judge template):
 
-- ``orm``: T2I-R1's output reward model scores P(yes) of an MLLM asked whether the image matches
-  the prompt (T2I-R1 used its own fine-tuned ORM; here a zero-shot instruct model stands in).
-- ``binary_judge``: ReasonGen-R1 rewards with Qwen2.5-VL-7B generating greedily, reasoning about
-  the prompt's key elements and ending with a ``\\boxed{}`` answer read by its last-``\\boxed``
-  extractor. The public repository versions we could read (``Franklin-Zhang0/ReasonGen-R1``,
-  ``verl/workers/fsdp_workers.py``) carry the pairwise variant (``\\boxed{1}``/``\\boxed{2}``,
-  ``\\boxed{-1}`` when unsure); the single-image 0/1 prompt here follows the paper's description
-  and those conventions, not a verbatim template.
+- ``orm`` (here, ``backend="qwen"`` of :mod:`.orm`): a zero-shot instruct model's P(yes) for
+  "does the image match the prompt" (T2I-R1's own fine-tuned LLaVA-OneVision ORM is
+  :mod:`.orm`'s default backend).
+- ``binary_judge``: ReasonGen-R1's judge as released: the single-image 0/1 prompt verbatim from
+  ``examples/janus_rl.sh`` (``RM_TEMPLATE``, the image at its ``<image>`` slot; the shell and
+  Hydra quoting leave ``\"`` as ``"`` and ``\\boxed`` as ``\boxed``), the raw prompt with
+  ``"A photo of "`` removed (``verl/workers/fsdp_workers.py``, ``_switch_chat_template``), images
+  resized to at least 512² and at most 2048² pixels first (its ``process_image``), replies of up
+  to 1,024 tokens (``reward_model.model.max_new_tokens``), the last ``\boxed{}`` read by
+  ``mathruler``'s ``extract_boxed_content`` and anything but ``0``/``1`` scored 0
+  (``get_score_from_output``; ``unparsed="none"`` gives ``None`` instead).
 - ``got_judge``: GoT-R1 (reference/001): R_sem from four 0–10 criteria (completeness,
   faithfulness, consistency, clarity), R_spa from the plan drawn as boxes on a blank canvas,
   R_RI as the IoU between planned boxes and boxes the judge grounds in the image (optimal
@@ -51,13 +55,24 @@ ORM_PROMPT = (
 )
 
 BINARY_PROMPT = (
-    'This image was generated from the text prompt: "{prompt}".\n'
-    "Be a strict judge. Go through the key elements of the prompt one by one (objects, counts, "
-    "colours and other attributes, spatial relations, style) and check each against the image; "
-    "also check that the image is coherent and recognisable. Reason briefly, then give your "
-    "verdict as \\boxed{{1}} if the image fully follows the prompt or \\boxed{{0}} if anything is "
-    "missing or wrong. Only one number may appear in the box."
+    'You are given a text prompt: "{prompt}" \n'
+    "Below is one generated image:\n"
+    "<image>\n"
+    "\n"
+    "1. Describe the image thoroughly (objects, colors, layout, etc.), do not be affected by the prompt.\n"
+    "2. Identify key visual elements and instructions from the prompt.\n"
+    "3. Evaluate how well the image follows the prompt:\n"
+    "   - Are all required elements present?\n"
+    "   - Are object counts, colors, and positions accurate?\n"
+    "\n"
+    "Be extremly strict and precise:\n"
+    "Only if the image matches the prompt perfectly, respond with: \\boxed{{1}}\n"
+    "Otherwise, respond with: \\boxed{{0}}\n"
+    "\n"
+    "Reason before your final boxed answer. Only one number should appear inside the box."
 )
+"""ReasonGen-R1's judge template (examples/janus_rl.sh RM_TEMPLATE), spelling included; a fact of
+its released reward, so it is kept verbatim."""
 
 PI_PROMPT = (
     'Text prompt: "{prompt}".\n'
@@ -116,26 +131,81 @@ class OrmReward(QwenJudge):
         return RewardOutput(self.name, scores, details)
 
 
+@dataclass
+class BinaryJudgeConfig(QwenJudgeConfig):
+    """ReasonGen-R1 judge settings (defaults: its release)."""
+
+    max_new_tokens: int = field(
+        default=1024, metadata={"help": "Cap on each reply (janus_rl.sh: reward_model max_new_tokens)."}
+    )
+    unparsed: str = field(
+        default="zero",
+        metadata={"help": "A reply without a closed last \\boxed{0|1}: 'zero' (upstream) or 'none'."},
+    )
+    min_pixels: int = field(
+        default=512 * 512, metadata={"help": "Smaller images are scaled up to this many pixels first."}
+    )
+    max_pixels: int = field(
+        default=2048 * 2048, metadata={"help": "Larger images are scaled down to this many pixels first."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unparsed not in ("zero", "none"):
+            raise ValueError(f"unparsed must be 'zero' or 'none', got {self.unparsed!r}")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+
+def judge_image(image: Any, min_pixels: int = 512 * 512, max_pixels: int = 2048 * 2048) -> Any:
+    """The image as ReasonGen-R1's ``process_image`` hands it to the judge: scaled (keeping its
+    aspect, sides truncated to integers, PIL's default resampling) down to at most ``max_pixels``
+    or up to at least ``min_pixels`` pixels, then RGB."""
+    import math
+
+    if image.width * image.height > max_pixels:
+        f = math.sqrt(max_pixels / (image.width * image.height))
+        image = image.resize((int(image.width * f), int(image.height * f)))
+    if image.width * image.height < min_pixels:
+        f = math.sqrt(min_pixels / (image.width * image.height))
+        image = image.resize((int(image.width * f), int(image.height * f)))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def judge_prompt_text(prompt: str) -> str:
+    """The prompt as ReasonGen-R1's judge reads it: ``"A photo of "`` removed (only that casing,
+    as ``_switch_chat_template`` does)."""
+    return prompt.replace("A photo of ", "")
+
+
 class BinaryJudgeReward(QwenJudge):
-    r"""ReasonGen-R1's strict judge: 1.0 for ``\boxed{1}``, 0.0 for ``\boxed{0}``, else None."""
+    r"""ReasonGen-R1's strict judge: 1.0 for ``\boxed{1}``, 0.0 for ``\boxed{0}`` and, as
+    upstream, for an unreadable reply (``unparsed="none"``: ``None``)."""
 
     name = "binary_judge"
-    config_class = QwenJudgeConfig
+    config_class = BinaryJudgeConfig
+    config: BinaryJudgeConfig
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
+        cfg = self.config
         idx = [i for i, s in enumerate(samples) if s.image is not None]
         items: list[JudgeItem] = [
-            ([image_of(samples[i])], BINARY_PROMPT.format(prompt=samples[i].prompt)) for i in idx
+            (
+                [judge_image(image_of(samples[i]), cfg.min_pixels, cfg.max_pixels)],
+                BINARY_PROMPT.format(prompt=judge_prompt_text(samples[i].prompt)),
+            )
+            for i in idx
         ]
         replies = self.chat(items)
         scores: list[float | None] = [None] * len(samples)
         details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
         for i, raw in zip(idx, replies):
             v = parse_binary_verdict(raw)
-            scores[i] = v
             details[i] = {"raw": raw, "verdict": v}
             if v is None:
-                details[i]["error"] = "no \\boxed{0} or \\boxed{1} at the end of the reply"
+                details[i]["error"] = "no closed \\boxed{0} or \\boxed{1} at the end of the reply"
+                v = 0.0 if cfg.unparsed == "zero" else None
+            scores[i] = v
         return RewardOutput(self.name, scores, details)
 
 

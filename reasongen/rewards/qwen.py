@@ -44,6 +44,25 @@ class QwenJudgeConfig(ModelRewardConfig):
             raise ValueError(f"min_answer_mass must be in [0, 1), got {self.min_answer_mass}")
 
 
+IMAGE_SLOT = "<image>"
+"""Where a judge prompt wants its image (ReasonGen-R1's judge template has one mid-text)."""
+
+
+def _content(imgs: list[Any], text: str) -> list[dict[str, Any]]:
+    """Chat content for one query: the images where the text has ``<image>`` slots (one per
+    image, in order), else all images first and then the text."""
+    if imgs and text.count(IMAGE_SLOT) == len(imgs):
+        parts = text.split(IMAGE_SLOT)
+        content: list[dict[str, Any]] = []
+        for i, part in enumerate(parts):
+            if part:
+                content.append({"type": "text", "text": part})
+            if i < len(imgs):
+                content.append({"type": "image"})
+        return content
+    return [{"type": "image"} for _ in imgs] + [{"type": "text", "text": text}]
+
+
 class QwenJudge(ModelReward):
     """Base for rewards that ask Qwen2.5-VL questions about images and text."""
 
@@ -66,7 +85,7 @@ class QwenJudge(ModelReward):
         _, processor = self.bundle
         texts, flat = [], []
         for imgs, text in items:
-            content = [{"type": "image"} for _ in imgs] + [{"type": "text", "text": text}]
+            content = _content(imgs, text)
             msgs = [{"role": "user", "content": content}]
             texts.append(processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
             flat += [im.convert("RGB") for im in imgs]

@@ -11,7 +11,7 @@ _REGISTRY: dict[str, str] = {
     "hps": "reasongen.rewards.hps:HPSReward",
     "gdino": "reasongen.rewards.gdino:GroundingDinoReward",
     "git_vqa": "reasongen.rewards.git_vqa:GitVqaReward",
-    "orm": "reasongen.rewards.judges:OrmReward",
+    "orm": "reasongen.rewards.orm:OrmReward",
     "got_judge": "reasongen.rewards.judges:GotJudgeReward",
     "binary_judge": "reasongen.rewards.judges:BinaryJudgeReward",
     "shapes": "reasongen.rewards.shapes:ShapesReward",

@@ -213,3 +213,60 @@ def plan_factory():
         return Plan(boxes=tuple(boxes), text="")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_ov_dir(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-OneVision (Qwen2 text, SigLIP vision) with a character tokenizer that
+    has whole ``yes``/``no`` tokens, saved in HF format: the ``orm`` reward's T2I-R1 backend."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    chars = (
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"()[]{}\\/-_\n<>|=+*#&%$@~`^"
+    )
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<image>", "<video>"],
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+    )  # fmt: skip
+    tok.add_tokens(["yes", "no", "Yes", "No"])
+    cfg = LlavaOnevisionConfig(
+        text_config=dict(
+            model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+        ),
+        vision_config=dict(
+            model_type="siglip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+            num_attention_heads=2, image_size=28, patch_size=14,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=[[28, 28]],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("llava_ov")
+    LlavaOnevisionForConditionalGeneration(cfg).eval().save_pretrained(d)
+    ip = LlavaOnevisionImageProcessor(
+        size={"height": 28, "width": 28},
+        crop_size={"height": 28, "width": 28},
+        image_grid_pinpoints=[[28, 28]],
+    )
+    LlavaOnevisionProcessor(
+        image_processor=ip, video_processor=LlavaOnevisionVideoProcessor(), tokenizer=tok,
+        num_image_tokens=4, vision_feature_select_strategy="full",
+    ).save_pretrained(d)  # fmt: skip
+    return d

@@ -27,6 +27,8 @@ def build(kind, tiny_hps_ckpt, tiny_gdino_dir, tiny_git_dir, tiny_qwen_dir) -> R
     if kind == "combined":
         return make_reward("shapes,hps", "weighted_sum", options={"hps": {
             "model": str(tiny_hps_ckpt), "arch_config": HPS_SMALL, "device": "cpu"}})  # fmt: skip
+    if kind == "orm":  # the zero-shot Qwen backend; T2I-R1's LLaVA-OneVision is tested in test_orm.py
+        return get_reward("orm", backend="qwen", model=str(tiny_qwen_dir), device="cpu", max_new_tokens=4)
     return get_reward(kind, model=str(tiny_qwen_dir), device="cpu", max_new_tokens=4)
 
 

@@ -29,7 +29,7 @@ from reasongen.types import Box, Plan
         ("The cat is red and on the left. \\boxed{1}", 1.0),
         ("Missing the dog.\n\\boxed{ 0 }", 0.0),
         ("First \\boxed{1}, but on reflection the count is wrong: \\boxed{0}", 0.0),
-        ("\\boxed{0} ... final: \\boxed{1", 0.0),  # unterminated last box: earlier complete one
+        ("\\boxed{0} ... final: \\boxed{1", None),  # unterminated last box: unreadable, as upstream
         ("", None),
         ("I think it is fine. 1", None),
         ("\\boxed{0 or 1}", None),
@@ -157,7 +157,7 @@ def test_got_total_is_gotr1_formula():
 
 @pytest.fixture(scope="module")
 def orm(tiny_qwen_dir):
-    return get_reward("orm", model=str(tiny_qwen_dir), batch_size=2, max_new_tokens=4)
+    return get_reward("orm", backend="qwen", model=str(tiny_qwen_dir), batch_size=2, max_new_tokens=4)
 
 
 def test_orm_probability_on_tiny_qwen(orm, sample_factory, images):
@@ -230,7 +230,7 @@ def test_orm_unusable_yes_no_probabilities_are_none(
 
 
 def test_binary_judge_keeps_raw_text_when_unparseable(tiny_qwen_dir, sample_factory, images):
-    r = get_reward("binary_judge", model=str(tiny_qwen_dir), max_new_tokens=6)
+    r = get_reward("binary_judge", model=str(tiny_qwen_dir), max_new_tokens=6, unparsed="none")
     out = r([sample_factory("a red cat", images[0]), sample_factory("a dog", images[1])])
     for s, d in zip(out.scores, out.details):
         assert isinstance(d["raw"], str) and len(d["raw"]) > 0
@@ -244,7 +244,7 @@ def test_binary_judge_scores_canned_replies(tiny_qwen_dir, sample_factory, image
     replies = iter([["ok \\boxed{1}", "bad \\boxed{0}", "I refuse."]])
     monkeypatch.setattr(r, "chat", lambda items: next(replies))
     out = r([sample_factory(str(i), images[0]) for i in range(3)])
-    assert out.scores == [1.0, 0.0, None]
+    assert out.scores == [1.0, 0.0, 0.0]  # unreadable: 0, as ReasonGen-R1
     assert out.details[2]["raw"] == "I refuse."
 
 
@@ -327,6 +327,54 @@ def test_got_judge_end_to_end_on_tiny_qwen(tiny_qwen_dir, sample_factory, images
 
 def test_judge_offline_error(monkeypatch, sample_factory, images):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    r = get_reward("orm", model="Qwen/no-such-Qwen2.5-VL")
+    r = get_reward("orm", backend="qwen", model="Qwen/no-such-Qwen2.5-VL")
     with pytest.raises(RewardModelUnavailable, match=r"Qwen2\.5-VL .*'Qwen/no-such"):
         r([sample_factory("a", images[0])])
+
+
+# ------------------------------------------------------- ReasonGen-R1's judge as released (issue 20)
+
+
+def test_binary_judge_prompt_is_reasongen_r1s_template_and_places_the_image(
+    tiny_qwen_dir, images, monkeypatch
+):
+    from reasongen.rewards.judges import BINARY_PROMPT, judge_image, judge_prompt_text
+
+    text = BINARY_PROMPT.format(prompt=judge_prompt_text("A photo of a red cat."))
+    assert text.startswith(
+        'You are given a text prompt: "a red cat." \nBelow is one generated image:\n<image>\n\n1. '
+    )
+    assert "respond with: \\boxed{1}\nOtherwise, respond with: \\boxed{0}\n\nReason before" in text
+    assert "Be extremly strict and precise:" in text  # upstream's spelling
+    assert judge_prompt_text("a photo of a cat") == "a photo of a cat"  # only "A photo of " goes
+    assert judge_image(images[0]).size == (512, 512)  # 64x64 scaled up to 512^2 pixels
+    assert judge_image(images[1]).size == (int(80 * math.sqrt(512 * 512 / (80 * 64))), 457)
+    from PIL import Image
+
+    assert judge_image(Image.new("L", (4096, 2048))).size == (2896, 1448)
+    assert judge_image(Image.new("L", (600, 600))).mode == "RGB"
+    r = get_reward("binary_judge", model=str(tiny_qwen_dir), max_new_tokens=2)
+    assert get_reward("binary_judge", model="x").config.max_new_tokens == 1024
+    _, processor = r.bundle
+    enc = r._inputs([([images[0]], text)])
+    decoded = processor.tokenizer.decode(enc["input_ids"][0])
+    before, after = decoded.split("<|vision_start|>")
+    assert before.endswith("Below is one generated image:\n") and "<|vision_end|>\n\n1. Describe" in after
+
+
+def test_binary_judge_unparseable_scores_zero_as_upstream_or_none(
+    tiny_qwen_dir, sample_factory, images, monkeypatch
+):
+    r = get_reward("binary_judge", model=str(tiny_qwen_dir))
+    monkeypatch.setattr(
+        r, "chat", lambda items: ["\\boxed{0} then \\boxed{1}", "no box", "\\boxed{1} \\boxed{0"]
+    )
+    out = r([sample_factory(str(i), images[0]) for i in range(3)])
+    assert out.scores == [1.0, 0.0, 0.0] and "boxed" in out.details[1]["error"]
+    n = get_reward("binary_judge", model=str(tiny_qwen_dir), unparsed="none")
+    monkeypatch.setattr(
+        n, "chat", lambda items: ["\\boxed{0} then \\boxed{1}", "no box", "\\boxed{1} \\boxed{0"]
+    )
+    assert n([sample_factory(str(i), images[0]) for i in range(3)]).scores == [1.0, None, None]
+    with pytest.raises(ValueError, match="unparsed must be 'zero' or 'none'"):
+        get_reward("binary_judge", model="x", unparsed="skip")
