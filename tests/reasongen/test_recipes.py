@@ -144,3 +144,18 @@ def test_paper_yamls_use_the_released_cot_cap(yaml_name: str, recipe: str) -> No
 def test_shapes_recipe_keeps_its_own_cap() -> None:
     path = Path(__file__).resolve().parents[2] / "training" / "recipes" / "shapes.yaml"
     assert yaml.safe_load(path.read_text(encoding="utf-8"))["max_cot_tokens"] == 160
+
+
+def test_t2i_r1_yaml_scores_gdino_and_git_by_t2i_r1s_rules() -> None:
+    from reasongen.config import parse_config
+    from reasongen.rewards import make_reward
+    from training.grpo import GRPOConfig
+
+    path = Path(__file__).resolve().parents[2] / "training" / "recipes" / "t2i_r1.yaml"
+    cfg = parse_config(GRPOConfig, ["--config", str(path)])
+    reward = make_reward(cfg.rewards, cfg.reward_mode, cfg.reward_weights, cfg.reward_options)
+    parts = {p.name: p for p in reward.parts}  # type: ignore[attr-defined]
+    assert parts["gdino"].config.rules == "t2i-r1" and parts["gdino"].config.box_threshold == 0.3
+    assert parts["git_vqa"].config.rules == "t2i-r1"
+    assert parts["orm"].config.backend == "llava-onevision" and parts["orm"].config.temperature == 0.3
+    assert reward.config.on_missing == "renormalise"  # type: ignore[attr-defined]
