@@ -44,7 +44,7 @@ def test_image_prefix_continues_the_sequence_or_rewraps(tiny_loaded):
     cot = encode_text(tok, "round.")
     assert image_prefix(tok, ids, got, "a red circle", p, cot, "round.") == [*p, *cot, 4]
     # T2I-R1 starts a new conversation holding prompt and CoT: BOS + that text + BOI.
-    rewrap = "<|User|>: a red circle. round.\n\n<|Assistant|>:"
+    rewrap = "User: a red circle. round.\n\nAssistant:"  # the roles as T2I-R1 passes them
     p2 = prompt_ids(tok, ids, t2i, "a red circle")
     assert image_prefix(tok, ids, t2i, "a red circle", p2, cot, "round.") == [0, *encode_text(tok, rewrap), 4]
     # A recipe without CoT goes straight from the prompt to <begin_of_image>.
