@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 
 from ..prompt_files import iter_json_lines, read_prompt_file
+from ..t2i_r1_data import metadata_from_record
 from ..types import Sample, SamplingSettings, validate_metadata
 from .base import Reward, RewardModelUnavailable, RewardOutput
 from .combine import MODES, CombinedReward
@@ -66,6 +67,10 @@ def _records(images_dir: Path, prompts: Path | None, files: list[Path]) -> dict[
             if not isinstance(name, str):
                 raise ValueError(f"{prompts}:{n}: needs a 'file_name' (or 'file'/'image') string")
             meta = rec.get("metadata")
+            if meta is None:
+                meta = metadata_from_record(rec)  # T2I-R1's data fields, if the record has them
+                if meta is not None:
+                    rec["metadata"] = meta
             if meta is not None:
                 try:
                     validate_metadata(meta)

@@ -210,3 +210,15 @@ def test_json_output_writes_null_for_non_finite_scores(tmp_path, capsys, monkeyp
     rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}")) for line in out.splitlines()]
     assert [r["nanny"]["score"] for r in rows] == [None, None]
     assert rows[0]["nanny"]["details"] == {"raw": None, "parts": [None, 0.5]}
+
+
+def test_t2i_r1_data_fields_in_a_prompts_file_are_read_as_metadata(tmp_path):
+    from reasongen.rewards.cli import _records
+
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "a.png")
+    rec = {"file_name": "a.png", "prompt": "a photo of two cats", "nouns": ["cat"],
+           "numeracy_info": [{"obj_name": "cat", "num": 2}], "task_type": "numeracy"}  # fmt: skip
+    (tmp_path / "p.jsonl").write_text(json.dumps(rec) + "\n")
+    meta = _records(tmp_path, tmp_path / "p.jsonl", [tmp_path / "a.png"])["a.png"]["metadata"]
+    assert meta["tag"] == "counting" and meta["include"] == [{"class": "cat", "count": 2}]
+    assert meta["t2i_r1"]["task_type"] == "numeracy"
