@@ -33,6 +33,7 @@ from .types import (
     SamplingSettings,
     StreamEvent,
 )
+from .vq_decode import decode_tokens
 
 MAX_PROMPT_CHARS = 2000
 MAX_PROMPT_TOKENS = 1024
@@ -85,7 +86,7 @@ def clean_cot(text: str) -> str:
 def tokens_to_images(loaded: LoadedModel, tokens: torch.Tensor) -> list[Image.Image]:
     """Decode image tokens ``[B, N]`` with the VQ decoder into PIL images."""
     with torch.inference_mode():
-        pixels = loaded.model.decode_image_tokens(tokens.to(loaded.device))  # [B, H, W, 3]
+        pixels = decode_tokens(loaded.model, tokens.to(loaded.device))  # [B, H, W, 3]
     proc = loaded.processor.image_processor
     mean = torch.tensor(proc.image_mean, device=pixels.device)
     std = torch.tensor(proc.image_std, device=pixels.device)

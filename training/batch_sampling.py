@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .rollouts import Group, rollout_slots
+
 if TYPE_CHECKING:
-    from .grpo import Group, GRPOConfig
+    from .grpo import GRPOConfig
 
 
 def next_batch_size(left: int, world: int, full: int) -> int:
@@ -48,8 +50,6 @@ def rollout_batches(
     ``dropped``, for the statistics). ``total(t)`` sums a tensor over the processes (identity on
     one process); every process calls it once per generation batch.
     """
-    from .grpo import rollout_slots
-
     once = replace(cfg, dynamic_sampling=False)  # one attempt per slot: batches replace redraws
     wanted, first = cfg.prompts_per_step, 0
     size, kept_slots = wanted, []

@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +60,6 @@ from .errors import NoSignalError
 from .grpo_loss import (
     AdaptiveEntropyCoefficient,
     LossSettings,
-    group_advantages,
-    rewards_tensor,
 )
 from .grpo_update import (
     behaviour_logprobs,
@@ -74,6 +71,7 @@ from .grpo_update import (
     rank_state,
     update,
 )
+from .rollouts import Group, finite_rewards, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
 
 RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOutput
@@ -318,84 +316,6 @@ def _mean(xs: Sequence[float | None]) -> float:
     """Mean of the finite values (NaN if none)."""
     vals = [float(x) for x in xs if x is not None and math.isfinite(x)]
     return sum(vals) / len(vals) if vals else math.nan
-
-
-def finite_rewards(rewards: Sequence[float | None]) -> tuple[list[float | None], int]:
-    """``rewards`` with NaN and ±inf turned into ``None`` (missing), and how many were."""
-    out = [None if r is None or not math.isfinite(r) else float(r) for r in rewards]
-    return out, sum(r is not None and o is None for r, o in zip(rewards, out))
-
-
-# --------------------------------------------------------------------------- rollouts
-
-
-@dataclass
-class Group:
-    samples: list[Sample]
-    rewards: list[float | None]
-    families: dict[str, float]
-    advantages: list[float]
-    valid: list[bool]
-    slot: int
-    attempts: int
-    dropped: bool = False
-    non_finite: int = 0  # rewards that came back NaN or ±inf (treated as missing)
-    # Per sample [N_k]: image log-probs under the trained distribution and the policy that drew
-    # the step, where the stored ones are of another distribution (see needs_behaviour).
-    behaviour: list[torch.Tensor] | None = None
-
-
-def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
-    return random.Random(f"{seed}:{step}:{slot}:{attempt}")
-
-
-def rollout_slots(
-    cfg: GRPOConfig, loaded: Any, prompts: list, score: Callable, step: int, slots: Sequence[int]
-) -> list[Group]:
-    """Generate and score one group per slot of ``slots``, redrawing zero-spread groups.
-
-    Every slot of a round is sampled in one multi-prompt ``generate`` call (each slot's prompt and
-    seed come from ``slot_rng(seed, step, slot, attempt)`` and each prompt has its own random
-    stream, so a group is the same however the slots are batched or split over processes); the
-    slots whose group had no reward spread are redrawn together in the next round. A group still
-    without spread after ``max_resample`` redraws comes back with ``dropped=True`` (its advantages
-    are 0 and no token of it takes part in the loss). NaN and ±inf rewards count as missing
-    (``Group.non_finite`` counts them over every attempt). Groups come back in ``slots`` order.
-    """
-    from reasongen.generation import generate
-
-    settings = cfg.sampling(loaded)
-    tries = 1 + (cfg.max_resample if cfg.dynamic_sampling else 0)
-    done: dict[int, Group] = {}
-    non_finite = dict.fromkeys(slots, 0)
-    pending = list(slots)
-    for attempt in range(tries):
-        picks = []
-        for slot in pending:
-            rng = slot_rng(cfg.seed, step, slot, attempt)
-            prompt, meta = prompts[rng.randrange(len(prompts))]
-            picks.append((prompt, meta, rng.randrange(2**31)))
-        samples = generate(loaded, [p for p, _, _ in picks], cfg.recipe, n=cfg.group_size,
-                           seed=[sd for _, _, sd in picks], settings=settings,
-                           metadata=[m for _, m, _ in picks])  # fmt: skip
-        redraw = []
-        for k, slot in enumerate(pending):
-            group = samples[k * cfg.group_size : (k + 1) * cfg.group_size]
-            rewards, families = score(group)
-            rewards, bad = finite_rewards(rewards)
-            non_finite[slot] += bad
-            adv = group_advantages(rewards_tensor(rewards, cfg.group_size), eps=cfg.adv_eps)
-            keep = bool(adv.keep_group[0])
-            if keep or attempt == tries - 1:
-                advantages, valid = adv.advantages[0].tolist(), adv.valid[0].tolist()
-                done[slot] = Group(group, rewards, families, advantages, valid, slot, attempt + 1,
-                                   dropped=not keep, non_finite=non_finite[slot])  # fmt: skip
-            else:
-                redraw.append(slot)
-        pending = redraw
-        if not pending:
-            break
-    return [done[slot] for slot in slots]
 
 
 # --------------------------------------------------------------------------- update

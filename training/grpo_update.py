@@ -29,7 +29,8 @@ from .grpo_loss import (
 from .logprobs import policy_logprobs, run_policy, stored_logprobs
 
 if TYPE_CHECKING:
-    from .grpo import Group, PolicyOptimConfig
+    from .grpo import PolicyOptimConfig
+    from .rollouts import Group
 
 
 def needs_behaviour(cfg: PolicyOptimConfig, groups: Sequence[Group]) -> bool:

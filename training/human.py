@@ -32,9 +32,10 @@ from typing import Any
 from reasongen.config import parse_config
 
 from .errors import TrainingError
-from .grpo import Group, PolicyOptimConfig, check_world, reference_model, run_loop
+from .grpo import PolicyOptimConfig, check_world, reference_model, run_loop
 from .grpo_loss import group_advantages
 from .grpo_update import needs_behaviour
+from .rollouts import Group
 from .run_setup import setup_run
 from .sft import batch_indices
 
