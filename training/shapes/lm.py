@@ -14,6 +14,7 @@ from transformers import JanusConfig, JanusForConditionalGeneration
 from reasongen.tiny import janus_config
 
 from .data import TextExample, make_batch
+from .stage_state import StageCheckpoints, StageClock, StageRun, restore_rng, rng_state, stop_reason
 from .vq import warmup_cosine
 
 
@@ -109,14 +110,18 @@ def train_lm(
     max_seconds: float | None = None,
     code_weights: torch.Tensor | None = None,
     anchor_weight: float = 1.0,
-) -> list[tuple[float, float]]:
-    """SFT the LM, embeddings and heads (the VQ stays frozen); return (text, image) loss curve.
+    checkpoints: StageCheckpoints | None = None,
+    resume: bool = False,
+    stop_at: float | None = None,
+) -> StageRun:
+    """SFT the LM, embeddings and heads (the VQ stays frozen); returns what it did (``record``:
+    the (text, image) loss of each step).
 
-    ``max_seconds`` stops early; the curve's length is the number of steps done.
+    ``max_seconds`` stops early, counting the stage's earlier sessions; ``stop_at`` (wall-clock
+    time) ends this session without touching the schedule. With ``checkpoints`` the state is
+    saved every ``checkpoints.every`` steps and when the stage stops; ``resume`` continues from
+    the newest one exactly (same batches, same weights as a run never stopped).
     """
-    import time
-
-    t0 = time.time()
     rng = random.Random(seed)
     model.train().to(device)
     for p in model.model.vqmodel.parameters():
@@ -131,12 +136,24 @@ def train_lm(
         lr=lr,
         betas=(0.9, 0.95),
     )
-    sched = warmup_cosine(opt, steps, 0.03, max_seconds)
+    saved = checkpoints.latest() if checkpoints is not None and resume else None
+    clock = StageClock(saved["seconds"] if saved else 0.0)
+    sched = warmup_cosine(opt, steps, 0.03, max_seconds, clock)
+    curve: list[tuple[float, float]] = []
+    start = 0
+    if saved:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        restore_rng(rng, saved["rng"])
+        curve, start = [tuple(c) for c in saved["record"]], saved["step"]
+        print(f"LM: resumed at step {start} of {steps} from {saved['path']}", flush=True)
     amp = device.type == "cuda"
     code_weights = None if code_weights is None else code_weights.to(device)
-    curve: list[tuple[float, float]] = []
-    bar = tqdm(range(steps), desc="LM", mininterval=5.0)
-    for step in bar:
+    done = start
+    stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+    bar = tqdm(total=steps, initial=start, desc="LM", mininterval=5.0)
+    while stop is None:
         pick = [rng.randrange(len(texts)) for _ in range(batch_size)]
         batch = make_batch([texts[i] for i in pick], codes[pick], pad_id, drop_prob, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -149,10 +166,17 @@ def train_lm(
         opt.step()
         sched.step()
         curve.append((float(text_loss.detach()), float(img_loss.detach())))
-        if step % 25 == 0:
+        if done % 25 == 0:
             bar.set_postfix(text=f"{curve[-1][0]:.3f}", image=f"{curve[-1][1]:.3f}",
                             anchor=f"{float(anchor_loss.detach()):.3f}")  # fmt: skip
-        if max_seconds is not None and time.time() - t0 > max_seconds:
-            break
+        done += 1
+        bar.update(1)
+        stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+        if checkpoints is not None and (stop is not None or checkpoints.due(done)):
+            checkpoints.save(done, stop, clock.elapsed(), {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng_state(rng), "record": curve,
+            })  # fmt: skip
+    bar.close()
     model.eval()
-    return curve
+    return StageRun(curve, done, clock.elapsed(), stop, start)

@@ -16,7 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
+import os
+import shlex
+import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +48,14 @@ from reasongen.types import CATEGORIES
 
 from .data import build_tokenizer, encode_texts, lm_codes
 from .lm import shapes_config, train_lm
+from .stage_state import STOP_BUDGET, STOP_SESSION, StageCheckpoints
 from .vq import decode_codes, set_codebook, train_decoder
 
 LANGUAGES = ("geneval", "full")
+CHECKPOINTS = "checkpoints"
+"""The output folder's sub-folder of stage checkpoints (``lm/`` and ``vq/``)."""
+PAUSED_EXIT = 75
+"""Exit status of a run that ``--session-minutes`` ended before its steps (EX_TEMPFAIL: resume it)."""
 
 
 @dataclass
@@ -92,7 +101,32 @@ class PretrainShapesConfig:
         default=2.0,
         metadata={"help": "CFG weight saved as the model's default (5 overshoots: 0.36 vs 0.87 overall)"},
     )
-    max_minutes: float = field(default=40.0, metadata={"help": "stop each stage after this long (0: off)"})
+    max_minutes: float = field(
+        default=40.0,
+        metadata={"help": "each stage's time budget, counted over every session of a resumed run: "
+                  "the stage stops after this long and its learning-rate decay follows the clock "
+                  "when that is further along than the steps (0: off, the step schedule alone)"},
+    )  # fmt: skip
+    session_minutes: float = field(
+        default=0.0,
+        metadata={"help": "end this session after this long: each stage saves a checkpoint and "
+                  "stops (the schedule does not see it), no model is written, and the command "
+                  "prints how to continue with --resume (0: off)"},
+    )  # fmt: skip
+    save_every: int = field(
+        default=200,
+        metadata={"help": "checkpoint each stage into OUT/checkpoints every this many steps (and "
+                  "whenever a stage stops); a killed run loses at most this many steps (0: only "
+                  "when a stage stops)"},
+    )  # fmt: skip
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue each stage from its newest checkpoint in OUT/checkpoints "
+                  "(same settings required; the weights come out as an uninterrupted run's)"},
+    )  # fmt: skip
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "keep OUT/checkpoints after a run that did all its steps"}
+    )
     eval_images: int = field(default=300, metadata={"help": "held-out scenes for VQ accuracy"})
 
     def __post_init__(self) -> None:
@@ -112,6 +146,9 @@ class PretrainShapesConfig:
         for name in ("vq_steps", "lm_scenes", "lm_steps", "text_scenes", "vq_batch", "lm_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("max_minutes", "session_minutes", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off)")
 
     @property
     def scene_categories(self) -> tuple[str, ...]:
@@ -136,17 +173,68 @@ def _build_config(cfg: PretrainShapesConfig, vocab_size: int) -> JanusConfig:
                          cfg.downsample_levels, NUM_CODES, EMBED_DIM, cfg.vq_base_channels)  # fmt: skip
 
 
-def _decoder_stage(cfg_dict: dict[str, Any], vq_config: dict[str, Any], path: str) -> None:
-    """Child process: train the VQ decoder and save its state dict to ``path``."""
+SESSION_FIELDS = ("out", "device", "threads", "max_minutes", "session_minutes", "save_every", "resume",
+                  "keep_checkpoints", "guidance", "eval_images")  # fmt: skip
+"""Settings a resumed run may change: where and how long it runs, and what is done after training."""
+
+
+def fingerprint(cfg: PretrainShapesConfig) -> dict[str, Any]:
+    """The settings the trained weights depend on (every field but ``SESSION_FIELDS``)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SESSION_FIELDS}
+
+
+def command_line(cfg: PretrainShapesConfig, **changes: Any) -> str:
+    """The command that runs ``cfg`` with ``changes``: every setting that is not the default."""
+    cfg = dataclasses.replace(cfg, **changes)
+    words = ["python", "-m", "training.shapes.pretrain"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value == default and f.name != "out":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else f"{flag} false")
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(words)
+
+
+def stage_checkpoints(cfg: PretrainShapesConfig, stage: str) -> StageCheckpoints:
+    """Where stage ``lm`` or ``vq`` keeps its checkpoints: ``OUT/checkpoints/<stage>``."""
+    return StageCheckpoints(Path(cfg.out) / CHECKPOINTS / stage, cfg.save_every, fingerprint(cfg))
+
+
+def _watch_parent() -> None:
+    """End this process when its parent dies (a killed run must not leave the decoder training)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _decoder_stage(cfg_dict: dict[str, Any], vq_config: dict[str, Any], path: str,
+                   stop_at: float | None = None) -> None:  # fmt: skip
+    """Child process: train (or resume) the VQ decoder; save its state dict and summary to ``path``."""
     from transformers import JanusVQVAEConfig
 
+    _watch_parent()
     cfg = PretrainShapesConfig(**cfg_dict)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + 10)
     vq = JanusVQVAE(JanusVQVAEConfig(**vq_config))
     limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
-    summary = train_decoder(vq, cfg.image_size, cfg.vq_steps, cfg.vq_batch, cfg.vq_lr,
-                            cfg.seed + 11, resolve_device(cfg.device), limit)  # fmt: skip
+    done = train_decoder(vq, cfg.image_size, cfg.vq_steps, cfg.vq_batch, cfg.vq_lr,
+                         cfg.seed + 11, resolve_device(cfg.device), limit,
+                         stage_checkpoints(cfg, "vq"), cfg.resume, stop_at)  # fmt: skip
+    summary = {"steps": done.steps, "seconds": done.seconds, "final_loss": float(np.mean(done.record[-20:])),
+               "stop": done.stop, "resumed_from": done.resumed_from}  # fmt: skip
     torch.save({"state": vq.cpu().state_dict(), "summary": summary}, path)
 
 
@@ -172,14 +260,49 @@ def _vq_eval(vq: JanusVQVAE, cfg: PretrainShapesConfig) -> dict[str, Any]:
     }
 
 
+def _check_checkpoints(cfg: PretrainShapesConfig) -> None:
+    """A fresh run refuses an output folder that holds an earlier run's checkpoints."""
+    found = [p for stage in ("lm", "vq") for p in stage_checkpoints(cfg, stage).existing()]
+    if cfg.resume and not found:
+        print(f"--resume: no checkpoints in {Path(cfg.out) / CHECKPOINTS}; starting afresh", flush=True)
+    if not cfg.resume and found:
+        raise ValueError(
+            f"{Path(cfg.out) / CHECKPOINTS} holds checkpoints of an earlier run ({found[-1].name}, ...): "
+            f"pass --resume to continue it, or delete that folder to start afresh"
+        )
+
+
+def _stopped_early(cfg: PretrainShapesConfig, stops: dict[str, tuple[str, int, int]]) -> str:
+    """What to tell about stages that stopped before their steps (empty if none did)."""
+    ckpt = Path(cfg.out) / CHECKPOINTS
+    where = ", ".join(f"the {name} at step {done} of {steps}" for name, (stop, done, steps) in stops.items()
+                      if stop in (STOP_SESSION, STOP_BUDGET))  # fmt: skip
+    if any(stop == STOP_SESSION for stop, _, _ in stops.values()):
+        return (f"--session-minutes {cfg.session_minutes:g} ended this session ({where}); no model "
+                f"was written. Their state is in {ckpt}. Continue with:\n"
+                f"  {command_line(cfg, resume=True)}")  # fmt: skip
+    if any(stop == STOP_BUDGET for stop, _, _ in stops.values()):
+        longer = max(2 * cfg.max_minutes, 1.0)
+        return (f"--max-minutes {cfg.max_minutes:g} stopped {where} (the learning rate followed the clock "
+                f"to its end); {cfg.out} holds that model and {ckpt} its state (delete it before "
+                f"shipping the folder). To train on, give a larger budget (the decay then follows it):"
+                f"\n  {command_line(cfg, resume=True, max_minutes=longer)}\nor the step schedule "
+                f"alone:\n  {command_line(cfg, resume=True, max_minutes=0.0)}")  # fmt: skip
+    return ""
+
+
 def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
-    """Train everything and save it to ``cfg.out``; returns the stats written beside it."""
+    """Train everything (or continue it, ``cfg.resume``) and save it to ``cfg.out``; returns the
+    stats written beside it. A run that ``session_minutes`` ended before its steps writes no model
+    and returns stats whose ``unfinished`` names the stages to resume."""
     t0 = time.time()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_checkpoints(cfg)
+    stop_at = t0 + 60 * cfg.session_minutes if cfg.session_minutes > 0 else None
     stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(dev)}
 
     cats = cfg.scene_categories
@@ -190,7 +313,8 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
 
     vq_path = out / "_decoder.pt"
     child = mp.get_context("spawn").Process(
-        target=_decoder_stage, args=(dataclasses.asdict(cfg), config.vq_config.to_dict(), str(vq_path))
+        target=_decoder_stage,
+        args=(dataclasses.asdict(cfg), config.vq_config.to_dict(), str(vq_path), stop_at),
     )
     child.start()
 
@@ -208,12 +332,12 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     texts = encode_texts(scenes, tok, cfg.direct_fraction, cfg.seed + 5)
     codes = lm_codes(scenes)  # [n, 64]
     limit = cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
-    t = time.time()
-    curve = train_lm(model, texts, codes, tok.pad_token_id, cfg.lm_steps, cfg.lm_batch, cfg.lm_lr,
-                     cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit,
-                     code_weights=weights, anchor_weight=cfg.anchor_weight)  # fmt: skip
-    tail = np.array(curve[-50:])
-    stats["lm"] = {"steps": len(curve), "seconds": time.time() - t,
+    lm = train_lm(model, texts, codes, tok.pad_token_id, cfg.lm_steps, cfg.lm_batch, cfg.lm_lr,
+                  cfg.drop_prompt, dev, cfg.seed + 6, max_seconds=limit, code_weights=weights,
+                  anchor_weight=cfg.anchor_weight, checkpoints=stage_checkpoints(cfg, "lm"),
+                  resume=cfg.resume, stop_at=stop_at)  # fmt: skip
+    tail = np.array(lm.record[-50:])
+    stats["lm"] = {"steps": lm.steps, "seconds": lm.seconds, "stop": lm.stop,
                    "final_text_loss": float(tail[:, 0].mean()),
                    "final_image_loss": float(tail[:, 1].mean())}  # fmt: skip
 
@@ -221,9 +345,20 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     if child.exitcode != 0 or not vq_path.is_file():
         raise RuntimeError(f"the VQ decoder process failed (exit code {child.exitcode})")
     saved = torch.load(vq_path, map_location="cpu")
+    vq_path.unlink()
+    resumed = {"lm_from_step": lm.resumed_from, "vq_from_step": saved["summary"].pop("resumed_from")}
+    if any(resumed.values()):
+        stats["resumed"] = resumed
+    stops = {"LM": (lm.stop, lm.steps, cfg.lm_steps),
+             "VQ decoder": (saved["summary"]["stop"], saved["summary"]["steps"], cfg.vq_steps)}  # fmt: skip
+    note = _stopped_early(cfg, stops)
+    if any(stop == STOP_SESSION for stop, _, _ in stops.values()):
+        print(note, flush=True)
+        unfinished = [name for name, (stop, _, _) in stops.items() if stop == STOP_SESSION]
+        return {**stats, "vq": saved["summary"], "unfinished": unfinished}
+
     model = model.to("cpu").eval()
     model.model.vqmodel.load_state_dict(saved["state"])
-    vq_path.unlink()
     stats["vq"] = {**saved["summary"], **_vq_eval(model.model.vqmodel, cfg)}
     print(f"VQ: {stats['vq']}", flush=True)
 
@@ -239,12 +374,16 @@ def run(cfg: PretrainShapesConfig) -> dict[str, Any]:
     stats["wall_seconds"] = time.time() - t0
     (out / "training_stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2), flush=True)
+    if note:
+        print(note, flush=True)
+    elif not cfg.keep_checkpoints:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    stats = run(parse_args(argv))
+    return PAUSED_EXIT if stats.get("unfinished") else 0
 
 
 if __name__ == "__main__":

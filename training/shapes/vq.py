@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 import numpy as np
 import torch
@@ -21,25 +20,28 @@ from reasongen.shapes import COLORS, SHAPES, SIZES, ShapeObject, render_objects
 from reasongen.shapes.codes import CELL, GRID_CELLS, SIZE_CELLS, codebook_vectors, scene_codes
 from reasongen.types import Box
 
+from .stage_state import StageCheckpoints, StageClock, StageRun, restore_rng, rng_state, stop_reason
+
 
 def warmup_cosine(
     opt: torch.optim.Optimizer, steps: int, warmup_frac: float = 0.05,
-    max_seconds: float | None = None,
+    max_seconds: float | None = None, clock: StageClock | None = None,
 ):  # fmt: skip
     """Linear warm-up over ``warmup_frac`` of ``steps``, then cosine decay to 5% of the peak.
 
     With ``max_seconds`` the decay follows whichever is further along, the steps or the clock
-    (so a time-limited run still ends annealed; it is then no longer bit-reproducible).
+    (so a time-limited run still ends annealed; it is then no longer bit-reproducible). The clock
+    is ``clock`` (a resumed stage's counts its earlier sessions), else one started now.
     """
     warm = max(1, int(steps * warmup_frac))
-    t0 = time.time()
+    clock = clock or StageClock()
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         progress = min(1.0, (step - warm) / max(1, steps - warm))
         if max_seconds:
-            progress = max(progress, min(1.0, (time.time() - t0) / max_seconds))
+            progress = max(progress, min(1.0, clock.elapsed() / max_seconds))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -91,20 +93,38 @@ def _batch(rng: random.Random, size: int, batch_size: int) -> tuple[torch.Tensor
 def train_decoder(
     vq: JanusVQVAE, image_size: int, steps: int, batch_size: int, lr: float, seed: int,
     device: torch.device, max_seconds: float | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """Train the decoder to draw rendered dense scenes from their codes; returns a summary.
+    checkpoints: StageCheckpoints | None = None, resume: bool = False, stop_at: float | None = None,
+) -> StageRun:  # fmt: skip
+    """Train the decoder to draw rendered dense scenes from their codes; returns what it did
+    (``record``: the loss of each step).
 
     Loss: L1 + L2 on pixels in [-1, 1], with object pixels weighted 4× (background dominates).
-    ``max_seconds`` stops early (the summary records the steps actually done).
+    ``max_seconds`` stops early, counting the stage's earlier sessions; ``stop_at`` (wall-clock
+    time) ends this session without touching the schedule. With ``checkpoints`` the state is
+    saved every ``checkpoints.every`` steps and when the stage stops; ``resume`` continues from
+    the newest one exactly (same batches, same weights as a run never stopped).
     """
     set_codebook(vq)
     vq.train().to(device)
     params = [*vq.post_quant_conv.parameters(), *vq.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    sched = warmup_cosine(opt, steps, max_seconds=max_seconds)
     rng = random.Random(seed)
-    t0, done, losses = time.time(), 0, []
-    for step in tqdm(range(steps), desc="VQ decoder", mininterval=5.0):
+    saved = checkpoints.latest() if checkpoints is not None and resume else None
+    clock = StageClock(saved["seconds"] if saved else 0.0)
+    sched = warmup_cosine(opt, steps, max_seconds=max_seconds, clock=clock)
+    losses: list[float] = []
+    start = 0
+    if saved:
+        vq.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        restore_rng(rng, saved["rng"])
+        losses, start = list(saved["record"]), saved["step"]
+        print(f"VQ decoder: resumed at step {start} of {steps} from {saved['path']}", flush=True)
+    done = start
+    stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+    bar = tqdm(total=steps, initial=start, desc="VQ decoder", mininterval=5.0)
+    while stop is None:
         codes, px = _batch(rng, image_size, batch_size)
         codes, px = codes.to(device), px.to(device)
         rec = decode_train(vq, codes)  # [B, 3, H, W]
@@ -117,11 +137,17 @@ def train_decoder(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        done = step + 1
-        if max_seconds is not None and time.time() - t0 > max_seconds:
-            break
+        done += 1
+        bar.update(1)
+        stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+        if checkpoints is not None and (stop is not None or checkpoints.due(done)):
+            checkpoints.save(done, stop, clock.elapsed(), {
+                "model": vq.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng_state(rng), "record": losses,
+            })  # fmt: skip
+    bar.close()
     vq.eval()
-    return {"steps": done, "seconds": time.time() - t0, "final_loss": float(np.mean(losses[-20:]))}
+    return StageRun(losses, done, clock.elapsed(), stop, start)
 
 
 @torch.no_grad()
