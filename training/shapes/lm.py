@@ -151,7 +151,8 @@ def train_lm(
     amp = device.type == "cuda"
     code_weights = None if code_weights is None else code_weights.to(device)
     done = start
-    stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+    # A fresh stage does at least one step, a session at least one; a resumed stage may be done.
+    stop = stop_reason(done, steps, clock, max_seconds if saved else None, None)
     bar = tqdm(total=steps, initial=start, desc="LM", mininterval=5.0)
     while stop is None:
         pick = [rng.randrange(len(texts)) for _ in range(batch_size)]

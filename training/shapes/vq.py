@@ -122,7 +122,8 @@ def train_decoder(
         losses, start = list(saved["record"]), saved["step"]
         print(f"VQ decoder: resumed at step {start} of {steps} from {saved['path']}", flush=True)
     done = start
-    stop = stop_reason(done, steps, clock, max_seconds, stop_at)
+    # A fresh stage does at least one step, a session at least one; a resumed stage may be done.
+    stop = stop_reason(done, steps, clock, max_seconds if saved else None, None)
     bar = tqdm(total=steps, initial=start, desc="VQ decoder", mininterval=5.0)
     while stop is None:
         codes, px = _batch(rng, image_size, batch_size)
