@@ -12,6 +12,7 @@ benchmark's ``report.json`` (``python -m reasongen.eval shapes``); no number is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,23 @@ def _bench_table(reports: dict[str, dict[str, Any]]) -> str:
     return head + "\n".join(rows) + "\n\n" + "\n".join(extra)
 
 
+def _command(config: dict[str, Any]) -> str:
+    """The pre-training command of a stats ``config`` (fields a newer trainer added take defaults)."""
+    from .pretrain import PretrainShapesConfig, command_line
+
+    known = {f.name for f in dataclasses.fields(PretrainShapesConfig)}
+    cfg = PretrainShapesConfig(**{k: v for k, v in config.items() if k in known})
+    return command_line(cfg, show=("out", "seed", "lm_steps", "vq_steps", "max_minutes"), resume=False)
+
+
+def _resumed(stats: dict[str, Any]) -> str:
+    r = stats.get("resumed")
+    if not r:
+        return ""
+    return (f" This model was resumed (LM from step {r['lm_from_step']}, VQ decoder from step "
+            f"{r['vq_from_step']}); the wall time below is its last session's.")  # fmt: skip
+
+
 def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -> str:
     """The model card text."""
     st = json.loads((model_dir / "training_stats.json").read_text())
@@ -52,9 +70,12 @@ def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -
     return f"""# shapes-janus: the embedded default model
 
 A small Janus-format text-to-image model trained from nothing by
-`python -m training.shapes.pretrain --out {cfg["out"]} --seed {cfg["seed"]} --lm-steps {cfg["lm_steps"]} --vq-steps {cfg["vq_steps"]} --max-minutes {cfg["max_minutes"]:g}`
-(the defaults) on the shapes world
-(`reasongen/shapes/`). It writes a short description and a GoT box plan, then draws the image, and
+`{_command(cfg)}`
+(other settings at their defaults) on the shapes world
+(`reasongen/shapes/`). A run longer than one sitting continues where it stopped: each stage saves
+a checkpoint every `--save-every` steps into `OUT/checkpoints/`, `--session-minutes` ends a session cleanly,
+and the same command with `--resume` goes on (a killed run loses at most `--save-every` steps); with
+`--max-minutes 0` the resumed run's weights are bit-identical to an uninterrupted run's.{_resumed(st)} It writes a short description and a GoT box plan, then draws the image, and
 loads with `reasongen.loading.load_model` or
 `transformers.JanusForConditionalGeneration.from_pretrained`. It is deliberately small (it trains
 on a 2-core CPU) and is meant to be improved by GRPO (see the numbers below).

@@ -9,6 +9,17 @@ so the VQ decoder (trained in a second process) and the LM (SFT on got-r1 and di
 train at the same time. Runs on the CPU and uses CUDA when present. Writes a transformers Janus
 folder (``save_pretrained`` model + ``JanusProcessor``) that ``reasongen.loading.load_model`` and
 ``JanusForConditionalGeneration.from_pretrained`` both load, plus ``training_stats.json``.
+
+Across sessions: each stage checkpoints its weights, optimizer, scheduler, RNG states and step
+into ``OUT/checkpoints/{lm,vq}/`` every ``--save-every`` steps (``stage_state.py``); the same
+command with ``--resume`` continues both stages from their newest checkpoints (a killed run loses
+at most ``--save-every`` steps), and with ``--max-minutes 0`` (the step schedule) the result is
+bit-identical to an uninterrupted run's. ``--session-minutes`` ends a session cleanly (exit status
+75, no model, the command to continue printed); ``--max-minutes`` is each stage's budget over all
+sessions. A run that did all its steps deletes ``OUT/checkpoints`` (``--keep-checkpoints`` keeps it).
+
+    # every session, until it exits with 0 (--resume without checkpoints starts afresh):
+    python -m training.shapes.pretrain --out D --language full --max-minutes 0 --session-minutes 170 --resume
 """
 
 from __future__ import annotations
@@ -183,14 +194,15 @@ def fingerprint(cfg: PretrainShapesConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SESSION_FIELDS}
 
 
-def command_line(cfg: PretrainShapesConfig, **changes: Any) -> str:
-    """The command that runs ``cfg`` with ``changes``: every setting that is not the default."""
+def command_line(cfg: PretrainShapesConfig, show: tuple[str, ...] = ("out",), **changes: Any) -> str:
+    """The command that runs ``cfg`` with ``changes``: every setting that is not the default, and
+    the fields named in ``show`` even when they are."""
     cfg = dataclasses.replace(cfg, **changes)
     words = ["python", "-m", "training.shapes.pretrain"]
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if value == default and f.name != "out":
+        if value == default and f.name not in show:
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):

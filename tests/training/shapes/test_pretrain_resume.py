@@ -207,3 +207,25 @@ def test_a_run_stopped_by_max_minutes_writes_its_model_and_says_how_to_continue(
     said = capsys.readouterr().out
     assert "--max-minutes 1e-05 stopped the LM at step 1 of 6" in said
     assert command_line(parse_args(args), resume=True, max_minutes=0.0) in said
+
+
+def test_model_card_gives_the_full_command_and_says_when_a_run_was_resumed(tmp_path):
+    from training.shapes.card import card
+
+    shipped = Path(__file__).resolve().parents[3] / "assets" / "models" / "shapes-janus"
+    if not (shipped / "training_stats.json").is_file():
+        pytest.skip("shapes-janus is not shipped")
+    stats = json.loads((shipped / "training_stats.json").read_text())
+    text = card(shipped, {})
+    # The shipped model's command reads as before (its stats predate the resume settings).
+    assert ("`python -m training.shapes.pretrain --out assets/models/shapes-janus --seed 0 --vq-steps 1200 "
+            "--lm-steps 3600 --max-minutes 40`") in text  # fmt: skip
+    assert "`--resume`" in text and "This model was resumed" not in text
+    shutil.copy(shipped / "config.json", tmp_path / "config.json")
+    stats["config"].update(out="runs/full", language="full", resume=True, save_every=100)
+    stats["resumed"] = {"lm_from_step": 400, "vq_from_step": 1200}
+    (tmp_path / "training_stats.json").write_text(json.dumps(stats))
+    text = card(tmp_path, {})
+    assert ("`python -m training.shapes.pretrain --out runs/full --seed 0 --vq-steps 1200 --lm-steps 3600 "
+            "--language full --max-minutes 40 --save-every 100`") in text  # fmt: skip
+    assert "This model was resumed (LM from step 400, VQ decoder from step 1200)" in text
