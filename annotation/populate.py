@@ -25,6 +25,7 @@ prompt (``metadata``: the prompt's GenEval-style metadata or None, kept on the s
 metadata-driven rewards can score them)."""
 
 RewardFn = Callable[[list[Any]], Any]
+BATCH_PROMPTS = 8  # prompts a batch-capable source samples together
 
 
 def parse_system(spec: str) -> tuple[str, str]:
@@ -44,21 +45,45 @@ def derive_seed(base: int, prompt_position: int, system: tuple[str, str]) -> int
 
 
 def reasongen_source(device: str | None = None, settings: Any = None) -> SampleSource:
-    """A :data:`SampleSource` that generates with reasongen, loading each model once (lazily)."""
+    """A :data:`SampleSource` that generates with reasongen, loading each model once (lazily).
+
+    It also has a ``batch(model, prompts, recipe, n, seeds, metadata)`` attribute that samples
+    several prompts in one multi-prompt ``generate`` call (one random stream per prompt, so each
+    prompt's samples are those the one-prompt call gives); :func:`populate_study` uses it.
+    """
     cache: dict[str, Any] = {}
+
+    def loaded(model: str) -> Any:
+        from reasongen.loading import load_model
+
+        if model not in cache:
+            cache[model] = load_model(model, device=device)
+        return cache[model]
 
     def source(
         model: str, prompt: str, recipe: str, n: int, seed: int, metadata: dict[str, Any] | None
     ) -> list[Any]:
         from reasongen.generation import generate
-        from reasongen.loading import load_model
 
-        if model not in cache:
-            cache[model] = load_model(model, device=device)
         return generate(
-            cache[model], prompt, recipe=recipe, n=n, seed=seed, settings=settings, metadata=metadata
+            loaded(model), prompt, recipe=recipe, n=n, seed=seed, settings=settings, metadata=metadata
         )
 
+    def batch(
+        model: str,
+        prompts: Sequence[str],
+        recipe: str,
+        n: int,
+        seeds: Sequence[int],
+        metadata: Sequence[dict[str, Any] | None],
+    ) -> list[list[Any]]:
+        from reasongen.generation import generate
+
+        flat = generate(loaded(model), list(prompts), recipe=recipe, n=n, seed=list(seeds),
+                        settings=settings, metadata=list(metadata))  # fmt: skip
+        return [flat[k * n : (k + 1) * n] for k in range(len(prompts))]
+
+    source.batch = batch  # type: ignore[attr-defined]
     return source
 
 
@@ -90,13 +115,28 @@ def populate_study(
         raise AnnotationError("give at least one MODEL:RECIPE system to generate candidates")
     ids: list[int] = []
     prompts = store.prompt_rows(study.id)
-    for position, (prompt_id, text, meta) in enumerate(prompts):
+    batch = getattr(source, "batch", None)
+    step = BATCH_PROMPTS if batch is not None else 1
+    for start in range(0, len(prompts), step):
+        chunk = list(enumerate(prompts))[start : start + step]
+        drawn: dict[tuple[int, tuple[str, str]], list[Any]] = {}
         for system in systems:
-            samples = source(system[0], text, system[1], n, derive_seed(seed, position, system), meta)
-            scored = {name: fn(samples) for name, fn in (rewards or {}).items()}
-            ids += store.add_candidates(prompt_id, samples, rewards=scored)
-            if progress is not None:
-                progress(
-                    f"prompt {position + 1}/{len(prompts)} {system[0]}:{system[1]}: {len(samples)} candidates"
-                )
+            seeds = [derive_seed(seed, position, system) for position, _ in chunk]
+            if batch is not None:
+                groups = batch(system[0], [row[1] for _, row in chunk], system[1], n, seeds,
+                               [row[2] for _, row in chunk])  # fmt: skip
+            else:
+                groups = [
+                    source(system[0], row[1], system[1], n, sd, row[2]) for (_, row), sd in zip(chunk, seeds)
+                ]
+            for (position, _), samples in zip(chunk, groups):
+                drawn[position, system] = samples
+        for position, (prompt_id, _text, _meta) in chunk:  # stored in prompt, then system order
+            for system in systems:
+                samples = drawn[position, system]
+                scored = {name: fn(samples) for name, fn in (rewards or {}).items()}
+                ids += store.add_candidates(prompt_id, samples, rewards=scored)
+                if progress is not None:
+                    where = f"prompt {position + 1}/{len(prompts)} {system[0]}:{system[1]}"
+                    progress(f"{where}: {len(samples)} candidates")
     return ids

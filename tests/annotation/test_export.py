@@ -430,3 +430,30 @@ def test_the_export_has_each_rewards_agreement_beside_the_ceiling(
         {"annotator": "sim-careful-1", "pairs": 18, "accuracy": 1.0},
         {"annotator": "sim-careful-2", "pairs": 18, "accuracy": 1.0},
     ]
+
+
+def test_reasongen_source_batches_prompts_and_stores_the_same_candidates(
+    store: Store, tiny_model_dir
+) -> None:
+    # Study creation samples a chunk of prompts in one generate call per system; a prompt's
+    # candidates are the ones the one-prompt source gives, stored in the same (prompt, system) order.
+    pytest.importorskip("torch")
+    from annotation.populate import reasongen_source
+    from reasongen.types import SamplingSettings
+
+    settings = SamplingSettings(guidance=2.0, max_cot_tokens=4, num_image_tokens=16)
+    source = reasongen_source(device="cpu", settings=settings)
+    one_at_a_time = reasongen_source(device="cpu", settings=settings)
+    del one_at_a_time.batch  # the per-prompt path
+    systems = [(str(tiny_model_dir), "got-r1"), (str(tiny_model_dir), "direct")]
+    stored = []
+    for name, src in (("batched", source), ("single", one_at_a_time)):
+        st = store.create_study(name, group_size=2, rankings_per_task=1, seed=3)
+        store.add_prompts(st.id, ["a red square", "two blue circles above a star", "a star"])
+        ids = generate_candidates(store, st.id, systems, src, seed=3)
+        stored.append([store.load_sample(i) for i in ids])
+    batched, single = stored
+    assert len(batched) == len(single) == 3 * 2 * 2
+    for a, b in zip(batched, single):
+        assert (a.prompt, a.recipe, a.seed, a.index) == (b.prompt, b.recipe, b.seed, b.index)
+        assert a.cot_token_ids == b.cot_token_ids and a.image_token_ids == b.image_token_ids
