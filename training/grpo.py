@@ -71,6 +71,7 @@ from .grpo_update import (
     rank_state,
     update,
 )
+from .monitor import Monitor, MonitorFields
 from .rollouts import Group, finite_rewards, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
 
@@ -177,9 +178,10 @@ class PolicyOptimConfig(RunConfig):
 
 
 @dataclass
-class GRPOConfig(PolicyOptimConfig):
+class GRPOConfig(MonitorFields, PolicyOptimConfig):
     """Online GRPO: the update settings plus where prompts come from, how groups are sampled
-    (rollouts), how they are scored (rewards) and the periodic shapes benchmark."""
+    (rollouts), how they are scored (rewards), the periodic shapes benchmark and the
+    over-optimisation monitor (``training.monitor``: rewards scored but not optimised)."""
 
     # ---- data and rollouts
     prompts: str = field(default="shapes", metadata={"help": "JSONL/TXT prompt file, or 'shapes'."})
@@ -574,12 +576,21 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
         else:
             drawn = rollout_slots(cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world))
         lm.model.train()
+        if monitor is not None:
+            monitor.observe(drawn)
         return drawn
 
     def evaluate(done: int) -> None:
         _maybe_eval(cfg, run, done, Path(cfg.out_dir))
+        if monitor is not None:
+            monitor.heldout(done)
 
-    return run_loop(cfg, run, draw, reference_model(cfg, run, loaded), evaluate)
+    monitor = Monitor(cfg, run, score) if cfg.monitor_rewards else None
+    after = monitor.after_step if monitor is not None else None
+    path = run_loop(cfg, run, draw, reference_model(cfg, run, loaded), evaluate, after)
+    if monitor is not None:
+        monitor.finish()
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
