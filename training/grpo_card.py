@@ -6,14 +6,19 @@
         [--notes NOTES.md]
 
 Reads the checkpoint's run config and step (``trainer_state/extra.pt``), the run's TensorBoard
-scalars (wall time, reward curve) and each benchmark's ``report.json`` (``python -m
-reasongen.eval shapes``): no number is typed in by hand. ``--notes`` is the "Limitations" section.
+scalars (wall time, reward curve), the over-optimisation monitor's ``monitor.jsonl`` when the run
+had ``monitor_rewards`` (``training.monitor``; its proxy-versus-gold plot is drawn again into the
+run folder and copied beside the card as ``monitor.png``) and each benchmark's ``report.json``
+(``python -m reasongen.eval shapes``): no number is typed in by hand. ``--notes`` is the
+"Limitations" section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,8 @@ from typing import Any
 import torch
 
 from reasongen.types import CATEGORIES
+
+from .monitor import PLOT, plot_proxy_gold, read_records, summarise
 
 
 def run_scalars(run_dir: Path, tag: str, upto: int) -> list[tuple[int, float, float]]:
@@ -68,6 +75,53 @@ def _weights_line(model_dir: Path | None, step: int) -> str:
             f"`average_last: {len(names)}`; `python -m training.averaging`)")  # fmt: skip
 
 
+def _num(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def monitor_section(records: list[dict[str, Any]]) -> str:
+    """The card's "Over-optimisation monitor" section from a run's monitor records ('' if none):
+    held-out proxy and gold at the first, best-gold and last evaluations, rollout means at the
+    start and end, whether the gold fell while the proxy rose, the monitor's cost and the plot."""
+    summary = summarise(records)
+    if not summary["gold"]:
+        return ""
+    setup = next((r for r in records if r.get("kind") == "setup"), {})
+    optimised = ", ".join(setup.get("rewards", [])) or "the run's rewards"
+    lines = ["## Over-optimisation monitor (`monitor_rewards`, `training.monitor`)", "",
+             f"Proxy = the optimised reward ({optimised}); gold = a reward scored but never optimised."]  # fmt: skip
+    if setup.get("source"):
+        cats = ", ".join(f"{k} {v}" for k, v in sorted(setup.get("categories", {}).items()))
+        lines.append(f"Held-out set: {setup['prompts']} prompts, {setup['source']} ({cats}); one "
+                     "sample each with the rollout settings, the same seeds at every evaluation.")  # fmt: skip
+    for name, g in summary["gold"].items():
+        lines += ["", f"| gold: `{name}` | step | proxy | gold |", "|---|---|---|---|"]
+        labels = {"first": "held-out, first", "best": "held-out, best gold", "last": "held-out, last"}
+        for key, label in labels.items() if "heldout" in g else ():
+            h = g["heldout"][key]
+            lines.append(f"| {label} | {h['step']} | {_num(h['proxy'])} | {_num(h['gold'])} |")
+        if "rollouts" in g:
+            r, w = g["rollouts"], g["rollouts"]["window"]
+            lines.append(f"| rollouts, first {w} steps | | {_num(r['proxy'][0])} | {_num(r['gold'][0])} |")
+            lines.append(f"| rollouts, last {w} steps | | {_num(r['proxy'][1])} | {_num(r['gold'][1])} |")
+        if "heldout" in g:
+            first, best, last = (g["heldout"][k] for k in ("first", "best", "last"))
+            if g["fell"]:
+                verdict = (f"**the held-out gold fell** from its best, {best['gold']:.3f} at step {best['step']}, "
+                           f"to {last['gold']:.3f} (more than twice the standard error of the difference)")  # fmt: skip
+            else:
+                verdict = (
+                    "the held-out gold did not fall below its best by more than twice its standard error"
+                )
+            lines += ["", f"From step {first['step']} to {last['step']} the held-out proxy went "
+                      f"{_num(first['proxy'])} → {_num(last['proxy'])}; {verdict}."]  # fmt: skip
+    share = summary["share"]
+    cost = f" ({100 * share:.1f} % of the run's wall time)" if math.isfinite(share) else ""
+    lines += ["", f"The monitor took {summary['seconds']:.1f} s{cost}.", "",
+              f"![proxy versus gold]({PLOT})", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
 def card(
     checkpoint: Path,
     before: dict[str, Any],
@@ -80,6 +134,7 @@ def card(
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
+    monitor = monitor_section(read_records(checkpoint.parent, upto=step))
     minutes = (rewards[-1][1] - rewards[0][1]) / 60 if len(rewards) > 1 else float("nan")
     k = max(1, min(20, len(rewards) // 4))
     first = sum(v for *_, v in rewards[:k]) / k if rewards else float("nan")
@@ -87,7 +142,8 @@ def card(
     n_prompts = sorted({sum(c["prompts"] for c in r["counts"].values()) for r in after.values()})
     settings = sorted({json.dumps(r.get("settings", {}), sort_keys=True) for r in after.values()})
     keys = ("model", "recipe", "rewards", "group_size", "prompts_per_step", "lr", "kl_coef", "clip_low",
-            "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed")  # fmt: skip
+            "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
+            "monitor_rewards")  # fmt: skip
     shown = ", ".join(f"{k_}={cfg[k_]}" for k_ in keys if k_ in cfg)
     epochs = int(cfg.get("ppo_epochs", 1))
     updates = (f", each batch used for {epochs} optimizer steps ({step * epochs} in all)" if epochs > 1
@@ -115,6 +171,7 @@ its embeddings and heads changed. It is the default model of the app and the CLI
 
 Sampling settings: {", ".join(settings)}.
 
+{monitor}
 ## Limitations
 
 {notes.strip() or "- Cell-aligned layouts only; no textures; 64 px images."}
@@ -141,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --before and --after for the same benchmark names")
     notes = args.notes.read_text() if args.notes else ""
     (args.model_dir / "README.md").write_text(card(args.checkpoint, before, after, notes, args.model_dir))
+    run_dir = args.checkpoint.parent
+    extra = torch.load(args.checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
+    step = extra["step"]
+    plot = plot_proxy_gold(read_records(run_dir, upto=step), run_dir / PLOT)
+    if plot is not None and plot.resolve() != (args.model_dir / PLOT).resolve():
+        shutil.copyfile(plot, args.model_dir / PLOT)
     return 0
 
 

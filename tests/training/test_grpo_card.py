@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from reasongen.types import CATEGORIES
@@ -75,3 +76,40 @@ def test_card_names_the_weights_single_checkpoint_or_tail_average(tmp_path):
     averaged = [f"runs/x/checkpoint-{s}" for s in (2, 3, 4)]
     text = _card(tmp_path / "avg", ckpt, 0.6, {c: 0.6 for c in CATEGORIES}, averaged)
     assert "mean of the 3 checkpoints at steps 2, 3, 4" in text and "`average_last: 3`" in text
+
+
+def test_card_shows_the_monitor_and_draws_its_plot_beside_the_card(tmp_path):
+    """A run with monitor_rewards: its card gets the proxy-versus-gold numbers (held-out first,
+    best and last, rollouts at both ends, the verdict, the cost) and monitor.png in both folders.
+    The records are simulated: the proxy climbs while the gold peaks at step 2 and falls."""
+    run = tmp_path / "run"
+    cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "monitor_rewards": ["shapes"]}
+    ckpt = _checkpoint(run, 4, cfg)
+    setup = {"kind": "setup", "source": "shapes validation set", "prompts": 60, "rewards": ["learned"],
+             "categories": {"counting": 30, "position": 30}, "monitor_rewards": ["shapes"]}  # fmt: skip
+    held = [{"kind": "heldout", "step": s, "monitor_heldout/shapes": g, "monitor_heldout/shapes_se": 0.02,
+             "monitor_heldout/proxy": p, "monitor_heldout/seconds": 3.0}
+            for s, g, p in [(0, 0.80, 1.0), (2, 0.90, 2.0), (4, 0.60, 3.0), (6, 0.1, 9.0)]]  # fmt: skip
+    roll = [{"kind": "rollouts", "step": s, "monitor/shapes": 0.8 - 0.05 * s, "monitor/proxy": 1.0 + 0.5 * s,
+             "monitor/seconds": 0.5, "monitor/share": 0.25} for s in range(1, 7)]  # fmt: skip
+    (run / "monitor.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [setup, *held, *roll]))
+    text = _card(tmp_path, ckpt, 0.6, {c: 0.6 for c in CATEGORIES})
+    assert "## Over-optimisation monitor" in text and "optimised reward (learned)" in text
+    assert "60 prompts, shapes validation set (counting 30, position 30)" in text
+    assert "| held-out, first | 0 | 1.000 | 0.800 |" in text
+    assert "| held-out, best gold | 2 | 2.000 | 0.900 |" in text
+    assert "| held-out, last | 4 | 3.000 | 0.600 |" in text  # step 6 is after the checkpoint
+    assert "| rollouts, first 2 steps | | 1.750 | 0.725 |" in text  # steps 1-2 of 1-4
+    assert "| rollouts, last 2 steps | | 2.750 | 0.625 |" in text
+    assert "**the held-out gold fell** from its best, 0.900 at step 2, to 0.600" in text
+    assert "The monitor took 11.0 s (25.0 % of the run's wall time)." in text  # 4 × 0.5 + 3 × 3
+    assert "![proxy versus gold](monitor.png)" in text
+    for folder in (run, tmp_path / "model"):
+        with Image.open(folder / "monitor.png") as im:
+            assert im.format == "PNG"
+
+
+def test_card_without_a_monitor_has_no_monitor_section(tmp_path):
+    cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "device": "cpu"}
+    text = _card(tmp_path, _checkpoint(tmp_path / "run", 2, cfg), 0.6, {c: 0.6 for c in CATEGORIES})
+    assert "Over-optimisation" not in text and not (tmp_path / "model" / "monitor.png").exists()
