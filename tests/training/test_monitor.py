@@ -184,3 +184,36 @@ def test_plot_draws_a_png_with_a_kl_panel_only_when_kl_was_measured(tmp_path) ->
     assert plot_proxy_gold([{"kind": "setup"}], tmp_path / "c.png") is None
     assert not (tmp_path / "c.png").exists()
     assert math.isnan(summarise([])["share"])
+
+
+def _fresh_accelerate_state() -> None:
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _run(cfg_json: str) -> None:
+    """Entry of each process (also called in-process for the single-process baseline)."""
+    _fresh_accelerate_state()
+    train(GRPOConfig(**json.loads(cfg_json)), reward_fn=low_tokens)
+    _fresh_accelerate_state()
+
+
+def test_two_processes_log_the_global_means_once(tmp_path: Path) -> None:
+    """Each process scores its own groups; the logged means are over both (the global batch is the
+    same for any number of processes, so they equal one process's), written once."""
+    from accelerate import debug_launcher
+
+    base = json.loads(json.dumps(_cfg(tmp_path, monitor_every=2, monitor_n=3, tensorboard=False,
+                                      dynamic_sampling=False).__dict__))  # fmt: skip
+    one = {**base, "out_dir": str(tmp_path / "one")}
+    two = {**base, "out_dir": str(tmp_path / "two")}
+    _run(json.dumps(one))
+    debug_launcher(_run, args=(json.dumps(two),), num_processes=2)
+    a, b = read_records(tmp_path / "one"), read_records(tmp_path / "two")
+    assert [(r["kind"], r.get("step")) for r in a] == [(r["kind"], r.get("step")) for r in b]
+    assert [(r["kind"], r.get("step")) for r in b] == [("setup", None), ("heldout", 0), ("rollouts", 1),
+                                                       ("rollouts", 2), ("heldout", 2)]  # fmt: skip
+    for key in ("monitor/shapes", "monitor/proxy", "monitor/shapes_missing"):  # step 1: same weights
+        assert b[2][key] == pytest.approx(a[2][key], abs=1e-9), key
+    assert b[1]["monitor_heldout/shapes"] == pytest.approx(a[1]["monitor_heldout/shapes"], abs=1e-9)
