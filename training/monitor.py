@@ -194,11 +194,12 @@ class Monitor:
             self.prompts, source = heldout_prompts(cfg)
         if self.main:
             self._reset_records(run.start_step)
-            if run.start_step == 0 and cfg.monitor_every:
-                cats = Counter(str((m or {}).get("tag", "untagged")) for _, m in self.prompts)
-                self._write({"kind": "setup", "source": source, "prompts": len(self.prompts),
-                             "categories": dict(cats), "rewards": list(cfg.rewards),
-                             "monitor_rewards": list(cfg.monitor_rewards)})  # fmt: skip
+            if run.start_step == 0:
+                setup = {"kind": "setup", "rewards": list(cfg.rewards), "monitor_rewards": list(self.rewards)}
+                if cfg.monitor_every:
+                    cats = Counter(str((m or {}).get("tag", "untagged")) for _, m in self.prompts)
+                    setup.update(source=source, prompts=len(self.prompts), categories=dict(cats))
+                self._write(setup)
 
     # ---- rollouts (every process)
 
