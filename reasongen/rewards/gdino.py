@@ -227,24 +227,30 @@ class GroundingDinoReward(ModelReward):
             return f"image is {w}x{h} pixels: too thin for GroundingDINO's resize to {longest} px"
         return None
 
+    def _token_probs(self, images: list[Any], captions: list[str]) -> tuple[Any, Any]:
+        """One batched GroundingDINO forward: per-query token probabilities ``[B, Q, T]`` (sigmoid
+        of the logits) and the raw output (``pred_boxes``: ``[B, Q, 4]`` centre/size)."""
+        import torch
+
+        model, processor = self.bundle
+        inp = processor(images=images, text=captions, return_tensors="pt", padding=True)
+        inp = {k: v.to(model.device) for k, v in inp.items()}
+        inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
+        with torch.no_grad():
+            res = model(**inp)
+        return res.logits.float().sigmoid(), res
+
     def detect(self, images: list[Any], groups: list[list[str]]) -> list[dict[str, list[Detection]]]:
         """Ground each phrase group in its image: every box goes to the phrase of the group that
         scores highest on it; boxes under the threshold are dropped, then NMS per phrase.
         Returns phrase → detections (best first) per image."""
         import torch
 
-        model, processor = self.bundle
+        _, processor = self.bundle
         out: list[dict[str, list[Detection]]] = []
         for chunk in batched(list(zip(images, groups)), self.config.batch_size):
             captions, spans = zip(*(phrase_spans(processor.tokenizer, g) for _, g in chunk))
-            inp = processor(
-                images=[im for im, _ in chunk], text=list(captions), return_tensors="pt", padding=True
-            )
-            inp = {k: v.to(model.device) for k, v in inp.items()}
-            inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
-            with torch.no_grad():
-                res = model(**inp)
-            probs = res.logits.float().sigmoid()  # [B, Q, T]
+            probs, res = self._token_probs([im for im, _ in chunk], list(captions))  # [B, Q, T]
             for b, (_, group) in enumerate(chunk):
                 per = torch.stack([probs[b, :, s:e].max(-1).values for s, e in spans[b]], -1)  # [Q, K]
                 best, which = per.max(-1)  # [Q], [Q]
@@ -264,20 +270,11 @@ class GroundingDinoReward(ModelReward):
         the mean token probability over its first and last word (``create_positive_map_from_span``,
         whose rows are normalised with ``+ 1e-6``); every query above the box threshold is a box
         of that noun (no NMS here, a query may serve several nouns)."""
-        import torch
-
-        model, processor = self.bundle
+        _, processor = self.bundle
         out: list[dict[str, list[Detection]]] = []
         for chunk in batched(list(zip(images, noun_lists)), self.config.batch_size):
             caps, spans = zip(*(detection_caption(processor.tokenizer, nouns) for _, nouns in chunk))
-            inp = processor(
-                images=[im for im, _ in chunk], text=list(caps), return_tensors="pt", padding=True
-            )
-            inp = {k: v.to(model.device) for k, v in inp.items()}
-            inp["pixel_values"] = inp["pixel_values"].to(model.dtype)
-            with torch.no_grad():
-                res = model(**inp)
-            probs = res.logits.float().sigmoid()  # [B, Q, T]
+            probs, res = self._token_probs([im for im, _ in chunk], list(caps))  # [B, Q, T]
             for b, (_, nouns) in enumerate(chunk):
                 found: dict[str, list[Detection]] = {}
                 for noun, idx in zip(nouns, spans[b]):
