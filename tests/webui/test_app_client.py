@@ -143,9 +143,11 @@ def test_results_are_for_researchers_only(webapp, client, tmp_path):
         client.predict(STUDY, api_name="/study_results")
     res = _client(webapp.url, download_files=str(tmp_path))
     _login(res, "res1")
-    summary, bt_plot, wr_plot, ratings, recipes, agreement, _controls = res.predict(
+    summary, bt_plot, wr_plot, ratings, recipes, agreement, _controls, ag_plot, reward_table = res.predict(
         STUDY, api_name="/study_results"
     )
+    # the rewards' agreement with the rankings: a plot, and a table (no reward scores stored here)
+    assert ag_plot["type"] == "matplotlib" and "headers" in reward_table
     assert f"**{STUDY}**" in summary and "α (ordinal)" in summary
     assert bt_plot["type"] == "matplotlib" and wr_plot["type"] == "matplotlib"
     rows = [dict(zip(ratings["headers"], r)) for r in ratings["data"]]
