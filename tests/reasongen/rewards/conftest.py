@@ -128,9 +128,25 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 
+def _char_tokenizer():
+    """A character-level BPE tokenizer (no merges) over printable ASCII: the text side of the
+    tiny judge models below, each of which adds its own special and answer tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    chars = (
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"()[]{}\\/-_\n<>|=+*#&%$@~`^"
+    )
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.decoder = decoders.Fuse()
+    return tk
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2_5_VLConfig,
@@ -141,15 +157,7 @@ def tiny_qwen_dir(tmp_path_factory) -> Path:
     )
 
     torch.manual_seed(0)
-    chars = (
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"()[]{}\\/-_\n<>|=+*#&%$@~`^"
-    )
-    vocab: dict[str, int] = {}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
+    tk = _char_tokenizer()
     specials = ["<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -219,7 +227,6 @@ def plan_factory():
 def tiny_llava_ov_dir(tmp_path_factory) -> Path:
     """A tiny random LLaVA-OneVision (Qwen2 text, SigLIP vision) with a character tokenizer that
     has whole ``yes``/``no`` tokens, saved in HF format: the ``orm`` reward's T2I-R1 backend."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -229,15 +236,7 @@ def tiny_llava_ov_dir(tmp_path_factory) -> Path:
         PreTrainedTokenizerFast,
     )
 
-    chars = (
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"()[]{}\\/-_\n<>|=+*#&%$@~`^"
-    )
-    vocab: dict[str, int] = {}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
+    tk = _char_tokenizer()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>", "<image>", "<video>"],
