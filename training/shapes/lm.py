@@ -14,7 +14,14 @@ from transformers import JanusConfig, JanusForConditionalGeneration
 from reasongen.tiny import janus_config
 
 from .data import TextExample, make_batch
-from .stage_state import StageCheckpoints, StageClock, StageRun, restore_rng, rng_state, stop_reason
+from .stage_state import (
+    StageCheckpoints,
+    StageClock,
+    StageRun,
+    restore_training_state,
+    stop_reason,
+    training_state,
+)
 from .vq import warmup_cosine
 
 
@@ -142,10 +149,7 @@ def train_lm(
     curve: list[tuple[float, float]] = []
     start = 0
     if saved:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        restore_rng(rng, saved["rng"])
+        restore_training_state(saved, model, opt, sched, rng)
         curve, start = [tuple(c) for c in saved["record"]], saved["step"]
         print(f"LM: resumed at step {start} of {steps} from {saved['path']}", flush=True)
     amp = device.type == "cuda"
@@ -174,10 +178,7 @@ def train_lm(
         bar.update(1)
         stop = stop_reason(done, steps, clock, max_seconds, stop_at)
         if checkpoints is not None and (stop is not None or checkpoints.due(done)):
-            checkpoints.save(done, stop, clock.elapsed(), {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng_state(rng), "record": curve,
-            })  # fmt: skip
+            checkpoints.save(done, stop, clock.elapsed(), training_state(model, opt, sched, rng, curve))
     bar.close()
     model.eval()
     return StageRun(curve, done, clock.elapsed(), stop, start)

@@ -62,6 +62,22 @@ def restore_rng(rng: random.Random, state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_state(model: Any, opt: Any, sched: Any, rng: random.Random, record: list) -> dict[str, Any]:
+    """What a stage checkpoint holds besides its step: weights, optimizer, scheduler, RNG, record."""
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng": rng_state(rng), "record": record}  # fmt: skip
+
+
+def restore_training_state(
+    saved: Mapping[str, Any], model: Any, opt: Any, sched: Any, rng: random.Random
+) -> None:
+    """Load what ``training_state`` saved back into the stage's live objects."""
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    restore_rng(rng, saved["rng"])
+
+
 @dataclass
 class StageCheckpoints:
     """Where one stage keeps its checkpoints and how often it writes them.

@@ -20,7 +20,14 @@ from reasongen.shapes import COLORS, SHAPES, SIZES, ShapeObject, render_objects
 from reasongen.shapes.codes import CELL, GRID_CELLS, SIZE_CELLS, codebook_vectors, scene_codes
 from reasongen.types import Box
 
-from .stage_state import StageCheckpoints, StageClock, StageRun, restore_rng, rng_state, stop_reason
+from .stage_state import (
+    StageCheckpoints,
+    StageClock,
+    StageRun,
+    restore_training_state,
+    stop_reason,
+    training_state,
+)
 
 
 def warmup_cosine(
@@ -115,10 +122,7 @@ def train_decoder(
     losses: list[float] = []
     start = 0
     if saved:
-        vq.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        restore_rng(rng, saved["rng"])
+        restore_training_state(saved, vq, opt, sched, rng)
         losses, start = list(saved["record"]), saved["step"]
         print(f"VQ decoder: resumed at step {start} of {steps} from {saved['path']}", flush=True)
     done = start
@@ -142,10 +146,7 @@ def train_decoder(
         bar.update(1)
         stop = stop_reason(done, steps, clock, max_seconds, stop_at)
         if checkpoints is not None and (stop is not None or checkpoints.due(done)):
-            checkpoints.save(done, stop, clock.elapsed(), {
-                "model": vq.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng_state(rng), "record": losses,
-            })  # fmt: skip
+            checkpoints.save(done, stop, clock.elapsed(), training_state(vq, opt, sched, rng, losses))
     bar.close()
     vq.eval()
     return StageRun(losses, done, clock.elapsed(), stop, start)
