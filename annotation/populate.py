@@ -117,8 +117,9 @@ def populate_study(
     prompts = store.prompt_rows(study.id)
     batch = getattr(source, "batch", None)
     step = BATCH_PROMPTS if batch is not None else 1
-    for start in range(0, len(prompts), step):
-        chunk = list(enumerate(prompts))[start : start + step]
+    indexed = list(enumerate(prompts))
+    for start in range(0, len(indexed), step):
+        chunk = indexed[start : start + step]
         drawn: dict[tuple[int, tuple[str, str]], list[Any]] = {}
         for system in systems:
             seeds = [derive_seed(seed, position, system) for position, _ in chunk]
