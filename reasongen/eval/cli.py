@@ -46,6 +46,12 @@ class ShapesBenchConfig:
     n: int = field(default=600, metadata={"help": "number of prompts (balanced over the suite's categories)"})
     seed: int = field(default=0, metadata={"help": "generation seed (prompt i uses seed + i)"})
     prompt_seed: int = field(default=0, metadata={"help": "seed of the prompt set (keep fixed)"})
+    exclude_benchmark: int = field(
+        default=0,
+        metadata={"help": "a validation set: leave out every prompt whose text is among the "
+                  "benchmark's first N prompts of the suite (prompt seed 0), keeping the "
+                  "categories balanced; use with --prompt-seed 1 or above (0 = off)"},
+    )  # fmt: skip
     cell: int = field(
         default=125,
         metadata={"help": "cell side of cell-aligned scenes (the embedded model's layout: no "
@@ -134,7 +140,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
     )
 
     t_start = time.perf_counter()
-    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed, cfg.cell or None, cfg.suite)
+    prompts = benchmark_prompts(cfg.n, cfg.prompt_seed, cfg.cell or None, cfg.suite, cfg.exclude_benchmark)
     settings = None
     if cfg.oracle:
         model_id, recipe = "oracle (ground-truth renders)", "oracle"
@@ -165,6 +171,7 @@ def run_shapes(cfg: ShapesBenchConfig) -> dict[str, Any]:
         "recipe": recipe,
         "seed": cfg.seed,
         "prompt_seed": cfg.prompt_seed,
+        "exclude_benchmark": cfg.exclude_benchmark,
         "layout": f"cell {cfg.cell}" if cfg.cell else "free",
         "settings": settings.to_dict() if settings is not None else None,
         "timing": {

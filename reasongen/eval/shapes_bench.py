@@ -17,6 +17,7 @@ Generators: ``model_generator`` (a loaded Janus model through ``reasongen.genera
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ objects, relations between attributed objects, textures in free layouts)."""
 
 
 def benchmark_prompts(
-    n: int, seed: int = 0, cell: int | None = None, suite: str = "geneval"
+    n: int, seed: int = 0, cell: int | None = None, suite: str = "geneval", exclude_benchmark: int = 0
 ) -> list[BenchPrompt]:
     """``n`` prompts cycling through the suite's categories (balanced), from one seeded sampler.
 
@@ -61,16 +62,49 @@ def benchmark_prompts(
     one set. ``cell`` (e.g. 125) samples cell-aligned scenes, the embedded model's layout (fixed
     sizes, no textures, so no prompt asks for a texture it cannot draw); None: free layouts.
     The compositional suite draws from its own held-out seeds (``SUITE_SEED_BASE + seed``).
+
+    ``exclude_benchmark`` > 0 makes a validation set: no prompt's text is among the benchmark's
+    first ``exclude_benchmark`` prompts of the suite (prompt seed 0). Prompts of seed ``seed`` are
+    taken in order, skipping those texts, with each position keeping its category, so the set stays
+    balanced; a text may repeat where a category has few (GenEval's single-object template has 24
+    texts in all on the cell layout, 22 of them among the benchmark's first 600).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the benchmark needs at least one prompt; got n={n!r}")
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
-    if suite == "compositional":
-        scenes = suite_scenes(n, seed=seed, cell=cell or None)
-    else:
-        scenes = sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell or None)
+    if exclude_benchmark < 0:
+        raise ValueError(f"exclude_benchmark must be >= 0, got {exclude_benchmark}")
+    scenes = _suite_scenes(n, seed, cell, suite)
+    if exclude_benchmark:
+        scenes = _outside(scenes, seed, cell, suite, exclude_benchmark)
     return [BenchPrompt(i, s.category, s.prompt, s.metadata, s) for i, s in enumerate(scenes)]
+
+
+def _suite_scenes(n: int, seed: int, cell: int | None, suite: str) -> list[Scene]:
+    if suite == "compositional":
+        return suite_scenes(n, seed=seed, cell=cell or None)
+    return sample_scenes(n, seed=seed, categories=CATEGORIES, cell=cell or None)
+
+
+def _outside(scenes: list[Scene], seed: int, cell: int | None, suite: str, holdout: int) -> list[Scene]:
+    """``scenes``' categories, in order, filled with scenes of the same seed whose text is not one
+    of the benchmark's first ``holdout`` texts (drawing four times more until every category has
+    enough)."""
+    held = {s.prompt for s in _suite_scenes(holdout, 0, cell, suite)}
+    need = Counter(s.category for s in scenes)
+    draw = 4 * len(scenes)
+    for _ in range(5):
+        pools: dict[str, deque[Scene]] = defaultdict(deque)
+        for s in _suite_scenes(draw, seed, cell, suite):
+            if s.prompt not in held:
+                pools[s.category].append(s)
+        if all(len(pools[c]) >= k for c, k in need.items()):
+            return [pools[s.category].popleft() for s in scenes]
+        draw *= 4
+    short = sorted(c for c, k in need.items() if len(pools[c]) < k)
+    raise ValueError(f"too few {suite} prompts outside the benchmark's first {holdout} for "
+                     f"{', '.join(short)}; lower n")  # fmt: skip
 
 
 @dataclass

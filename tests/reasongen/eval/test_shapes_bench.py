@@ -38,6 +38,21 @@ def test_prompt_set_is_balanced_and_fixed():
         benchmark_prompts(0)
 
 
+@pytest.mark.parametrize("suite", ["geneval", "compositional"])
+def test_validation_set_leaves_out_the_benchmark_texts_and_keeps_the_balance(suite: str) -> None:
+    bench = {p.prompt for p in benchmark_prompts(120, seed=0, cell=125, suite=suite)}
+    plain = benchmark_prompts(60, seed=1, cell=125, suite=suite)
+    val = benchmark_prompts(60, seed=1, cell=125, suite=suite, exclude_benchmark=120)
+    assert not bench & {p.prompt for p in val}
+    assert [p.category for p in val] == [p.category for p in plain]
+    assert [p.index for p in val] == list(range(60))
+    for cat in {p.category for p in plain}:  # seed 1's own prompts come first, in their order
+        kept = [p.prompt for p in plain if p.category == cat and p.prompt not in bench]
+        assert [p.prompt for p in val if p.category == cat][: len(kept)] == kept
+    with pytest.raises(ValueError, match="exclude_benchmark"):
+        benchmark_prompts(6, seed=1, exclude_benchmark=-1)
+
+
 def test_cell_aligned_prompt_set_asks_for_no_texture():
     prompts = benchmark_prompts(60, seed=0, cell=125)
     assert all("texture" not in e for p in prompts for e in p.metadata["include"])
