@@ -3,7 +3,10 @@
 
     python -m training.grpo_card MODEL_DIR --checkpoint RUN/checkpoint-N \\
         --before got-r1=BENCH_DIR --after got-r1=BENCH_DIR [--before direct=... --after direct=...] \\
-        [--notes NOTES.md]
+        [--notes NOTES.md] [--recipe-file training/recipes/shapes_full.yaml]
+
+Each ``NAME`` is one benchmark report pair; reports of other suites (``--suite compositional``)
+get their own table with their own categories.
 
 Reads the checkpoint's run config and step (``trainer_state/extra.pt``), the run's TensorBoard
 scalars (wall time, reward curve), the over-optimisation monitor's ``monitor.jsonl`` when the run
@@ -43,24 +46,37 @@ def run_scalars(run_dir: Path, tag: str, upto: int) -> list[tuple[int, float, fl
     return sorted(out)
 
 
+def _categories(report: dict[str, Any]) -> list[str]:
+    """A report's categories in its own order (GenEval's six, or the compositional suite's)."""
+    return list(report.get("categories") or CATEGORIES)
+
+
 def _table(before: dict[str, Any], after: dict[str, Any]) -> str:
-    lines = ["| category | " + " | ".join(f"{n} SFT | {n} GRPO | Δ" for n in before) + " |",
-             "|---|" + "---|---|---|" * len(before)]  # fmt: skip
-    for cat in (*CATEGORIES, "overall"):
-        cells = []
-        for n in before:
-            b = before[n]["overall"] if cat == "overall" else before[n]["categories"][cat]
-            a = after[n]["overall"] if cat == "overall" else after[n]["categories"][cat]
-            cells.append(f"{b:.3f} | {a:.3f} | {a - b:+.3f}")
-        name = f"**{cat}**" if cat == "overall" else cat
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    """Per-category SFT / GRPO / Δ tables: one table for the benchmarks that share their
+    categories (e.g. got-r1 and direct on the GenEval suite), one more for each other suite."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in before:
+        groups.setdefault(tuple(_categories(after[n])), []).append(n)
+    tables = []
+    for cats, names in groups.items():
+        lines = ["| category | " + " | ".join(f"{n} SFT | {n} GRPO | Δ" for n in names) + " |",
+                 "|---|" + "---|---|---|" * len(names)]  # fmt: skip
+        for cat in (*cats, "overall"):
+            cells = []
+            for n in names:
+                b = before[n]["overall"] if cat == "overall" else before[n]["categories"].get(cat, math.nan)
+                a = after[n]["overall"] if cat == "overall" else after[n]["categories"][cat]
+                cells.append(f"{_num(b)} | {a:.3f} | {_signed(a - b)}")
+            name = f"**{cat}**" if cat == "overall" else cat
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
     plan = []
     for n in before:
         pb, pa = before[n].get("plan") or {}, after[n].get("plan") or {}
         if pb.get("images") and pa.get("images"):
             plan.append(f"- `{n}`: plan faithfulness {pb['faithfulness']:.3f} → {pa['faithfulness']:.3f}, "
                         f"plan–image IoU {pb['iou']:.3f} → {pa['iou']:.3f}")  # fmt: skip
-    return "\n".join(lines) + "\n\n" + "\n".join(plan)
+    return "\n\n".join(tables) + "\n\n" + "\n".join(plan)
 
 
 def _weights_line(model_dir: Path | None, step: int) -> str:
@@ -77,6 +93,10 @@ def _weights_line(model_dir: Path | None, step: int) -> str:
 
 def _num(x: float) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _signed(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:+.3f}"
 
 
 def monitor_section(records: list[dict[str, Any]]) -> str:
@@ -128,9 +148,12 @@ def card(
     after: dict[str, Any],
     notes: str = "",
     model_dir: Path | None = None,
+    recipe_file: str = "training/recipes/shapes.yaml",
 ) -> str:
     """The model card text. ``checkpoint`` is the run's last checkpoint the model comes from;
-    ``model_dir`` (optional) is read for ``averaged_from.json``."""
+    ``model_dir`` (optional) names the model and is read for ``averaged_from.json``;
+    ``recipe_file`` is the recipe the run was started with. The first paragraph (which the app's
+    "About this model" panel shows) ends with the model's overall score on each benchmark."""
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
@@ -148,12 +171,18 @@ def card(
     epochs = int(cfg.get("ppo_epochs", 1))
     updates = (f", each batch used for {epochs} optimizer steps ({step * epochs} in all)" if epochs > 1
                else ", one optimizer step each")  # fmt: skip
-    return f"""# shapes-janus-r1: the embedded model after GRPO
+    name = model_dir.name if model_dir is not None else "shapes-janus-r1"
+    parent = str(cfg.get("model") or "assets/models/shapes-janus")
+    if not parent.startswith("assets/"):
+        parent = f"assets/models/{Path(parent).name}"
+    scores = "; ".join(f"{n} {after[n]['overall']:.3f} (SFT {before[n]['overall']:.3f})" for n in after)
+    return f"""# {name}: the embedded model after GRPO
 
-`assets/models/shapes-janus` (supervised only) trained further with online GRPO on the shapes
-world's detector reward, through `python -m training.grpo --config training/recipes/shapes.yaml`.
+`{parent}` (supervised only) trained further with online GRPO on the shapes
+world's detector reward, through `python -m training.grpo --config {recipe_file}`.
 Same architecture, tokenizer and VQ as its parent (see that card); only the language model,
-its embeddings and heads changed. It is the default model of the app and the CLI.
+its embeddings and heads changed. Held-out benchmark (fraction of images judged correct, mean
+of categories): {scores}.
 
 ## Run
 
@@ -185,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", action="append", default=[], help="NAME=DIR: the SFT model's report")
     ap.add_argument("--after", action="append", default=[], help="NAME=DIR: this model's report")
     ap.add_argument("--notes", type=Path, default=None, help="Markdown for the Limitations section")
+    ap.add_argument("--recipe-file", default="training/recipes/shapes.yaml", help="the run's --config")
     args = ap.parse_args(argv)
 
     def reports(items: list[str]) -> dict[str, Any]:
@@ -197,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if not before or set(before) != set(after):
         ap.error("give --before and --after for the same benchmark names")
     notes = args.notes.read_text() if args.notes else ""
-    (args.model_dir / "README.md").write_text(card(args.checkpoint, before, after, notes, args.model_dir))
+    (args.model_dir / "README.md").write_text(
+        card(args.checkpoint, before, after, notes, args.model_dir, args.recipe_file)
+    )
     run_dir = args.checkpoint.parent
     extra = torch.load(args.checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     step = extra["step"]

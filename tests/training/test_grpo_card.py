@@ -113,3 +113,29 @@ def test_card_without_a_monitor_has_no_monitor_section(tmp_path):
     cfg = {"model": "m", "group_size": 8, "prompts_per_step": 4, "device": "cpu"}
     text = _card(tmp_path, _checkpoint(tmp_path / "run", 2, cfg), 0.6, {c: 0.6 for c in CATEGORIES})
     assert "Over-optimisation" not in text and not (tmp_path / "model" / "monitor.png").exists()
+
+
+def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(tmp_path):
+    ckpt = _checkpoint(tmp_path / "run", 4, {"prompts_per_step": 4, "group_size": 8,
+                                             "model": "/somewhere/shapes-janus-full"})  # fmt: skip
+    comp = ["count_color", "two_counts"]
+    _report(tmp_path / "gb", 0.5, {c: 0.5 for c in CATEGORIES})
+    _report(tmp_path / "ga", 0.9, {c: 0.9 for c in CATEGORIES})
+    _report(tmp_path / "cb", 0.4, {c: 0.4 for c in comp})
+    _report(tmp_path / "ca", 0.8, {"count_color": 0.9, "two_counts": 0.7})
+    out = tmp_path / "shapes-janus-full-r1"
+    out.mkdir()
+    args = [str(out), "--checkpoint", str(ckpt), "--recipe-file", "training/recipes/shapes_full.yaml"]
+    for name, b, a in (("geneval", "gb", "ga"), ("compositional", "cb", "ca")):
+        args += ["--before", f"{name}={tmp_path / b}", "--after", f"{name}={tmp_path / a}"]
+    assert main(args) == 0
+    text = (out / "README.md").read_text()
+    assert text.startswith("# shapes-janus-full-r1: the embedded model after GRPO")
+    assert "`assets/models/shapes-janus-full` (supervised only)" in text
+    assert "--config training/recipes/shapes_full.yaml" in text
+    assert "geneval 0.900 (SFT 0.500); compositional 0.800 (SFT 0.400)" in text
+    assert "| category | geneval SFT | geneval GRPO | Δ |" in text
+    assert "| category | compositional SFT | compositional GRPO | Δ |" in text
+    assert "| two_counts | 0.400 | 0.700 | +0.300 |" in text
+    assert "| **overall** | 0.400 | 0.800 | +0.400 |" in text
+    assert "| two_counts | 0.500" not in text  # GenEval's table has no compositional rows
