@@ -2,7 +2,7 @@
 """Write the model card (README.md) of a pretrained shapes model from its measured numbers.
 
     python -m training.shapes.card MODEL_DIR --bench got-r1=BENCH_DIR --bench direct=BENCH_DIR \
-        [--notes NOTES.md]
+        [--bench compositional=BENCH_DIR] [--notes NOTES.md]
 
 Reads ``MODEL_DIR/training_stats.json`` (written by ``training.shapes.pretrain``) and each
 benchmark's ``report.json`` (``python -m reasongen.eval shapes``); no number is typed in by hand.
@@ -22,22 +22,38 @@ from reasongen.types import CATEGORIES
 
 
 def _bench_table(reports: dict[str, dict[str, Any]]) -> str:
-    names = list(reports)
-    head = "| category | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
-    rows = []
-    for cat in CATEGORIES:
-        cells = " | ".join(f"{reports[n]['categories'][cat]:.3f}" for n in names)
-        rows.append(f"| {cat} | {cells} |")
-    cells = " | ".join(f"**{reports[n]['overall']:.3f}**" for n in names)
-    rows.append(f"| **overall** | {cells} |")
+    """One table per suite: the reports that share their categories side by side."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n, r in reports.items():
+        groups.setdefault(tuple(r.get("categories") or CATEGORIES), []).append(n)
+    tables = []
+    for cats, names in groups.items():
+        head = "| category | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+        rows = []
+        for cat in cats:
+            cells = " | ".join(f"{reports[n]['categories'][cat]:.3f}" for n in names)
+            rows.append(f"| {cat} | {cells} |")
+        cells = " | ".join(f"**{reports[n]['overall']:.3f}**" for n in names)
+        rows.append(f"| **overall** | {cells} |")
+        tables.append(head + "\n".join(rows))
     extra = []
-    for n in names:
+    for n in reports:
         plan = reports[n].get("plan") or {}
         if plan.get("images"):
             extra.append(
                 f"- `{n}`: plan faithfulness {plan['faithfulness']:.3f}, plan–image IoU {plan['iou']:.3f}"
             )
-    return head + "\n".join(rows) + "\n\n" + "\n".join(extra)
+    return "\n\n".join(tables) + "\n\n" + "\n".join(extra)
+
+
+def _scenes_line(cfg: dict[str, Any]) -> str:
+    """What the scenes were drawn from: GenEval's six categories, or the whole language."""
+    if cfg.get("language") == "full":
+        return ("the whole shapes language (`--language full`, `reasongen.shapes.compose.FULL_LANGUAGE`: "
+                "GenEval's six templates and the compositional categories — counts with colours and "
+                "sizes, two and three counted kinds, three and four attributed objects, relations "
+                "between attributed objects)")  # fmt: skip
+    return "GenEval's six categories in equal parts"
 
 
 def _command(config: dict[str, Any]) -> str:
@@ -67,7 +83,7 @@ def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -
     acc_rec = 100 * (vq["detector_accuracy_recon"] or 0)
     acc_clean = 100 * (vq["detector_accuracy_clean"] or 0)
     size_mb = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file()) / 2**20
-    return f"""# shapes-janus: the embedded default model
+    return f"""# {model_dir.name}: an embedded model, supervised only
 
 A small Janus-format text-to-image model trained from nothing by
 `{_command(cfg)}`
@@ -99,7 +115,7 @@ on a 2-core CPU) and is meant to be improved by GRPO (see the numbers below).
 ## Data and training
 
 - Scenes: cell-aligned scenes of the shapes world (6 shapes, 8 colours, 2 sizes, counts 1–4,
-  left/right/above/below; no textures), GenEval's six categories in equal parts.
+  left/right/above/below; no textures) from {_scenes_line(cfg)}.
 - LM: supervised fine-tuning on BOS + recipe prompt + CoT + `<begin_of_image>` + image tokens
   ({cfg["lm_scenes"]} scenes; {lm["steps"]} of the {cfg["lm_steps"]} planned steps of batch {cfg["lm_batch"]} — `--max-minutes` stops a stage
   early and the cosine decay then follows the clock, so a slower machine gives a slightly different model —

@@ -229,3 +229,17 @@ def test_model_card_gives_the_full_command_and_says_when_a_run_was_resumed(tmp_p
     assert ("`python -m training.shapes.pretrain --out runs/full --seed 0 --vq-steps 1200 --lm-steps 3600 "
             "--language full --max-minutes 40 --save-every 100`") in text  # fmt: skip
     assert "This model was resumed (LM from step 400, VQ decoder from step 1200)" in text
+    assert "whole shapes language (`--language full`" in text and "GenEval's six categories in" not in text
+    assert text.startswith(f"# {tmp_path.name}: an embedded model, supervised only")
+
+
+def test_model_card_gives_each_suite_its_own_table(tmp_path):
+    from training.shapes.card import _bench_table
+
+    geneval = {"categories": {"counting": 0.7, "position": 0.8}, "overall": 0.75}
+    comp = {"categories": {"two_counts": 0.3}, "overall": 0.3, "plan": {"images": 40, "faithfulness": 0.5,
+                                                                        "iou": 0.6}}  # fmt: skip
+    text = _bench_table({"got-r1": geneval, "direct": geneval, "compositional": comp})
+    assert "| category | got-r1 | direct |" in text and "| category | compositional |" in text
+    assert "| counting | 0.700 | 0.700 |" in text and "| two_counts | 0.300 |" in text
+    assert "- `compositional`: plan faithfulness 0.500, plan–image IoU 0.600" in text
