@@ -20,8 +20,10 @@ from .tokenizer import BOI, EOS, GOT_BOX_TOKENS, PAD
 from .types import SamplingSettings
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
-EMBEDDED_MODELS = ("shapes-janus-r1", "shapes-janus")
-"""Shipped models, best first; the first one present is the default."""
+EMBEDDED_MODELS = ("shapes-janus-full-r1", "shapes-janus-r1", "shapes-janus-full", "shapes-janus")
+"""Shipped models, best first; the first one present is the default. The ``-full`` pair was
+trained on the whole shapes language (compositional prompts too); the other pair, on GenEval's six
+templates only, stays for comparison (see each model card)."""
 
 
 class ModelLoadError(RuntimeError):
