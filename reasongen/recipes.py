@@ -194,6 +194,15 @@ def released_cot_cap(name: str, default: int = 256) -> int:
     return default if cap is None else cap
 
 
+def sample_writes_cot(sample: Sample) -> bool:
+    """Whether ``sample``'s recipe writes a CoT (``has_cot``), or, for a recipe not in
+    :data:`RECIPES`, whether the sample has CoT text."""
+    try:
+        return get_recipe(sample.recipe).has_cot
+    except ValueError:
+        return bool(sample.cot_text)
+
+
 def sample_uses_plan(sample: Sample) -> bool:
     """Whether ``sample`` should carry a GoT box plan: its recipe's ``uses_plan``, or, for a
     recipe not in :data:`RECIPES`, whether it has a parsed plan with at least one box."""

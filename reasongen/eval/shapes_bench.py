@@ -4,7 +4,9 @@
 sampler. ``evaluate_shapes`` runs any generator over it — a callable that takes a list of
 ``BenchPrompt`` and returns, per prompt, a list of images or ``Sample``s — and checks every image
 with the detector and GenEval's rules (``reasongen.shapes.geneval``). Samples that carry a box
-plan (recipes with ``uses_plan``) are also scored for plan faithfulness and plan–image IoU.
+plan (recipes with ``uses_plan``) are also scored for plan faithfulness and plan–image IoU, and
+samples with a CoT for description faithfulness (the description names what the prompt asks:
+``reasongen.shapes.cot.description_faithfulness``).
 ``summarize`` gives GenEval's numbers: accuracy per category over images, and ``overall`` as the
 mean of the category accuracies (GenEval's overall score). Two suites share all of it: ``geneval``
 (the six templates) and ``compositional`` (the rest of the language, ``reasongen.shapes.compose``).
@@ -24,7 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from reasongen.recipes import sample_uses_plan
+from reasongen.recipes import sample_uses_plan, sample_writes_cot
+from reasongen.shapes.cot import description_faithfulness
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
 from reasongen.shapes.pools import suite_scenes
 from reasongen.shapes.scene import BACKGROUND, Scene
@@ -125,6 +128,7 @@ class ImageResult:
     plan: list[dict[str, Any]] | None = None
     plan_faithful: bool | None = None
     plan_iou: float | None = None
+    cot_faithful: bool | None = None
     image: Image.Image | None = None
     image_file: str | None = None
 
@@ -144,6 +148,7 @@ class ImageResult:
             "plan": self.plan,
             "plan_faithful": self.plan_faithful,
             "plan_iou": self.plan_iou,
+            "cot_faithful": self.cot_faithful,
             "image_file": self.image_file,
         }
 
@@ -181,6 +186,8 @@ def judge(
     )
     if sample is not None:
         res.cot = sample.cot_text
+        if sample_writes_cot(sample):
+            res.cot_faithful = description_faithfulness(sample.cot_text or "", item.metadata).correct
         if sample_uses_plan(sample):
             plan = sample.plan.boxes if sample.plan is not None else ()
             res.plan = [b.to_dict() for b in plan]
@@ -261,6 +268,12 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
                 if any(r.category == c for r in planned)
             },
         }
+    described = [r for r in results if r.cot_faithful is not None]
+    if described:
+        out["description"] = {
+            "images": len(described),
+            "faithfulness": sum(bool(r.cot_faithful) for r in described) / len(described),
+        }
     return out
 
 
@@ -284,6 +297,8 @@ def format_table(summary: dict[str, Any]) -> str:
         p = summary["plan"]
         lines.append(f"{'plan faithfulness':<40}{p['faithfulness']:>10.3f}")
         lines.append(f"{'plan-image IoU':<40}{p['iou']:>10.3f}")
+    if "description" in summary:
+        lines.append(f"{'description faithfulness':<40}{summary['description']['faithfulness']:>10.3f}")
     return "\n".join(lines)
 
 

@@ -4,16 +4,25 @@ The description names every object with its attributes and a coarse place ("a la
 circle at the top left"), alike objects together with their count; the plan is
 ``reasongen.plans.format_plan`` of the scene's boxes, so ``parse_plan(write_cot(scene)).boxes ==
 scene.boxes`` exactly.
+
+``read_description`` reads a description back into objects (shape, colour, size, texture; no
+places) and ``description_faithfulness`` checks them against a prompt's metadata by GenEval's
+rules, positions aside: does the reasoning name what the prompt asks for? (GRPO rewards the
+plan and the image; a description nothing rewards drifts — see the ``cot`` part of the
+``shapes`` reward.)
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 from reasongen.plans import format_plan
 
 from .prompts import NUMBER_WORDS, article
-from .scene import PLURALS, Scene, ShapeObject
+from .scene import COLORS, PLURALS, SHAPES, SIZES, TEXTURES, Scene, ShapeObject
 
 _COLS = ("left", "", "right")
 _ROWS = ("top", "", "bottom")
@@ -79,3 +88,62 @@ def write_cot(scene: Scene, with_plan: bool = True) -> str:
     if with_plan:
         text += "\n" + format_plan(scene.boxes)
     return text
+
+
+# --------------------------------------------------------------------------- reading it back
+
+_SHAPE_WORDS = {**{s: s for s in SHAPES}, **{p: s for s, p in PLURALS.items()}}
+_COUNT_WORDS = {**{w: i for i, w in enumerate(NUMBER_WORDS) if i}, "a": 1, "an": 1}
+_ATTRIBUTE_WORDS = {*COLORS, *SIZES, *TEXTURES}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One object a description names (a group of ``n`` alike objects gives ``n`` mentions)."""
+
+    shape: str
+    color: str | None
+    size: str | None
+    texture: str | None
+
+
+def description_text(cot: str) -> str:
+    """The description of a CoT: its text before the plan (the first line, or up to the first
+    ``<|obj_start|>``)."""
+    return cot.split("<|obj_start|>", 1)[0].split("\n", 1)[0].strip()
+
+
+def read_description(text: str) -> list[Mention]:
+    """The objects a description names, in order: each shape word with the attribute words right
+    before it and, before those, a count word ("two small red squares" → two mentions; no count
+    word → one). Places and anything else are ignored; words outside the world's are skipped."""
+    words = re.findall(r"[a-z]+", text.lower())
+    out: list[Mention] = []
+    for i, word in enumerate(words):
+        shape = _SHAPE_WORDS.get(word)
+        if shape is None:
+            continue
+        j = i - 1
+        while j >= 0 and words[j] in _ATTRIBUTE_WORDS:
+            j -= 1
+        attrs = words[j + 1 : i]
+        count = _COUNT_WORDS.get(words[j], 1) if j >= 0 else 1
+        mention = Mention(
+            shape,
+            next((w for w in attrs if w in COLORS), None),
+            next((w for w in attrs if w in SIZES), None),
+            next((w for w in attrs if w in TEXTURES), None),
+        )
+        out += [mention] * count
+    return out
+
+
+def description_faithfulness(cot: str, metadata: dict[str, Any]):  # -> geneval.CheckResult
+    """Does the CoT's description name what the prompt asks for? GenEval's rules
+    (``check_objects``: classes, counts, colours, sizes, textures, exclusions) on the objects
+    ``read_description`` finds; positions are left to the plan (a description's places are a
+    3 × 3 grid), so a relation's two objects need only be named."""
+    from .geneval import check_objects
+
+    include = [{k: v for k, v in req.items() if k != "position"} for req in metadata.get("include", [])]
+    return check_objects({**metadata, "include": include}, read_description(description_text(cot)))

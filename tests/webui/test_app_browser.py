@@ -127,7 +127,8 @@ def test_browser_researcher_sees_results(webapp, page, log_in):
 
 @pytest.mark.skipif(os.environ.get("REASONGEN_SCREENSHOTS") != "1", reason="set REASONGEN_SCREENSHOTS=1")
 def test_browser_readme_screenshot(browser, tmp_path):
-    """The README's screenshot: the real model and rewards, four candidates of an example prompt."""
+    """The README's screenshot: the real model and rewards, four candidates of the README's own
+    example prompt ("two green stars", the first count-and-colour example)."""
     from reasongen.loading import default_model_path
     from webui import AppConfig, Services, build_demo, launch
 
@@ -145,7 +146,8 @@ def test_browser_readme_screenshot(browser, tmp_path):
     page = context.new_page()
     try:
         page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#rg-prompt textarea", svc.examples[1].prompt)
+        prompt = next((e.prompt for e in svc.examples if e.category == "count_color"), svc.examples[1].prompt)
+        page.fill("#rg-prompt textarea", prompt)
         page.fill("#rg-n input[type=number]", "4")
         page.keyboard.press("Enter")
         page.wait_for_selector("#rg-cot-3", state="visible")

@@ -208,3 +208,29 @@ def test_cli_yaml_config_with_flag_overrides(tmp_path, capsys):
     assert main(["shapes", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "unknown setting(s)" in capsys.readouterr().err
     assert main(["shapes", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
+
+
+def test_samples_with_a_cot_are_scored_for_description_faithfulness():
+    """The world's own CoT names its prompt; one that names another shape does not, and the
+    summary and table report the share."""
+    prompts = benchmark_prompts(12, seed=2, cell=125)
+    truth = oracle_generator()
+
+    def gen(items):
+        out = []
+        for it, images in zip(items, truth(items)):
+            cot = write_cot(it.scene)
+            if it.index % 2:  # odd prompts: the description names another shape
+                cls = it.metadata["include"][0]["class"]
+                other = "diamond" if cls != "diamond" else "circle"
+                desc, plan = cot.split("\n", 1)
+                cot = desc.replace(cls, other).replace(cls[:-1], other) + "\n" + plan
+            out.append([_sample(it, images[0], cot)])
+        return out
+
+    results = evaluate_shapes(gen, prompts)
+    assert [r.cot_faithful for r in results] == [i % 2 == 0 for i in range(12)]
+    summary = summarize(results)
+    assert summary["description"] == {"images": 12, "faithfulness": 0.5}
+    assert "description faithfulness" in format_table(summary)
+    assert results[1].to_dict()["cot_faithful"] is False

@@ -38,7 +38,7 @@ def test_correct_renders_and_plans_score_one(scenes, sample_factory):
 def test_blank_image_fails_the_prompt_and_the_iou(scenes, sample_factory):
     blank = Image.new("RGB", render_scene(scenes[0]).size, BACKGROUND)
     out = get_reward("shapes")([_sample(sample_factory, scenes[0], blank)])
-    assert out.details[0]["parts"] == {"prompt": 0.0, "plan": 1.0, "iou": 0.0}
+    assert out.details[0]["parts"] == {"prompt": 0.0, "plan": 1.0, "iou": 0.0, "cot": None}
     assert out.scores[0] == pytest.approx((0 * 1 + 1 * 0.5 + 0 * 0.5) / 2)
     assert out.details[0]["prompt"]["reasons"]
 
@@ -62,9 +62,9 @@ def test_plan_parts_apply_only_to_plan_recipes(scenes, sample_factory):
     direct = _sample(sample_factory, sc, image, recipe="direct", plan=None)
     lost_plan = _sample(sample_factory, sc, image, recipe="got-r1", plan=None)
     out = get_reward("shapes")([direct, lost_plan])
-    assert out.details[0]["parts"] == {"prompt": 1.0, "plan": None, "iou": None}
+    assert out.details[0]["parts"] == {"prompt": 1.0, "plan": None, "iou": None, "cot": None}
     assert out.scores[0] == 1.0
-    assert out.details[1]["parts"] == {"prompt": 1.0, "plan": 0.0, "iou": 0.0}
+    assert out.details[1]["parts"] == {"prompt": 1.0, "plan": 0.0, "iou": 0.0, "cot": None}
     assert out.scores[1] == pytest.approx(0.5)
 
 
@@ -93,3 +93,22 @@ def test_graded_mode_and_config_checks(scenes, sample_factory):
         get_reward("shapes", weights={"aesthetics": 1.0})
     with pytest.raises(ValueError, match="not all zero"):
         get_reward("shapes", weights={"prompt": 0.0})
+
+
+def test_cot_part_scores_whether_the_description_names_the_prompt(scenes, sample_factory):
+    """Weighted in, the ``cot`` part is 1 for the world's own CoT and 0 for a description that
+    names another shape (the plan and the image still right); weight 0 (default) leaves it out."""
+    sc = scenes[2]
+    image = render_scene(sc)
+    right = _sample(sample_factory, sc, image)
+    cls = sc.metadata["include"][0]["class"]
+    other = next(s for s in ("circle", "square", "triangle", "star", "diamond", "cross") if s != cls)
+    wrong_cot = right.cot_text.replace(cls, other)  # same plan and image, description says another shape
+    wrong = sample_factory(sc.prompt, image, metadata=sc.metadata, recipe="got-r1", cot_text=wrong_cot,
+                           plan=right.plan)  # fmt: skip
+    direct = _sample(sample_factory, sc, image, recipe="direct", plan=None)
+    out = get_reward("shapes", weights={"prompt": 1.0, "cot": 1.0})([right, wrong, direct])
+    assert [d["parts"]["cot"] for d in out.details] == [1.0, 0.0, None]
+    assert out.scores[:2] == [1.0, 0.5] and out.scores[2] == 1.0
+    assert out.details[1]["cot"]["reasons"]
+    assert get_reward("shapes")([wrong]).details[0]["parts"]["cot"] is None
