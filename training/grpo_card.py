@@ -76,6 +76,10 @@ def _table(before: dict[str, Any], after: dict[str, Any]) -> str:
         if pb.get("images") and pa.get("images"):
             plan.append(f"- `{n}`: plan faithfulness {pb['faithfulness']:.3f} → {pa['faithfulness']:.3f}, "
                         f"plan–image IoU {pb['iou']:.3f} → {pa['iou']:.3f}")  # fmt: skip
+        db, da = before[n].get("description") or {}, after[n].get("description") or {}
+        if db.get("images") and da.get("images"):
+            plan.append(f"- `{n}`: description faithfulness (the CoT names what the prompt asks) "
+                        f"{db['faithfulness']:.3f} → {da['faithfulness']:.3f}")  # fmt: skip
     return "\n\n".join(tables) + "\n\n" + "\n".join(plan)
 
 
@@ -164,7 +168,7 @@ def card(
     last = sum(v for *_, v in rewards[-k:]) / k if rewards else float("nan")
     n_prompts = sorted({sum(c["prompts"] for c in r["counts"].values()) for r in after.values()})
     settings = sorted({json.dumps(r.get("settings", {}), sort_keys=True) for r in after.values()})
-    keys = ("model", "recipe", "rewards", "group_size", "prompts_per_step", "lr", "kl_coef", "clip_low",
+    keys = ("model", "recipe", "rewards", "reward_options", "group_size", "prompts_per_step", "lr", "kl_coef", "clip_low",
             "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
             "monitor_rewards")  # fmt: skip
     shown = ", ".join(f"{k_}={cfg[k_]}" for k_ in keys if k_ in cfg)

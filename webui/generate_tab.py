@@ -388,7 +388,7 @@ def build_generate_tab(services: Services, user_state: Any) -> GenerateTab:
                     headers=["category", "prompt"],
                     samples=[[ex.category, ex.prompt] for ex in examples],
                     samples_per_page=len({ex.category for ex in examples}),
-                    label="Examples by GenEval category (click one to use it)",
+                    label="Examples by category, GenEval and compositional (click one to use it)",
                     elem_id="rg-examples",
                 )
                 pick.click(lambda row: row[1], pick, prompt, api_visibility="private", queue=False)

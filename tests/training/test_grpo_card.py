@@ -16,7 +16,8 @@ def _report(path, overall: float, cats: dict[str, float]):
     path.mkdir(parents=True)
     counts = {c: {"prompts": 10} for c in CATEGORIES}
     report = {"overall": overall, "categories": cats, "counts": counts, "settings": {"guidance": 2.0},
-              "plan": {"images": 60, "faithfulness": 0.9, "iou": overall}}  # fmt: skip
+              "plan": {"images": 60, "faithfulness": 0.9, "iou": overall},
+              "description": {"images": 60, "faithfulness": overall}}  # fmt: skip
     (path / "report.json").write_text(json.dumps(report))
 
 
@@ -139,3 +140,7 @@ def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(
     assert "| two_counts | 0.400 | 0.700 | +0.300 |" in text
     assert "| **overall** | 0.400 | 0.800 | +0.400 |" in text
     assert "| two_counts | 0.500" not in text  # GenEval's table has no compositional rows
+    assert (
+        "- `compositional`: description faithfulness (the CoT names what the prompt asks) 0.400 → 0.800"
+        in text
+    )
