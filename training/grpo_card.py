@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from reasongen.types import CATEGORIES
+from reasongen.eval.report import group_by_suite
 
 from .monitor import PLOT, plot_proxy_gold, read_records, summarise
 
@@ -46,19 +46,11 @@ def run_scalars(run_dir: Path, tag: str, upto: int) -> list[tuple[int, float, fl
     return sorted(out)
 
 
-def _categories(report: dict[str, Any]) -> list[str]:
-    """A report's categories in its own order (GenEval's six, or the compositional suite's)."""
-    return list(report.get("categories") or CATEGORIES)
-
-
 def _table(before: dict[str, Any], after: dict[str, Any]) -> str:
     """Per-category SFT / GRPO / Δ tables: one table for the benchmarks that share their
     categories (e.g. got-r1 and direct on the GenEval suite), one more for each other suite."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for n in before:
-        groups.setdefault(tuple(_categories(after[n])), []).append(n)
     tables = []
-    for cats, names in groups.items():
+    for cats, names in group_by_suite({n: after[n] for n in before}).items():
         lines = ["| category | " + " | ".join(f"{n} SFT | {n} GRPO | Δ" for n in names) + " |",
                  "|---|" + "---|---|---|" * len(names)]  # fmt: skip
         for cat in (*cats, "overall"):

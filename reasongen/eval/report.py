@@ -10,9 +10,20 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from reasongen.types import CATEGORIES
+
 from .shapes_bench import ImageResult
 
 PASS_RGB, FAIL_RGB = (30, 150, 60), (200, 30, 40)
+
+
+def group_by_suite(reports: dict[str, dict[str, Any]]) -> dict[tuple[str, ...], list[str]]:
+    """Report names grouped by their categories, in order (the GenEval suite's six, or the
+    compositional suite's): each group is one table of side-by-side columns."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, report in reports.items():
+        groups.setdefault(tuple(report.get("categories") or CATEGORIES), []).append(name)
+    return groups
 
 
 def pick_for_sheet(results: Sequence[ImageResult], max_images: int) -> list[ImageResult]:

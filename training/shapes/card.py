@@ -18,16 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reasongen.types import CATEGORIES
+from reasongen.eval.report import group_by_suite
 
 
 def _bench_table(reports: dict[str, dict[str, Any]]) -> str:
     """One table per suite: the reports that share their categories side by side."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for n, r in reports.items():
-        groups.setdefault(tuple(r.get("categories") or CATEGORIES), []).append(n)
     tables = []
-    for cats, names in groups.items():
+    for cats, names in group_by_suite(reports).items():
         head = "| category | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
         rows = []
         for cat in cats:
