@@ -87,9 +87,14 @@ def test_browser_annotator_ranks_survives_reload_and_row_is_stored(webapp, page,
     page.focus("#rg-rank-1 input[value='2']")
     page.keyboard.press("Space")
     page.wait_for_function("() => document.querySelector(\"#rg-rank-1 input[value='2']\").checked")
-    before = page.evaluate("() => localStorage.getItem('reasongen-draft')")
     page.check("#rg-rank-2 input[value='2']")
-    page.wait_for_function("(b) => localStorage.getItem('reasongen-draft') !== b", arg=before)
+    # each choice sends its own draft request; wait for the draft of all three, not just any change
+    # (waiting for "a change" let the second choice's late draft pass for the third's and failed in CI)
+    page.wait_for_function(
+        "(want) => JSON.stringify((JSON.parse(localStorage.getItem('reasongen-draft') || '{}').ranks || [])"
+        ".slice(0, 3)) === want",
+        arg='["1","2","2"]',
+    )
     # a reload logs back in and restores the half-done ranking from the browser
     page.reload()
     page.wait_for_selector("#rg-login-message :text('Welcome back')")
