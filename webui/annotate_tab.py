@@ -498,8 +498,10 @@ def build_annotate_tab(services: Services, user_state: Any) -> AnnotateTab:
             return gr.skip()
         return json.dumps({"task_id": task["task_id"], "study_id": task["study_id"], "ranks": list(values)})
 
-    for r in ranks:
-        r.input(on_rank, [task_state, *ranks], draft, api_visibility="private", queue=False)
+    # one event for all the rank boxes, "always_last": a choice made while the previous draft is on
+    # its way waits for it and sends the newest ranks, so drafts cannot land out of order
+    gr.on([r.input for r in ranks], on_rank, [task_state, *ranks], draft, api_visibility="private",
+          queue=False, trigger_mode="always_last")  # fmt: skip
 
     def then_next(user: Any, task: Any, st: Any, msg: str) -> list[Any]:
         out = task_frame(services, user, st or (task or {}).get("study_id"), {})
