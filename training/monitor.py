@@ -115,8 +115,9 @@ def validation_prompts(n: int, cell: int | None, holdout: int) -> list[tuple[str
     """The first ``n`` distinct prompts of the shapes validation stream (benchmark sampler,
     prompt seed 1) whose text is not one of the benchmark's first ``holdout`` prompts (seed 0)."""
     from reasongen.eval.shapes_bench import benchmark_prompts
+    from reasongen.shapes.pools import benchmark_texts
 
-    bench = {p.prompt for p in benchmark_prompts(holdout, seed=0, cell=cell)} if holdout else set()
+    bench = benchmark_texts(holdout, cell)
     draw = 4 * n
     for _ in range(6):
         seen: set[str] = set()

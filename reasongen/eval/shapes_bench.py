@@ -29,7 +29,7 @@ from PIL import Image
 from reasongen.recipes import sample_uses_plan, sample_writes_cot
 from reasongen.shapes.cot import description_faithfulness
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
-from reasongen.shapes.pools import suite_scenes
+from reasongen.shapes.pools import benchmark_texts, suite_scenes
 from reasongen.shapes.scene import BACKGROUND, Scene
 from reasongen.shapes.scene_sampler import sample_scenes
 from reasongen.types import CATEGORIES, Sample
@@ -94,7 +94,7 @@ def _outside(scenes: list[Scene], seed: int, cell: int | None, suite: str, holdo
     """``scenes``' categories, in order, filled with scenes of the same seed whose text is not one
     of the benchmark's first ``holdout`` texts (drawing four times more until every category has
     enough)."""
-    held = {s.prompt for s in _suite_scenes(holdout, 0, cell, suite)}
+    held = benchmark_texts(holdout, cell or None, (suite,))
     need = Counter(s.category for s in scenes)
     draw = 4 * len(scenes)
     for _ in range(5):

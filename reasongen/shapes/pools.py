@@ -4,7 +4,7 @@ held-out seeds) and the training pools of pre-training and GRPO (the benchmarks'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from reasongen.types import CATEGORIES
 
@@ -19,6 +19,29 @@ def suite_scenes(n: int, seed: int = 0, cell: int | None = None) -> list[Scene]:
     return sample_scenes(n, seed=SUITE_SEED_BASE + seed, categories=suite_categories(cell), cell=cell)
 
 
+BENCHMARK_SEED = 0
+"""Prompt seed of the benchmark (``python -m reasongen.eval shapes``); its texts stay out of training."""
+
+
+def benchmark_texts(n: int, cell: int | None = None, suites: Iterable[str] = ("geneval",)) -> set[str]:
+    """The texts of the first ``n`` benchmark prompts (prompt seed 0) of each suite on layout
+    ``cell``: the one rule for what training pools, the validation sets and the over-optimisation
+    monitor leave out. ``geneval`` is GenEval's six templates, ``compositional`` the rest of the
+    language (``suite_scenes``). Empty for ``n <= 0``."""
+    if n <= 0:
+        return set()
+    texts: set[str] = set()
+    for suite in suites:
+        if suite == "geneval":
+            scenes = sample_scenes(n, seed=BENCHMARK_SEED, categories=CATEGORIES, cell=cell)
+        elif suite == "compositional":
+            scenes = suite_scenes(n, seed=BENCHMARK_SEED, cell=cell)
+        else:
+            raise ValueError(f"unknown suite {suite!r}; choose geneval or compositional")
+        texts |= {s.prompt for s in scenes}
+    return texts
+
+
 def prompt_pool(
     n: int, seed: int, categories: Sequence[str], cell: int | None = None, holdout: int = 0
 ) -> list[tuple[str, dict]]:
@@ -30,11 +53,8 @@ def prompt_pool(
     """
     check_categories(categories, cell)
     scenes = sample_scenes(n, seed=seed, categories=tuple(categories), cell=cell)
-    held: set[str] = set()
-    if holdout > 0:
-        held = {s.prompt for s in sample_scenes(holdout, seed=0, categories=CATEGORIES, cell=cell)}
-        if set(categories) - set(CATEGORIES):
-            held |= {s.prompt for s in suite_scenes(holdout, seed=0, cell=cell)}
+    composes = bool(set(categories) - set(CATEGORIES))
+    held = benchmark_texts(holdout, cell, ("geneval", "compositional") if composes else ("geneval",))
     pool = [(s.prompt, s.metadata) for s in scenes if s.prompt not in held]
     if not pool:
         raise ValueError("every 'shapes' prompt is a benchmark prompt; raise num_shapes_prompts")

@@ -79,12 +79,10 @@ class PretrainConfig:
 
 def benchmark_texts(n: int) -> set[str]:
     """The prompt texts of the shapes benchmark's first ``n`` prompts (either layout)."""
-    if n <= 0:
-        return set()
-    from reasongen.eval.shapes_bench import benchmark_prompts
     from reasongen.shapes.codes import CELL
+    from reasongen.shapes.pools import benchmark_texts as texts
 
-    return {p.prompt for cell in (CELL, None) for p in benchmark_prompts(n, seed=0, cell=cell)}
+    return texts(n, CELL) | texts(n, None)
 
 
 def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str]]:

@@ -244,3 +244,23 @@ def test_app_examples_cover_every_category_the_model_draws() -> None:
     for r in rows:
         assert parse_prompt(r["prompt"]) == r["metadata"], r["prompt"]
     assert any(r["prompt"] == "two green stars" for r in rows)  # the README's example
+
+
+def test_benchmark_texts_is_each_suites_benchmark_and_the_one_rule_every_holdout_uses() -> None:
+    from reasongen.eval.shapes_bench import benchmark_prompts
+    from reasongen.shapes.pools import benchmark_texts
+    from training.monitor import validation_prompts
+    from training.reward_model.pretrain import benchmark_texts as pretrain_texts
+
+    for suite in ("geneval", "compositional"):
+        want = {p.prompt for p in benchmark_prompts(200, 0, 125, suite)}
+        assert benchmark_texts(200, 125, (suite,)) == want and len(want) > 50
+        # the validation set of that suite keeps none of them
+        assert not {p.prompt for p in benchmark_prompts(100, 1, 125, suite, exclude_benchmark=200)} & want
+    both = benchmark_texts(200, 125, ("geneval", "compositional"))
+    assert both == benchmark_texts(200, 125) | benchmark_texts(200, 125, ("compositional",))
+    assert benchmark_texts(0, 125) == set()
+    assert not {p for p, _ in validation_prompts(40, 125, 200)} & benchmark_texts(200, 125)
+    assert pretrain_texts(200) == benchmark_texts(200, 125) | benchmark_texts(200, None)
+    with pytest.raises(ValueError, match="unknown suite"):
+        benchmark_texts(10, 125, ("nope",))
