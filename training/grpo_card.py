@@ -163,7 +163,6 @@ def card(
     keys = ("model", "recipe", "rewards", "reward_options", "group_size", "prompts_per_step", "lr", "kl_coef", "clip_low",
             "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
             "monitor_rewards")  # fmt: skip
-    shown = ", ".join(f"{k_}={cfg[k_]}" for k_ in keys if k_ in cfg)
     epochs = int(cfg.get("ppo_epochs", 1))
     updates = (f", each batch used for {epochs} optimizer steps ({step * epochs} in all)" if epochs > 1
                else ", one optimizer step each")  # fmt: skip
@@ -171,6 +170,8 @@ def card(
     parent = str(cfg.get("model") or "assets/models/shapes-janus")
     if not parent.startswith("assets/"):
         parent = f"assets/models/{Path(parent).name}"
+    # the parent as the repository names it, not the path on the machine that trained it
+    shown = ", ".join(f"{k_}={parent if k_ == 'model' else cfg[k_]}" for k_ in keys if k_ in cfg)
     scores = "; ".join(f"{n} {after[n]['overall']:.3f} (SFT {before[n]['overall']:.3f})" for n in after)
     return f"""# {name}: the embedded model after GRPO
 

@@ -133,6 +133,7 @@ def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(
     text = (out / "README.md").read_text()
     assert text.startswith("# shapes-janus-full-r1: the embedded model after GRPO")
     assert "`assets/models/shapes-janus-full` (supervised only)" in text
+    assert "model=assets/models/shapes-janus-full," in text and "/somewhere" not in text
     assert "--config training/recipes/shapes_full.yaml" in text
     assert "geneval 0.900 (SFT 0.500); compositional 0.800 (SFT 0.400)" in text
     assert "| category | geneval SFT | geneval GRPO | Δ |" in text

@@ -53,12 +53,13 @@ def _scenes_line(cfg: dict[str, Any]) -> str:
     return "GenEval's six categories in equal parts"
 
 
-def _command(config: dict[str, Any]) -> str:
-    """The pre-training command of a stats ``config`` (fields a newer trainer added take defaults)."""
+def _command(config: dict[str, Any], out: str) -> str:
+    """The pre-training command of a stats ``config`` (fields a newer trainer added take defaults),
+    writing to ``out`` (the card's own folder, not the machine-specific path it was trained in)."""
     from .pretrain import PretrainShapesConfig, command_line
 
     known = {f.name for f in dataclasses.fields(PretrainShapesConfig)}
-    cfg = PretrainShapesConfig(**{k: v for k, v in config.items() if k in known})
+    cfg = PretrainShapesConfig(**{**{k: v for k, v in config.items() if k in known}, "out": out})
     return command_line(cfg, show=("out", "seed", "lm_steps", "vq_steps", "max_minutes"), resume=False)
 
 
@@ -83,7 +84,7 @@ def card(model_dir: Path, reports: dict[str, dict[str, Any]], notes: str = "") -
     return f"""# {model_dir.name}: an embedded model, supervised only
 
 A small Janus-format text-to-image model trained from nothing by
-`{_command(cfg)}`
+`{_command(cfg, f"assets/models/{model_dir.name}")}`
 (other settings at their defaults) on the shapes world
 (`reasongen/shapes/`). A run longer than one sitting continues where it stopped: each stage saves
 a checkpoint every `--save-every` steps into `OUT/checkpoints/`, `--session-minutes` ends a session cleanly,
