@@ -13,7 +13,7 @@ it writes ``summary.json`` and ``summary.md``:
 
 - one row per run: what was perturbed (seed, processes, torch threads), steps, training minutes,
   benchmark overall per suite and its gain over the baseline, the watched category (counting by
-  default), validation overall;
+  default), validation overall, and how collapsed its plans are (``layout_mode_share``);
 - the distribution per suite: mean, standard deviation, spread (min–max) and worst gain, for the
   overall score and the watched category;
 - the run to ship, chosen on the validation sets only (highest mean validation overall across the
@@ -221,7 +221,7 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
         head += (
             [f"{s} benchmark", "gain"]
             + ([watch] if watch in summary["distribution"][s] else [])
-            + [f"{s} validation"]
+            + [f"{s} validation", "same layout"]
         )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for is_base, r in [(True, {**base, "info": {"run": f"baseline ({Path(base['model']).name})"}})] + [
@@ -240,6 +240,10 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
             if watch in summary["distribution"][s]:
                 cells.append(_f(bench["categories"][watch]))
             cells.append(_f(r["validation"][s]["overall"]))
+            share = bench.get("plan", {}).get(
+                "layout_mode_share"
+            )  # reasongen.eval.shapes_bench.layout_mode_share
+            cells.append(_f(share) if share is not None else "")
         if i["run"] == summary["chosen"]:
             cells[0] = f"**{cells[0]}** (chosen)"
         lines.append("| " + " | ".join(cells) + " |")
@@ -260,7 +264,9 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
         "",
         f"Chosen by validation (highest mean validation overall over {', '.join(suites)}): "
         f"**{summary['chosen']}**. Benchmark: prompt seed 0; validation: prompt seed 1 with the "
-        "benchmark's texts excluded; `got-r1`, generation seed 0.",
+        "benchmark's texts excluded; `got-r1`, generation seed 0. *Same layout*: the share of a "
+        "category's benchmark plans in its most common box layout, mean over categories (near 0: plans "
+        "vary; near 1: collapsed to one layout).",
         "",
     ]
     return "\n".join(out)

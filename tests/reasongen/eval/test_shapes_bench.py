@@ -119,6 +119,28 @@ def test_samples_with_plans_get_plan_scores():
     assert "plan" not in summarize(direct)
 
 
+def test_layout_mode_share_tells_varied_plans_from_one_collapsed_layout():
+    prompts = [p for p in benchmark_prompts(24, seed=3) if p.category == "single_object"]
+    assert len(prompts) == 4
+
+    def faithful(items):  # the world's own plans: the object where the scene put it
+        return [[_sample(it, render_scene(it.scene), write_cot(it.scene))] for it in items]
+
+    varied = summarize(evaluate_shapes(faithful, prompts))["plan"]
+    assert varied["layout_mode_share_categories"] == {"single_object": 0.25}  # four prompts, four boxes
+
+    def corner(items):  # every plan in the same corner box, as a collapsed GRPO model writes
+        def plan(it):
+            label = it.metadata["include"][0]["class"]
+            return f"<|obj_start|>{label}<|obj_end|><|box_start|>(0,750),(250,1000)<|box_end|>"
+
+        return [[_sample(it, render_scene(it.scene), plan(it))] for it in items]
+
+    collapsed = summarize(evaluate_shapes(corner, prompts))["plan"]
+    assert collapsed["layout_mode_share"] == 1.0
+    assert "most common layout" in format_table(summarize(evaluate_shapes(corner, prompts)))
+
+
 def test_misbehaving_generators_raise_clear_errors():
     prompts = benchmark_prompts(4)
     with pytest.raises(ValueError, match="one list of images per prompt"):

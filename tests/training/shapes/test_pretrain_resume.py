@@ -227,8 +227,9 @@ def test_model_card_gives_the_full_command_and_says_when_a_run_was_resumed(tmp_p
     (tmp_path / "training_stats.json").write_text(json.dumps(stats))
     text = card(tmp_path, {})
     # --out names the card's own folder under assets/models, not where the run wrote (runs/full)
-    assert (f"`python -m training.shapes.pretrain --out assets/models/{tmp_path.name} --seed 0 --vq-steps 1200 "
-            "--lm-steps 3600 --language full --max-minutes 40 --save-every 100`") in text  # fmt: skip
+    want = (f"`python -m training.shapes.pretrain --out assets/models/{tmp_path.name} --seed 0 "
+            "--vq-steps 1200 --lm-steps 3600 --language full --max-minutes 40 --save-every 100`")  # fmt: skip
+    assert want in text
     assert "runs/full" not in text
     assert "This model was resumed (LM from step 400, VQ decoder from step 1200)" in text
     assert "whole shapes language (`--language full`" in text and "GenEval's six categories in" not in text
