@@ -74,6 +74,9 @@ def config_parser(
         epilog = (f"Every --flag is also read from the environment variable {env_prefix}<FLAG> "
                   f"(e.g. --max-cot-tokens from {env_prefix}MAX_COT_TOKENS); flags win.")  # fmt: skip
     parser = HfArgumentParser(cls, prog=prog, description=description, epilog=epilog)
+    for action in parser._actions:  # help text is %-formatted by argparse: "95%" must print as written
+        if action.help and "%" in action.help and "%(" not in action.help:
+            action.help = action.help.replace("%", "%%")
     parser.add_argument(
         "--config", default=None, help="YAML file of these settings (flat keys); flags override it"
     )
