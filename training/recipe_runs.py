@@ -112,17 +112,21 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 def _step_times(run_dir: Path, upto: int) -> list[float]:
     from .grpo_card import run_scalars
 
-    return [wall for _, wall, _ in run_scalars(run_dir, "grpo/reward/mean", upto)]
+    latest: dict[int, float] = {}  # a resumed run logs the steps after its checkpoint again: keep the redo
+    for step, wall, _ in run_scalars(run_dir, "grpo/reward/mean", upto):
+        latest[step] = max(wall, latest.get(step, wall))
+    return [latest[k] for k in sorted(latest)]
 
 
 def training_minutes(times: Sequence[float]) -> float:
     """Minutes spent training from the wall times of successive steps; a gap longer than ten
-    median steps (a kill and ``--resume``) counts as one median step. NaN with fewer than 2 steps."""
+    median steps (a kill and ``--resume``) counts as one median step, and so does a negative one
+    (steps out of order). NaN with fewer than 2 steps."""
     gaps = [b - a for a, b in itertools.pairwise(times)]
     if not gaps:
         return float("nan")
     med = statistics.median(gaps)
-    return sum(g if g <= 10 * med else med for g in gaps) / 60
+    return sum(g if 0 <= g <= 10 * med else med for g in gaps) / 60
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -143,3 +143,18 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     (not_a_run / "final" / "config.json").write_text("{}")
     assert rr.main([*base, "--run", str(not_a_run)], evaluate=FakeEval()) == 2
     assert "not a training.grpo run folder" in capsys.readouterr().err
+
+
+def test_a_killed_and_resumed_run_counts_its_redone_steps_once(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = _fake_run(tmp_path, "r", 1, 1, 2)
+    first = SummaryWriter(str(run / "tb" / "first"))
+    for step in range(1, 5):  # steps 1-4 a minute apart, then killed; checkpoint at step 2
+        first.add_scalar("grpo/reward/mean", 0.5, step, walltime=60.0 * step)
+    first.close()
+    again = SummaryWriter(str(run / "tb" / "again"))
+    for step in range(3, 9):  # resumed an hour later from step 2: steps 3-8 again
+        again.add_scalar("grpo/reward/mean", 0.5, step, walltime=3600.0 + 60.0 * step)
+    again.close()
+    assert rr.run_info(run)["minutes"] == pytest.approx(7.0)  # 7 steps after the first, one minute each
