@@ -594,9 +594,10 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config(GRPOConfig, argv)
-    print(f"GRPO finished: {train(cfg)}")
-    return 0
+    """Entry point; an error is ``error: ...`` on stderr and exit status 2 (``cli_main``)."""
+    from .errors import cli_main
+
+    return cli_main(lambda: f"GRPO finished: {train(parse_config(GRPOConfig, argv))}")
 
 
 if __name__ == "__main__":

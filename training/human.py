@@ -31,7 +31,6 @@ from typing import Any
 
 from reasongen.config import parse_config
 
-from .errors import TrainingError
 from .grpo import PolicyOptimConfig, check_world, reference_model, run_loop
 from .grpo_loss import group_advantages
 from .grpo_update import needs_behaviour
@@ -216,17 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; an error is one line ``error: ...`` on stderr and exit status 2."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from reasongen.loading import ModelLoadError
+    from .errors import cli_main
 
-    try:
-        cfg = parse_config(HumanGRPOConfig, argv)
-        out = train(cfg)
-    except (ValueError, OSError, TrainingError, ModelLoadError, SQLAlchemyError) as err:
-        lines = str(err).strip().splitlines()
-        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
-        return 2
-    print(f"human-ranking GRPO finished: {out}")
-    return 0
+    return cli_main(lambda: f"human-ranking GRPO finished: {train(parse_config(HumanGRPOConfig, argv))}",
+                    (SQLAlchemyError,))  # fmt: skip
 
 
 if __name__ == "__main__":

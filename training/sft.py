@@ -271,11 +271,16 @@ def train(cfg: SFTConfig, loaded: Any | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config(SFTConfig, argv)
-    if not cfg.data:
-        raise SystemExit("--data is required (a JSONL file of SFT examples)")
-    print(f"SFT finished: {train(cfg)}")
-    return 0
+    """Entry point; an error is ``error: ...`` on stderr and exit status 2 (``cli_main``)."""
+    from .errors import cli_main
+
+    def body() -> str:
+        cfg = parse_config(SFTConfig, argv)
+        if not cfg.data:
+            raise ValueError("--data is required (a JSONL file of SFT examples)")
+        return f"SFT finished: {train(cfg)}"
+
+    return cli_main(body)
 
 
 if __name__ == "__main__":

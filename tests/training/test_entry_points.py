@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -67,6 +66,8 @@ def test_sft_main(tmp_path, capsys) -> None:
                      "--batch_size", "2", "--progress", "false", "--tensorboard", "false"])  # fmt: skip
     assert code == 0 and "SFT finished" in capsys.readouterr().out
     assert (tmp_path / "run" / "final" / "config.json").is_file()
-    with pytest.raises(ValueError, match="does not exist"):
-        sft.main(["--model", str(model_dir), "--data", str(tmp_path / "missing.jsonl"),
-                  "--out_dir", str(tmp_path / "r2"), "--progress", "false"])  # fmt: skip
+    assert sft.main(["--model", str(model_dir), "--data", str(tmp_path / "missing.jsonl"),
+                     "--out_dir", str(tmp_path / "r2"), "--progress", "false"]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    assert sft.main(["--model", str(model_dir)]) == 2
+    assert "error: --data is required" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from reasongen.rewards.combine import CombinedConfig, combine_outputs
 from reasongen.tiny import save_tiny
 from training import grpo, sft
 from training.checkpoints import average_checkpoints
-from training.errors import NonFiniteWeightsError, NoSignalError
+from training.errors import NonFiniteWeightsError
 from training.grpo_loss import group_advantages, rewards_tensor
 
 
@@ -117,7 +118,9 @@ def test_sft_step_with_nan_gradients_is_skipped_not_applied(tiny, tmp_path, monk
     assert not all(torch.equal(start[k], step2[k]) for k in start) and _all_finite(out / "final")
 
 
-def test_a_run_whose_weights_turn_non_finite_writes_nothing_and_fails(tiny, tmp_path, monkeypatch) -> None:
+def test_a_run_whose_weights_turn_non_finite_writes_nothing_and_fails(
+    tiny, tmp_path, monkeypatch, capsys
+) -> None:
     model, _ = tiny
     real = sft.optimizer_step
 
@@ -129,8 +132,10 @@ def test_a_run_whose_weights_turn_non_finite_writes_nothing_and_fails(tiny, tmp_
 
     monkeypatch.setattr(sft, "optimizer_step", poisoning_step)
     out = tmp_path / "run"
-    with pytest.raises(NonFiniteWeightsError, match=r"checkpoint-1: 1 of \d+ tensors hold NaN or inf"):
-        sft.main(_sft_args(model, _sft_data(tmp_path), out, 1))
+    assert sft.main(_sft_args(model, _sft_data(tmp_path), out, 1)) == 2  # NonFiniteWeightsError, one line
+    assert re.search(
+        r"^error: .*checkpoint-1: 1 of \d+ tensors hold NaN or inf", capsys.readouterr().err, re.M
+    )
     assert not list(out.glob("checkpoint-*")) and not (out / "final").exists()
 
 
@@ -148,17 +153,18 @@ def test_averaging_refuses_a_non_finite_checkpoint_and_keeps_the_old_output(tmp_
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
 
 
-def test_a_run_that_keeps_no_group_stops_with_an_error(tiny, tmp_path) -> None:
+def test_a_run_that_keeps_no_group_stops_with_an_error(tiny, tmp_path, capsys) -> None:
     model, prompts = tiny  # text prompts have no shapes metadata: the shapes reward gives None
     out = tmp_path / "run"
     args = _grpo_args(model, prompts, out, "--rewards", "shapes", "--dynamic_sampling", "false")
-    with pytest.raises(NoSignalError, match=r"stopping at step 2: 2 consecutive steps trained on nothing; "
-                       r"no group was kept: of 8 rewards drawn, 8 were missing .*metadata"):  # fmt: skip
-        grpo.main([*args, "--max_steps", "5", "--max_empty_steps", "2"])
+    assert grpo.main([*args, "--max_steps", "5", "--max_empty_steps", "2"]) == 2  # NoSignalError
+    want = (r"^error: stopping at step 2: 2 consecutive steps trained on nothing; "
+            r"no group was kept: of 8 rewards drawn, 8 were missing .*metadata")  # fmt: skip
+    assert re.search(want, capsys.readouterr().err, re.M)
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]  # not the stopping step's
     # A run shorter than max_empty_steps that trains on nothing fails at its end.
-    with pytest.raises(NoSignalError, match="stopping at step 1: 1 consecutive"):
-        grpo.main([*args, "--max_steps", "1", "--out_dir", str(tmp_path / "short")])
+    assert grpo.main([*args, "--max_steps", "1", "--out_dir", str(tmp_path / "short")]) == 2
+    assert "error: stopping at step 1: 1 consecutive" in capsys.readouterr().err
     assert not (tmp_path / "short" / "final").exists()
 
 
@@ -175,11 +181,18 @@ def test_a_run_that_keeps_no_group_stops_with_an_error(tiny, tmp_path) -> None:
         ({"reward_options": {"hps": {"device": "cpu"}}}, "reward_options names rewards not in this run: hps"),
     ],
 )
-def test_reward_settings_that_cannot_work_are_refused_before_loading(tmp_path, settings, error) -> None:
+def test_reward_settings_that_cannot_work_are_refused_before_loading(
+    tmp_path, settings, error, capsys
+) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"rewards": ["shapes"], **settings}))
-    with pytest.raises(ValueError, match=error):  # no model is loaded: the path does not exist
+    # refused before any model is loaded (the path does not exist): one line, exit status 2
+    assert (
         grpo.main(["--config", str(recipe), "--model", str(tmp_path / "no-model"), "--progress", "false"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and error in err and "Traceback" not in err
 
 
 def test_combination_weights_and_eps_are_validated() -> None:

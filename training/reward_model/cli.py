@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from reasongen.config import parse_config
@@ -14,25 +13,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from annotation.errors import AnnotationError
     from reasongen.rewards.base import RewardModelUnavailable
-    from training.errors import TrainingError
+    from training.errors import cli_main
 
     from .train import RewardModelConfig, train_reward_model
 
-    try:
-        cfg = parse_config(RewardModelConfig, argv)
-        result = train_reward_model(cfg)
-    except (
-        ValueError,
-        OSError,
-        AnnotationError,
-        RewardModelUnavailable,
-        SQLAlchemyError,
-        TrainingError,
-    ) as err:
-        lines = str(err).strip().splitlines()
-        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
-        return 2
-    acc = result.metrics["held_out_accuracy"]
-    print(f"reward model written to {result.out}: held-out pairwise accuracy {acc['value']:.3f} "
-          f"[{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]")  # fmt: skip
-    return 0
+    def body() -> str:
+        result = train_reward_model(parse_config(RewardModelConfig, argv))
+        acc = result.metrics["held_out_accuracy"]
+        return (f"reward model written to {result.out}: held-out pairwise accuracy {acc['value']:.3f} "
+                f"[{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]")  # fmt: skip
+
+    return cli_main(body, (AnnotationError, RewardModelUnavailable, SQLAlchemyError))
