@@ -1,0 +1,205 @@
+"""The human-feedback loop on the shapes world: ``reasongen.shapes.write_prompts`` (the study's
+training prompts) and ``training/human_loop.sh`` end to end at the smallest scale that runs
+every step (prompts, study, simulated panel, reward pre-training and training, GRPO on the learned
+reward with the shapes monitor, benchmark and validation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reasongen.shapes import write_prompts as wp
+from reasongen.shapes.compose import FULL_LANGUAGE
+from reasongen.shapes.pools import benchmark_texts, prompt_pool
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "training" / "human_loop.sh"
+
+
+def _write(tmp_path: Path, *args: str, name: str = "p.txt") -> tuple[int, list[str]]:
+    out = tmp_path / name
+    rc = wp.main(["--out", str(out), *args])
+    lines = out.read_text(encoding="utf-8").splitlines() if out.is_file() else []
+    return rc, lines
+
+
+# --------------------------------------------------------------------------- write_prompts
+
+
+@pytest.mark.parametrize("language", ["full", "geneval"])
+def test_writes_n_prompts_none_of_them_the_benchmarks(tmp_path: Path, language: str) -> None:
+    rc, lines = _write(tmp_path, "--n", "300", "--seed", "11", "--language", language)
+    assert rc == 0 and len(lines) == 300 and all(lines)
+    suites = ("geneval", "compositional") if language == "full" else ("geneval",)
+    assert not set(lines) & benchmark_texts(600, 125, suites)
+    assert not set(lines) & benchmark_texts(600, 125, ("geneval",))
+
+
+def test_the_file_is_the_grpo_pools_draw_in_order_and_prefix_stable(tmp_path: Path) -> None:
+    rc, lines = _write(tmp_path, "--n", "50", "--seed", "7")
+    assert rc == 0
+    pool = [text for text, _ in prompt_pool(200, 7, FULL_LANGUAGE, 125, 600)]
+    assert lines == pool[:50]  # repeats kept without --unique
+    rc, short = _write(tmp_path, "--n", "20", "--seed", "7", name="short.txt")
+    assert rc == 0 and short == lines[:20]
+
+
+def test_unique_keeps_first_occurrences_until_n_distinct(tmp_path: Path) -> None:
+    # GenEval's templates repeat often (about one text in five is new after 10k draws)
+    rc, lines = _write(tmp_path, "--n", "400", "--seed", "3", "--language", "geneval", "--unique")
+    assert rc == 0 and len(lines) == 400 and len(set(lines)) == 400
+    drawn = [text for text, _ in prompt_pool(4000, 3, wp.LANGUAGES["geneval"], 125, 600)]
+    assert len(set(drawn[:400])) < 400  # without --unique the first 400 repeat
+    assert lines == list(dict.fromkeys(drawn))[:400]
+    assert not set(lines) & benchmark_texts(600, 125)
+
+
+def test_every_line_parses_back_to_its_metadata(tmp_path: Path) -> None:
+    from reasongen.shapes.parse import parse_prompt
+
+    rc, lines = _write(tmp_path, "--n", "100", "--seed", "11", "--unique")
+    assert rc == 0 and all(parse_prompt(t) for t in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "0", "--seed", "1"], "--n must be >= 1"),
+        (["--n", "3", "--seed", "0"], "benchmark's own prompt seed"),
+        (["--n", "3", "--seed", "1", "--cell", "7"], "--cell must divide 1000"),
+        (["--n", "3", "--seed", "1", "--cell", "-125"], "--cell must divide 1000"),
+        (["--n", "3", "--seed", "1", "--holdout", "-1"], "--holdout must be >= 0"),
+        (["--n", "3", "--seed", "1", "--language", "klingon"], "--language must be one of geneval, full"),
+    ],
+)
+def test_bad_settings_exit_2_with_a_message(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    rc, lines = _write(tmp_path, *args)
+    assert rc == 2 and not lines
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_seed_0_without_holdout_and_free_layouts_are_allowed(tmp_path: Path) -> None:
+    assert _write(tmp_path, "--n", "5", "--seed", "0", "--holdout", "0")[0] == 0
+    rc, lines = _write(tmp_path, "--n", "5", "--seed", "1", "--cell", "0", name="free.txt")
+    assert rc == 0 and len(lines) == 5
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p.txt"
+    out.write_text("keep me\n")
+    assert wp.main(["--n", "3", "--seed", "1", "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_text() == "keep me\n"
+    assert wp.main(["--n", "3", "--seed", "1", "--out", str(out), "--force"]) == 0
+    assert len(out.read_text().splitlines()) == 3
+    assert wp.main(["--n", "3", "--seed", "1", "--out", str(tmp_path), "--force"]) == 2  # a folder
+
+
+def test_too_few_distinct_texts_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    # single objects are nearly all benchmark texts: a few distinct ones remain, never 50
+    monkeypatch.setitem(wp.LANGUAGES, "geneval", ("single_object",))
+    rc, lines = _write(tmp_path, "--n", "50", "--seed", "3", "--language", "geneval", "--unique")
+    err = capsys.readouterr().err
+    assert rc == 2 and not lines and not (tmp_path / "p.txt.partial").exists()
+    assert "distinct prompt texts" in err and "lower --n (asked 50)" in err
+
+
+def test_the_module_runs_as_a_command(tmp_path: Path) -> None:
+    out = tmp_path / "p.txt"
+    done = subprocess.run(
+        [sys.executable, "-m", "reasongen.shapes.write_prompts", "--n", "4", "--seed", "5",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "wrote 4 prompts" in done.stdout and len(out.read_text().splitlines()) == 4
+
+
+# --------------------------------------------------------------------------- human_loop.sh
+
+
+def test_the_script_checks_its_arguments(tmp_path: Path) -> None:
+    for argv in ([], [str(tmp_path / "o")], [str(tmp_path / "o"), "x"], [str(tmp_path / "o"), "1"]):
+        done = subprocess.run(["bash", str(SCRIPT), *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and ("usage:" in done.stderr or "RANKINGS must" in done.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
+    """10 rankings (one per annotator of the panel), a 2-step pre-training and a 2-step reward
+    model, one GRPO step, the compositional suite's benchmark and validation (~3 min on 2 cores)."""
+    out = tmp_path / "loop"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "RM_PRETRAIN_STEPS": "2",
+        "RM_PRETRAIN_FLAGS": "--batch 8 --warmup_steps 0 --save_every 0 --torch_threads 1 --log_every 0",
+        "RM_FLAGS": "--steps 2 --batch_rankings 4 --warmup_steps 0 --n_boot 10 --torch_threads 1 "
+        "--log_every 0",
+        "MONITOR_N": "4",
+        "EVAL_FLAGS": "--suites compositional",
+    }
+    argv = ["bash", str(SCRIPT), str(out), "10", "assets/models/shapes-janus-full", "",
+            "--max_steps", "1", "--group_size", "2", "--prompts_per_step", "2", "--max_cot_tokens", "48",
+            "--num_shapes_prompts", "10", "--save_every", "1", "--progress", "false"]  # fmt: skip
+    t0 = time.time()
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"human_loop.sh smoke run: {time.time() - t0:.0f} s")
+
+    # 1. prompts: 10 distinct training texts, none of the benchmark's
+    prompts = (out / "prompts.txt").read_text().splitlines()
+    assert len(set(prompts)) == 10
+    assert not set(prompts) & benchmark_texts(600, 125, ("geneval", "compositional"))
+
+    # 2-3. the study in OUT's database: 10 tasks, each ranked once by a simulated annotator
+    from annotation.store import Store
+    from annotation.tables import rankings_frame
+
+    with Store(f"sqlite:///{out / 'annotation.db'}", out / "data", migrate=False) as st:
+        frame = rankings_frame(st, "human-loop")
+    assert frame["ranking_id"].nunique() == 10 and frame["task_id"].nunique() == 10
+    assert frame["annotator_simulated"].astype(bool).all()
+    assert frame.groupby("ranking_id")["candidate_id"].count().eq(4).all()
+    profiles = {a.split("-")[1] for a in frame["annotator"]}
+    assert profiles == {"careful", "noisy", "spammer"}
+
+    # 4-5. the reward model folder with its card, trained on those simulated rankings
+    rm = out / "reward_model"
+    assert (rm / "open_clip_config.json").is_file() and (rm / "open_clip_model.safetensors").is_file()
+    assert "simulated" in (rm / "README.md").read_text()
+    metrics = json.loads((rm / "metrics.json").read_text())
+    assert metrics["data"]["rankings"] == 10 and metrics["data"]["rankings_simulated"] == 10
+    assert metrics["init"] and (out / "reward_pretrain" / "open_clip_config.json").is_file()
+
+    # 6-7. GRPO on the learned reward, the shapes reward monitored
+    import yaml
+
+    cfg = yaml.safe_load((out / "grpo.yaml").read_text())
+    assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
+    assert cfg["reward_options"] == {"learned": {"model": str(rm)}}
+    grpo = out / "grpo"
+    assert (grpo / "checkpoint-1" / "trainer_state" / "extra.pt").is_file()
+    assert (grpo / "final" / "config.json").is_file()
+    records = [json.loads(line) for line in (grpo / "monitor.jsonl").read_text().splitlines()]
+    assert records[0]["kind"] == "setup" and records[0]["rewards"] == ["learned"]
+    rollouts = [r for r in records if r["kind"] == "rollouts"]
+    assert rollouts and all(0.0 <= r["monitor/shapes"] <= 1.0 for r in rollouts)
+    assert any(r["kind"] == "heldout" and "monitor_heldout/shapes" in r for r in records)
+
+    # 8. the evaluation of the SFT model and the run
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert summary["chosen"] == "grpo" and summary["suites"] == ["compositional"]
+    assert [r["info"]["run"] for r in summary["runs"]] == ["baseline", "grpo"]
+
+    # a second call finds every output and skips every step
+    again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count(", skipped") == 8 and "$ " not in again.stderr  # nothing ran

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# The measured human-feedback loop on the shapes world (issue 22, item 5), for one ranking budget:
+#
+#   bash training/human_loop.sh OUT RANKINGS [MODEL] [GRPO_CONFIG] [extra GRPO flags ...]
+#
+#   OUT          folder for everything the loop writes (created; nothing is written elsewhere)
+#   RANKINGS     the ranking budget: RANKINGS tasks of 4 candidates, one ranking each
+#   MODEL        the SFT model (default assets/models/shapes-janus-full); "" = the default
+#   GRPO_CONFIG  the GRPO recipe it starts from (default training/recipes/shapes_full.yaml); "" = default
+#   extra flags  passed to `training.grpo` last (they win over the recipe), e.g. `--max_steps 2`
+#
+# Steps (each skipped when its output exists, so a killed loop re-run with the same arguments
+# resumes; GRPO itself resumes from its newest checkpoint with `--resume latest`):
+#
+#   1. OUT/prompts.txt — RANKINGS distinct training prompts of the shapes language:
+#        python -m reasongen.shapes.write_prompts --n RANKINGS --seed $PROMPT_SEED \
+#            --language $LANGUAGE --cell 125 --holdout 600 --unique --out OUT/prompts.txt
+#      (prompt seed 11 by default, never the benchmark's 0; the texts of the benchmark's first 600
+#      prompts of both suites are left out, as in the GRPO pool).
+#   2. OUT/annotation.db (SQLite, images under OUT/data) — study $STUDY: 4 candidates per prompt
+#      from MODEL with recipe $RECIPE, one task per prompt, one ranking wanted per task, every
+#      candidate scored by the exact `shapes` reward:
+#        python -m annotation --db sqlite:///OUT/annotation.db --data-dir OUT/data study create \
+#            --name $STUDY --prompts OUT/prompts.txt --system MODEL:$RECIPE --group-size 4 \
+#            --rankings-per-task 1 --layout per_system --reward shapes --seed $SEED
+#      (a study left half-made by a killed run is deleted and made again).
+#   3. The simulated panel ranks the study (users flagged simulated):
+#        python -m annotation --db ... --data-dir OUT/data simulate --study $STUDY \
+#            --panel careful:6,noisy:3,spammer:1 --flip 0.15 --seed $SEED --max-rankings RANKINGS
+#   4. OUT/reward_pretrain — only when RM_PRETRAIN_STEPS > 0 (default 2000): a small CLIP
+#      pre-trained on rendered shapes image–caption pairs (resumable with --resume):
+#        python -m training.reward_model.pretrain --out OUT/reward_pretrain \
+#            --steps $RM_PRETRAIN_STEPS --seed $SEED --resume $RM_PRETRAIN_FLAGS
+#   5. OUT/reward_model — the preference reward model (the `learned` reward) trained on the
+#      study's rankings (from OUT/reward_pretrain, or from $RM_INIT when RM_PRETRAIN_STEPS is 0):
+#        python -m training.reward_model --study $STUDY --db sqlite:///OUT/annotation.db \
+#            --data_dir OUT/data --init OUT/reward_pretrain --out OUT/reward_model --seed $SEED $RM_FLAGS
+#   6. OUT/grpo.yaml — GRPO_CONFIG with model: MODEL, out_dir: OUT/grpo, rewards: [learned],
+#      reward_options: {learned: {model: OUT/reward_model}}, reward_weights: {} and the exact
+#      `shapes` reward as over-optimisation monitor (monitor_rewards: [shapes], default options,
+#      monitor_every: $MONITOR_EVERY, monitor_n: $MONITOR_N). A file is needed: training.grpo reads
+#      reward_options only from --config (the flag does not parse a mapping), and the recipe's own
+#      reward_options (for `shapes`) must go, as they name a reward the run no longer optimises.
+#   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
+#        python -m training.grpo --config OUT/grpo.yaml --resume latest [extra GRPO flags]
+#      with NPROC=N (N > 1) through torchrun (`python -m torch.distributed.run`, the same program):
+#        torchrun --standalone --nproc_per_node N -m training.grpo --config OUT/grpo.yaml ...
+#   8. OUT/eval — the benchmark and the validation sets of MODEL and of OUT/grpo/final:
+#        python -m training.recipe_runs --baseline MODEL --run OUT/grpo --out OUT/eval $EVAL_FLAGS
+#      (summary.json and summary.md; each report is cached, so a killed evaluation resumes).
+#
+# Each step's output is also logged to OUT/logs/<step>.log. Environment knobs (defaults in
+# brackets): PYTHON [.venv/bin/python if present, else python], NPROC [1], PROMPT_SEED [11],
+# LANGUAGE [full], SEED [0], STUDY [human-loop], RECIPE [got-r1], STUDY_DEVICE [auto] (candidate
+# generation), PANEL [careful:6,noisy:3,spammer:1], FLIP [0.15], RM_PRETRAIN_STEPS [2000],
+# RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_FLAGS [], MONITOR_EVERY [25],
+# MONITOR_N [60], EVAL_FLAGS []. The *_FLAGS are split on blanks.
+#
+# To extend a finished GRPO run, delete OUT/grpo/final and OUT/eval and re-run with a larger
+# --max_steps (it resumes from the newest checkpoint). Smoke test (minutes on a CPU):
+#   RM_PRETRAIN_STEPS=2 RM_FLAGS="--steps 2 --batch_rankings 4 --n_boot 10" \
+#   MONITOR_N=4 EVAL_FLAGS="--suites compositional" \
+#   bash training/human_loop.sh /tmp/hl 10 "" "" --max_steps 1 --group_size 2 --prompts_per_step 2
+set -euo pipefail
+
+usage() {
+  echo "usage: $(sed -n 4p "$0" | sed "s/^# *//")" >&2
+  exit 2
+}
+[ "$#" -ge 2 ] || usage
+case "$2" in '' | *[!0-9]*) echo "human_loop: RANKINGS must be a whole number, got '$2'" >&2; exit 2 ;; esac
+[ "$2" -ge 2 ] || { echo "human_loop: RANKINGS must be >= 2 (the reward model splits by prompt)" >&2; exit 2; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# User paths are read relative to the caller's folder; the defaults relative to the repository.
+resolve() { if [ -e "$1" ]; then realpath "$1"; else printf '%s\n' "$1"; fi; }
+OUT="$(mkdir -p "$1" && realpath "$1")"
+RANKINGS="$2"
+MODEL="${3:-}"
+GRPO_CONFIG="${4:-}"
+shift $(($# < 4 ? $# : 4))
+GRPO_EXTRA=("$@")
+[ -n "$MODEL" ] && MODEL="$(resolve "$MODEL")"
+[ -n "$GRPO_CONFIG" ] && GRPO_CONFIG="$(resolve "$GRPO_CONFIG")"
+cd "$ROOT"
+MODEL="${MODEL:-assets/models/shapes-janus-full}"
+GRPO_CONFIG="${GRPO_CONFIG:-training/recipes/shapes_full.yaml}"
+[ -f "$GRPO_CONFIG" ] || { echo "human_loop: no GRPO config $GRPO_CONFIG" >&2; exit 2; }
+
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+fi
+NPROC="${NPROC:-1}"
+PROMPT_SEED="${PROMPT_SEED:-11}"
+LANGUAGE="${LANGUAGE:-full}"
+SEED="${SEED:-0}"
+STUDY="${STUDY:-human-loop}"
+RECIPE="${RECIPE:-got-r1}"
+STUDY_DEVICE="${STUDY_DEVICE:-}"
+PANEL="${PANEL:-careful:6,noisy:3,spammer:1}"
+FLIP="${FLIP:-0.15}"
+RM_PRETRAIN_STEPS="${RM_PRETRAIN_STEPS:-2000}"
+RM_INIT="${RM_INIT:-shapes}"
+MONITOR_EVERY="${MONITOR_EVERY:-25}"
+MONITOR_N="${MONITOR_N:-60}"
+read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
+read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
+read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
+
+DB="sqlite:///$OUT/annotation.db"
+ANNOTATION=("$PYTHON" -m annotation --db "$DB" --data-dir "$OUT/data")
+DONE="$OUT/done"  # markers of the steps whose output is in the database
+mkdir -p "$DONE" "$OUT/logs"
+
+say() { echo "[human_loop] $*" >&2; }
+# run LOG CMD...: run a step, its output also to OUT/logs/LOG.log
+run() {
+  local log="$OUT/logs/$1.log"
+  shift
+  say "\$ $*"
+  "$@" 2>&1 | tee -a "$log"
+}
+
+# 1. training prompts
+if [ -f "$OUT/prompts.txt" ]; then
+  say "1/8 prompts: $OUT/prompts.txt exists, skipped"
+else
+  say "1/8 prompts"
+  run prompts "$PYTHON" -m reasongen.shapes.write_prompts --n "$RANKINGS" --seed "$PROMPT_SEED" \
+    --language "$LANGUAGE" --cell 125 --holdout 600 --unique --out "$OUT/prompts.txt"
+fi
+
+# 2. the study and its candidates
+if [ -f "$DONE/study" ]; then
+  say "2/8 study: $STUDY exists, skipped"
+else
+  say "2/8 study"
+  if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$STUDY"; then
+    say "deleting the half-made study $STUDY of a killed run"
+    run study "${ANNOTATION[@]}" study delete --study "name:$STUDY" --force
+  fi
+  study_args=(study create --name "$STUDY" --prompts "$OUT/prompts.txt" --system "$MODEL:$RECIPE"
+    --group-size 4 --rankings-per-task 1 --layout per_system --reward shapes --seed "$SEED")
+  [ -n "$STUDY_DEVICE" ] && study_args+=(--device "$STUDY_DEVICE")
+  run study "${ANNOTATION[@]}" "${study_args[@]}"
+  touch "$DONE/study"
+fi
+
+# 3. the simulated panel ranks it
+if [ -f "$DONE/simulate" ]; then
+  say "3/8 simulate: rankings exist, skipped"
+else
+  say "3/8 simulate"  # a re-run continues: the panel's users are reused, ranked tasks are not served
+  run simulate "${ANNOTATION[@]}" simulate --study "name:$STUDY" --panel "$PANEL" --flip "$FLIP" \
+    --seed "$SEED" --max-rankings "$RANKINGS"
+  touch "$DONE/simulate"
+fi
+
+# 4. optional contrastive pre-training of the reward model
+if [ "$RM_PRETRAIN_STEPS" -gt 0 ]; then
+  RM_INIT="$OUT/reward_pretrain"
+  if [ -f "$DONE/reward_pretrain" ]; then
+    say "4/8 reward pre-training: $RM_INIT exists, skipped"
+  else
+    say "4/8 reward pre-training"
+    run reward_pretrain "$PYTHON" -m training.reward_model.pretrain --out "$RM_INIT" \
+      --steps "$RM_PRETRAIN_STEPS" --seed "$SEED" --resume "${RM_PRETRAIN_FLAGS[@]}"
+    touch "$DONE/reward_pretrain"
+  fi
+else
+  say "4/8 reward pre-training: off (RM_PRETRAIN_STEPS=0), the reward model starts from $RM_INIT"
+fi
+
+# 5. the preference reward model
+if [ -f "$OUT/reward_model/README.md" ]; then  # the card is written last
+  say "5/8 reward model: $OUT/reward_model exists, skipped"
+else
+  say "5/8 reward model"
+  run reward_model "$PYTHON" -m training.reward_model --study "name:$STUDY" --db "$DB" \
+    --data_dir "$OUT/data" --init "$RM_INIT" --out "$OUT/reward_model" --seed "$SEED" "${RM_FLAGS[@]}"
+fi
+
+# 6. the GRPO config: the recipe on the learned reward, the exact shapes reward as monitor
+if [ -f "$OUT/grpo.yaml" ]; then
+  say "6/8 GRPO config: $OUT/grpo.yaml exists, skipped"
+else
+  say "6/8 GRPO config"
+  "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" <<'EOF'
+import sys
+from pathlib import Path
+
+import yaml
+
+src, dst, model, out, every, n = sys.argv[1:]
+cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
+cfg.update(
+    model=model,
+    out_dir=f"{out}/grpo",
+    rewards=["learned"],
+    reward_weights={},
+    reward_options={"learned": {"model": f"{out}/reward_model"}},
+    monitor_rewards=["shapes"],
+    monitor_options={},
+    monitor_every=int(every),
+    monitor_n=int(n),
+)
+head = f"# {src} for the human-feedback loop (training/human_loop.sh): the learned reward, shapes monitored\n"
+Path(dst + ".partial").write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+Path(dst + ".partial").replace(dst)
+EOF
+fi
+
+# 7. GRPO on the learned reward
+if [ -f "$OUT/grpo/final/config.json" ]; then
+  say "7/8 GRPO: $OUT/grpo/final exists, skipped"
+else
+  say "7/8 GRPO"
+  if [ "$NPROC" -gt 1 ]; then
+    launch=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m training.grpo)
+  else
+    launch=("$PYTHON" -m training.grpo)
+  fi
+  run grpo "${launch[@]}" --config "$OUT/grpo.yaml" --resume latest "${GRPO_EXTRA[@]}"
+fi
+
+# 8. benchmark and validation of the SFT model and the GRPO run
+if [ -f "$OUT/eval/summary.json" ]; then
+  say "8/8 evaluation: $OUT/eval/summary.json exists, skipped"
+else
+  say "8/8 evaluation"
+  run eval "$PYTHON" -m training.recipe_runs --baseline "$MODEL" --run "$OUT/grpo" --out "$OUT/eval" \
+    "${EVAL_FLAGS[@]}"
+fi
+say "done: $OUT/eval/summary.md"
