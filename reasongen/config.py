@@ -14,9 +14,11 @@ takes several values. Values come from, lowest first:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +61,17 @@ def env_values(cls: type, prefix: str, aliases: Mapping[str, Sequence[str]] | No
     return found
 
 
+def _mapping(text: str) -> dict[str, Any]:
+    """A mapping given on the command line, in YAML (JSON is YAML); anything else is refused."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not a YAML mapping: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{name: value}}', got {text!r}")
+    return value
+
+
 def config_parser(
     cls: type,
     *,
@@ -77,6 +90,11 @@ def config_parser(
     for action in parser._actions:  # help text is %-formatted by argparse: "95%" must print as written
         if action.help and "%" in action.help and "%(" not in action.help:
             action.help = action.help.replace("%", "%%")
+        if typing.get_origin(action.type) is dict or action.type is dict:
+            # a mapping setting (reward_options, ...) is read on the command line as YAML / JSON,
+            # e.g. --reward_options '{learned: {model: runs/rm}}'; HfArgumentParser would call dict()
+            action.type = _mapping
+            action.metavar = "YAML_MAPPING"
     parser.add_argument(
         "--config", default=None, help="YAML file of these settings (flat keys); flags override it"
     )

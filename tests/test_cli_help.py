@@ -40,3 +40,22 @@ def test_a_percent_sign_in_a_settings_help_is_printed_as_written(capsys) -> None
         parse_config(_Pct, ["--help"])
     assert "95% interval, 100% at most" in capsys.readouterr().out
     assert parse_config(_Pct, ["--share", "0.25"]).share == 0.25
+
+
+def test_mapping_settings_are_read_as_yaml_on_the_command_line(tmp_path, capsys) -> None:
+    from training.grpo import GRPOConfig
+
+    cfg = parse_config(GRPOConfig, ["--rewards", "learned", "--reward_options", "{learned: {model: runs/rm}}",
+                                    "--reward_weights", '{"learned": 2}'])  # fmt: skip
+    assert cfg.reward_options == {"learned": {"model": "runs/rm"}} and cfg.reward_weights == {"learned": 2}
+    # a flag wins over the recipe's mapping, so a recipe's reward_options can be emptied
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("rewards: [shapes]\nreward_options: {shapes: {weights: {prompt: 1.0}}}\n")
+    cfg = parse_config(
+        GRPOConfig, ["--config", str(recipe), "--rewards", "learned", "--reward_options", "{}"]
+    )
+    assert cfg.reward_options == {} and cfg.rewards == ["learned"]
+    for bad in ("[1, 2]", "{unclosed: "):
+        with pytest.raises(SystemExit):
+            parse_config(GRPOConfig, ["--reward_options", bad])
+        assert "--reward_options" in capsys.readouterr().err

@@ -38,9 +38,9 @@
 #   6. OUT/grpo.yaml — GRPO_CONFIG with model: MODEL, out_dir: OUT/grpo, rewards: [learned],
 #      reward_options: {learned: {model: OUT/reward_model}}, reward_weights: {} and the exact
 #      `shapes` reward as over-optimisation monitor (monitor_rewards: [shapes], default options,
-#      monitor_every: $MONITOR_EVERY, monitor_n: $MONITOR_N). A file is needed: training.grpo reads
-#      reward_options only from --config (the flag does not parse a mapping), and the recipe's own
-#      reward_options (for `shapes`) must go, as they name a reward the run no longer optimises.
+#      monitor_every: $MONITOR_EVERY, monitor_n: $MONITOR_N). The file keeps the run's whole
+#      config in one place beside its outputs; the recipe's own reward_options (for `shapes`) go,
+#      as they name a reward the run no longer optimises.
 #   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
 #        python -m training.grpo --config OUT/grpo.yaml --resume latest [extra GRPO flags]
 #      with NPROC=N (N > 1) through torchrun (`python -m torch.distributed.run`, the same program):
