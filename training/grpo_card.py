@@ -145,10 +145,13 @@ def card(
     notes: str = "",
     model_dir: Path | None = None,
     recipe_file: str = "training/recipes/shapes.yaml",
+    recipe_runs: str = "",
 ) -> str:
     """The model card text. ``checkpoint`` is the run's last checkpoint the model comes from;
     ``model_dir`` (optional) names the model and is read for ``averaged_from.json``;
-    ``recipe_file`` is the recipe the run was started with. The first paragraph (which the app's
+    ``recipe_file`` is the recipe the run was started with; ``recipe_runs`` is the ``summary.md``
+    of ``python -m training.recipe_runs`` over repeated runs of the recipe (this one among them),
+    shown as the recipe's outcome distribution with this model as one draw. The first paragraph (which the app's
     "About this model" panel shows) ends with the model's overall score on each benchmark."""
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
@@ -197,11 +200,20 @@ of categories): {scores}.
 
 Sampling settings: {", ".join(settings)}.
 
-{monitor}
+{runs_section(recipe_runs, checkpoint.parent.name)}{monitor}
 ## Limitations
 
 {notes.strip() or "- Cell-aligned layouts only; no textures; 64 px images."}
 """
+
+
+def runs_section(summary_md: str, run_name: str) -> str:
+    """The card's section on the recipe over repeated runs (``training.recipe_runs``' summary.md,
+    its title demoted one level), saying which run this model is; empty without a summary."""
+    if not summary_md.strip():
+        return ""
+    body = summary_md.strip().removeprefix("# ")
+    return f"## {body}\n\nThis model is one draw from that distribution: the run `{run_name}`.\n\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--after", action="append", default=[], help="NAME=DIR: this model's report")
     ap.add_argument("--notes", type=Path, default=None, help="Markdown for the Limitations section")
     ap.add_argument("--recipe-file", default="training/recipes/shapes.yaml", help="the run's --config")
+    ap.add_argument("--recipe-runs", type=Path, default=None,
+                    help="summary.md of python -m training.recipe_runs over repeated runs of the recipe")  # fmt: skip
     args = ap.parse_args(argv)
 
     def reports(items: list[str]) -> dict[str, Any]:
@@ -225,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --before and --after for the same benchmark names")
     notes = args.notes.read_text() if args.notes else ""
     (args.model_dir / "README.md").write_text(
-        card(args.checkpoint, before, after, notes, args.model_dir, args.recipe_file)
+        card(
+            args.checkpoint,
+            before,
+            after,
+            notes,
+            args.model_dir,
+            args.recipe_file,
+            args.recipe_runs.read_text() if args.recipe_runs else "",
+        )
     )
     run_dir = args.checkpoint.parent
     extra = torch.load(args.checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")

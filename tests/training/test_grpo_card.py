@@ -138,6 +138,14 @@ def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(
     assert "geneval 0.900 (SFT 0.500); compositional 0.800 (SFT 0.400)" in text
     assert "| category | geneval SFT | geneval GRPO | Δ |" in text
     assert "| category | compositional SFT | compositional GRPO | Δ |" in text
+    assert "Recipe outcome" not in text  # no --recipe-runs: no distribution section
+    (tmp_path / "summary.md").write_text(
+        "# Recipe outcome over 3 runs\n\n| run | ... |\n\n- **geneval**: gain mean +0.1\n"
+    )
+    assert main([*args, "--recipe-runs", str(tmp_path / "summary.md")]) == 0
+    text = (out / "README.md").read_text()
+    assert "## Recipe outcome over 3 runs\n" in text and "- **geneval**: gain mean +0.1" in text
+    assert "one draw from that distribution: the run `run`." in text
     assert "| two_counts | 0.400 | 0.700 | +0.300 |" in text
     assert "| **overall** | 0.400 | 0.800 | +0.400 |" in text
     assert "| two_counts | 0.500" not in text  # GenEval's table has no compositional rows
