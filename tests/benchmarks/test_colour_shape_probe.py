@@ -1,0 +1,33 @@
+"""``benchmarks/colour_shape_probe.py``: every colour x shape, judged, on the shipped SFT model."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "colour_shape_probe.py"
+
+
+def test_probe_prints_every_combination_and_the_plans(capsys) -> None:
+    model = ROOT / "assets" / "models" / "shapes-janus"
+    if not (model / "config.json").is_file():
+        pytest.skip("shapes-janus is not shipped")
+    spec = importlib.util.spec_from_file_location("colour_shape_probe", SCRIPT)
+    probe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = probe
+    spec.loader.exec_module(probe)
+    assert probe.main([str(model), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    total = int(re.search(r"(\d+) / 48 right", out).group(1))
+    rows = [ln for ln in out.splitlines() if ln.split() and ln.split()[0] in {"red", "pink", "black"}]
+    assert len(rows) == 3 and all(len(r.split()) == 7 for r in rows)
+    cells = [int(c) for ln in out.splitlines()[2:10] for c in ln.split()[1:]]
+    assert len(cells) == 48 and sum(cells) == total and total >= 40  # the SFT model draws nearly all
+    assert "most common plan:" in out
+    with pytest.raises(SystemExit):
+        probe.main([str(model), "--samples", "0"])
