@@ -31,6 +31,7 @@ import torch
 from reasongen.eval.report import group_by_suite
 
 from .monitor import PLOT, plot_proxy_gold, read_records, summarise
+from .recipe_runs import step_wall_times, training_minutes
 
 
 def run_scalars(run_dir: Path, tag: str, upto: int) -> list[tuple[int, float, float]]:
@@ -157,7 +158,7 @@ def card(
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
     monitor = monitor_section(read_records(checkpoint.parent, upto=step))
-    minutes = (rewards[-1][1] - rewards[0][1]) / 60 if len(rewards) > 1 else float("nan")
+    minutes = training_minutes(step_wall_times(checkpoint.parent, step))  # pauses of a resumed run left out
     k = max(1, min(20, len(rewards) // 4))
     first = sum(v for *_, v in rewards[:k]) / k if rewards else float("nan")
     last = sum(v for *_, v in rewards[-k:]) / k if rewards else float("nan")

@@ -105,11 +105,12 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "torch_threads": cfg.get("torch_threads"),
         "processes": processes,
         "steps": step,
-        "minutes": training_minutes(_step_times(run_dir, step)),
+        "minutes": training_minutes(step_wall_times(run_dir, step)),
     }
 
 
-def _step_times(run_dir: Path, upto: int) -> list[float]:
+def step_wall_times(run_dir: Path, upto: int) -> list[float]:
+    """Wall time of each logged step ``<= upto`` in step order (a resumed run's redone steps once)."""
     from .grpo_card import run_scalars
 
     latest: dict[int, float] = {}  # a resumed run logs the steps after its checkpoint again: keep the redo
