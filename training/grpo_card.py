@@ -31,20 +31,7 @@ import torch
 from reasongen.eval.report import group_by_suite
 
 from .monitor import PLOT, plot_proxy_gold, read_records, summarise
-from .recipe_runs import step_wall_times, training_minutes
-
-
-def run_scalars(run_dir: Path, tag: str, upto: int) -> list[tuple[int, float, float]]:
-    """``(step, wall_time, value)`` of one TensorBoard scalar of a run, steps ``<= upto``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: list[tuple[int, float, float]] = []
-    for path in sorted(run_dir.glob("tb/**/events.out.tfevents.*")):
-        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out += [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag) if e.step <= upto]
-    return sorted(out)
+from .run_logs import run_scalars, step_wall_times, training_minutes
 
 
 def _table(before: dict[str, Any], after: dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import math
 import statistics
@@ -37,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .run_logs import step_wall_times, training_minutes
 
 SPLITS: dict[str, dict[str, Any]] = {
     "benchmark": {"prompt_seed": 0, "exclude_benchmark": 0},
@@ -107,27 +108,6 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "steps": step,
         "minutes": training_minutes(step_wall_times(run_dir, step)),
     }
-
-
-def step_wall_times(run_dir: Path, upto: int) -> list[float]:
-    """Wall time of each logged step ``<= upto`` in step order (a resumed run's redone steps once)."""
-    from .grpo_card import run_scalars
-
-    latest: dict[int, float] = {}  # a resumed run logs the steps after its checkpoint again: keep the redo
-    for step, wall, _ in run_scalars(run_dir, "grpo/reward/mean", upto):
-        latest[step] = max(wall, latest.get(step, wall))
-    return [latest[k] for k in sorted(latest)]
-
-
-def training_minutes(times: Sequence[float]) -> float:
-    """Minutes spent training from the wall times of successive steps; a gap longer than ten
-    median steps (a kill and ``--resume``) counts as one median step, and so does a negative one
-    (steps out of order). NaN with fewer than 2 steps."""
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    if not gaps:
-        return float("nan")
-    med = statistics.median(gaps)
-    return sum(g if 0 <= g <= 10 * med else med for g in gaps) / 60
 
 
 # --------------------------------------------------------------------------- evaluation

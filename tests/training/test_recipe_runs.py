@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from training import recipe_runs as rr
+from training.run_logs import training_minutes
 
 
 def _fake_run(
@@ -75,10 +76,10 @@ def test_distribution_values_and_refuses_non_finite() -> None:
 
 def test_training_minutes_leaves_out_a_resume_pause() -> None:
     steps = [0.0, 60.0, 120.0, 180.0]
-    assert rr.training_minutes(steps) == pytest.approx(3.0)
+    assert training_minutes(steps) == pytest.approx(3.0)
     paused = [0.0, 60.0, 120.0, 120.0 + 3600.0, 3780.0]  # killed after step 3, resumed an hour later
-    assert rr.training_minutes(paused) == pytest.approx(4.0)
-    assert math.isnan(rr.training_minutes([5.0]))
+    assert training_minutes(paused) == pytest.approx(4.0)
+    assert math.isnan(training_minutes([5.0]))
 
 
 def test_report_distribution_and_choice_by_validation_only(
