@@ -207,15 +207,12 @@ def _save(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        cfg = parse_config(PretrainConfig, argv)
-        out = pretrain(cfg)
-    except (ValueError, OSError) as err:
-        lines = str(err).strip().splitlines()
-        print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
-        return 2
-    print(f"pre-trained shapes scorer written to {out}")
-    return 0
+    """Entry point; an error is ``error: ...`` on stderr and exit status 2 (``cli_main``)."""
+    from training.errors import cli_main
+
+    return cli_main(
+        lambda: f"pre-trained shapes scorer written to {pretrain(parse_config(PretrainConfig, argv))}"
+    )
 
 
 if __name__ == "__main__":
