@@ -241,7 +241,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from annotation.simulate import add_verified_controls, check_options, parse_panel, simulate_panel
+    from annotation.simulate import check_options, ensure_verified_controls, parse_panel, simulate_panel
 
     panel = parse_panel(args.panel)
     check_options(args.flip, args.max_rankings)  # before anything is written
@@ -249,8 +249,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         study = st.find_study(args.study)
         sid = study.id
         if args.add_controls:
-            made = add_verified_controls(st, sid, args.add_controls, seed=args.seed)
-            print(f"added {len(made)} verified control task(s)")
+            made = ensure_verified_controls(st, sid, args.add_controls, seed=args.seed)
+            print(f"added {len(made)} verified control task(s); the study has {args.add_controls} or more")
             if study.control_rate == 0:
                 print("warning: the study's control rate is 0, so no control task is served", file=sys.stderr)
         run = simulate_panel(
@@ -340,7 +340,8 @@ def add_learning_commands(sub: Any) -> None:
         "--add-controls",
         type=int,
         default=0,
-        help="first add N control tasks the shapes detector vouches for (a correct best among wrong others)",
+        help="first add control tasks the shapes detector vouches for (a correct best among wrong others) "
+        "until the study has N control tasks (a re-run adds none)",
     )
     sm.set_defaults(fn=cmd_simulate)
 

@@ -179,8 +179,9 @@ def add_verified_controls(
     for its prompt, the others are candidates of other prompts that are neither correct nor
     plan-faithful for it. (``Store.add_control_tasks`` picks any candidate as the best and trusts
     other prompts' candidates to be worse, which in the shapes world fails when a sample is wrong
-    or two prompts ask for the same thing: careful annotators then "fail" them.) Raises
-    ``AnnotationError`` when fewer than ``n`` can be made."""
+    or two prompts ask for the same thing: careful annotators then "fail" them.) A candidate that
+    is already some control task's best is not used again. Raises ``AnnotationError`` when fewer
+    than ``n`` can be made."""
     from annotation.models import Candidate
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -195,8 +196,10 @@ def add_verified_controls(
             .where(Prompt.study_id == study_id)
             .order_by(Candidate.id)
         ).all()
+        mine = (Task.study_id == study_id) & Task.is_control.is_(True)
+        used = set(s.scalars(select(Task.control_best_id).where(mine)))
     rng = random.Random(f"verified-controls:{study_id}:{seed}")
-    bests = [(cid, pid) for cid, pid in rows if judge.verdict(cid, pid)[0] == 1.0]
+    bests = [(cid, pid) for cid, pid in rows if cid not in used and judge.verdict(cid, pid)[0] == 1.0]
     rng.shuffle(bests)
     groups: list[tuple[list[int], int]] = []
     for best, pid in bests:
@@ -220,6 +223,29 @@ def add_verified_controls(
             "for their prompt, or too few of other prompts are wrong for it"
         )
     return [store.create_task(study_id, members, control_best=best) for members, best in groups]
+
+
+def control_task_count(store: Store, study: int | str) -> int:
+    """How many control tasks ``study`` has (verified or not)."""
+    from sqlalchemy import func
+
+    with store.session() as s:
+        study_id = load_study(s, study).id
+        return int(
+            s.scalar(select(func.count(Task.id)).where(Task.study_id == study_id, Task.is_control.is_(True)))
+        )
+
+
+def ensure_verified_controls(
+    store: Store, study: int | str, n: int, *, seed: int = 0, judge: ShapesJudge | None = None
+) -> list[int]:
+    """Add verified control tasks (:func:`add_verified_controls`) until ``study`` has ``n``
+    control tasks; returns the new tasks' ids (none when it has ``n`` already). So a panel run
+    again with the same ``n`` (a killed run, resumed) adds nothing twice."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise AnnotationError(f"the number of controls must be a whole number >= 1, got {n!r}")
+    missing = n - control_task_count(store, study)
+    return add_verified_controls(store, study, missing, seed=seed, judge=judge) if missing > 0 else []
 
 
 @dataclass

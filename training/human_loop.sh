@@ -22,11 +22,19 @@
 #      candidate scored by the exact `shapes` reward:
 #        python -m annotation --db sqlite:///OUT/annotation.db --data-dir OUT/data study create \
 #            --name $STUDY --prompts OUT/prompts.txt --system MODEL:$RECIPE --group-size 4 \
-#            --rankings-per-task 1 --layout per_system --reward shapes --seed $SEED
+#            --rankings-per-task 1 --layout per_system --reward shapes --seed $SEED \
+#            --control-rate $CONTROL_RATE
 #      (a study left half-made by a killed run is deleted and made again).
-#   3. The simulated panel ranks the study (users flagged simulated):
+#   3. The simulated panel ranks the study (users flagged simulated), after $CONTROLS control
+#      tasks the shapes detector vouches for are added (a correct best among wrong others):
 #        python -m annotation --db ... --data-dir OUT/data simulate --study $STUDY \
-#            --panel careful:6,noisy:3,spammer:1 --flip 0.15 --seed $SEED --max-rankings RANKINGS
+#            --panel careful:6,noisy:3,spammer:1 --flip 0.15 --seed $SEED --max-rankings RANKINGS \
+#            --add-controls $CONTROLS
+#      Controls are served at the study's control rate; every ranking, control or not, counts
+#      toward the budget. An annotator whose control pass rate falls below the store's 0.75 (a
+#      control is passed when its best is ranked first, alone) stops counting: their tasks are
+#      served to others again and the reward model leaves their rankings out — the spammer, as a
+#      rule (it passes one control in four). CONTROLS=0 turns controls off.
 #   4. OUT/reward_pretrain — only when RM_PRETRAIN_STEPS > 0 (default 2000): a small CLIP
 #      pre-trained on rendered shapes image–caption pairs (resumable with --resume):
 #        python -m training.reward_model.pretrain --out OUT/reward_pretrain \
@@ -52,7 +60,8 @@
 # Each step's output is also logged to OUT/logs/<step>.log. Environment knobs (defaults in
 # brackets): PYTHON [.venv/bin/python if present, else python], NPROC [1], PROMPT_SEED [11],
 # LANGUAGE [full], SEED [0], STUDY [human-loop], RECIPE [got-r1], STUDY_DEVICE [auto] (candidate
-# generation), PANEL [careful:6,noisy:3,spammer:1], FLIP [0.15], RM_PRETRAIN_STEPS [2000],
+# generation), PANEL [careful:6,noisy:3,spammer:1], FLIP [0.15], CONTROLS [20], CONTROL_RATE
+# [0.1], RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_FLAGS [], MONITOR_EVERY [25],
 # MONITOR_N [60], EVAL_FLAGS []. The *_FLAGS are split on blanks.
 #
@@ -99,6 +108,10 @@ RECIPE="${RECIPE:-got-r1}"
 STUDY_DEVICE="${STUDY_DEVICE:-}"
 PANEL="${PANEL:-careful:6,noisy:3,spammer:1}"
 FLIP="${FLIP:-0.15}"
+CONTROLS="${CONTROLS:-20}"
+CONTROL_RATE="${CONTROL_RATE:-0.1}"
+case "$CONTROLS" in '' | *[!0-9]*) echo "human_loop: CONTROLS must be a whole number, got '$CONTROLS'" >&2; exit 2 ;; esac
+[ "$CONTROLS" -eq 0 ] && CONTROL_RATE=0
 RM_PRETRAIN_STEPS="${RM_PRETRAIN_STEPS:-2000}"
 RM_INIT="${RM_INIT:-shapes}"
 MONITOR_EVERY="${MONITOR_EVERY:-25}"
@@ -140,7 +153,8 @@ else
     run study "${ANNOTATION[@]}" study delete --study "name:$STUDY" --force
   fi
   study_args=(study create --name "$STUDY" --prompts "$OUT/prompts.txt" --system "$MODEL:$RECIPE"
-    --group-size 4 --rankings-per-task 1 --layout per_system --reward shapes --seed "$SEED")
+    --group-size 4 --rankings-per-task 1 --layout per_system --reward shapes --seed "$SEED"
+    --control-rate "$CONTROL_RATE")
   [ -n "$STUDY_DEVICE" ] && study_args+=(--device "$STUDY_DEVICE")
   run study "${ANNOTATION[@]}" "${study_args[@]}"
   touch "$DONE/study"
@@ -151,8 +165,10 @@ if [ -f "$DONE/simulate" ]; then
   say "3/8 simulate: rankings exist, skipped"
 else
   say "3/8 simulate"  # a re-run continues: the panel's users are reused, ranked tasks are not served
+  controls=()
+  [ "$CONTROLS" -gt 0 ] && controls=(--add-controls "$CONTROLS")
   run simulate "${ANNOTATION[@]}" simulate --study "name:$STUDY" --panel "$PANEL" --flip "$FLIP" \
-    --seed "$SEED" --max-rankings "$RANKINGS"
+    --seed "$SEED" --max-rankings "$RANKINGS" "${controls[@]}"
   touch "$DONE/simulate"
 fi
 

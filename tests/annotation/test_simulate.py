@@ -192,3 +192,21 @@ def test_verified_controls_have_a_correct_best_among_wrong_others(store, make_sh
         add_verified_controls(store, sid, 50, judge=judge)
     with pytest.raises(AnnotationError, match="whole number"):
         add_verified_controls(store, sid, 0)
+
+
+def test_ensure_verified_controls_tops_up_and_never_reuses_a_best(store, make_shapes_study) -> None:
+    from annotation.models import Task
+    from annotation.simulate import ShapesJudge, control_task_count, ensure_verified_controls
+
+    sid, _ = make_shapes_study(store, n_prompts=6, rankings_per_task=4, control_rate=0.6)
+    judge = ShapesJudge(store)
+    assert len(ensure_verified_controls(store, sid, 3, seed=1, judge=judge)) == 3
+    assert ensure_verified_controls(store, sid, 3, seed=1, judge=judge) == []  # a re-run adds none
+    assert len(ensure_verified_controls(store, sid, 5, seed=1, judge=judge)) == 2  # topped up to 5
+    assert control_task_count(store, sid) == 5
+    with store.session() as s:
+        bests = list(s.scalars(select(Task.control_best_id).where(Task.study_id == sid, Task.is_control)))
+    assert len(bests) == len(set(bests)) == 5  # the same seed did not pick the same best again
+    with pytest.raises(AnnotationError, match="whole number"):
+        ensure_verified_controls(store, sid, -1)
+    assert control_task_count(store, sid) == 5

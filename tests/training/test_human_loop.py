@@ -145,6 +145,8 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
         "--log_every 0",
         "MONITOR_N": "4",
         "EVAL_FLAGS": "--suites compositional",
+        "CONTROLS": "2",
+        "CONTROL_RATE": "0.3",
     }
     argv = ["bash", str(SCRIPT), str(out), "10", "assets/models/shapes-janus-full", "",
             "--max_steps", "1", "--group_size", "2", "--prompts_per_step", "2", "--max_cot_tokens", "48",
@@ -159,24 +161,35 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     assert len(set(prompts)) == 10
     assert not set(prompts) & benchmark_texts(600, 125, ("geneval", "compositional"))
 
-    # 2-3. the study in OUT's database: 10 tasks, each ranked once by a simulated annotator
+    # 2-3. the study in OUT's database: 10 rankings in all (the budget), by simulated annotators,
+    # regular tasks ranked once each, two verified control tasks served among them
+    from annotation.simulate import control_task_count
+    from annotation.stats import control_results
     from annotation.store import Store
     from annotation.tables import rankings_frame
 
     with Store(f"sqlite:///{out / 'annotation.db'}", out / "data", migrate=False) as st:
         frame = rankings_frame(st, "human-loop")
-    assert frame["ranking_id"].nunique() == 10 and frame["task_id"].nunique() == 10
+        assert control_task_count(st, "human-loop") == 2
+    assert frame["ranking_id"].nunique() == 10
+    regular = frame[~frame["is_control"].astype(bool)]
+    assert regular.groupby("task_id")["ranking_id"].nunique().eq(1).all()
     assert frame["annotator_simulated"].astype(bool).all()
     assert frame.groupby("ranking_id")["candidate_id"].count().eq(4).all()
     profiles = {a.split("-")[1] for a in frame["annotator"]}
     assert profiles == {"careful", "noisy", "spammer"}
+    excluded = set(control_results(frame).query("excluded")["annotator"])
+    assert not any(a.startswith("sim-careful") for a in excluded)  # careful annotators pass controls
+    kept = regular[~regular["annotator"].isin(excluded)]
 
     # 4-5. the reward model folder with its card, trained on those simulated rankings
     rm = out / "reward_model"
     assert (rm / "open_clip_config.json").is_file() and (rm / "open_clip_model.safetensors").is_file()
     assert "simulated" in (rm / "README.md").read_text()
     metrics = json.loads((rm / "metrics.json").read_text())
-    assert metrics["data"]["rankings"] == 10 and metrics["data"]["rankings_simulated"] == 10
+    n_kept = kept["ranking_id"].nunique()
+    assert metrics["data"]["rankings"] == n_kept and metrics["data"]["rankings_simulated"] == n_kept
+    assert metrics["data"]["excluded_annotators"] == sorted(excluded)
     assert metrics["init"] and (out / "reward_pretrain" / "open_clip_config.json").is_file()
 
     # 6-7. GRPO on the learned reward, the shapes reward monitored
