@@ -36,8 +36,8 @@
 #      served to others again and the reward model leaves their rankings out — the spammer, as a
 #      rule (it passes one control in four). CONTROLS=0 turns controls off.
 #   4. OUT/reward_pretrain — only when RM_PRETRAIN_STEPS > 0 (default 2000): a small CLIP
-#      pre-trained on rendered shapes image–caption pairs (resumable with --resume):
-#        python -m training.reward_model.pretrain --out OUT/reward_pretrain \
+#      pre-trained on rendered shapes image–caption pairs of the prompts' language (resumable):
+#        python -m training.reward_model.pretrain --out OUT/reward_pretrain --language $LANGUAGE \
 #            --steps $RM_PRETRAIN_STEPS --seed $SEED --resume $RM_PRETRAIN_FLAGS
 #   5. OUT/reward_model — the preference reward model (the `learned` reward) trained on the
 #      study's rankings (from OUT/reward_pretrain, or from $RM_INIT when RM_PRETRAIN_STEPS is 0):
@@ -179,7 +179,7 @@ if [ "$RM_PRETRAIN_STEPS" -gt 0 ]; then
     say "4/8 reward pre-training: $RM_INIT exists, skipped"
   else
     say "4/8 reward pre-training"
-    run reward_pretrain "$PYTHON" -m training.reward_model.pretrain --out "$RM_INIT" \
+    run reward_pretrain "$PYTHON" -m training.reward_model.pretrain --out "$RM_INIT" --language "$LANGUAGE" \
       --steps "$RM_PRETRAIN_STEPS" --seed "$SEED" --resume "${RM_PRETRAIN_FLAGS[@]}"
     touch "$DONE/reward_pretrain"
   fi

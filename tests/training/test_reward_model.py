@@ -372,3 +372,25 @@ def test_prompt_plan_text_mode(study, tmp_path) -> None:
         initial_scorer(str(out), "", seed=0, context_length=64)
     with pytest.raises(ValueError, match="--text must be one of"):
         RewardModelConfig(study="colours", out="x", text="cot")
+
+
+def test_full_language_captions_compose_and_resuming_other_captions_is_refused(tmp_path) -> None:
+    from reasongen.shapes.parse import parse_prompt
+    from training.reward_model.pretrain import PretrainConfig, benchmark_texts, caption_batch, pretrain
+
+    base = dict(arch="tiny", steps=2, batch=4, warmup_steps=0, save_every=1, holdout_benchmark=0,
+                device="cpu", log_every=0)  # fmt: skip
+    full = PretrainConfig(out="x", **{**base, "batch": 64, "language": "full"})
+    _, prompts = caption_batch(0, full, set())
+    # the whole language: some captions have three or more objects, which GenEval's templates never do
+    groups = [parse_prompt(p)["include"] for p in prompts]
+    assert any(len(g) >= 2 and sum(o["count"] for o in g) >= 3 for g in groups)
+    _, geneval = caption_batch(0, PretrainConfig(out="x", **{**base, "batch": 64}), set())
+    assert all(len(parse_prompt(p)["include"]) <= 2 for p in geneval)
+    held = benchmark_texts(50, full.suites)
+    assert held > benchmark_texts(50) and not set(caption_batch(1, full, held)[1]) & held
+    with pytest.raises(ValueError, match="--language must be one of"):
+        PretrainConfig(out="x", language="klingon")
+    pretrain(PretrainConfig(out=str(tmp_path / "p"), **base), log=lambda m: None)
+    with pytest.raises(ValueError, match="language='geneval'"):
+        pretrain(PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "language": "full"}))

@@ -2,10 +2,12 @@
 
     python -m training.reward_model.pretrain --out runs/shapes-clip --steps 2000 [--resume]
 
-Each step renders ``batch`` fresh scenes of the shapes world (GenEval-like categories, half on the
-embedded model's 8 × 8 cell grid, half free) with their prompts as captions, and minimises CLIP's
-symmetric InfoNCE loss. Prompts of the shapes benchmark (its first 600, prompt seed 0) are never
-drawn, so the benchmark stays held out. The scenes of step ``k`` depend only on ``(seed, k)``, and
+Each step renders ``batch`` fresh scenes of the shapes world (``--language geneval``: GenEval's
+six templates; ``full``: the whole language, ``reasongen.shapes.compose.FULL_LANGUAGE``, as the
+full-language models and their GRPO pool; half on the embedded model's 8 × 8 cell grid, half free)
+with their prompts as captions, and minimises CLIP's symmetric InfoNCE loss. Prompts of the shapes
+benchmark (its first 600, prompt seed 0, of each suite the language draws from) are never drawn,
+so the benchmark stays held out. The scenes of step ``k`` depend only on ``(seed, k)``, and
 a checkpoint (weights, optimizer, step) is saved every ``save_every`` steps, so ``--resume``
 continues a killed run where it stopped. The folder is an open_clip local-dir folder: pass it to
 ``python -m training.reward_model --init DIR``.
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from reasongen.config import parse_config
+from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, save_scorer, scorer_from_config
 
@@ -59,6 +62,11 @@ class PretrainConfig:
     holdout_benchmark: int = _h(
         "Never draw the texts of the shapes benchmark's first N prompts.", default=600
     )
+    language: str = _h(
+        "Captions: 'geneval' (GenEval's six templates) or 'full' (the whole shapes language; the "
+        "compositional suite's benchmark texts are held out too).",
+        default="geneval",
+    )
     workers: int = _h("Processes rendering the next batches while the model trains (0 = none).", default=0)
     device: str = _h("'auto' (CUDA when present), 'cpu' or 'cuda:0'.", default="auto")
     torch_threads: int = _h("torch CPU threads (0 = torch's default).", default=0)
@@ -75,14 +83,26 @@ class PretrainConfig:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.language not in LANGUAGES:
+            raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories captions are drawn from, cycling at random (named twice = twice as often)."""
+        return LANGUAGES[self.language]
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        """The benchmark suites whose texts are held out."""
+        return ("geneval",) if self.language == "geneval" else ("geneval", "compositional")
 
 
-def benchmark_texts(n: int) -> set[str]:
-    """The prompt texts of the shapes benchmark's first ``n`` prompts (either layout)."""
+def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
+    """The prompt texts of the first ``n`` prompts of the shapes benchmark's ``suites`` (either layout)."""
     from reasongen.shapes.codes import CELL
     from reasongen.shapes.pools import benchmark_texts as texts
 
-    return texts(n, CELL) | texts(n, None)
+    return texts(n, CELL, suites) | texts(n, None, suites)
 
 
 def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str]]:
@@ -90,12 +110,11 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     no two pairs of a batch share a prompt, so each caption has one positive."""
     from reasongen.shapes import render_scene, sample_scene
     from reasongen.shapes.codes import CELL
-    from reasongen.types import CATEGORIES
 
     rng = random.Random(cfg.seed * 1_000_003 + step)
     images, prompts = [], []
     while len(prompts) < cfg.batch:
-        scene = sample_scene(rng.choice(CATEGORIES), rng, CELL if rng.random() < 0.5 else None)
+        scene = sample_scene(rng.choice(cfg.categories), rng, CELL if rng.random() < 0.5 else None)
         if scene.prompt in held or scene.prompt in prompts:
             continue
         images.append(render_scene(scene))
@@ -151,13 +170,14 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     start = 0
     if cfg.resume and (out / STATE_FILE).is_file():
+        _check_same_captions(out, cfg)
         state = torch.load(out / STATE_FILE, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
         log(f"resumed at step {start}")
-    held = benchmark_texts(cfg.holdout_benchmark)
+    held = benchmark_texts(cfg.holdout_benchmark, cfg.suites)
     losses: list[float] = []
     t0 = time.time()
     steps = CaptionSteps(cfg, held, scorer.preprocess, start)
@@ -183,6 +203,23 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
             mean = sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :])
             log(f"step {done}/{cfg.steps}: contrastive loss {mean:.4f} ({time.time() - t0:.0f} s)")
     return out
+
+
+def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
+    """``ValueError`` when a run being resumed drew its captions otherwise (seed, language, held-out
+    texts): the steps after the resume would not be the steps of one run. A folder written before
+    ``language`` existed drew GenEval captions."""
+    info = out / "pretrain.json"
+    if not info.is_file():
+        return
+    saved = json.loads(info.read_text()).get("settings", {})
+    saved.setdefault("language", "geneval")
+    for key in ("seed", "language", "holdout_benchmark", "batch"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ValueError(
+                f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
+                "resume with the same settings, or write to a new --out"
+            )
 
 
 def _save(
