@@ -1,15 +1,17 @@
 """Every colour x shape as a single-object prompt: which combinations a shapes model cannot draw.
 
-    python benchmarks/colour_shape_probe.py assets/models/shapes-janus-full-r1 [--samples 8]
+    python benchmarks/colour_shape_probe.py assets/models/shapes-janus-full-r1 [--samples 8] [--size large]
 
-For each of the world's 8 colours x 6 shapes, ``--samples`` samples of "a photo of a <colour>
-<shape>" (``got-r1``, seeds 0..k-1) are judged by the benchmark's GenEval rules; it prints the
+For each of the world's 8 colours x 6 shapes, ``--samples`` samples of "a photo of a [<size>]
+<colour> <shape>" (``got-r1``, seeds 0..k-1) are judged by the benchmark's GenEval rules; it prints the
 count right per combination, the combinations below all-right, and where the plans put the object
 (the most common box and its share). A diagnostic, not a benchmark: these texts are GenEval
 "colors" prompts, many of them in the benchmark, so never choose a model on it. It found that the
 seed-1 run of ``shapes_full.yaml`` drew "a pink diamond" right 0 times in 8 (its SFT parent: 7):
 GRPO had moved every single-object plan into the bottom-left cell, where that model draws a
-clipped pink diamond; the seed-2 run draws all 48 combinations right.
+clipped pink diamond; the seed-2 run draws all 48 combinations right. With ``--size large`` it
+shows what the benchmark's few "large" prompts hint at: GRPO runs draw large objects worse than
+their SFT parent (the training/README has the figures).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", help="a shapes model folder (Janus format)")
     ap.add_argument("--samples", type=int, default=8, help="samples per combination")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--size", choices=("", "small", "large"), default="",
+                    help="a size word before the colour (default none, as most GenEval prompts)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.samples < 1:
         ap.error("--samples must be at least 1")
@@ -40,20 +44,23 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
-    items = []
+    items, text_of = [], {}
     for colour in COLORS:
         for shape in SHAPES:
-            text = f"a photo of a {colour} {shape}"
+            text = f"a photo of a {args.size + ' ' if args.size else ''}{colour} {shape}"
+            text_of[colour, shape] = text
             items.append(BenchPrompt(len(items), "colors", text, parse_prompt(text), None))
     generator = model_generator(loaded, "got-r1", args.samples, 0, settings_for(loaded))
     results = evaluate_shapes(generator, items)
     right = Counter(r.prompt for r in results if r.correct)
     boxes = Counter(tuple((b["x1"], b["y1"], b["x2"], b["y2"]) for b in r.plan or ()) for r in results)
 
-    print(f"{args.model}: {sum(right.values())} / {len(results)} right ({args.samples} samples each)")
+    template = f"a photo of a {args.size + ' ' if args.size else ''}<colour> <shape>"
+    print(f"{args.model}: {sum(right.values())} / {len(results)} right ({args.samples} samples each of "
+          f'"{template}")')  # fmt: skip
     print("colour \\ shape " + "".join(f"{s:>9}" for s in SHAPES))
     for colour in COLORS:
-        print(f"{colour:<15}" + "".join(f"{right[f'a photo of a {colour} {s}']:>9}" for s in SHAPES))
+        print(f"{colour:<15}" + "".join(f"{right[text_of[colour, s]]:>9}" for s in SHAPES))
     wrong = [(it.prompt, right[it.prompt]) for it in items if right[it.prompt] < args.samples]
     print(
         "below all-right: "

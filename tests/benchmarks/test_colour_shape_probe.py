@@ -28,6 +28,13 @@ def test_probe_prints_every_combination_and_the_plans(capsys) -> None:
     assert len(rows) == 3 and all(len(r.split()) == 7 for r in rows)
     cells = [int(c) for ln in out.splitlines()[2:10] for c in ln.split()[1:]]
     assert len(cells) == 48 and sum(cells) == total and total >= 40  # the SFT model draws nearly all
-    assert "most common plan:" in out
+    assert "most common plan:" in out and '"a photo of a <colour> <shape>"' in out
+    assert probe.main([str(model), "--samples", "1", "--size", "large"]) == 0
+    out = capsys.readouterr().out
+    assert '"a photo of a large <colour> <shape>"' in out and re.search(r"(\d+) / 48 right", out)
+    wrong = out.split("below all-right: ")[1].splitlines()[0]
+    assert wrong == "none" or all(w.strip().startswith("large ") for w in wrong.split(","))
+    with pytest.raises(SystemExit):
+        probe.main([str(model), "--size", "huge"])
     with pytest.raises(SystemExit):
         probe.main([str(model), "--samples", "0"])
