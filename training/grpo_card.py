@@ -134,13 +134,15 @@ def card(
     model_dir: Path | None = None,
     recipe_file: str = "training/recipes/shapes.yaml",
     recipe_runs: str = "",
+    caveat: str = "",
 ) -> str:
     """The model card text. ``checkpoint`` is the run's last checkpoint the model comes from;
     ``model_dir`` (optional) names the model and is read for ``averaged_from.json``;
     ``recipe_file`` is the recipe the run was started with; ``recipe_runs`` is the ``summary.md``
     of ``python -m training.recipe_runs`` over repeated runs of the recipe (this one among them),
     shown as the recipe's outcome distribution with this model as one draw. The first paragraph (which the app's
-    "About this model" panel shows) ends with the model's overall score on each benchmark."""
+    "About this model" panel shows) ends with the model's overall score on each benchmark and then
+    ``caveat`` (what the model is known to do badly), so a visitor reads both."""
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
@@ -164,6 +166,9 @@ def card(
     # the parent as the repository names it, not the path on the machine that trained it
     shown = ", ".join(f"{k_}={parent if k_ == 'model' else cfg[k_]}" for k_ in keys if k_ in cfg)
     scores = "; ".join(f"{n} {after[n]['overall']:.3f} (SFT {before[n]['overall']:.3f})" for n in after)
+    caveat = " ".join(caveat.split())
+    if caveat:
+        scores += ". " + caveat.removesuffix(".")
     return f"""# {name}: the embedded model after GRPO
 
 `{parent}` (supervised only) trained further with online GRPO on the shapes
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe-file", default="training/recipes/shapes.yaml", help="the run's --config")
     ap.add_argument("--recipe-runs", type=Path, default=None,
                     help="summary.md of python -m training.recipe_runs over repeated runs of the recipe")  # fmt: skip
+    ap.add_argument("--caveat", default="",
+                    help="a sentence for the first paragraph (the app's About panel): what the model does badly")  # fmt: skip
     args = ap.parse_args(argv)
 
     def reports(items: list[str]) -> dict[str, Any]:
@@ -235,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model_dir,
             args.recipe_file,
             args.recipe_runs.read_text() if args.recipe_runs else "",
+            args.caveat,
         )
     )
     run_dir = args.checkpoint.parent

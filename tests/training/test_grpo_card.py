@@ -148,6 +148,12 @@ def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(
     assert "one draw from that distribution: the run `run`." in text
     assert "| two_counts | 0.400 | 0.700 | +0.300 |" in text
     assert "| **overall** | 0.400 | 0.800 | +0.400 |" in text
+    # a caveat ends the first paragraph, which the app's "About this model" panel shows
+    from webui.model_card import card_summary
+
+    assert main([*args, "--caveat", "Large objects are\n drawn worse than by SFT."]) == 0
+    summary = card_summary(str(out))
+    assert summary.endswith("compositional 0.800 (SFT 0.400). Large objects are drawn worse than by SFT.")
     assert "| two_counts | 0.500" not in text  # GenEval's table has no compositional rows
     assert (
         "- `compositional`: description faithfulness (the CoT names what the prompt asks) 0.400 → 0.800"
