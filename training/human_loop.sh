@@ -68,8 +68,10 @@
 # To extend a finished GRPO run, delete OUT/grpo/final and OUT/eval and re-run with a larger
 # --max_steps (it resumes from the newest checkpoint). Smoke test (minutes on a CPU):
 #   RM_PRETRAIN_STEPS=2 RM_FLAGS="--steps 2 --batch_rankings 4 --n_boot 10" \
-#   MONITOR_N=4 EVAL_FLAGS="--suites compositional" \
+#   MONITOR_N=4 EVAL_FLAGS="--suites compositional" CONTROLS=2 CONTROL_RATE=0.3 \
 #   bash training/human_loop.sh /tmp/hl 10 "" "" --max_steps 1 --group_size 2 --prompts_per_step 2
+# (CONTROLS must fit the study: each control needs a correct candidate of its own and three of
+# other prompts wrong for it, so a 10-prompt study cannot hold the default 20.)
 set -euo pipefail
 
 usage() {
