@@ -172,6 +172,17 @@ class ShapesJudge:
         return self.verdict(candidate_id, self.task_prompt(task_id))
 
 
+def _check_count(n: Any) -> None:
+    """``AnnotationError`` unless ``n`` (a number of control tasks) is a whole number >= 1."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise AnnotationError(f"the number of controls must be a whole number >= 1, got {n!r}")
+
+
+def _controls_of(study_id: int) -> Any:
+    """The SQL condition for a task being one of ``study_id``'s control tasks."""
+    return (Task.study_id == study_id) & Task.is_control.is_(True)
+
+
 def add_verified_controls(
     store: Store, study: int | str, n: int, *, seed: int = 0, judge: ShapesJudge | None = None
 ) -> list[int]:
@@ -184,8 +195,7 @@ def add_verified_controls(
     than ``n`` can be made."""
     from annotation.models import Candidate
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise AnnotationError(f"the number of controls must be a whole number >= 1, got {n!r}")
+    _check_count(n)
     judge = judge or ShapesJudge(store)
     with store.session() as s:
         st = load_study(s, study)
@@ -196,8 +206,7 @@ def add_verified_controls(
             .where(Prompt.study_id == study_id)
             .order_by(Candidate.id)
         ).all()
-        mine = (Task.study_id == study_id) & Task.is_control.is_(True)
-        used = set(s.scalars(select(Task.control_best_id).where(mine)))
+        used = set(s.scalars(select(Task.control_best_id).where(_controls_of(study_id))))
     rng = random.Random(f"verified-controls:{study_id}:{seed}")
     bests = [(cid, pid) for cid, pid in rows if cid not in used and judge.verdict(cid, pid)[0] == 1.0]
     rng.shuffle(bests)
@@ -231,9 +240,7 @@ def control_task_count(store: Store, study: int | str) -> int:
 
     with store.session() as s:
         study_id = load_study(s, study).id
-        return int(
-            s.scalar(select(func.count(Task.id)).where(Task.study_id == study_id, Task.is_control.is_(True)))
-        )
+        return int(s.scalar(select(func.count(Task.id)).where(_controls_of(study_id))))
 
 
 def ensure_verified_controls(
@@ -242,8 +249,7 @@ def ensure_verified_controls(
     """Add verified control tasks (:func:`add_verified_controls`) until ``study`` has ``n``
     control tasks; returns the new tasks' ids (none when it has ``n`` already). So a panel run
     again with the same ``n`` (a killed run, resumed) adds nothing twice."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise AnnotationError(f"the number of controls must be a whole number >= 1, got {n!r}")
+    _check_count(n)
     missing = n - control_task_count(store, study)
     return add_verified_controls(store, study, missing, seed=seed, judge=judge) if missing > 0 else []
 

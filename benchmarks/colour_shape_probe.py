@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
+    size = f"{args.size} " if args.size else ""
     items, text_of = [], {}
     for colour in COLORS:
         for shape in SHAPES:
-            text = f"a photo of a {args.size + ' ' if args.size else ''}{colour} {shape}"
+            text = f"a photo of a {size}{colour} {shape}"
             text_of[colour, shape] = text
             items.append(BenchPrompt(len(items), "colors", text, parse_prompt(text), None))
     generator = model_generator(loaded, "got-r1", args.samples, 0, settings_for(loaded))
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     right = Counter(r.prompt for r in results if r.correct)
     boxes = Counter(tuple((b["x1"], b["y1"], b["x2"], b["y2"]) for b in r.plan or ()) for r in results)
 
-    template = f"a photo of a {args.size + ' ' if args.size else ''}<colour> <shape>"
+    template = f"a photo of a {size}<colour> <shape>"
     print(f"{args.model}: {sum(right.values())} / {len(results)} right ({args.samples} samples each of "
           f'"{template}")')  # fmt: skip
     print("colour \\ shape " + "".join(f"{s:>9}" for s in SHAPES))

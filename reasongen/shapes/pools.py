@@ -42,6 +42,13 @@ def benchmark_texts(n: int, cell: int | None = None, suites: Iterable[str] = ("g
     return texts
 
 
+def held_out_suites(categories: Iterable[str]) -> tuple[str, ...]:
+    """The benchmark suites whose texts a pool of ``categories`` must leave out: GenEval's always,
+    the compositional suite's too when the pool composes (names a category beyond GenEval's six)."""
+    composes = bool(set(categories) - set(CATEGORIES))
+    return ("geneval", "compositional") if composes else ("geneval",)
+
+
 def prompt_pool(
     n: int, seed: int, categories: Sequence[str], cell: int | None = None, holdout: int = 0
 ) -> list[tuple[str, dict]]:
@@ -53,8 +60,7 @@ def prompt_pool(
     """
     check_categories(categories, cell)
     scenes = sample_scenes(n, seed=seed, categories=tuple(categories), cell=cell)
-    composes = bool(set(categories) - set(CATEGORIES))
-    held = benchmark_texts(holdout, cell, ("geneval", "compositional") if composes else ("geneval",))
+    held = benchmark_texts(holdout, cell, held_out_suites(categories))
     pool = [(s.prompt, s.metadata) for s in scenes if s.prompt not in held]
     if not pool:
         raise ValueError("every 'shapes' prompt is a benchmark prompt; raise num_shapes_prompts")

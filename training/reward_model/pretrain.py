@@ -94,7 +94,9 @@ class PretrainConfig:
     @property
     def suites(self) -> tuple[str, ...]:
         """The benchmark suites whose texts are held out."""
-        return ("geneval",) if self.language == "geneval" else ("geneval", "compositional")
+        from reasongen.shapes.pools import held_out_suites
+
+        return held_out_suites(self.categories)
 
 
 def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
