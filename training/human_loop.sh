@@ -35,6 +35,11 @@
 #      control is passed when its best is ranked first, alone) stops counting: their tasks are
 #      served to others again and the reward model leaves their rankings out — the spammer, as a
 #      rule (it passes one control in four). CONTROLS=0 turns controls off.
+#   3b. The ceiling study $STUDY-ceiling (evaluation only, outside the budget): CEILING_PROMPTS
+#      prompts of another prompt seed (PROMPT_SEED + 1), none of them a training prompt, made as in
+#      step 2 but ranked CEILING_RANKS times each by the same panel (with CEILING_CONTROLS verified
+#      controls), so that annotator-against-annotator agreement — the panel's ceiling — can be
+#      measured. The training study has one ranking per task and cannot give it.
 #   4. OUT/reward_pretrain — only when RM_PRETRAIN_STEPS > 0 (default 2000): a small CLIP
 #      pre-trained on rendered shapes image–caption pairs of the prompts' language (resumable):
 #        python -m training.reward_model.pretrain --out OUT/reward_pretrain --language $LANGUAGE \
@@ -43,6 +48,14 @@
 #      study's rankings (from OUT/reward_pretrain, or from $RM_INIT when RM_PRETRAIN_STEPS is 0):
 #        python -m training.reward_model --study $STUDY --db sqlite:///OUT/annotation.db \
 #            --data_dir OUT/data --init OUT/reward_pretrain --out OUT/reward_model --seed $SEED $RM_FLAGS
+#   5b. OUT/ceiling — the learned reward scores the ceiling study's candidates, and the study is
+#      exported with its agreement table (simulated annotators counted, as all of them are):
+#        python -m annotation --db ... score --study $STUDY-ceiling --rewards learned \
+#            --set learned.model=OUT/reward_model --rescore
+#        python -m annotation --db ... export --study $STUDY-ceiling --include-simulated --format csv \
+#            --out OUT/ceiling
+#      OUT/ceiling/agreement.csv holds the panel's ceiling, `learned` and the exact `shapes` reward
+#      on the same pairs (pairwise accuracy and Kendall tau-b, 95% CIs clustered by task).
 #   6. OUT/grpo.yaml — GRPO_CONFIG with model: MODEL, out_dir: OUT/grpo, rewards: [learned],
 #      reward_options: {learned: {model: OUT/reward_model}}, reward_weights: {} and the exact
 #      `shapes` reward as over-optimisation monitor (monitor_rewards: [shapes], default options,
@@ -61,7 +74,9 @@
 # brackets): PYTHON [.venv/bin/python if present, else python], NPROC [1], PROMPT_SEED [11],
 # LANGUAGE [full], SEED [0], STUDY [human-loop], RECIPE [got-r1], STUDY_DEVICE [auto] (candidate
 # generation), PANEL [careful:6,noisy:3,spammer:1], FLIP [0.15], CONTROLS [20], CONTROL_RATE
-# [0.1], RM_PRETRAIN_STEPS [2000],
+# [0.1], CEILING_PROMPTS [100] (0 = no ceiling study), CEILING_RANKS [3], CEILING_CONTROLS [10],
+# UNTIL [8] (the last step to run: 5 stops after the reward model and its ceiling agreement, a
+# budget's reward-model figures without its GRPO run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_FLAGS [], MONITOR_EVERY [25],
 # MONITOR_N [60], EVAL_FLAGS []. The *_FLAGS are split on blanks.
 #
@@ -114,6 +129,18 @@ CONTROLS="${CONTROLS:-20}"
 CONTROL_RATE="${CONTROL_RATE:-0.1}"
 case "$CONTROLS" in '' | *[!0-9]*) echo "human_loop: CONTROLS must be a whole number, got '$CONTROLS'" >&2; exit 2 ;; esac
 [ "$CONTROLS" -eq 0 ] && CONTROL_RATE=0
+CEILING_PROMPTS="${CEILING_PROMPTS:-100}"
+CEILING_RANKS="${CEILING_RANKS:-3}"
+CEILING_CONTROLS="${CEILING_CONTROLS:-10}"
+for knob in CEILING_PROMPTS CEILING_RANKS CEILING_CONTROLS; do
+  case "${!knob}" in '' | *[!0-9]*) echo "human_loop: $knob must be a whole number, got '${!knob}'" >&2; exit 2 ;; esac
+done
+[ "$CEILING_PROMPTS" -eq 0 ] || [ "$CEILING_RANKS" -ge 2 ] || {
+  echo "human_loop: CEILING_RANKS must be >= 2 (agreement needs two annotators per task)" >&2
+  exit 2
+}
+UNTIL="${UNTIL:-8}"
+case "$UNTIL" in [1-8]) ;; *) echo "human_loop: UNTIL must be a step from 1 to 8, got '$UNTIL'" >&2; exit 2 ;; esac
 RM_PRETRAIN_STEPS="${RM_PRETRAIN_STEPS:-2000}"
 RM_INIT="${RM_INIT:-shapes}"
 MONITOR_EVERY="${MONITOR_EVERY:-25}"
@@ -136,6 +163,14 @@ run() {
   "$@" 2>&1 | tee -a "$log"
 }
 
+# stop_after K: end here when UNTIL is K
+stop_after() {
+  if [ "$UNTIL" -eq "$1" ]; then
+    say "stopped after step $1 (UNTIL=$UNTIL)"
+    exit 0
+  fi
+}
+
 # 1. training prompts
 if [ -f "$OUT/prompts.txt" ]; then
   say "1/8 prompts: $OUT/prompts.txt exists, skipped"
@@ -144,6 +179,8 @@ else
   run prompts "$PYTHON" -m reasongen.shapes.write_prompts --n "$RANKINGS" --seed "$PROMPT_SEED" \
     --language "$LANGUAGE" --cell 125 --holdout 600 --unique --out "$OUT/prompts.txt"
 fi
+
+stop_after 1
 
 # 2. the study and its candidates
 if [ -f "$DONE/study" ]; then
@@ -162,6 +199,8 @@ else
   touch "$DONE/study"
 fi
 
+stop_after 2
+
 # 3. the simulated panel ranks it
 if [ -f "$DONE/simulate" ]; then
   say "3/8 simulate: rankings exist, skipped"
@@ -173,6 +212,41 @@ else
     --seed "$SEED" --max-rankings "$RANKINGS" "${controls[@]}"
   touch "$DONE/simulate"
 fi
+
+# 3b. the ceiling study: the same panel ranks other prompts' candidates several times each
+CSTUDY="$STUDY-ceiling"
+if [ "$CEILING_PROMPTS" -eq 0 ]; then
+  say "3b/8 ceiling study: off (CEILING_PROMPTS=0)"
+elif [ -f "$DONE/ceiling" ]; then
+  say "3b/8 ceiling study: $CSTUDY exists, skipped"
+else
+  say "3b/8 ceiling study"
+  if [ ! -f "$OUT/ceiling_prompts.txt" ]; then
+    # enough draws that CEILING_PROMPTS remain once the training prompts' texts are taken out
+    run ceiling "$PYTHON" -m reasongen.shapes.write_prompts --n "$((CEILING_PROMPTS + RANKINGS))" \
+      --seed "$((PROMPT_SEED + 1))" --language "$LANGUAGE" --cell 125 --holdout 600 --unique \
+      --force --out "$OUT/ceiling_prompts.all"
+    grep -vxFf "$OUT/prompts.txt" "$OUT/ceiling_prompts.all" | head -n "$CEILING_PROMPTS" >"$OUT/ceiling_prompts.partial"
+    mv "$OUT/ceiling_prompts.partial" "$OUT/ceiling_prompts.txt"
+    rm -f "$OUT/ceiling_prompts.all"
+  fi
+  if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$CSTUDY"; then
+    say "deleting the half-made study $CSTUDY of a killed run"
+    run ceiling "${ANNOTATION[@]}" study delete --study "name:$CSTUDY" --force
+  fi
+  study_args=(study create --name "$CSTUDY" --prompts "$OUT/ceiling_prompts.txt" --system "$MODEL:$RECIPE"
+    --group-size 4 --rankings-per-task "$CEILING_RANKS" --layout per_system --reward shapes
+    --seed "$((SEED + 1))" --control-rate "$CONTROL_RATE")
+  [ -n "$STUDY_DEVICE" ] && study_args+=(--device "$STUDY_DEVICE")
+  run ceiling "${ANNOTATION[@]}" "${study_args[@]}"
+  controls=()
+  [ "$CEILING_CONTROLS" -gt 0 ] && [ "$CONTROLS" -gt 0 ] && controls=(--add-controls "$CEILING_CONTROLS")
+  run ceiling "${ANNOTATION[@]}" simulate --study "name:$CSTUDY" --panel "$PANEL" --flip "$FLIP" \
+    --seed "$((SEED + 1))" "${controls[@]}"
+  touch "$DONE/ceiling"
+fi
+
+stop_after 3
 
 # 4. optional contrastive pre-training of the reward model
 if [ "$RM_PRETRAIN_STEPS" -gt 0 ]; then
@@ -189,6 +263,8 @@ else
   say "4/8 reward pre-training: off (RM_PRETRAIN_STEPS=0), the reward model starts from $RM_INIT"
 fi
 
+stop_after 4
+
 # 5. the preference reward model
 if [ -f "$OUT/reward_model/README.md" ]; then  # the card is written last
   say "5/8 reward model: $OUT/reward_model exists, skipped"
@@ -197,6 +273,23 @@ else
   run reward_model "$PYTHON" -m training.reward_model --study "name:$STUDY" --db "$DB" \
     --data_dir "$OUT/data" --init "$RM_INIT" --out "$OUT/reward_model" --seed "$SEED" "${RM_FLAGS[@]}"
 fi
+
+# 5b. the learned reward against the panel's ceiling, on the ceiling study's pairs
+if [ "$CEILING_PROMPTS" -eq 0 ]; then
+  say "5b/8 ceiling agreement: off (CEILING_PROMPTS=0)"
+elif [ -f "$OUT/ceiling/agreement.csv" ] && [ "$OUT/ceiling/agreement.csv" -nt "$OUT/reward_model/README.md" ]; then
+  say "5b/8 ceiling agreement: $OUT/ceiling/agreement.csv exists, skipped"
+else
+  say "5b/8 ceiling agreement"
+  run ceiling_agreement "${ANNOTATION[@]}" score --study "name:$CSTUDY" --rewards learned \
+    --set "learned.model=$OUT/reward_model" --rescore
+  rm -rf "$OUT/ceiling"
+  run ceiling_agreement "${ANNOTATION[@]}" export --study "name:$CSTUDY" --include-simulated \
+    --format csv --out "$OUT/ceiling"
+  cat "$OUT/ceiling/agreement.csv" >&2
+fi
+
+stop_after 5
 
 # 6. the GRPO config: the recipe on the learned reward, the exact shapes reward as monitor
 if [ -f "$OUT/grpo.yaml" ]; then
@@ -228,6 +321,8 @@ Path(dst + ".partial").replace(dst)
 EOF
 fi
 
+stop_after 6
+
 # 7. GRPO on the learned reward
 if [ -f "$OUT/grpo/final/config.json" ]; then
   say "7/8 GRPO: $OUT/grpo/final exists, skipped"
@@ -240,6 +335,8 @@ else
   fi
   run grpo "${launch[@]}" --config "$OUT/grpo.yaml" --resume latest "${GRPO_EXTRA[@]}"
 fi
+
+stop_after 7
 
 # 8. benchmark and validation of the SFT model and the GRPO run
 if [ -f "$OUT/eval/summary.json" ]; then

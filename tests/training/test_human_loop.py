@@ -131,6 +131,19 @@ def test_the_script_checks_its_arguments(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_until_stops_after_the_step_it_names(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable}
+    bad = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "o"), "5"], env={**env, "UNTIL": "9"},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "UNTIL must be a step from 1 to 8" in bad.stderr
+    done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "o"), "5"], env={**env, "UNTIL": "1"},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "stopped after step 1 (UNTIL=1)" in done.stderr
+    assert len((tmp_path / "o" / "prompts.txt").read_text().splitlines()) == 5
+    assert not (tmp_path / "o" / "annotation.db").exists()  # step 2 never ran
+
+
 @pytest.mark.slow
 def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     """10 rankings (one per annotator of the panel), a 2-step pre-training and a 2-step reward
@@ -147,6 +160,9 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
         "EVAL_FLAGS": "--suites compositional",
         "CONTROLS": "2",
         "CONTROL_RATE": "0.3",
+        "CEILING_PROMPTS": "3",
+        "CEILING_RANKS": "2",
+        "CEILING_CONTROLS": "0",
     }
     argv = ["bash", str(SCRIPT), str(out), "10", "assets/models/shapes-janus-full", "",
             "--max_steps", "1", "--group_size", "2", "--prompts_per_step", "2", "--max_cot_tokens", "48",
@@ -182,6 +198,16 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     assert not any(a.startswith("sim-careful") for a in excluded)  # careful annotators pass controls
     kept = regular[~regular["annotator"].isin(excluded)]
 
+    # 3b. the ceiling study: other prompts, each task ranked twice (by two annotators), no control
+    ceiling_prompts = (out / "ceiling_prompts.txt").read_text().splitlines()
+    assert len(set(ceiling_prompts)) == 3 and not set(ceiling_prompts) & set(prompts)
+    with Store(f"sqlite:///{out / 'annotation.db'}", out / "data", migrate=False) as st:
+        cframe = rankings_frame(st, "human-loop-ceiling")
+    assert not cframe["is_control"].astype(bool).any()
+    per_task = cframe.groupby("task_id")["annotator"].nunique()
+    assert len(per_task) == 3 and per_task.eq(2).all()
+    assert cframe["annotator_simulated"].astype(bool).all()
+
     # 4-5. the reward model folder with its card, trained on those simulated rankings
     rm = out / "reward_model"
     assert (rm / "open_clip_config.json").is_file() and (rm / "open_clip_model.safetensors").is_file()
@@ -191,6 +217,15 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     assert metrics["data"]["rankings"] == n_kept and metrics["data"]["rankings_simulated"] == n_kept
     assert metrics["data"]["excluded_annotators"] == sorted(excluded)
     assert metrics["init"] and (out / "reward_pretrain" / "open_clip_config.json").is_file()
+
+    # 5b. the learned reward beside the panel's ceiling and the exact reward, on the ceiling study
+    import pandas as pd
+
+    agreement = pd.read_csv(out / "ceiling" / "agreement.csv")
+    assert {"learned", "shapes"} <= set(agreement["predictor"])
+    assert agreement["predictor"].str.contains("ceiling").any()
+    learned = agreement[agreement["predictor"] == "learned"].iloc[0]
+    assert 0.0 <= learned["accuracy"] <= 1.0
 
     # 6-7. GRPO on the learned reward, the shapes reward monitored
     import yaml
@@ -215,4 +250,4 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     # a second call finds every output and skips every step
     again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count(", skipped") == 8 and "$ " not in again.stderr  # nothing ran
+    assert again.stderr.count(", skipped") == 10 and "$ " not in again.stderr  # nothing ran
