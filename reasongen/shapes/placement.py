@@ -7,6 +7,7 @@ Used by the GenEval scene sampler (``scene_sampler``) and the compositional one 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from reasongen.types import Box
 
@@ -31,11 +32,25 @@ def _apart(a: Box, b: Box, gap: int = MIN_GAP) -> bool:
     return a.x2 + gap <= b.x1 or b.x2 + gap <= a.x1 or a.y2 + gap <= b.y1 or b.y2 + gap <= a.y1
 
 
-def _side(size: str, rng: random.Random, cell: int | None = None) -> int:
+def box_side(size: str, rng: random.Random, cell: int | None = None) -> int:
+    """A box side for ``size``: the cell side with ``cell``, else drawn from ``SIZE_RANGE``."""
     if cell:
         return CELL_SIDES[size]
     lo, hi = SIZE_RANGE[size]
     return _snap(rng.uniform(lo, hi))
+
+
+def free_box(
+    side: int, label: str, others: Sequence[Box], rng: random.Random, cell: int | None = None, tries: int = 50
+) -> Box | None:
+    """A square box of ``side`` at a random place apart from ``others`` (by the world's gap, or a
+    cell with ``cell``), or None after ``tries`` draws."""
+    gap = cell or MIN_GAP
+    for _try in range(tries):
+        box = _random_box(side, label, rng, cell)
+        if all(_apart(box, other, gap) for other in others):
+            return box
+    return None
 
 
 def place_boxes(
@@ -45,18 +60,13 @@ def place_boxes(
     cell: int | None = None,
 ) -> list[Box]:
     """Place square boxes for ``(label, size, _)`` specs apart from each other (and related)."""
-    gap = cell or MIN_GAP
     for _ in range(2000):
         boxes: list[Box] = []
         for label, size, _t in specs:
-            side = _side(size, rng, cell)
-            for _try in range(50):
-                box = _random_box(side, label, rng, cell)
-                if all(_apart(box, other, gap) for other in boxes):
-                    boxes.append(box)
-                    break
-            else:
+            box = free_box(box_side(size, rng, cell), label, boxes, rng, cell)
+            if box is None:
                 break
+            boxes.append(box)
         if len(boxes) != len(specs):
             continue
         if relation is None or relation_holds(

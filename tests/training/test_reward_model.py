@@ -258,6 +258,42 @@ def test_tiny_run_learns_and_writes_a_usable_reward(study, tmp_path) -> None:
     assert scores == pytest.approx(got.scores, abs=1e-6) and set(families) == {"learned"}
 
 
+def test_validation_keeps_the_best_step_and_says_so(study, tmp_path, monkeypatch) -> None:
+    """Validation rankings are scored at the start and every eval_every steps; the weights kept are
+    those of the best score (the earliest on ties), and metrics and card say which step that was."""
+    from safetensors.torch import load_file
+
+    import training.reward_model.train as train_mod
+
+    root, url = study
+    scripted = iter([0.50, 0.70, 0.60, 0.70, 0.65])  # steps 0, 10, 20, 30, 40
+    snapshots: list[dict[str, torch.Tensor]] = []
+    real = train_mod.evaluate
+
+    def fake_evaluate(scorer, images, texts, rankings, device, n_boot, seed):
+        if n_boot:  # the held-out and training measurements
+            return real(scorer, images, texts, rankings, device, n_boot, seed)
+        snapshots.append({k: v.clone() for k, v in scorer.model.state_dict().items()})
+        return {"value": next(scripted)}
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    cfg = RewardModelConfig(study="colours", db=url, data_dir=str(root / "data"), out=str(tmp_path / "rm"),
+                            init="tiny", steps=40, batch_rankings=8, lr=3e-3, warmup_steps=0, held_out=0.25,
+                            validation=0.3, eval_every=10, n_boot=20, log_every=0, device="cpu")  # fmt: skip
+    res = train_reward_model(cfg)
+    val = res.metrics["validation"]
+    assert val["selected_step"] == 10 and val["accuracy"] == 0.70
+    assert val["curve"] == {"0": 0.5, "10": 0.7, "20": 0.6, "30": 0.7, "40": 0.65}
+    assert val["prompts"] >= 1 and res.metrics["train"]["prompts"] + val["prompts"] + res.metrics[
+        "held_out"]["prompts"] == res.metrics["data"]["prompts"]  # fmt: skip
+    kept = load_file(str(tmp_path / "rm" / "open_clip_model.safetensors"))
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)  # step 10's weights, saved
+    assert not all(torch.equal(kept[k], snapshots[-1][k]) for k in kept)
+    assert "chose step 10 of 40" in (tmp_path / "rm" / "README.md").read_text()
+    with pytest.raises(ValueError, match="validation"):
+        RewardModelConfig(study="colours", out="x", validation=1.0)
+
+
 # --- contrastive pre-training on the shapes world -----------------------------------------------
 
 
@@ -287,7 +323,7 @@ def test_pretraining_resumes_exactly_and_keeps_the_benchmark_out(tmp_path) -> No
     assert get_reward("learned", model=str(tmp_path / "full"), device="cpu").bundle is not None  # loads
     # a step's scenes are a function of (seed, step); held-out prompt texts are never drawn
     cfg = PretrainConfig(out="x", **{**base, "batch": 8})
-    _, prompts = caption_batch(3, cfg, set())
+    _, prompts, _ = caption_batch(3, cfg, set())
     assert caption_batch(3, cfg, set())[1] == prompts and len(set(prompts)) == 8
     assert not set(prompts[:4]) & set(caption_batch(3, cfg, set(prompts[:4]))[1])
 
@@ -381,11 +417,11 @@ def test_full_language_captions_compose_and_resuming_other_captions_is_refused(t
     base = dict(arch="tiny", steps=2, batch=4, warmup_steps=0, save_every=1, holdout_benchmark=0,
                 device="cpu", log_every=0)  # fmt: skip
     full = PretrainConfig(out="x", **{**base, "batch": 64, "language": "full"})
-    _, prompts = caption_batch(0, full, set())
+    _, prompts, _ = caption_batch(0, full, set())
     # the whole language: some captions have three or more objects, which GenEval's templates never do
     groups = [parse_prompt(p)["include"] for p in prompts]
     assert any(len(g) >= 2 and sum(o["count"] for o in g) >= 3 for g in groups)
-    _, geneval = caption_batch(0, PretrainConfig(out="x", **{**base, "batch": 64}), set())
+    _, geneval, _ = caption_batch(0, PretrainConfig(out="x", **{**base, "batch": 64}), set())
     assert all(len(parse_prompt(p)["include"]) <= 2 for p in geneval)
     held = benchmark_texts(50, full.suites)
     assert held > benchmark_texts(50) and not set(caption_batch(1, full, held)[1]) & held

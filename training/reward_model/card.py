@@ -45,6 +45,18 @@ def command_line(cfg: Any) -> str:
     return " ".join(parts)
 
 
+def _validation_line(val: dict[str, Any] | None, cfg: Any) -> str:
+    """The card's line on the step chosen on validation rankings ('' when none were set aside)."""
+    if not val:
+        return ""
+    return (
+        f"\n- Validation: {val['rankings']} of the training rankings ({val['prompts']} prompts, "
+        f"{cfg.validation:.0%} of the training prompts) were set aside and not trained on; their accuracy, "
+        f"measured every {cfg.eval_every} steps, chose step {val['selected_step']} of {cfg.steps} "
+        f"({val['accuracy']:.3f}; step 0 is the starting model)."
+    )
+
+
 def write_card(out: Path, cfg: Any, metrics: dict[str, Any], losses: list[float]) -> Path:
     """Write ``metrics.json`` (metrics + settings + loss curve) and ``README.md`` into ``out``."""
     settings = dataclasses.asdict(cfg)
@@ -80,7 +92,7 @@ An open_clip image–text scorer trained on ranked candidates: score = logit sca
 - {d["rankings"]} rankings of {d["tasks"]} tasks ({d["prompts"]} prompts, {d["candidates"]} candidates) after leaving out
   skipped rankings, control tasks and annotators who failed the controls (excluded: {excluded}){f"; {dropped} rankings by simulated annotators left out (people only)" if dropped else ""}.
 - Split by prompt (seed {cfg.seed}, {cfg.held_out:.0%} of prompts held out): training {tr["rankings"]} rankings
-  ({tr["prompts"]} prompts), held out {te["rankings"]} rankings ({te["prompts"]} prompts); no prompt is in both.
+  ({tr["prompts"]} prompts), held out {te["rankings"]} rankings ({te["prompts"]} prompts); no prompt is in both.{_validation_line(metrics.get("validation"), cfg)}
 
 ## Held-out pairwise accuracy
 

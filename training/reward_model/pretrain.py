@@ -67,6 +67,11 @@ class PretrainConfig:
         "compositional suite's benchmark texts are held out too).",
         default="geneval",
     )
+    hard_negatives: float = _h(
+        "Chance that a caption also brings a near-miss image — its scene edited once so the caption "
+        "no longer holds (training/reward_model/near_miss.py) — as an extra negative (0 = plain CLIP).",
+        default=0.0,
+    )
     workers: int = _h("Processes rendering the next batches while the model trains (0 = none).", default=0)
     device: str = _h("'auto' (CUDA when present), 'cpu' or 'cuda:0'.", default="auto")
     torch_threads: int = _h("torch CPU threads (0 = torch's default).", default=0)
@@ -83,6 +88,8 @@ class PretrainConfig:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
         if self.language not in LANGUAGES:
             raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
 
@@ -107,21 +114,32 @@ def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
     return texts(n, CELL, suites) | texts(n, None, suites)
 
 
-def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str]]:
-    """Step ``step``'s rendered scenes and their prompts (a function of ``(seed, step)`` only);
-    no two pairs of a batch share a prompt, so each caption has one positive."""
-    from reasongen.shapes import render_scene, sample_scene
+def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str], list[Any]]:
+    """Step ``step``'s rendered scenes, their prompts and the near-miss images (a function of
+    ``(seed, step)`` only); no two pairs of a batch share a prompt, so each caption has one
+    positive. Near misses come from their own random stream, so the scenes do not depend on
+    ``hard_negatives``."""
+    from reasongen.shapes import render_objects, render_scene, sample_scene
     from reasongen.shapes.codes import CELL
 
+    from .near_miss import near_miss
+
     rng = random.Random(cfg.seed * 1_000_003 + step)
-    images, prompts = [], []
+    edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
+    images, prompts, negatives = [], [], []
     while len(prompts) < cfg.batch:
-        scene = sample_scene(rng.choice(cfg.categories), rng, CELL if rng.random() < 0.5 else None)
+        category = rng.choice(cfg.categories)
+        cell = CELL if rng.random() < 0.5 else None
+        scene = sample_scene(category, rng, cell)
         if scene.prompt in held or scene.prompt in prompts:
             continue
         images.append(render_scene(scene))
         prompts.append(scene.prompt)
-    return images, prompts
+        if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
+            edited = near_miss(scene, edit_rng, cell)
+            if edited is not None:
+                negatives.append(render_objects(edited))
+    return images, prompts, negatives
 
 
 class CaptionSteps(torch.utils.data.Dataset):
@@ -135,15 +153,18 @@ class CaptionSteps(torch.utils.data.Dataset):
         return self.cfg.steps - self.start
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
-        images, prompts = caption_batch(self.start + k, self.cfg, self.held)
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images]), prompts
+        images, prompts, negatives = caption_batch(self.start + k, self.cfg, self.held)
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives]), prompts
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE over a batch of normalised features ``[B, D]``."""
-    logits = scale * img @ txt.T  # [B, B]
-    target = torch.arange(len(img), device=img.device)  # [B]
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    """CLIP's symmetric InfoNCE over normalised features: ``txt`` ``[B, D]`` and ``img``
+    ``[B + H, D]``, whose first ``B`` rows are the captions' images and the other ``H`` (near
+    misses) only extra negatives of the caption-to-image direction."""
+    b = len(txt)
+    logits = scale * img @ txt.T  # [B + H, B]
+    target = torch.arange(b, device=img.device)  # [B]
+    return 0.5 * (F.cross_entropy(logits[:b], target) + F.cross_entropy(logits.T, target))
 
 
 def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
@@ -185,9 +206,9 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     steps = CaptionSteps(cfg, held, scorer.preprocess, start)
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=cfg.workers)
     for step, (pixels, prompts) in enumerate(loader, start=start):
-        pixels = pixels.to(device)  # [B, 3, S, S]
+        pixels = pixels.to(device)  # [B + H, 3, S, S]: the captions' images, then H near misses
         tokens = scorer.tokenizer(prompts).to(device)  # [B, L]
-        img = model.encode_image(pixels, normalize=True)  # [B, D]
+        img = model.encode_image(pixels, normalize=True)  # [B + H, D]
         txt = model.encode_text(tokens, normalize=True)  # [B, D]
         loss = clip_loss(img, txt, model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
@@ -216,7 +237,8 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
         return
     saved = json.loads(info.read_text()).get("settings", {})
     saved.setdefault("language", "geneval")
-    for key in ("seed", "language", "holdout_benchmark", "batch"):
+    saved.setdefault("hard_negatives", 0.0)
+    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "

@@ -73,6 +73,13 @@ class RewardModelConfig:
     warmup_steps: int = _h("Linear warm-up steps; then cosine decay to zero.", default=20)
     grad_clip: float = _h("Max gradient norm (0 = none).", default=1.0)
     held_out: float = _h("Fraction of prompts held out for evaluation (split by prompt).", default=0.2)
+    validation: float = _h(
+        "Fraction of the training prompts set aside to choose the step: their accuracy is measured at "
+        "the start and every --eval_every steps, and the best weights are kept (the start's "
+        "included, so fine-tuning that only overfits is undone); 0 = keep the last step.",
+        default=0.0,
+    )
+    eval_every: int = _h("Steps between validation measurements (with --validation).", default=25)
     seed: int = _h("Seed of the split, the initial weights and the batch order.", default=0)
     min_pass_rate: float = _h(
         "Control pass rate below which an annotator's rankings are left out.", default=0.75
@@ -105,6 +112,8 @@ class RewardModelConfig:
             raise ValueError("steps and batch_rankings must be >= 1, n_boot and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.validation < 1.0 or self.eval_every < 1:
+            raise ValueError("validation must be in [0, 1) and eval_every >= 1")
         if not 0.0 < self.held_out < 1.0 or not 0.0 <= self.min_pass_rate <= 1.0:
             raise ValueError("held_out must be in (0, 1) and min_pass_rate in [0, 1]")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
@@ -232,12 +241,36 @@ def _batches(n: int, size: int, seed: int) -> Any:
             yield order[i : i + size].tolist()
 
 
+@dataclass
+class Selection:
+    """The step whose weights were kept, chosen on validation rankings (``curve``: step → accuracy)."""
+
+    step: int
+    accuracy: float
+    curve: dict[int, float]
+
+
 def fit(
     cfg: RewardModelConfig, scorer: Scorer, images: Images, texts: dict[int, str], rankings: list[Ranking],
-    device: Any, log: Any,
-) -> list[float]:  # fmt: skip
-    """``cfg.steps`` optimizer steps on batches of ``rankings``; returns each step's loss."""
+    device: Any, log: Any, validation: list[Ranking] | None = None,
+) -> tuple[list[float], Selection | None]:  # fmt: skip
+    """``cfg.steps`` optimizer steps on batches of ``rankings``; returns each step's loss and, with
+    ``validation`` rankings, the selection: the weights left in ``scorer`` are those of the step
+    (0 = the start) with the best validation accuracy, the earliest on ties."""
     params = [p for p in scorer.model.parameters() if p.requires_grad]
+    selection, best_state = None, None
+
+    def check(step: int) -> None:
+        nonlocal selection, best_state
+        acc = evaluate(scorer, images, texts, validation, device, 0, cfg.seed)["value"]
+        if selection is None or acc > selection.accuracy:
+            curve = selection.curve if selection else {}
+            selection = Selection(step, acc, curve)
+            best_state = {k: v.detach().clone() for k, v in scorer.model.state_dict().items()}
+        selection.curve[step] = acc
+
+    if validation:
+        check(0)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     batches = _batches(len(rankings), cfg.batch_rankings, cfg.seed)
@@ -260,7 +293,12 @@ def fit(
         if cfg.log_every and (step + 1) % cfg.log_every == 0:
             mean = np.mean(losses[-cfg.log_every :])
             log(f"step {step + 1}/{cfg.steps}: loss {mean:.4f} ({time.time() - t0:.0f} s)")
-    return losses
+        if validation and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            check(step + 1)
+    if selection is not None:
+        scorer.model.load_state_dict(best_state)
+        log(f"kept step {selection.step}: validation accuracy {selection.accuracy:.3f}")
+    return losses, selection
 
 
 def train_reward_model(
@@ -276,6 +314,9 @@ def train_reward_model(
     device = torch.device(auto if cfg.device == "auto" else cfg.device)
     data = data if data is not None else read_data(cfg)
     train_set, test_set = split_by_prompt(data, cfg.held_out, cfg.seed)
+    val_set = None
+    if cfg.validation:
+        train_set, val_set = split_by_prompt(train_set, cfg.validation, cfg.seed + 1)
     scorer, oc_config, start = initial_scorer(cfg.init, cfg.arch, cfg.seed, cfg.context_length)
     oc_config = {**oc_config, "reasongen": {"text": cfg.text}}
     scorer.text_mode = cfg.text
@@ -288,7 +329,9 @@ def train_reward_model(
         f"accuracy at the start {before['value']:.3f}"
     )
     t0 = time.time()
-    losses = fit(cfg, scorer, images, texts, train_set.rankings, device, log)
+    losses, selection = fit(
+        cfg, scorer, images, texts, train_set.rankings, device, log, val_set.rankings if val_set else None
+    )
     metrics = {
         "held_out_accuracy": evaluate(scorer, images, texts, test_set.rankings, device, cfg.n_boot, cfg.seed),
         "held_out_accuracy_at_start": before,
@@ -297,6 +340,14 @@ def train_reward_model(
         "data": data.counts(),
         "train": train_set.counts(),
         "held_out": test_set.counts(),
+        "validation": None
+        if selection is None
+        else {
+            **val_set.counts(),
+            "selected_step": selection.step,
+            "accuracy": selection.accuracy,
+            "curve": {str(k): v for k, v in selection.curve.items()},
+        },
         "source": data.source,
         "dropped_simulated_rankings": data.dropped_simulated,
         "init": start,

@@ -1,0 +1,119 @@
+"""Near-miss scenes for the reward model's pre-training: each edit does what it says, a near miss is
+wrong for its prompt by the world's rules, and pre-training with them sees them as negatives."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from reasongen.shapes import render_objects, sample_scene
+from reasongen.shapes.codes import CELL
+from reasongen.shapes.scene import CELL_SIDES, ShapeObject
+from reasongen.shapes.write_prompts import LANGUAGES
+from reasongen.types import Box
+from training.reward_model.near_miss import EDITS, near_miss, satisfies
+
+
+def _obj(shape: str, color: str, x: int, y: int, size: str = "small") -> ShapeObject:
+    side = CELL_SIDES[size]
+    return ShapeObject(shape, color, size, None, Box(f"{color} {shape}", x, y, x + side, y + side))
+
+
+SCENE = (_obj("circle", "red", 0, 0), _obj("star", "blue", 500, 0))
+
+
+def test_each_edit_changes_one_thing() -> None:
+    rng = random.Random(0)
+    recoloured = EDITS["recolour"](SCENE, rng, CELL)
+    changed = [(a, b) for a, b in zip(SCENE, recoloured, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][0].color != changed[0][1].color
+    assert changed[0][1].box.label == f"{changed[0][1].color} {changed[0][1].shape}"
+    reshaped = EDITS["reshape"](SCENE, rng, CELL)
+    changed = [(a, b) for a, b in zip(SCENE, reshaped, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][0].shape != changed[0][1].shape
+    assert len(EDITS["drop"](SCENE, rng, CELL)) == 1
+    added = EDITS["add_copy"](SCENE, rng, CELL)
+    assert len(added) == 3 and (added[2].shape, added[2].color) in {(o.shape, o.color) for o in SCENE}
+    assert all(v % CELL == 0 for v in (added[2].box.x1, added[2].box.y1))  # stays on the grid
+    resized = EDITS["resize"](SCENE, rng, CELL)
+    sizes = Counter(o.size for o in resized)
+    assert sizes == Counter({"small": 1, "large": 1})
+    big = next(o for o in resized if o.size == "large")
+    assert big.box.x2 - big.box.x1 == CELL_SIDES["large"]
+    mirrored = EDITS["mirror"](SCENE, random.Random(1), CELL)
+    xs = [(o.box.x1, o.box.x2) for o in mirrored]
+    ys = [(o.box.y1, o.box.y2) for o in mirrored]
+    assert xs == [(750, 1000), (250, 500)] or ys == [(750, 1000), (750, 1000)]
+
+
+def test_edits_of_an_empty_scene_give_none() -> None:
+    assert all(edit((), random.Random(0), None) is None for edit in EDITS.values())
+
+
+@pytest.mark.parametrize("cell", [CELL, None])
+def test_a_near_miss_is_wrong_for_its_prompt_and_the_scene_right(cell: int | None) -> None:
+    rng = random.Random(3)
+    made = 0
+    for k in range(120):
+        scene = sample_scene(LANGUAGES["full"][k % len(LANGUAGES["full"])], rng, cell)
+        assert satisfies(scene.metadata, scene.objects), scene.prompt
+        edited = near_miss(scene, rng, cell)
+        if edited is None:
+            continue
+        made += 1
+        assert not satisfies(scene.metadata, edited), scene.prompt
+        assert render_objects(edited).size == render_objects(scene.objects).size
+    assert made >= 110  # almost every scene has one (a lone shape's colour and size are free)
+
+
+def test_a_relation_prompt_is_failed_by_its_mirror() -> None:
+    rng = random.Random(0)
+    scene = next(s for s in (sample_scene("position", rng, CELL) for _ in range(50)) if "left of" in s.prompt)
+    mirrored = tuple(
+        o.__class__(o.shape, o.color, o.size, o.texture, Box(o.box.label, 1000 - o.box.x2, o.box.y1,
+                                                              1000 - o.box.x1, o.box.y2))
+        for o in scene.objects
+    )  # fmt: skip
+    assert mirrored == EDITS["mirror"](scene.objects, _AlwaysLow(), CELL)
+    assert not satisfies(scene.metadata, mirrored)
+
+
+class _AlwaysLow(random.Random):
+    def random(self) -> float:  # mirror left–right
+        return 0.0
+
+
+def test_pretraining_batches_carry_near_misses_as_extra_negatives(tmp_path) -> None:
+    from training.reward_model.pretrain import PretrainConfig, caption_batch, clip_loss
+
+    base = dict(arch="tiny", steps=2, batch=6, holdout_benchmark=0, language="full", device="cpu")
+    plain = PretrainConfig(out="x", **base)
+    hard = PretrainConfig(out="x", hard_negatives=1.0, **base)
+    images, prompts, negatives = caption_batch(0, plain, set())
+    assert negatives == []
+    images_h, prompts_h, negatives_h = caption_batch(0, hard, set())
+    assert prompts_h == prompts  # the scenes do not depend on the near misses
+    assert [im.tobytes() for im in images_h] == [im.tobytes() for im in images]
+    assert 4 <= len(negatives_h) <= 6
+    with pytest.raises(ValueError, match="hard_negatives"):
+        PretrainConfig(out="x", hard_negatives=1.5, **base)
+    # the loss: a near miss closer to caption 0 than its own image raises it; it is no anchor
+    txt = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    img = txt.clone()
+    scale = torch.tensor(10.0)
+    base_loss = clip_loss(img, txt, scale)
+    assert torch.allclose(base_loss, clip_loss(torch.cat([img, -txt[:1]]), txt, scale), atol=0.05)
+    assert clip_loss(torch.cat([img, txt[:1]]), txt, scale) > base_loss + 0.05
+
+
+def test_resuming_with_other_hard_negatives_is_refused(tmp_path) -> None:
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    base = dict(arch="tiny", steps=1, batch=4, holdout_benchmark=0, device="cpu", log_every=0, warmup_steps=0)
+    pretrain(PretrainConfig(out=str(tmp_path / "p"), hard_negatives=0.5, **base), log=lambda m: None)
+    again = PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "steps": 2})
+    with pytest.raises(ValueError, match=r"hard_negatives=0\.5"):
+        pretrain(again, log=lambda m: None)

@@ -1,0 +1,133 @@
+"""Near-miss scenes: a scene edited once so that it no longer satisfies its own prompt.
+
+A preference reward model ranks a prompt's candidates, most of which are *almost* right: one
+object of the wrong colour, one too few, the relation mirrored. CLIP's in-batch negatives are
+other prompts' scenes, which differ in everything, so contrastive pre-training alone teaches
+little of that (on the human-loop ceiling study the pre-trained scorer ordered only 0.78 of the
+pairs whose correctness differs). Pre-training with near-miss images as extra negatives for
+their caption (``pretrain --hard_negatives``) asks exactly the question the ranking asks — which
+image is this prompt — as NegCLIP does with perturbed captions (Yuksekgonul et al., 2023), on the
+image side, where this world can render the perturbation.
+
+Each edit changes one thing (an object's colour, shape or size; one object removed or one copy
+added; the layout mirrored). An edited scene is kept only when the world's GenEval rules
+(``reasongen.shapes.geneval.check_objects`` on the true objects, no detector) judge it wrong
+for the prompt, so a "negative" is never secretly right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Sequence
+
+from reasongen.shapes.geneval import check_objects
+from reasongen.shapes.placement import box_side, free_box
+from reasongen.shapes.scene import COLORS, SHAPES, SIZES, Scene, ShapeObject
+from reasongen.types import Box
+
+Objects = tuple[ShapeObject, ...]
+Edit = Callable[[Objects, random.Random, "int | None"], "Objects | None"]
+
+
+def _swap(objects: Objects, i: int, obj: ShapeObject) -> Objects:
+    return (*objects[:i], obj, *objects[i + 1 :])
+
+
+def _relabel(box: Box, shape: str, color: str) -> Box:
+    return dataclasses.replace(box, label=f"{color} {shape}")
+
+
+def recolour(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object in another colour."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    color = rng.choice([c for c in COLORS if c != o.color])
+    return _swap(objects, i, dataclasses.replace(o, color=color, box=_relabel(o.box, o.shape, color)))
+
+
+def reshape(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object as another shape."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    shape = rng.choice([s for s in SHAPES if s != o.shape])
+    return _swap(objects, i, dataclasses.replace(o, shape=shape, box=_relabel(o.box, shape, o.color)))
+
+
+def resize(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object in the other size class, placed afresh apart from the rest (None if it fits nowhere)."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    size = next(s for s in SIZES if s != o.size)
+    rest = [x.box for j, x in enumerate(objects) if j != i]
+    box = free_box(box_side(size, rng, cell), o.box.label, rest, rng, cell)
+    return None if box is None else _swap(objects, i, dataclasses.replace(o, size=size, box=box))
+
+
+def drop(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object fewer (a one-object scene becomes empty)."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    return objects[:i] + objects[i + 1 :]
+
+
+def add_copy(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One more object like one of the scene's, placed apart from the rest (None if it fits nowhere)."""
+    if not objects:
+        return None
+    o = rng.choice(objects)
+    box = free_box(box_side(o.size, rng, cell), o.box.label, [x.box for x in objects], rng, cell)
+    return None if box is None else (*objects, dataclasses.replace(o, box=box))
+
+
+def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """The layout mirrored left–right or top–bottom (relations and positions flip; the grid is kept)."""
+    if not objects:
+        return None
+    horizontal = rng.random() < 0.5
+
+    def flip(b: Box) -> Box:
+        if horizontal:
+            return dataclasses.replace(b, x1=1000 - b.x2, x2=1000 - b.x1)
+        return dataclasses.replace(b, y1=1000 - b.y2, y2=1000 - b.y1)
+
+    return tuple(dataclasses.replace(o, box=flip(o.box)) for o in objects)
+
+
+EDITS: dict[str, Edit] = {
+    "recolour": recolour,
+    "reshape": reshape,
+    "resize": resize,
+    "drop": drop,
+    "add_copy": add_copy,
+    "mirror": mirror,
+}
+"""The edits, each drawn with equal chance."""
+
+
+def satisfies(metadata: dict, objects: Sequence[ShapeObject]) -> bool:
+    """Whether ``objects`` satisfy the prompt ``metadata`` by the world's GenEval rules (size and
+    texture checked when the prompt says them)."""
+    return check_objects(metadata, objects).correct
+
+
+def near_miss(scene: Scene, rng: random.Random, cell: int | None = None, tries: int = 8) -> Objects | None:
+    """``scene``'s objects after one random edit that makes them wrong for ``scene.prompt``; None
+    when ``tries`` edits in a row left the scene right (or could not be placed).
+
+    ``cell`` is the scene's layout grid (None for free layouts), so added or resized objects stay
+    on it. Deterministic given the state of ``rng``.
+    """
+    names = sorted(EDITS)
+    for _ in range(tries):
+        edited = EDITS[rng.choice(names)](scene.objects, rng, cell)
+        if edited is not None and not satisfies(scene.metadata, edited):
+            return edited
+    return None
