@@ -226,7 +226,9 @@ else
     run ceiling "$PYTHON" -m reasongen.shapes.write_prompts --n "$((CEILING_PROMPTS + RANKINGS))" \
       --seed "$((PROMPT_SEED + 1))" --language "$LANGUAGE" --cell 125 --holdout 600 --unique \
       --force --out "$OUT/ceiling_prompts.all"
-    grep -vxFf "$OUT/prompts.txt" "$OUT/ceiling_prompts.all" | head -n "$CEILING_PROMPTS" >"$OUT/ceiling_prompts.partial"
+    # (awk reads to the end: `grep | head` would die of SIGPIPE under pipefail on a long list)
+    awk -v n="$CEILING_PROMPTS" 'NR == FNR { train[$0] = 1; next } !($0 in train) && k < n { print; k++ }' \
+      "$OUT/prompts.txt" "$OUT/ceiling_prompts.all" >"$OUT/ceiling_prompts.partial"
     mv "$OUT/ceiling_prompts.partial" "$OUT/ceiling_prompts.txt"
     rm -f "$OUT/ceiling_prompts.all"
   fi
