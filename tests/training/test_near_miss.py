@@ -117,3 +117,26 @@ def test_resuming_with_other_hard_negatives_is_refused(tmp_path) -> None:
     again = PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "steps": 2})
     with pytest.raises(ValueError, match=r"hard_negatives=0\.5"):
         pretrain(again, log=lambda m: None)
+
+
+def test_with_a_plan_a_moved_object_is_a_near_miss_and_captions_carry_the_plan() -> None:
+    from training.reward_model.near_miss import PLAN_EDITS, follows_plan
+    from training.reward_model.pretrain import PretrainConfig, caption_batch
+
+    moved = PLAN_EDITS["move"](SCENE, random.Random(0), CELL)
+    assert sum(a != b for a, b in zip(SCENE, moved, strict=True)) == 1
+    assert follows_plan(SCENE, SCENE) and not follows_plan(SCENE, moved)
+    assert not follows_plan(SCENE, SCENE[:1]) and "move" not in EDITS
+    # a lone circle "a photo of a red circle" is still right anywhere: only the plan makes it a miss
+    rng = random.Random(5)
+    scene = next(s for s in (sample_scene("single_object", rng, CELL) for _ in range(20)))
+    plan_misses = [near_miss(scene, random.Random(k), CELL, plan=True) for k in range(30)]
+    assert any(m is not None and satisfies(scene.metadata, m) for m in plan_misses)
+    assert all(m is None or not follows_plan(scene.objects, m) for m in plan_misses)
+    base = dict(arch="tiny", steps=2, batch=4, holdout_benchmark=0, language="full", device="cpu")
+    _, prompts, _ = caption_batch(0, PretrainConfig(out="x", **base), set())
+    _, captions, _ = caption_batch(0, PretrainConfig(out="x", text="prompt_plan", **base), set())
+    assert [c.split(". plan: ")[0] for c in captions] == prompts
+    assert all(". plan: " in c and c.count(";") == c.split(". plan: ")[1].count(";") for c in captions)
+    with pytest.raises(ValueError, match="--text"):
+        PretrainConfig(out="x", text="plan", **base)

@@ -10,9 +10,11 @@ image is this prompt — as NegCLIP does with perturbed captions (Yuksekgonul et
 image side, where this world can render the perturbation.
 
 Each edit changes one thing (an object's colour, shape or size; one object removed or one copy
-added; the layout mirrored). An edited scene is kept only when the world's GenEval rules
-(``reasongen.shapes.geneval.check_objects`` on the true objects, no detector) judge it wrong
-for the prompt, so a "negative" is never secretly right.
+added; the layout mirrored; with a plan, also one object moved). An edited scene is kept only
+when the world's GenEval rules (``reasongen.shapes.geneval.check_objects`` on the true objects,
+no detector) judge it wrong for the prompt — or, for captions that carry the plan (``pretrain
+--text prompt_plan``), when it no longer draws the plan's boxes — so a "negative" is never
+secretly right.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Sequence
 
+from reasongen.plans import box_iou
 from reasongen.shapes.geneval import check_objects
 from reasongen.shapes.placement import box_side, free_box
 from reasongen.shapes.scene import COLORS, SHAPES, SIZES, Scene, ShapeObject
@@ -87,6 +90,19 @@ def add_copy(objects: Objects, rng: random.Random, cell: int | None = None) -> O
     return None if box is None else (*objects, dataclasses.replace(o, box=box))
 
 
+def move(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object moved to another free place (None if it fits nowhere else)."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    rest = [x.box for j, x in enumerate(objects) if j != i]
+    box = free_box(o.box.x2 - o.box.x1, o.box.label, rest, rng, cell)
+    if box is None or box_iou(box, o.box) >= 0.5:
+        return None
+    return _swap(objects, i, dataclasses.replace(o, box=box))
+
+
 def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
     """The layout mirrored left–right or top–bottom (relations and positions flip; the grid is kept)."""
     if not objects:
@@ -109,7 +125,9 @@ EDITS: dict[str, Edit] = {
     "add_copy": add_copy,
     "mirror": mirror,
 }
-"""The edits, each drawn with equal chance."""
+"""The edits against the prompt, each drawn with equal chance."""
+PLAN_EDITS: dict[str, Edit] = {**EDITS, "move": move}
+"""With a plan in the caption, also: one object moved off its planned box."""
 
 
 def satisfies(metadata: dict, objects: Sequence[ShapeObject]) -> bool:
@@ -118,16 +136,40 @@ def satisfies(metadata: dict, objects: Sequence[ShapeObject]) -> bool:
     return check_objects(metadata, objects).correct
 
 
-def near_miss(scene: Scene, rng: random.Random, cell: int | None = None, tries: int = 8) -> Objects | None:
-    """``scene``'s objects after one random edit that makes them wrong for ``scene.prompt``; None
-    when ``tries`` edits in a row left the scene right (or could not be placed).
+def follows_plan(plan: Sequence[ShapeObject], objects: Sequence[ShapeObject], min_iou: float = 0.5) -> bool:
+    """Whether ``objects`` draw the ``plan``: as many objects, each planned box matched (IoU at least
+    ``min_iou``) by a distinct object of its colour, shape and size."""
+    if len(plan) != len(objects):
+        return False
+    free = list(objects)
+    for want in plan:
+        hit = next(
+            (o for o in free if (o.shape, o.color, o.size) == (want.shape, want.color, want.size)
+             and box_iou(o.box, want.box) >= min_iou),
+            None,
+        )  # fmt: skip
+        if hit is None:
+            return False
+        free.remove(hit)
+    return True
 
-    ``cell`` is the scene's layout grid (None for free layouts), so added or resized objects stay
-    on it. Deterministic given the state of ``rng``.
+
+def near_miss(
+    scene: Scene, rng: random.Random, cell: int | None = None, tries: int = 8, plan: bool = False
+) -> Objects | None:
+    """``scene``'s objects after one random edit that makes them wrong for ``scene.prompt`` (with
+    ``plan``: wrong for the prompt, or no longer drawing the scene's own boxes — the caption's plan);
+    None when ``tries`` edits in a row were still right (or could not be placed).
+
+    ``cell`` is the scene's layout grid (None for free layouts), so added, moved or resized objects
+    stay on it. Deterministic given the state of ``rng``.
     """
-    names = sorted(EDITS)
+    edits = PLAN_EDITS if plan else EDITS
+    names = sorted(edits)
     for _ in range(tries):
-        edited = EDITS[rng.choice(names)](scene.objects, rng, cell)
-        if edited is not None and not satisfies(scene.metadata, edited):
+        edited = edits[rng.choice(names)](scene.objects, rng, cell)
+        if edited is None:
+            continue
+        if not satisfies(scene.metadata, edited) or (plan and not follows_plan(scene.objects, edited)):
             return edited
     return None

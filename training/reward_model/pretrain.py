@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from reasongen.config import parse_config
+from reasongen.rewards.learned import TEXT_MODES, reward_text
 from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, save_scorer, scorer_from_config
@@ -67,6 +68,11 @@ class PretrainConfig:
         "compositional suite's benchmark texts are held out too).",
         default="geneval",
     )
+    text: str = _h(
+        "Captions: 'prompt', or 'prompt_plan' — the prompt and the scene's boxes as words, the text a "
+        "reward model fine-tuned with --text prompt_plan reads (give --context_length ~128).",
+        default="prompt",
+    )
     hard_negatives: float = _h(
         "Chance that a caption also brings a near-miss image — its scene edited once so the caption "
         "no longer holds (training/reward_model/near_miss.py) — as an extra negative (0 = plain CLIP).",
@@ -88,6 +94,8 @@ class PretrainConfig:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.text not in TEXT_MODES:
+            raise ValueError(f"--text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
         if self.language not in LANGUAGES:
@@ -115,10 +123,10 @@ def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
 
 
 def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str], list[Any]]:
-    """Step ``step``'s rendered scenes, their prompts and the near-miss images (a function of
-    ``(seed, step)`` only); no two pairs of a batch share a prompt, so each caption has one
-    positive. Near misses come from their own random stream, so the scenes do not depend on
-    ``hard_negatives``."""
+    """Step ``step``'s rendered scenes, their captions (the prompts, or with ``text`` prompt_plan
+    the prompts and plans) and the near-miss images (a function of ``(seed, step)`` only); no two
+    pairs of a batch share a prompt, so each caption has one positive. Near misses come from
+    their own random stream, so the scenes do not depend on ``hard_negatives``."""
     from reasongen.shapes import render_objects, render_scene, sample_scene
     from reasongen.shapes.codes import CELL
 
@@ -126,7 +134,7 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
 
     rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
-    images, prompts, negatives = [], [], []
+    images, prompts, captions, negatives = [], [], [], []
     while len(prompts) < cfg.batch:
         category = rng.choice(cfg.categories)
         cell = CELL if rng.random() < 0.5 else None
@@ -135,11 +143,12 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
             continue
         images.append(render_scene(scene))
         prompts.append(scene.prompt)
+        captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
-            edited = near_miss(scene, edit_rng, cell)
+            edited = near_miss(scene, edit_rng, cell, plan=cfg.text == "prompt_plan")
             if edited is not None:
                 negatives.append(render_objects(edited))
-    return images, prompts, negatives
+    return images, captions, negatives
 
 
 class CaptionSteps(torch.utils.data.Dataset):
@@ -238,7 +247,8 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved = json.loads(info.read_text()).get("settings", {})
     saved.setdefault("language", "geneval")
     saved.setdefault("hard_negatives", 0.0)
-    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives"):
+    saved.setdefault("text", "prompt")
+    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
