@@ -292,6 +292,11 @@ def test_validation_keeps_the_best_step_and_says_so(study, tmp_path, monkeypatch
     assert "chose step 10 of 40" in (tmp_path / "rm" / "README.md").read_text()
     with pytest.raises(ValueError, match="validation"):
         RewardModelConfig(study="colours", out="x", validation=1.0)
+    # validation rankings that order no pair choose nothing: the last step is kept, and said so
+    scripted = iter([float("nan")] * 10)
+    said: list[str] = []
+    res = train_reward_model(cfg, log=said.append)
+    assert res.metrics["validation"] is None and any("keeping the last step" in m for m in said)
 
 
 # --- contrastive pre-training on the shapes world -----------------------------------------------

@@ -271,6 +271,9 @@ def fit(
 
     if validation:
         check(0)
+        if math.isnan(selection.accuracy):  # nothing to choose by: every validation pair is tied
+            log("the validation rankings order no pair; keeping the last step")
+            validation, selection = None, None
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     batches = _batches(len(rankings), cfg.batch_rankings, cfg.seed)
