@@ -232,6 +232,7 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
 
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
+    assert cfg["adv_eps"] == 1.0 and cfg["kl_coef"] == 0.04  # the learned reward's settings
     assert cfg["reward_options"] == {"learned": {"model": str(rm)}}
     grpo = out / "grpo"
     assert (grpo / "checkpoint-1" / "trainer_state" / "extra.pt").is_file()
