@@ -212,6 +212,7 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     rm = out / "reward_model"
     assert (rm / "open_clip_config.json").is_file() and (rm / "open_clip_model.safetensors").is_file()
     assert "simulated" in (rm / "README.md").read_text()
+    assert "there is no ceiling here" in (rm / "README.md").read_text()  # one ranking per task
     metrics = json.loads((rm / "metrics.json").read_text())
     n_kept = kept["ranking_id"].nunique()
     assert metrics["data"]["rankings"] == n_kept and metrics["data"]["rankings_simulated"] == n_kept

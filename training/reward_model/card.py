@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,16 @@ def command_line(cfg: Any) -> str:
         else:
             parts.append(f"--{f.name} {shlex.quote(str(value))}")
     return " ".join(parts)
+
+
+def _gap_line(gap: float) -> str:
+    """The model's distance to the ceiling, or why there is none (one ranking per task)."""
+    if math.isnan(gap):
+        return (
+            "No held-out task was ranked by two annotators, so there is no ceiling here: rank some tasks "
+            "several times (training/human_loop.sh's ceiling study does) and compare there."
+        )
+    return f"Model minus ceiling: {gap:+.3f}."
 
 
 def _validation_line(val: dict[str, Any] | None, cfg: Any) -> str:
@@ -105,7 +116,7 @@ Pairs within each held-out ranking, ties apart; 95% intervals from {cfg.n_boot} 
 | ceiling: annotator against annotator (each against each other of a task; human–human when they are people) | {_ci(ceil)} |
 | training rankings (in-sample) | {_ci(metrics["train_accuracy"])} |
 
-Model minus ceiling: {gap:+.3f}.{ceiling_note}
+{_gap_line(gap)}{ceiling_note}
 
 ## Training
 
