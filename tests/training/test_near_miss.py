@@ -140,3 +140,15 @@ def test_with_a_plan_a_moved_object_is_a_near_miss_and_captions_carry_the_plan()
     assert all(". plan: " in c and c.count(";") == c.split(". plan: ")[1].count(";") for c in captions)
     with pytest.raises(ValueError, match="--text"):
         PretrainConfig(out="x", text="plan", **base)
+
+
+def test_a_plan_captioned_pretraining_loads_as_a_plan_reading_scorer(tmp_path) -> None:
+    import json
+
+    from reasongen.rewards.learned import text_mode_of
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    out = pretrain(PretrainConfig(out=str(tmp_path / "p"), arch="tiny", steps=1, batch=4, warmup_steps=0,
+                                  holdout_benchmark=0, device="cpu", log_every=0, text="prompt_plan",
+                                  hard_negatives=1.0), log=lambda m: None)  # fmt: skip
+    assert text_mode_of(json.loads((out / "open_clip_config.json").read_text())) == "prompt_plan"

@@ -260,7 +260,7 @@ def _save(
     scorer: Any, config: dict[str, Any], out: Path, opt: Any, sched: Any, step: int, cfg: PretrainConfig,
     losses: list[float],
 ) -> None:  # fmt: skip
-    save_scorer(scorer, config, out)
+    save_scorer(scorer, {**config, "reasongen": {"text": cfg.text}}, out)  # loads as a scorer of its captions
     state = {
         "model": scorer.model.state_dict(),
         "optimizer": opt.state_dict(),
