@@ -14,9 +14,9 @@ own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` 
 
 ``--set learned.model=DIR`` picks a folder; the default is ``$REASONGEN_LEARNED_MODEL`` when set
 (for the app and study creation, which pass no reward options), else the shapes world's reward
-model under ``assets/models/shapes-reward`` (when one is shipped). A missing folder, a folder without the
-config or weights, or weights that do not fit the config raise ``RewardModelUnavailable`` saying
-which path was tried and how to make one.
+model under ``assets/models/shapes-reward`` (budget 1000 of ``training/human_loop.sh``). A missing
+folder, a folder without the config or weights, or weights that do not fit the config raise
+``RewardModelUnavailable`` saying which path was tried and how to make one.
 """
 
 from __future__ import annotations
