@@ -266,6 +266,8 @@ if [ "$RM_PRETRAIN_STEPS" -gt 0 ]; then
   RM_INIT="$OUT/reward_pretrain"
   if [ -f "$DONE/reward_pretrain" ]; then
     say "4/8 reward pre-training: $RM_INIT exists, skipped"
+  elif [ -f "$OUT/reward_model/README.md" ]; then  # a finished reward model needs no starting point
+    say "4/8 reward pre-training: $OUT/reward_model exists, skipped"
   else
     say "4/8 reward pre-training"
     run reward_pretrain "$PYTHON" -m training.reward_model.pretrain --out "$RM_INIT" --language "$LANGUAGE" \

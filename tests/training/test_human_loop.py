@@ -144,6 +144,24 @@ def test_until_stops_after_the_step_it_names(tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "annotation.db").exists()  # step 2 never ran
 
 
+def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> None:
+    """A loop re-run on a folder whose reward model exists skips the (long) pre-training, even when
+    it was made from another starting point (RM_PRETRAIN_STEPS=0 RM_INIT=... the first time)."""
+    out = tmp_path / "o"
+    for d in ("done", "reward_model", "ceiling"):
+        (out / d).mkdir(parents=True)
+    (out / "prompts.txt").write_text("a red circle\n")
+    for marker in ("study", "simulate", "ceiling"):
+        (out / "done" / marker).touch()
+    (out / "reward_model" / "README.md").write_text("card")
+    env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "4"}
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "4/8 reward pre-training: " in done.stderr and "reward_model exists, skipped" in done.stderr
+    assert not (out / "reward_pretrain").exists() and "$ " not in done.stderr  # nothing ran
+
+
 @pytest.mark.slow
 def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     """10 rankings (one per annotator of the panel), a 2-step pre-training and a 2-step reward
