@@ -646,10 +646,15 @@ def detect(image: Image.Image | np.ndarray, config: DetectorConfig | None = None
 # --------------------------------------------------------------------------- agreement with scenes
 
 
-def matches_objects(detections: Sequence[Detection], objects: Sequence[Any], min_iou: float = 0.5) -> bool:
-    """True when detections and ground-truth objects (anything with ``shape``, ``color``, ``box``)
-    pair up one-to-one (optimal matching on box IoU, ≥ ``min_iou``) with equal shape and colour,
-    and nothing is left over on either side."""
+def matches_objects(
+    detections: Sequence[Any],
+    objects: Sequence[Any],
+    min_iou: float = 0.5,
+    attrs: Sequence[str] = ("shape", "color"),
+) -> bool:
+    """True when detections and ground-truth objects (anything with ``box`` and the ``attrs``)
+    pair up one-to-one (optimal matching on box IoU, ≥ ``min_iou``) with equal ``attrs`` (shape and
+    colour by default), and nothing is left over on either side."""
     from reasongen.plans import match_boxes
 
     if len(detections) != len(objects):
@@ -660,7 +665,7 @@ def matches_objects(detections: Sequence[Detection], objects: Sequence[Any], min
     if len(pairs) != len(objects):
         return False
     return all(
-        iou >= min_iou and detections[j].shape == objects[i].shape and detections[j].color == objects[i].color
+        iou >= min_iou and all(getattr(detections[j], a) == getattr(objects[i], a) for a in attrs)
         for i, j, iou in pairs
     )
 

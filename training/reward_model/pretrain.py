@@ -162,8 +162,8 @@ class CaptionSteps(torch.utils.data.Dataset):
         return self.cfg.steps - self.start
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
-        images, prompts, negatives = caption_batch(self.start + k, self.cfg, self.held)
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives]), prompts
+        images, captions, negatives = caption_batch(self.start + k, self.cfg, self.held)
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives]), captions
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
