@@ -182,6 +182,19 @@ stop_after() {
   fi
 }
 
+# make_study LOG NAME PROMPTS RANKINGS_PER_TASK SEED: MODEL's 4 candidates per prompt, one task per
+# prompt, each scored by the exact `shapes` reward (a half-made study of a killed run is remade)
+make_study() {
+  if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$2"; then
+    say "deleting the half-made study $2 of a killed run"
+    run "$1" "${ANNOTATION[@]}" study delete --study "name:$2" --force
+  fi
+  local args=(study create --name "$2" --prompts "$3" --system "$MODEL:$RECIPE" --group-size 4
+    --rankings-per-task "$4" --layout per_system --reward shapes --seed "$5" --control-rate "$CONTROL_RATE")
+  [ -n "$STUDY_DEVICE" ] && args+=(--device "$STUDY_DEVICE")
+  run "$1" "${ANNOTATION[@]}" "${args[@]}"
+}
+
 # 1. training prompts
 if [ -f "$OUT/prompts.txt" ]; then
   say "1/8 prompts: $OUT/prompts.txt exists, skipped"
@@ -198,15 +211,7 @@ if [ -f "$DONE/study" ]; then
   say "2/8 study: $STUDY exists, skipped"
 else
   say "2/8 study"
-  if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$STUDY"; then
-    say "deleting the half-made study $STUDY of a killed run"
-    run study "${ANNOTATION[@]}" study delete --study "name:$STUDY" --force
-  fi
-  study_args=(study create --name "$STUDY" --prompts "$OUT/prompts.txt" --system "$MODEL:$RECIPE"
-    --group-size 4 --rankings-per-task 1 --layout per_system --reward shapes --seed "$SEED"
-    --control-rate "$CONTROL_RATE")
-  [ -n "$STUDY_DEVICE" ] && study_args+=(--device "$STUDY_DEVICE")
-  run study "${ANNOTATION[@]}" "${study_args[@]}"
+  make_study study "$STUDY" "$OUT/prompts.txt" 1 "$SEED"
   touch "$DONE/study"
 fi
 
@@ -243,15 +248,7 @@ else
     mv "$OUT/ceiling_prompts.partial" "$OUT/ceiling_prompts.txt"
     rm -f "$OUT/ceiling_prompts.all"
   fi
-  if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$CSTUDY"; then
-    say "deleting the half-made study $CSTUDY of a killed run"
-    run ceiling "${ANNOTATION[@]}" study delete --study "name:$CSTUDY" --force
-  fi
-  study_args=(study create --name "$CSTUDY" --prompts "$OUT/ceiling_prompts.txt" --system "$MODEL:$RECIPE"
-    --group-size 4 --rankings-per-task "$CEILING_RANKS" --layout per_system --reward shapes
-    --seed "$((SEED + 1))" --control-rate "$CONTROL_RATE")
-  [ -n "$STUDY_DEVICE" ] && study_args+=(--device "$STUDY_DEVICE")
-  run ceiling "${ANNOTATION[@]}" "${study_args[@]}"
+  make_study ceiling "$CSTUDY" "$OUT/ceiling_prompts.txt" "$CEILING_RANKS" "$((SEED + 1))"
   controls=()
   [ "$CEILING_CONTROLS" -gt 0 ] && [ "$CONTROLS" -gt 0 ] && controls=(--add-controls "$CEILING_CONTROLS")
   run ceiling "${ANNOTATION[@]}" simulate --study "name:$CSTUDY" --panel "$PANEL" --flip "$FLIP" \
