@@ -258,22 +258,20 @@ def fit(
     ``validation`` rankings, the selection: the weights left in ``scorer`` are those of the step
     (0 = the start) with the best validation accuracy, the earliest on ties."""
     params = [p for p in scorer.model.parameters() if p.requires_grad]
-    selection, best_state = None, None
+    curve: dict[int, float] = {}  # validation step → accuracy
+    best: tuple[int, dict[str, torch.Tensor]] | None = None  # the best step so far and its weights
 
     def check(step: int) -> None:
-        nonlocal selection, best_state
-        acc = evaluate(scorer, images, texts, validation, device, 0, cfg.seed)["value"]
-        if selection is None or acc > selection.accuracy:
-            curve = selection.curve if selection else {}
-            selection = Selection(step, acc, curve)
-            best_state = {k: v.detach().clone() for k, v in scorer.model.state_dict().items()}
-        selection.curve[step] = acc
+        nonlocal best
+        curve[step] = evaluate(scorer, images, texts, validation, device, 0, cfg.seed)["value"]
+        if best is None or curve[step] > curve[best[0]]:
+            best = (step, {k: v.detach().clone() for k, v in scorer.model.state_dict().items()})
 
     if validation:
         check(0)
-        if math.isnan(selection.accuracy):  # nothing to choose by: every validation pair is tied
+        if math.isnan(curve[0]):  # nothing to choose by: every validation pair is tied
             log("the validation rankings order no pair; keeping the last step")
-            validation, selection = None, None
+            validation, best = None, None
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     batches = _batches(len(rankings), cfg.batch_rankings, cfg.seed)
@@ -298,10 +296,12 @@ def fit(
             log(f"step {step + 1}/{cfg.steps}: loss {mean:.4f} ({time.time() - t0:.0f} s)")
         if validation and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             check(step + 1)
-    if selection is not None:
-        scorer.model.load_state_dict(best_state)
-        log(f"kept step {selection.step}: validation accuracy {selection.accuracy:.3f}")
-    return losses, selection
+    if best is None:
+        return losses, None
+    step, state = best
+    scorer.model.load_state_dict(state)
+    log(f"kept step {step}: validation accuracy {curve[step]:.3f}")
+    return losses, Selection(step, curve[step], curve)
 
 
 def train_reward_model(
