@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from transformers import DynamicCache
 
 from reasongen.layout import unconditional_prefix
 from reasongen.sampling import guided_logits, sampling_logprobs
@@ -67,6 +68,7 @@ class PackedBatch:
     image_mask: torch.Tensor  # [B, N] bool
     text_tokens: torch.Tensor | None = None  # [B, St] prompt + CoT[:-1], only if not in prefix
     text_attention: torch.Tensor | None = None  # [B, St]
+    prompt_lengths: torch.Tensor | None = None  # [B] long: len(prompt_ids), when the CoT is in the prefix
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
@@ -142,7 +144,9 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
     batch = PackedBatch(
         tokens, is_image, attn, uncond, cot_pos, cot_tgt, cot_mask, img_pos, img_tgt, img_mask
     )
-    if not all(cot_in_prefix(s) for s in samples):
+    if all(cot_in_prefix(s) for s in samples):
+        batch.prompt_lengths = torch.tensor([len(s.prompt_ids) for s in samples], dtype=torch.long)  # [B]
+    else:
         texts = [list(s.prompt_ids) + list(s.cot_token_ids[:-1]) for s in samples]
         w = max(len(t) for t in texts)
         batch.text_tokens = torch.zeros(b, w, dtype=torch.long)  # [B, St]
@@ -203,6 +207,121 @@ def _hidden(model: Any, tokens: torch.Tensor, is_image: torch.Tensor, attn: torc
     return out.last_hidden_state  # [B, S, H]
 
 
+def _hidden_after_heads(
+    model: Any,
+    heads: torch.Tensor,
+    head_of: torch.Tensor,
+    seen: torch.Tensor,
+    own: torch.Tensor,
+    own_is_image: torch.Tensor,
+    own_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Hidden states of rows that begin with a text head shared with other rows.
+
+    Row ``k`` is ``heads[head_of[k], : seen[k]]`` followed by ``own[k]``. Each head is run once
+    (right-padded heads need no mask: a causal model's real positions never see the padding after
+    them); its keys and values are indexed out to the rows that use it, so the gradients of every
+    row add up in the one head forward; then every row's own tokens run at positions
+    ``seen[k]`` onwards, attending to the first ``seen[k]`` positions of its head. Same tokens,
+    positions and causal context as the whole row, so the same arithmetic, with each shared head
+    computed once instead of once per row.
+
+    Shapes: ``heads [U, P]`` text ids, ``head_of [B]``, ``seen [B]`` (≤ P), ``own [B, C]`` ids with
+    ``own_is_image [B, C]`` and ``own_mask [B, C]`` (right padding 0). Returns ``[B, C, H]``.
+    """
+    c = own.shape[1]
+    device = own.device
+    positions = seen[:, None] + torch.arange(c, device=device)  # [B, C]
+    embeds = _embed(model, own, own_is_image)  # [B, C, H]
+    lm = model.model.language_model
+    if heads.shape[1] == 0:  # nothing shared: positions start at 0
+        return lm(inputs_embeds=embeds, attention_mask=own_mask, use_cache=False).last_hidden_state
+    cache = DynamicCache()
+    lm(inputs_embeds=model.get_input_embeddings()(heads), cache=cache, use_cache=True)
+    if cache.get_seq_length() != heads.shape[1]:  # e.g. checkpointing turned the cache off
+        raise RuntimeError("the language model did not fill the KV cache of the shared heads")
+    cache.batch_select_indices(head_of)  # keys/values [B, heads, P, d]
+    head_mask = (torch.arange(heads.shape[1], device=device)[None, :] < seen[:, None]).long()  # [B, P]
+    out = lm(
+        inputs_embeds=embeds,
+        attention_mask=torch.cat([head_mask, own_mask], dim=1),  # [B, P + C]
+        position_ids=positions,  # [B, C]
+        cache=cache,
+        use_cache=True,
+    )
+    return out.last_hidden_state  # [B, C, H]
+
+
+def _shares_heads(model: Any) -> bool:
+    """Whether shared heads can run through the KV cache: transformers turns the cache off while
+    activation checkpointing recomputes a training model's layers, so whole rows run then."""
+    lm = model.model.language_model
+    return not (lm.training and getattr(lm, "gradient_checkpointing", False))
+
+
+def _tails(
+    tokens: torch.Tensor, is_image: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row ``k``'s ``tokens[k, start[k] : start[k] + length[k]]``, right-padded: ids, image flags, mask."""
+    width = int(length.max())
+    cols = start[:, None] + torch.arange(width, device=tokens.device)  # [B, C]
+    mask = cols < (start + length)[:, None]  # [B, C]
+    cols = cols.clamp(max=tokens.shape[1] - 1)
+    rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None]  # [B, 1]
+    ids = torch.where(mask, tokens[rows, cols], 0)  # [B, C]
+    return ids, is_image[rows, cols] & mask, mask.long()
+
+
+def _cond_hidden(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of the conditional rows from position ``P − 1`` on (``P`` = prompt length),
+    with each distinct prompt (but its last token) run once for all of its samples — a GRPO
+    group's samples share their prompt. Every CoT and image prediction comes from position
+    ``P − 1`` or later. Returns ``(hidden [B, C, H], offset [B])``: the state of position ``t`` of
+    row ``k`` is ``hidden[k, t − offset[k]]``.
+    """
+    p = batch.prompt_lengths  # [B]
+    if p is None or not _shares_heads(model):  # re-wrapped recipes (the prefix is not prompt + CoT)
+        zero = torch.zeros(batch.tokens.shape[0], dtype=torch.long, device=batch.tokens.device)
+        return _hidden(model, batch.tokens, batch.is_image, batch.attention_mask), zero
+    offset = p - 1  # [B]
+    keys = [tuple(row[: int(n)].tolist()) for row, n in zip(batch.tokens, offset)]
+    distinct = list(dict.fromkeys(keys))
+    heads = torch.zeros(len(distinct), max(map(len, distinct)), dtype=torch.long)  # [U, P]
+    for u, key in enumerate(distinct):
+        heads[u, : len(key)] = torch.tensor(key, dtype=torch.long)
+    head_of = torch.tensor([distinct.index(k) for k in keys], dtype=torch.long)  # [B]
+    device = batch.tokens.device
+    own, own_is_image, own_mask = _tails(
+        batch.tokens, batch.is_image, offset, batch.attention_mask.sum(1) - offset
+    )
+    hidden = _hidden_after_heads(
+        model, heads.to(device), head_of.to(device), offset, own, own_is_image, own_mask
+    )
+    return hidden, offset
+
+
+def _uncond_image_hidden(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """Hidden states of the unconditional rows at their image positions.
+
+    Every unconditional row is ``[BOS, pad × (L − 2), <begin_of_image>, image ids]`` (``L`` = the
+    prefix length), so its first ``L − 1`` positions are the same tokens in every sample: they run
+    once, as the head ``[BOS, pad × (L_max − 2)]`` of :func:`_hidden_after_heads`, and each sample
+    runs only ``<begin_of_image>`` and its image ids — for a shapes-world sample half the row.
+
+    Returns ``[B, N, H]``: row ``k``'s state predicting image token ``j`` (0 where ``j`` is padding).
+    """
+    if not _shares_heads(model):
+        whole = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)  # [B, S, H]
+        return _gather(whole, batch.image_positions)
+    b = batch.image_targets.shape[0]
+    lengths = batch.image_positions[:, 0] + 1  # [B] prefix length L of each sample
+    head = batch.uncond_tokens[lengths.argmax(), : int(lengths.max()) - 1][None]  # [1, P]: BOS, pads
+    own, own_is_image, _ = _tails(batch.uncond_tokens, batch.is_image, lengths - 1, batch.image_mask.sum(1))
+    head_of = torch.zeros(b, dtype=torch.long, device=own.device)  # [B]
+    own_mask = batch.image_mask.long()  # [B, N]
+    return _hidden_after_heads(model, head, head_of, lengths - 1, own, own_is_image, own_mask)
+
+
 def _gather(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     idx = positions[..., None].expand(-1, -1, hidden.shape[-1])  # [B, T, H]
     return hidden.gather(1, idx)  # [B, T, H]
@@ -247,21 +366,23 @@ def policy_logprobs(
     device = next(model.parameters()).device
     batch = pack_samples(samples, bos_id, pad_id).to(device)
     _check_vocab(model, batch)
-    hidden = _hidden(model, batch.tokens, batch.is_image, batch.attention_mask)  # [B, S, H]
-
-    text_hidden = hidden
+    hidden, offset = _cond_hidden(model, batch)  # [B, C, H], [B]
+    image_at = (batch.image_positions - offset[:, None]).clamp(min=0)  # [B, N]
     if batch.text_tokens is not None:  # re-wrapped recipes: the CoT has its own context
         no_image = torch.zeros_like(batch.text_tokens, dtype=torch.bool)  # [B, St]
         text_hidden = _hidden(model, batch.text_tokens, no_image, batch.text_attention)
-    cot_logits = model.lm_head(_gather(text_hidden, batch.cot_positions))  # [B, Tc, V]
-    img_logits = model.model.generation_head(_gather(hidden, batch.image_positions))  # [B, N, K]
+        cot_at = batch.cot_positions  # [B, Tc]
+    else:
+        text_hidden, cot_at = hidden, (batch.cot_positions - offset[:, None]).clamp(min=0)
+    cot_logits = model.lm_head(_gather(text_hidden, cot_at))  # [B, Tc, V]
+    img_logits = model.model.generation_head(_gather(hidden, image_at))  # [B, N, K]
     if mode in ("sampling", "conditional"):
         weights = [float(s.settings.guidance) if mode == "sampling" else 1.0 for s in samples]
         if any(w != 1.0 for w in weights):  # one unconditional pass serves every guided row
-            uncond_hidden = _hidden(model, batch.uncond_tokens, batch.is_image, batch.attention_mask)
+            uncond_hidden = _uncond_image_hidden(model, batch)  # [B, N, H]
             if detach_uncond:
                 uncond_hidden = uncond_hidden.detach()
-            u = model.model.generation_head(_gather(uncond_hidden, batch.image_positions))  # [B, N, K]
+            u = model.model.generation_head(uncond_hidden)  # [B, N, K]
             w = torch.tensor(weights, device=device, dtype=u.dtype)[:, None, None]  # [B, 1, 1]
             guided = guided_logits(img_logits, u, w)  # [B, N, K]
             plain = torch.tensor([x == 1.0 for x in weights], device=device)[:, None, None]  # [B, 1, 1]

@@ -198,15 +198,15 @@ def test_conditional_mode_is_the_unguided_sampling_distribution_in_one_forward(t
     s = reference_sample(model, tok, "two green triangles", SETTINGS[1], seed=6)  # w = 3, T 0.7, top-k
     at_one = Sample(**{**s.__dict__, "settings": replace(s.settings, guidance=1.0)})
     calls = []
-    real = lpmod._hidden
-    monkeypatch.setattr(lpmod, "_hidden", lambda *a: calls.append(1) or real(*a))
+    real = lpmod._uncond_image_hidden
+    monkeypatch.setattr(lpmod, "_uncond_image_hidden", lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         cond = policy_logprobs(model, [s], bos, pad, mode="conditional", with_entropy=True)
         n_cond = len(calls)
         guided = policy_logprobs(model, [s], bos, pad, mode="sampling")
         n_guided = len(calls) - n_cond
         unguided = policy_logprobs(model, [at_one], bos, pad, mode="sampling", with_entropy=True)
-    assert (n_cond, n_guided) == (1, 2)  # the unconditional row is not run
+    assert (n_cond, n_guided) == (0, 1)  # the unconditional rows are not run
     assert torch.allclose(cond.image, unguided.image, atol=1e-6)
     assert torch.allclose(cond.image_entropy, unguided.image_entropy, atol=1e-6)
     assert torch.equal(cond.cot, guided.cot)  # guidance never touches the CoT
@@ -215,3 +215,55 @@ def test_conditional_mode_is_the_unguided_sampling_distribution_in_one_forward(t
     assert torch.allclose(cond.cot, cot_old, atol=1e-4)
     with pytest.raises(ValueError, match="mode must be one of"):
         policy_logprobs(model, [s], bos, pad, mode="cfg")  # type: ignore[arg-type]
+
+
+def _whole_row_logprob_sum(model, tok, s: Sample) -> torch.Tensor:
+    """Σ log-probs of one sample from one forward over its whole conditional row and one over its
+    whole unconditional row: the computation the shared-head forward must reproduce."""
+    bos, pad, _ = _ids(tok)
+    st = s.settings
+    lm = model.model.language_model
+    cond = lm(inputs_embeds=_embed_seq(model, s.prefix_ids, s.image_token_ids[:-1])).last_hidden_state[0]
+    uncond_prefix = [bos] + [pad] * (len(s.prefix_ids) - 2) + [s.prefix_ids[-1]]
+    uncond = lm(inputs_embeds=_embed_seq(model, uncond_prefix, s.image_token_ids[:-1])).last_hidden_state[0]
+    p, n_prefix = len(s.prompt_ids), len(s.prefix_ids)
+    cot_logits = model.lm_head(cond[p - 1 : p - 1 + len(s.cot_token_ids)])  # (Tc, V)
+    at = slice(n_prefix - 1, n_prefix - 1 + len(s.image_token_ids))
+    head = model.model.generation_head
+    img = guided_logits(head(cond[at]), head(uncond[at]), st.guidance)
+    cot_lp = sampling_logprobs(cot_logits, st.cot_temperature, st.cot_top_k, st.cot_top_p)
+    img_lp = sampling_logprobs(img, st.temperature, st.top_k, st.top_p)
+    return (
+        cot_lp.gather(-1, torch.tensor(s.cot_token_ids)[:, None]).sum()
+        + img_lp.gather(-1, torch.tensor(s.image_token_ids)[:, None]).sum()
+    )
+
+
+def test_shared_prompt_and_pad_heads_equal_whole_rows_in_values_and_gradients(tiny) -> None:
+    """Samples of one prompt run its head once, the unconditional rows share one pad head: the
+    log-probs and every parameter's gradient are those of whole-row forwards."""
+    model, tok = tiny
+    bos, pad, _ = _ids(tok)
+    samples = [
+        reference_sample(model, tok, "two green triangles", SETTINGS[0], seed=s) for s in (1, 2, 3)
+    ] + [reference_sample(model, tok, "a cyan heart above a red star", SETTINGS[0], seed=4)]
+    assert len({len(s.prefix_ids) for s in samples}) > 1  # rows of one prompt differ in length
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    out = policy_logprobs(model, samples, bos, pad, mode="sampling")
+    (out.cot.sum() + out.image.sum()).backward()
+    shared = [None if p.grad is None else p.grad.clone() for p in params]
+    model.zero_grad()
+    whole = sum(_whole_row_logprob_sum(model, tok, s) for s in samples)
+    whole.backward()
+    assert torch.allclose(out.cot.sum() + out.image.sum(), whole.detach(), rtol=1e-5, atol=1e-4)
+    compared = 0
+    for p, g in zip(params, shared):
+        if p.grad is None:
+            assert g is None or not g.any()
+            continue
+        assert g is not None
+        assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-6), "a gradient differs from the whole-row one"
+        compared += 1
+    assert compared > 10  # the language model, both heads and the embeddings were compared
+    model.zero_grad()
