@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 
 from reasongen.group_zscore import GROUP_EPS, group_zscores
+from reasongen.sampling import probs_from_logprobs
 
 Normalisation = Literal["token", "sample"]
 Aggregation = Literal["joint", "per_modality"]
@@ -155,7 +156,7 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     Logits of ``-inf`` (tokens removed by top-k/top-p) contribute zero.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
-    p = logp.exp()  # [..., V]
+    p = probs_from_logprobs(logp)  # [..., V]; p < 1.18e-38 → 0 (each term below 1e-36)
     plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))  # [..., V]
     return -plogp.sum(dim=-1)  # (...)
 

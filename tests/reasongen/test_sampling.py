@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasongen.sampling import draw, guided_logits, sampling_logprobs
+from reasongen.sampling import EXP_NORMAL_MIN, draw, guided_logits, probs_from_logprobs, sampling_logprobs
 
 
 def test_guidance_extrapolates_from_unconditional_to_conditional():
@@ -58,3 +58,26 @@ def test_draw_skips_inactive_blocks_without_advancing_their_stream():
     )
     with pytest.raises(ValueError, match="equal random streams"):
         draw(logp, greedy=False, generator=gens[:1] * 3)
+
+
+def test_probs_from_logprobs_is_exp_above_the_normal_range_and_zero_below() -> None:
+    x = torch.linspace(-800.0, 0.0, 400_001)  # [N]: guided tails reach -700
+    p = probs_from_logprobs(x)
+    keep = x >= EXP_NORMAL_MIN
+    assert torch.equal(p[keep], x[keep].exp())  # bit for bit where exp is a normal number
+    assert bool((p[~keep] == 0).all())
+    smallest_kept = float(torch.tensor(EXP_NORMAL_MIN).exp())
+    assert torch.finfo(torch.float32).tiny <= smallest_kept < 1.18e-38  # a normal number
+    assert float(x[~keep].exp().max()) < smallest_kept  # only values below it were zeroed
+
+
+def test_draw_on_peaked_guided_rows_matches_the_exact_exp_race() -> None:
+    """Rows whose tails lie below -87 (as guided image logits do) draw the same tokens as the
+    race on the exact exp, stream for stream."""
+    logits = torch.randn(64, 688) * 40.0  # [B, V]
+    lp = sampling_logprobs(logits, 1.0)
+    assert float((lp < EXP_NORMAL_MIN).float().mean()) > 0.5
+    tokens, _ = draw(lp, False, torch.Generator().manual_seed(3))
+    race = torch.empty_like(lp).exponential_(generator=torch.Generator().manual_seed(3))
+    exact = lp.exp().div(race.clamp_min(torch.finfo(lp.dtype).tiny)).argmax(dim=-1)  # [B]
+    assert torch.equal(tokens, exact)
