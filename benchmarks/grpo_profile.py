@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="rollout steps to profile")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the recipe's is 1)")
     ap.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    ap.add_argument(
+        "--flush_denormal",
+        default="true",
+        choices=["true", "false"],
+        help="the run config's flush_denormal (compare both in one session)",
+    )
     args = ap.parse_args(argv)
 
     from training import grpo
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = ["--config", str(ROOT / "training/recipes/shapes.yaml"), "--out_dir", out,
              "--max_steps", str(args.steps), "--save_every", str(args.steps), "--average_last", "0",
              "--torch_threads", str(args.threads), "--progress", "false",
-             "--sample_images_every", "0"]  # fmt: skip
+             "--sample_images_every", "0", "--flush_denormal", args.flush_denormal]  # fmt: skip
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()

@@ -126,6 +126,7 @@ def setup_run(cfg: RunConfig, loaded: Any | None = None) -> Run:
 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    torch.set_flush_denormal(cfg.flush_denormal)  # returns False where the CPU cannot flush
     # Our steps are global (a batch is split over the processes), so the prepared scheduler must
     # step once per optimizer step; by default accelerate steps it once per process.
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,

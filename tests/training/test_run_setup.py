@@ -69,3 +69,21 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     ckpt = grads()
     assert plain.keys() == ckpt.keys()
     assert all(torch.allclose(plain[k], ckpt[k], atol=1e-6) for k in plain)
+
+
+def test_flush_denormal_setting_is_applied_by_setup_run(tmp_path) -> None:
+    """A run's ``flush_denormal`` decides whether float32 denormals survive arithmetic."""
+    from training.config import RunConfig
+    from training.run_setup import setup_run
+
+    model_dir = save_tiny(tmp_path / "tiny", seed=6)
+    tiny_value = torch.tensor([1 << 20], dtype=torch.int32).view(torch.float32)  # a denormal, by its bits
+    try:
+        for flush in (True, False):
+            cfg = RunConfig(model=str(model_dir), out_dir=str(tmp_path / f"run-{flush}"), device="cpu",
+                            progress=False, tensorboard=False, flush_denormal=flush)  # fmt: skip
+            setup_run(cfg, loaded=load_model(model_dir, device="cpu"))
+            survived = float((tiny_value * 1.0)[0]) != 0.0
+            assert survived is not flush
+    finally:
+        torch.set_flush_denormal(False)
