@@ -332,6 +332,28 @@ def _pick(logprobs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> 
     return torch.where(mask, lp, torch.zeros_like(lp))  # [B, T]
 
 
+Filters = tuple[float, int | None, float | None]  # (temperature, top_k, top_p)
+
+
+def _sampling_by_settings(logits: torch.Tensor, keys: Sequence[Filters]) -> torch.Tensor:
+    """``sampling_logprobs`` of each row under its own ``(temperature, top_k, top_p)``, one call per
+    distinct setting (a GRPO batch has one): per-row calls would make autograd add a zero-filled
+    copy of the whole ``[B, T, V]`` gradient per row. ``logits [B, T, V]`` → ``[B, T, V]``."""
+    rows_of: dict[Filters, list[int]] = {}
+    for k, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(k)
+    if len(rows_of) == 1:
+        return sampling_logprobs(logits, *keys[0])
+    device = logits.device
+    parts, order = [], []
+    for key, rows in rows_of.items():
+        parts.append(sampling_logprobs(logits.index_select(0, torch.tensor(rows, device=device)), *key))
+        order += rows
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))  # row k of the result is row back[k] of cat
+    return torch.cat(parts).index_select(0, back.to(device))  # [B, T, V]
+
+
 @dataclass
 class PolicyLogprobs:
     """Per-token log-probs (and optionally entropies) of a packed batch; 0 at padding."""
@@ -387,23 +409,10 @@ def policy_logprobs(
             guided = guided_logits(img_logits, u, w)  # [B, N, K]
             plain = torch.tensor([x == 1.0 for x in weights], device=device)[:, None, None]  # [B, 1, 1]
             img_logits = torch.where(plain, img_logits, guided)  # w = 1 rows stay exactly c
-        cot_lp = torch.stack(
-            [
-                sampling_logprobs(
-                    cot_logits[k],
-                    s.settings.cot_temperature,
-                    s.settings.cot_top_k,
-                    s.settings.cot_top_p,
-                )
-                for k, s in enumerate(samples)
-            ]
-        )  # [B, Tc, V]
-        img_lp = torch.stack(
-            [
-                sampling_logprobs(img_logits[k], s.settings.temperature, s.settings.top_k, s.settings.top_p)
-                for k, s in enumerate(samples)
-            ]
-        )  # [B, N, K]
+        cot_keys = [(s.settings.cot_temperature, s.settings.cot_top_k, s.settings.cot_top_p) for s in samples]
+        img_keys = [(s.settings.temperature, s.settings.top_k, s.settings.top_p) for s in samples]
+        cot_lp = _sampling_by_settings(cot_logits, cot_keys)  # [B, Tc, V]
+        img_lp = _sampling_by_settings(img_logits, img_keys)  # [B, N, K]
     else:
         cot_lp = torch.log_softmax(cot_logits.float(), dim=-1)  # [B, Tc, V]
         img_lp = torch.log_softmax(img_logits.float(), dim=-1)  # [B, N, K]
