@@ -1,4 +1,4 @@
-"""Recompute a batch of samples' CoT and image log-probs in one forward pass of a Janus model.
+"""Recompute a batch of samples' CoT and image log-probs with one batched pass of a Janus model.
 
 Token layout (``reasongen.types.Sample``): ``prefix_ids`` = formatted prompt + CoT +
 ``<begin_of_image>``; ``cot_token_ids[i]`` is predicted from ``prefix_ids[: P + i]`` (``P =
@@ -11,6 +11,12 @@ every real position's causal context unchanged. Recipes that re-wrap the CoT int
 conversation (T2I-R1) have a prefix that does not contain ``prompt_ids + cot_token_ids``; their
 CoT log-probs come from a second, text-only forward over ``prompt_ids + cot_token_ids[:-1]``
 (same positions formula).
+
+Shared heads: the samples of one prompt begin with the same tokens, and every unconditional row
+begins with ``BOS`` and pads. Those heads run once, their keys and values are indexed out to the
+rows through the KV cache, and each row runs only its own tokens — the whole rows' arithmetic with
+fewer positions (a test compares values and gradients with whole-row forwards). Under activation
+checkpointing, which turns the cache off, whole rows run.
 
 Three distributions can be asked for:
 
