@@ -240,3 +240,64 @@ def reward_agreement(
         reward_rows.append(reward_accuracy(rankings, series, str(name), n_boot=n_boot, seed=seed, ci=ci))
     reward_rows.sort(key=lambda r: -r["accuracy"] if r["accuracy"] == r["accuracy"] else 1.0)
     return pd.DataFrame(rows + reward_rows, columns=COLUMNS)
+
+
+def agreement_by_basis(
+    rankings: pd.DataFrame,
+    scores: pd.DataFrame,
+    keys: dict[int, tuple[float, ...]],
+    basis_names: tuple[str, ...],
+) -> pd.DataFrame:
+    """Each reward's pairwise accuracy split by what separates the two candidates of a pair.
+
+    ``keys`` gives each candidate a tuple ordered by importance (for the shapes world's careful
+    annotator: correct, plan-faithful, plan–image IoU, ``annotation.simulate.ShapesJudge``); a
+    strict human pair's *basis* is the name of the first component in which its two candidates
+    differ, ``"equal"`` when none does (``"unknown"`` when a candidate has no key). A reward
+    that orders pairs decided by a coarse component but not those decided by a fine one is blind
+    to that component — a ceiling on its agreement with people who rank by it. One row per
+    (predictor, basis): ``pairs``, ``accuracy`` (ties ½), the human–human ceiling on the same
+    pairs where a task was ranked twice (``ceiling``, ``ceiling_pairs``). No intervals: a
+    diagnostic of where agreement is lost, beside :func:`reward_agreement`'s table.
+    """
+    if len(basis_names) == 0:
+        raise ValueError("basis_names needs one name per key component")
+    for col in ("candidate_id", "reward", "score"):
+        if col not in scores.columns:
+            raise ValueError(f"reward scores need columns candidate_id, reward, score; {col!r} is missing")
+    pairs = _human_pairs(_regular(rankings))
+    strict = pairs[pairs["h"] != 0].copy()
+
+    def basis(a: int, b: int) -> str:
+        ka, kb = keys.get(int(a)), keys.get(int(b))
+        if ka is None or kb is None:
+            return "unknown"
+        if len(ka) != len(basis_names) or len(kb) != len(basis_names):
+            raise ValueError(f"keys have {len(ka)} components, basis_names {len(basis_names)}")
+        for name, x, y in zip(basis_names, ka, kb):
+            if x != y:
+                return name
+        return "equal"
+
+    strict["basis"] = [basis(a, b) for a, b in zip(strict["a"], strict["b"])]
+    order = [*basis_names, "equal", "unknown"]
+    rows = []
+    _, per_pair = _others_predict(pairs)
+    ceiling = per_pair.merge(strict[["ranking_id", "a", "b", "basis"]], on=["ranking_id", "a", "b"])
+    for name, g in scores.groupby("reward", sort=True):
+        s = pd.to_numeric(
+            pd.Series(g["score"].to_numpy(), index=g["candidate_id"].astype(int)), errors="coerce"
+        )
+        s = s[np.isfinite(s.to_numpy(float))]
+        for b in order:
+            part = strict[(strict["basis"] == b) & strict["a"].isin(s.index) & strict["b"].isin(s.index)]
+            if part.empty:
+                continue
+            sign = np.sign(s.reindex(part["a"]).to_numpy() - s.reindex(part["b"]).to_numpy())
+            credit = np.where(sign == part["h"].to_numpy(), 1.0, np.where(sign == 0, 0.5, 0.0))
+            ceil = ceiling[ceiling["basis"] == b]["mean"]
+            rows.append({
+                "predictor": str(name), "basis": b, "pairs": len(part), "accuracy": float(credit.mean()),
+                "ceiling": float(ceil.mean()) if len(ceil) else float("nan"), "ceiling_pairs": len(ceil),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["predictor", "basis", "pairs", "accuracy", "ceiling", "ceiling_pairs"])

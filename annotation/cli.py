@@ -177,7 +177,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         sid = st.find_study(args.study).id
         everyone = rankings_frame(st, sid)
         scores = reward_scores_frame(st, sid)
-    df = select_annotators(everyone, args.include_simulated)
+        df = select_annotators(everyone, args.include_simulated)
+        keys = shapes_keys(st, df) if getattr(args, "by_shapes_basis", False) else None
     simulated = simulated_annotators(everyone)
     if simulated:
         used = "included" if args.include_simulated else "left out (--include-simulated counts them)"
@@ -192,7 +193,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"\nKrippendorff alpha (ordinal): {res['alpha_ordinal']:.3f}")
     print(f"excluded annotators: {res['excluded'] or 'none'}")
     print_agreement(df, res["excluded"], scores, n_boot=args.n_boot, seed=args.seed)
+    if keys is not None:
+        print_basis_split(df[~df["annotator"].isin(res["excluded"])], scores, keys)
     return 0
+
+
+SHAPES_BASES = ("correctness", "plan", "iou")
+"""The components of the shapes world's careful order (``annotation.simulate.ShapesJudge``)."""
+
+
+def shapes_keys(store: Any, rankings: Any) -> dict[int, tuple[float, ...]]:
+    """Each ranked candidate's (correct, plan-faithful, IoU) for its task's prompt, judged by the
+    shapes detector; candidates of prompts the shapes parser cannot read are left out."""
+    from annotation.errors import AnnotationError
+    from annotation.simulate import ShapesJudge
+
+    judge = ShapesJudge(store)
+    keys: dict[int, tuple[float, ...]] = {}
+    ranked = rankings.dropna(subset=["candidate_id"])
+    if "is_control" in ranked.columns:
+        ranked = ranked[~ranked["is_control"].astype(bool)]
+    for cid, tid in ranked[["candidate_id", "task_id"]].drop_duplicates().itertuples(index=False):
+        try:
+            keys[int(cid)] = judge.key(int(cid), int(tid))
+        except AnnotationError:
+            continue
+    return keys
+
+
+def print_basis_split(rankings: Any, scores: Any, keys: dict[int, tuple[float, ...]]) -> None:
+    """Agreement split by what separates each pair in the shapes world (``--by-shapes-basis``)."""
+    import pandas as pd
+
+    from annotation.agreement import agreement_by_basis
+
+    print("\n== reward agreement by what separates the pair (shapes detector: correct, then plan, then IoU)")
+    if scores.empty or not keys:
+        print("nothing to split: no reward scores or no shapes-world candidates")
+        return
+    table = agreement_by_basis(rankings, scores, keys, SHAPES_BASES)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(3).to_string(index=False))
 
 
 def print_agreement(rankings: Any, excluded: list[str], scores: Any, *, n_boot: int, seed: int) -> None:
@@ -413,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="count simulated annotators' rankings in the statistics (left out by default)",
         )
+        if name == "stats":
+            x.add_argument(
+                "--by-shapes-basis",
+                action="store_true",
+                help="split each reward's agreement by what separates a pair in the shapes world "
+                "(correctness, plan faithfulness, plan–image IoU; judged by the shapes detector)",
+            )
         if name == "export":
             x.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="parquet")
             x.add_argument("--out", required=True)

@@ -9,6 +9,7 @@ import pytest
 from annotation.agreement import (
     CEILING,
     COLUMNS,
+    agreement_by_basis,
     annotator_ceiling,
     human_ceiling,
     reward_accuracy,
@@ -117,3 +118,32 @@ def test_reward_agreement_table_puts_the_ceiling_first_and_sorts_rewards() -> No
     pd.testing.assert_frame_equal(table, again)  # seeded
     with pytest.raises(ValueError, match="reward scores need columns"):
         reward_agreement(df, scores.drop(columns="reward"))
+
+
+def test_agreement_by_basis_shows_a_reward_blind_to_the_fine_component() -> None:
+    """Candidates keyed (correct, iou): people rank by correctness, then IoU. A reward that sees
+    only correctness orders every correctness pair and ties every IoU pair (½); one that sees
+    both orders all; the ceiling on each basis is the two annotators' agreement there."""
+    keys = {1: (1.0, 0.9), 2: (1.0, 0.5), 3: (0.0, 0.7), 4: (0.0, 0.2)}
+    careful = [[[1], [2], [3], [4]]] * 3  # per task, best first
+    rankings = frame({"ann": careful, "bob": careful})
+    scores = pd.DataFrame(
+        [(c, "correct_only", keys[c][0]) for c in keys]
+        + [(c, "both", keys[c][0] * 10 + keys[c][1]) for c in keys],
+        columns=["candidate_id", "reward", "score"],
+    )
+    out = agreement_by_basis(rankings, scores, keys, ("correctness", "iou")).set_index(["predictor", "basis"])
+    # Per ranking: 4 correctness pairs (1|2 vs 3|4) and 2 IoU pairs (1-2, 3-4); 6 rankings.
+    assert out.loc[("correct_only", "correctness"), "pairs"] == 24
+    assert out.loc[("correct_only", "correctness"), "accuracy"] == 1.0
+    assert out.loc[("correct_only", "iou"), "pairs"] == 12
+    assert out.loc[("correct_only", "iou"), "accuracy"] == 0.5
+    assert out.loc[("both", "iou"), "accuracy"] == 1.0
+    assert out.loc[("both", "iou"), "ceiling"] == 1.0 and out.loc[("both", "iou"), "ceiling_pairs"] == 12
+    # A candidate without a key makes its pairs "unknown"; mismatched key lengths are refused.
+    partial = agreement_by_basis(
+        rankings, scores, {k: v for k, v in keys.items() if k != 4}, ("correctness", "iou")
+    )
+    assert set(partial["basis"]) == {"correctness", "iou", "unknown"}
+    with pytest.raises(ValueError, match="components"):
+        agreement_by_basis(rankings, scores, keys, ("correctness",))

@@ -101,6 +101,19 @@ def test_simulate_then_stats_shows_agreement_only_with_simulated_included(db, ca
     )
     assert strict["accuracy"] == 1.0 and table.loc[table["predictor"] == "shapes", "accuracy"].item() < 1.0
 
+    # Split by what separates each pair (the shapes detector's correct / plan / IoU).
+    assert (
+        cli_main(
+            [*base, "stats", "--study", "shapes", "--n-boot", "0", "--include-simulated", "--by-shapes-basis"]
+        )
+        == 0
+    )
+    split = capsys.readouterr().out.split("== reward agreement by what separates the pair")[1]
+    lines = [line.split() for line in split.splitlines()[2:] if line.strip()]
+    assert {row[0] for row in lines} == {"shapes", "coin"}
+    assert {row[1] for row in lines} <= {"correctness", "plan", "iou", "equal", "unknown"}
+    assert sum(int(row[2]) for row in lines if row[0] == "shapes") > 0
+
 
 def test_simulate_refuses_bad_input_in_one_line(db, capsys) -> None:
     base, store, sid, _ = db
