@@ -117,6 +117,25 @@ def _row(
     }
 
 
+def _finite_scores(scores: pd.Series) -> pd.Series:
+    """``scores`` as numbers, without the candidates whose score is missing or not finite."""
+    scores = pd.to_numeric(scores, errors="coerce").dropna()
+    return scores[np.isfinite(scores.to_numpy(float))]
+
+
+def _credit(strict: pd.DataFrame, scores: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per strict human pair (``a``, ``b``, ``h``): the predictor's order ``sign`` and its credit
+    (1 same order as the person, ½ a predictor tie, 0 opposite)."""
+    sign = np.sign(scores.reindex(strict["a"]).to_numpy() - scores.reindex(strict["b"]).to_numpy())
+    return sign, np.where(sign == strict["h"].to_numpy(), 1.0, np.where(sign == 0, 0.5, 0.0))
+
+
+def _check_score_columns(scores: pd.DataFrame) -> None:
+    for col in ("candidate_id", "reward", "score"):
+        if col not in scores.columns:
+            raise ValueError(f"reward scores need columns candidate_id, reward, score; {col!r} is missing")
+
+
 def reward_accuracy(
     rankings: pd.DataFrame,
     scores: pd.Series,
@@ -130,14 +149,12 @@ def reward_accuracy(
 
     ``scores`` maps candidate id → score (higher = better); candidates without a finite score are
     left out of every pair and ranking they are in."""
-    scores = pd.to_numeric(scores, errors="coerce").dropna()
-    scores = scores[np.isfinite(scores.to_numpy(float))]
+    scores = _finite_scores(scores)
     df = _regular(rankings)
     df = df[df["candidate_id"].isin(scores.index)]
     pairs = _human_pairs(df)
     strict = pairs[pairs["h"] != 0]
-    s = np.sign(scores.reindex(strict["a"]).to_numpy() - scores.reindex(strict["b"]).to_numpy())
-    credit = np.where(s == strict["h"].to_numpy(), 1.0, np.where(s == 0, 0.5, 0.0))
+    s, credit = _credit(strict, scores)
     acc = pd.DataFrame({"task_id": strict["task_id"].to_numpy(), "correct": credit, "one": 1.0})
     per_task = acc.groupby("task_id").agg(correct=("correct", "sum"), pairs=("one", "sum"))
     taus = [
@@ -230,9 +247,7 @@ def reward_agreement(
     ``candidate_id``, ``reward``, ``score``), sorted by accuracy, best first. Columns
     :data:`COLUMNS`; ``annotators`` (:func:`annotators_label`) says whose rankings they are.
     Statistics of rewards are on the candidates each reward scored."""
-    for col in ("candidate_id", "reward", "score"):
-        if col not in scores.columns:
-            raise ValueError(f"reward scores need columns candidate_id, reward, score; {col!r} is missing")
+    _check_score_columns(scores)
     rows = [human_ceiling(rankings, n_boot=n_boot, seed=seed, ci=ci)]
     reward_rows = []
     for name, g in scores.groupby("reward", sort=True):
@@ -262,9 +277,7 @@ def agreement_by_basis(
     """
     if len(basis_names) == 0:
         raise ValueError("basis_names needs one name per key component")
-    for col in ("candidate_id", "reward", "score"):
-        if col not in scores.columns:
-            raise ValueError(f"reward scores need columns candidate_id, reward, score; {col!r} is missing")
+    _check_score_columns(scores)
     pairs = _human_pairs(_regular(rankings))
     strict = pairs[pairs["h"] != 0].copy()
 
@@ -285,16 +298,12 @@ def agreement_by_basis(
     _, per_pair = _others_predict(pairs)
     ceiling = per_pair.merge(strict[["ranking_id", "a", "b", "basis"]], on=["ranking_id", "a", "b"])
     for name, g in scores.groupby("reward", sort=True):
-        s = pd.to_numeric(
-            pd.Series(g["score"].to_numpy(), index=g["candidate_id"].astype(int)), errors="coerce"
-        )
-        s = s[np.isfinite(s.to_numpy(float))]
+        s = _finite_scores(pd.Series(g["score"].to_numpy(), index=g["candidate_id"].astype(int)))
         for b in order:
             part = strict[(strict["basis"] == b) & strict["a"].isin(s.index) & strict["b"].isin(s.index)]
             if part.empty:
                 continue
-            sign = np.sign(s.reindex(part["a"]).to_numpy() - s.reindex(part["b"]).to_numpy())
-            credit = np.where(sign == part["h"].to_numpy(), 1.0, np.where(sign == 0, 0.5, 0.0))
+            _, credit = _credit(part, s)
             ceil = ceiling[ceiling["basis"] == b]["mean"]
             rows.append({
                 "predictor": str(name), "basis": b, "pairs": len(part), "accuracy": float(credit.mean()),

@@ -178,7 +178,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         everyone = rankings_frame(st, sid)
         scores = reward_scores_frame(st, sid)
         df = select_annotators(everyone, args.include_simulated)
-        keys = shapes_keys(st, df) if getattr(args, "by_shapes_basis", False) else None
+        keys = shapes_keys(st, df) if args.by_shapes_basis else None
     simulated = simulated_annotators(everyone)
     if simulated:
         used = "included" if args.include_simulated else "left out (--include-simulated counts them)"
