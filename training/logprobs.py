@@ -74,7 +74,11 @@ class PackedBatch:
     image_mask: torch.Tensor  # [B, N] bool
     text_tokens: torch.Tensor | None = None  # [B, St] prompt + CoT[:-1], only if not in prefix
     text_attention: torch.Tensor | None = None  # [B, St]
-    prompt_lengths: torch.Tensor | None = None  # [B] long: len(prompt_ids), when the CoT is in the prefix
+    # When every CoT is in its prefix: len(prompt_ids), and the distinct prompts (but their last
+    # token) as right-padded heads with the head of each sample (see _cond_hidden).
+    prompt_lengths: torch.Tensor | None = None  # [B] long
+    prompt_heads: torch.Tensor | None = None  # [U, P] long
+    prompt_head_of: torch.Tensor | None = None  # [B] long
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
@@ -152,6 +156,12 @@ def pack_samples(samples: Sequence[Sample], bos_id: int, pad_id: int) -> PackedB
     )
     if all(cot_in_prefix(s) for s in samples):
         batch.prompt_lengths = torch.tensor([len(s.prompt_ids) for s in samples], dtype=torch.long)  # [B]
+        keys = [tuple(s.prefix_ids[: len(s.prompt_ids) - 1]) for s in samples]  # the rows' own heads
+        distinct = list(dict.fromkeys(keys))
+        batch.prompt_heads = torch.zeros(len(distinct), max(map(len, distinct)), dtype=torch.long)  # [U, P]
+        for u, key in enumerate(distinct):
+            batch.prompt_heads[u, : len(key)] = torch.tensor(key, dtype=torch.long)
+        batch.prompt_head_of = torch.tensor([distinct.index(k) for k in keys], dtype=torch.long)  # [B]
     else:
         texts = [list(s.prompt_ids) + list(s.cot_token_ids[:-1]) for s in samples]
         w = max(len(t) for t in texts)
@@ -290,20 +300,11 @@ def _cond_hidden(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, torch.Te
         zero = torch.zeros(batch.tokens.shape[0], dtype=torch.long, device=batch.tokens.device)
         return _hidden(model, batch.tokens, batch.is_image, batch.attention_mask), zero
     offset = p - 1  # [B]
-    keys = [tuple(row[: int(n)].tolist()) for row, n in zip(batch.tokens, offset)]
-    distinct = list(dict.fromkeys(keys))
-    heads = torch.zeros(len(distinct), max(map(len, distinct)), dtype=torch.long)  # [U, P]
-    for u, key in enumerate(distinct):
-        heads[u, : len(key)] = torch.tensor(key, dtype=torch.long)
-    head_of = torch.tensor([distinct.index(k) for k in keys], dtype=torch.long)  # [B]
-    device = batch.tokens.device
     own, own_is_image, own_mask = _tails(
         batch.tokens, batch.is_image, offset, batch.attention_mask.sum(1) - offset
     )
-    hidden = _hidden_after_heads(
-        model, heads.to(device), head_of.to(device), offset, own, own_is_image, own_mask
-    )
-    return hidden, offset
+    heads, head_of = batch.prompt_heads, batch.prompt_head_of
+    return _hidden_after_heads(model, heads, head_of, offset, own, own_is_image, own_mask), offset
 
 
 def _uncond_image_hidden(model: Any, batch: PackedBatch) -> torch.Tensor:
