@@ -217,7 +217,7 @@ class StaticDecoder:
             return self.forward(x, positions, self.valid, slot)
         key = tuple(self.valid.shape)
         if key not in self.graphs:
-            self.graphs[key] = CudaGraphStep(self, x, positions)
+            self.graphs[key] = CudaGraphStep(self, x, positions, slot)
         return self.graphs[key](x, positions, slot)
 
     # ------------------------------------------------------------------ forward
@@ -322,13 +322,18 @@ class CudaGraphStep:
     Inputs are copied into static buffers; the returned hidden state ``[R, 1, D]`` is a static
     buffer too (read or copy it before the next ``__call__``). The graph refers to the decoder's
     cache and fused weights, so ``StaticDecoder`` drops its graphs whenever those are rebuilt.
+
+    Capturing runs the step for real twice first (warm-up outside the graph), and each run writes
+    its token's keys and values into the cache. So the capture is made with the first call's own
+    ``x``, ``positions`` and ``slot``: the warm-up writes exactly what that call writes, and no
+    other slot (a prompt's, say) is touched.
     """
 
-    def __init__(self, dec: StaticDecoder, x: torch.Tensor, positions: torch.Tensor) -> None:
+    def __init__(self, dec: StaticDecoder, x: torch.Tensor, positions: torch.Tensor, slot: int) -> None:
         if not x.is_cuda:
             raise ValueError("CUDA graphs need CUDA tensors; use StaticDecoder.step on the CPU")
         self.x, self.pos, self.valid = x.clone(), positions.clone(), dec.valid
-        self.slot = torch.zeros(1, dtype=torch.long, device=x.device)
+        self.slot = torch.full((1,), slot, dtype=torch.long, device=x.device)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, kernels)

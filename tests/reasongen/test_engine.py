@@ -152,7 +152,39 @@ def test_cuda_graph_step_refuses_cpu_tensors(tiny_loaded):
     dec = StaticDecoder(tiny_loaded.model.model.language_model)
     dec.reset(1, 8)
     with pytest.raises(ValueError, match="CUDA"):
-        CudaGraphStep(dec, torch.zeros(1, 1, 64), torch.zeros(1, 1, dtype=torch.long))
+        CudaGraphStep(dec, torch.zeros(1, 1, 64), torch.zeros(1, 1, dtype=torch.long), slot=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_steps_equal_eager_steps_and_leave_the_prompt_cache_alone(tiny_model_dir):
+    """Two decoders, each with its own cache, fed the same prompt and tokens: one replays a
+    captured graph per token, the other runs eagerly. Their hidden states agree at every step and
+    their caches hold the same keys, so capturing (which runs the step for real to warm up) wrote
+    nothing into the prompt's slots. It once wrote the first token's keys into slot 0."""
+    from reasongen.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cuda", dtype="float32")
+    lm = loaded.model.model.language_model
+    graphed, eager = StaticDecoder(lm), StaticDecoder(lm)
+    eager.use_cuda_graphs = False
+    rows, prompt, steps, d = 3, 5, 6, lm.config.hidden_size
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(rows, prompt, d, device="cuda", generator=gen)  # [R, P, D]
+    pos = torch.arange(prompt, device="cuda").expand(rows, -1)  # [R, P]
+    for dec in (graphed, eager):
+        valid = dec.reset(rows, prompt + steps)
+        valid[:, : prompt + steps] = True
+        dec.forward(x, pos, valid, 0)
+    for slot in range(prompt, prompt + steps):
+        token = torch.randn(rows, 1, d, device="cuda", generator=gen)  # [R, 1, D]
+        at = torch.full((rows, 1), slot, device="cuda")  # [R, 1]
+        out_graphed = graphed.decode(token, at, slot).clone()
+        out_eager = eager.decode(token, at, slot)
+        torch.testing.assert_close(out_graphed, out_eager, atol=1e-4, rtol=1e-4)
+    assert graphed.graphs and not eager.graphs  # the first really replayed a graph
+    torch.testing.assert_close(graphed.k, eager.k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(graphed.v, eager.v, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.gpu
