@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,13 @@ from reasongen.tiny import build_random
 
 # Janus-Pro language models (DeepSeek-LLM): hidden, layers, heads, intermediate; 576 image tokens.
 REAL_SIZES = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}
-H100_BANDWIDTH = 3.35e12  # bytes/s (H100 SXM HBM3)
+# Datasheet HBM bandwidth (bytes/s) by the name torch gives the GPU; the floor column needs one.
+BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
+
+
+def gpu_bandwidth(name: str) -> float | None:
+    """The datasheet bandwidth of the GPU called ``name`` (e.g. 'NVIDIA H200'), or None if unknown."""
+    return next((bw for key, bw in BANDWIDTH.items() if key in name), None)
 
 
 @dataclass
@@ -51,14 +58,14 @@ class Row:
     tokens: int
     bound: float = 0.0  # vq-decode rows: the reference's image time over the VQ decode time
 
-    def line(self, weight_bytes: int, device: str) -> str:
+    def line(self, weight_bytes: int, bandwidth: float | None) -> str:
         if self.what == "vq-decode":
             return (f"{self.size:>9} {self.batch:>5} {self.what:>12} {'':>9} {self.ours_s:9.2f} {'':>9}   "
                     f"(in both; speedup bound with a free decode loop: {self.bound:.1f}x)")  # fmt: skip
         ms_tok = 1000 * self.ours_s / self.tokens
         floor = ""
-        if device == "cuda":
-            floor_s = self.tokens * weight_bytes / H100_BANDWIDTH
+        if bandwidth:
+            floor_s = self.tokens * weight_bytes / bandwidth
             floor = f"{floor_s / self.ours_s:8.1%}"
         return (f"{self.size:>9} {self.batch:>5} {self.what:>12} {ms_tok:9.2f} {self.ours_s:9.2f} "
                 f"{self.ref_s:9.2f} {self.ref_s / self.ours_s:7.2f}x {floor:>8}")  # fmt: skip
@@ -106,37 +113,60 @@ def _time(fn, device: str, repeats: int = 1) -> float:
     return statistics.median(times)
 
 
+def _progress(what: str) -> None:
+    """A timestamped line on stderr, so a run cut short by a time limit still says where it was."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def run_size(
-    loaded: LoadedModel, size: str, batches: list[int], cot_tokens: int, device: str, repeats: int = 1
+    loaded: LoadedModel,
+    size: str,
+    batches: list[int],
+    cot_tokens: int,
+    device: str,
+    repeats: int = 1,
+    emit: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """Time our engine and transformers' loops on one model at each batch size."""
+    """Time our engine and transformers' loops on one model at each batch size; ``emit`` is called
+    with each row as soon as it is measured."""
     model, n_img = loaded.model, loaded.num_image_tokens
     image_only = settings_for(loaded, guidance=5.0)
     with_cot = settings_for(loaded, guidance=5.0, max_cot_tokens=cot_tokens)
     prefix = torch.tensor([generate(loaded, "a red circle", "direct", settings=image_only)[0].prefix_ids],
                           device=loaded.device)  # fmt: skip
-    rows = []
+    rows: list[Row] = []
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        if emit is not None:
+            emit(row)
+
     for b in batches:
+        _progress(f"{size} batch {b}: warm-up")
         generate(loaded, "warm up", "direct", n=b, seed=0, settings=image_only)  # allocations, kernels
         run_ours = partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only)
+        _progress(f"{size} batch {b}: image, ours")
         ours = _time(run_ours, device, repeats)
+        _progress(f"{size} batch {b}: image, transformers")
         ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device, repeats)
-        rows.append(Row(size, b, "image", ours, ref, n_img))
+        add(Row(size, b, "image", ours, ref, n_img))
         # CoT + image: exactly `cot_tokens` CoT tokens on both sides (stop tokens forbidden).
         handle = model.lm_head.register_forward_hook(_forbid([loaded.ids.boi, loaded.ids.eos]))
         try:
             run_ours = partial(generate, loaded, "a red circle", "got-r1", n=b, settings=with_cot)
+            _progress(f"{size} batch {b}: CoT + image, ours")
             ours_c = _time(run_ours, device, repeats)
+            _progress(f"{size} batch {b}: CoT + image, transformers")
             ref_c = _time(partial(_reference_cot_image, model, prefix.repeat(b, 1), cot_tokens), device,
                           repeats)  # fmt: skip
         finally:
             handle.remove()
-        rows.append(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
+        add(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
         # The VQ decode is the same module call on both sides: it bounds the image speedup.
         tokens = torch.randint(0, model.config.vq_config.num_embeddings, (b, n_img), device=loaded.device)
         with torch.inference_mode():
             vq = _time(partial(model.decode_image_tokens, tokens), device, repeats)
-        rows.append(Row(size, b, "vq-decode", vq, vq, n_img, bound=ref / vq))
+        add(Row(size, b, "vq-decode", vq, vq, n_img, bound=ref / vq))
     return rows
 
 
@@ -173,11 +203,19 @@ def main() -> None:
     p.add_argument("--device", default=str(resolve_device("auto")))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=15, help="timed calls per figure (the median is shown)")
+    p.add_argument("--bandwidth", type=float, default=None,
+                   help="GPU memory bandwidth in bytes/s for the floor column (default: the datasheet "
+                        "figure for H200, H100 or A100 by the GPU's name)")  # fmt: skip
     args = p.parse_args()
     transformers.logging.set_verbosity_error()  # its generate warns about our explicit arguments
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
+    bandwidth = None
+    if args.device == "cuda":
+        name = torch.cuda.get_device_name()
+        bandwidth = args.bandwidth or gpu_bandwidth(name)
+        print(f"gpu={name} bandwidth={bandwidth or 'unknown (pass --bandwidth)'}")
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"median of {args.repeats} calls")  # fmt: skip
     print("reference: transformers JanusForConditionalGeneration.generate (image mode with its default "
@@ -188,11 +226,15 @@ def main() -> None:
         if size in REAL_SIZES and args.device != "cuda":
             print(f"{size:>9}  skipped: random {size} weights need a GPU")
             continue
+        _progress(f"{size}: building")
         loaded = shapes_sized(args.device) if size == "embedded" else random_real_size(size, args.device)
         lm_params = loaded.model.model.language_model.parameters()
         weight_bytes = sum(p.numel() * p.element_size() for p in lm_params)
-        for row in run_size(loaded, size, batches, args.cot_tokens, args.device, args.repeats):
-            print(row.line(weight_bytes, args.device), flush=True)
+
+        def show(row: Row, weight_bytes: int = weight_bytes) -> None:
+            print(row.line(weight_bytes, bandwidth), flush=True)
+
+        run_size(loaded, size, batches, args.cot_tokens, args.device, args.repeats, emit=show)
         del loaded
         if args.device == "cuda":
             torch.cuda.empty_cache()
