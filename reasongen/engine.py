@@ -28,7 +28,7 @@ token for token; log-probs to 1e-4, tested), so stored log-probs stay exact for 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 
 import torch
@@ -66,6 +66,18 @@ class _Layer:
     bo: torch.Tensor | None  # [D]
     w_gate_up: torch.Tensor  # [D, 2·I]
     w_down: torch.Tensor  # [I, D]
+
+
+def _tensors(layers: list[_Layer]) -> list[torch.Tensor | None]:
+    """Every fused tensor of ``layers`` (``None`` for absent biases), in a fixed order."""
+    return [getattr(layer, f.name) for layer in layers for f in fields(_Layer)]
+
+
+def _same_layout(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether ``b`` can be copied into ``a`` in place (both absent, or equal shape, dtype, device)."""
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
 
 
 def _proj(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,7 +156,9 @@ class StaticDecoder:
 
     def _fuse(self) -> None:
         """(Re)build the fused weights when a parameter changed (in place, or moved to another
-        device or dtype) since the last build."""
+        device or dtype) since the last build. Values changed in place (an optimizer step) are
+        copied into the existing fused tensors, which keeps captured CUDA graphs valid; a new
+        dtype or device gives new tensors and drops the graphs."""
         versions = self._param_versions()
         if versions == self._versions:
             return
@@ -171,11 +185,21 @@ class StaticDecoder:
                     )
                 )
             norm = self.lm.norm.weight
-            self._final_norm = (norm.float() * root_d).to(norm.dtype)  # [D]
-            self._norm_c = torch.tensor((self.lm.config.hidden_size * self.eps) ** 0.5, device=norm.device)
-        self._layers = layers
+            final_norm = (norm.float() * root_d).to(norm.dtype)  # [D]
+            norm_c = torch.tensor((self.lm.config.hidden_size * self.eps) ** 0.5, device=norm.device)
+        fresh = [*_tensors(layers), final_norm, norm_c]
+        kept = [*_tensors(self._layers), self._final_norm, self._norm_c]
+        if len(kept) == len(fresh) and all(map(_same_layout, kept, fresh)):
+            # Same shapes, dtypes and devices (an optimizer step): refill the tensors in place, so
+            # the CUDA graphs captured on them stay valid and are not captured again.
+            with torch.inference_mode():
+                for old_t, new_t in zip(kept, fresh):
+                    if old_t is not None:
+                        old_t.copy_(new_t)
+        else:
+            self._layers, self._final_norm, self._norm_c = layers, final_norm, norm_c
+            self.graphs.clear()  # captured graphs point at the old fused weights
         self._versions = versions
-        self.graphs.clear()  # captured graphs point at the old fused weights
 
     # ------------------------------------------------------------------ cache
 

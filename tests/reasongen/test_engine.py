@@ -146,6 +146,33 @@ def test_fused_weights_follow_parameter_updates(tiny_loaded):
     assert changed != before and again == before
 
 
+def test_weights_changed_in_place_are_fused_again_in_place_and_keep_captured_graphs(tiny_loaded):
+    """An optimizer step changes parameters in place: the decoder refills its fused tensors (same
+    storage, so CUDA graphs captured on them stay valid and are kept) with the values a fresh
+    decoder would fuse. A dtype change builds new tensors and drops the graphs."""
+    import copy
+
+    lm = copy.deepcopy(tiny_loaded.model.model.language_model)
+    dec = StaticDecoder(lm)
+    dec.reset(1, 8)
+    wqkv, norm = dec._layers[0].wqkv, dec._final_norm
+    dec.graphs[(1, 8)] = "captured"  # stands in for a CudaGraphStep (the CPU never captures)
+    with torch.no_grad():
+        lm.layers[0].self_attn.q_proj.weight.add_(0.1)
+        lm.norm.weight.mul_(1.5)
+    dec.reset(1, 8)
+    assert dec._layers[0].wqkv is wqkv and dec._final_norm is norm and dec.graphs == {(1, 8): "captured"}
+    fresh = StaticDecoder(lm)
+    fresh.reset(1, 8)
+    for ours, theirs in zip(dec._layers, fresh._layers, strict=True):
+        torch.testing.assert_close(ours.wqkv, theirs.wqkv, atol=0, rtol=0)
+        torch.testing.assert_close(ours.w_gate_up, theirs.w_gate_up, atol=0, rtol=0)
+    torch.testing.assert_close(dec._final_norm, fresh._final_norm, atol=0, rtol=0)
+    lm.double()
+    dec.reset(1, 8)
+    assert dec._layers[0].wqkv.dtype == torch.float64 and dec.graphs == {}
+
+
 def test_cuda_graph_step_refuses_cpu_tensors(tiny_loaded):
     from reasongen.engine import CudaGraphStep
 
