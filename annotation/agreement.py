@@ -35,7 +35,9 @@ COLUMNS = ["predictor", "kind", "annotators", "tasks", "pairs", "accuracy", "acc
 """The columns of :func:`reward_agreement`, in order."""
 
 
-def _regular(rankings: pd.DataFrame) -> pd.DataFrame:
+def regular_rankings(rankings: pd.DataFrame) -> pd.DataFrame:
+    """The ranked rows of regular tasks (control tasks left out): ``ranking_id``, ``task_id``,
+    ``annotator``, ``candidate_id`` (int) and ``rank`` (float), one row per ranked candidate."""
     df = rankings[rankings["rank"].notna()]
     if "is_control" in df.columns:
         df = df[~df["is_control"].astype(bool)]
@@ -150,7 +152,7 @@ def reward_accuracy(
     ``scores`` maps candidate id → score (higher = better); candidates without a finite score are
     left out of every pair and ranking they are in."""
     scores = _finite_scores(scores)
-    df = _regular(rankings)
+    df = regular_rankings(rankings)
     df = df[df["candidate_id"].isin(scores.index)]
     pairs = _human_pairs(df)
     strict = pairs[pairs["h"] != 0]
@@ -188,7 +190,7 @@ def annotator_ceiling(rankings: pd.DataFrame) -> pd.DataFrame:
     tasks someone else ranked too) and ``accuracy`` (how often another annotator of the task
     orders such a pair the same way; ties ½). The ceiling of :func:`human_ceiling`, split by the
     one predicted: a spammer sits near ½, careful annotators near the top."""
-    _, per_pair = _others_predict(_human_pairs(_regular(rankings)))
+    _, per_pair = _others_predict(_human_pairs(regular_rankings(rankings)))
     out = per_pair.groupby("annotator")["mean"].agg(pairs="size", accuracy="mean").reset_index()
     return out.astype({"pairs": int}).sort_values("annotator").reset_index(drop=True)
 
@@ -197,7 +199,7 @@ def human_ceiling(rankings: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, 
     """The human–human ceiling: each annotator's strict pairs predicted by each other annotator of
     the same task in turn (their tie ½), averaged over the others; τ-b of each ranking with each
     other ranking of the task. A row of :data:`COLUMNS` (NaN without a task ranked twice)."""
-    df = _regular(rankings)
+    df = regular_rankings(rankings)
     pairs = _human_pairs(df)
     m, per_pair = _others_predict(pairs)
     per_task = per_pair.groupby("task_id").agg(correct=("mean", "sum"), pairs=("mean", "size"))
@@ -278,7 +280,7 @@ def agreement_by_basis(
     if len(basis_names) == 0:
         raise ValueError("basis_names needs one name per key component")
     _check_score_columns(scores)
-    pairs = _human_pairs(_regular(rankings))
+    pairs = _human_pairs(regular_rankings(rankings))
     strict = pairs[pairs["h"] != 0].copy()
 
     def basis(a: int, b: int) -> str:

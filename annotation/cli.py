@@ -205,14 +205,13 @@ SHAPES_BASES = ("correctness", "plan", "iou")
 def shapes_keys(store: Any, rankings: Any) -> dict[int, tuple[float, ...]]:
     """Each ranked candidate's (correct, plan-faithful, IoU) for its task's prompt, judged by the
     shapes detector; candidates of prompts the shapes parser cannot read are left out."""
+    from annotation.agreement import regular_rankings
     from annotation.errors import AnnotationError
     from annotation.simulate import ShapesJudge
 
     judge = ShapesJudge(store)
     keys: dict[int, tuple[float, ...]] = {}
-    ranked = rankings.dropna(subset=["candidate_id"])
-    if "is_control" in ranked.columns:
-        ranked = ranked[~ranked["is_control"].astype(bool)]
+    ranked = regular_rankings(rankings)
     for cid, tid in ranked[["candidate_id", "task_id"]].drop_duplicates().itertuples(index=False):
         try:
             keys[int(cid)] = judge.key(int(cid), int(tid))
