@@ -15,12 +15,29 @@ RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 ACCELERATE = Path(__file__).resolve().parents[2] / "training" / "accelerate"
 
 
-@pytest.mark.parametrize("name", ["t2i_r1", "got_r1", "reasongen_r1", "shapes"])
+GRPO_RECIPES = ["t2i_r1", "got_r1", "reasongen_r1", "shapes", "shapes_full", "shapes_full_learned"]
+
+
+@pytest.mark.parametrize("name", GRPO_RECIPES)
 def test_grpo_recipes_parse(name: str) -> None:
     cfg = parse_config(GRPOConfig, ["--config", str(RECIPES / f"{name}.yaml"), "--max_steps", "7"])
     assert cfg.max_steps == 7  # the command line wins over the file
     raw = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
     assert cfg.group_size == raw["group_size"] and cfg.rewards == raw["rewards"]
+
+
+def test_learned_reward_recipe_is_the_loops_config_for_the_shipped_reward_model() -> None:
+    """shapes_full_learned.yaml is shapes_full.yaml as training/human_loop.sh step 6 rewrites it,
+    pointed at the shipped reward model (which must exist)."""
+    base = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full.yaml")])
+    cfg = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full_learned.yaml")])
+    model = Path(cfg.reward_options["learned"]["model"])
+    assert (RECIPES.parents[1] / model / "metrics.json").is_file()
+    assert cfg.rewards == ["learned"] and cfg.monitor_rewards == ["shapes"]
+    assert (cfg.adv_eps, cfg.kl_coef, cfg.monitor_every, cfg.monitor_n) == (1.0, 0.04, 25, 60)
+    same = ["model", "recipe", "shapes_categories", "group_size", "prompts_per_step", "lr", "ppo_epochs",
+            "max_steps", "seed", "clip_low", "clip_high", "max_cot_tokens", "dynamic_sampling"]  # fmt: skip
+    assert {k: getattr(cfg, k) for k in same} == {k: getattr(base, k) for k in same}
 
 
 def test_paper_settings_are_the_papers() -> None:
