@@ -91,6 +91,11 @@ class PolicyOptimConfig(RunConfig):
     clip_low: float = field(default=0.2, metadata={"help": "PPO clip below (1 - clip_low)."})
     clip_high: float = field(default=0.2, metadata={"help": "PPO clip above (1 + clip_high)."})
     kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the initial model (β)."})
+    kl_clamp: float = field(
+        default=10.0,
+        metadata={"help": "Largest per-token k3 KL value, no gradient above it (verl's low_var_kl: "
+                  "10); 0 = unclamped, as TRL's k3 (T2I-R1)."},
+    )  # fmt: skip
     text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
     image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
     normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
@@ -170,7 +175,7 @@ class PolicyOptimConfig(RunConfig):
     def loss_settings(self) -> LossSettings:
         return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
                             self.image_weight, self.normalisation,  # type: ignore[arg-type]
-                            self.loss_aggregation)  # type: ignore[arg-type]  # fmt: skip
+                            self.loss_aggregation, self.kl_clamp)  # type: ignore[arg-type]  # fmt: skip
 
     def logprob_mode(self) -> str:
         """The ``training.logprobs`` mode of the trained distribution."""
@@ -343,7 +348,8 @@ def _gather_stats(
     cot_len = [len(s.cot_token_ids) for g in groups for s in g.samples]
     fam_names = sorted({k for g in groups for k in g.families})
     keys = ["text/pg_loss", "image/pg_loss", "text/kl", "image/kl", "text/entropy", "image/entropy",
-            "text/clipped_tokens", "text/tokens", "image/clipped_tokens", "image/tokens"]  # fmt: skip
+            "text/clipped_tokens", "text/tokens", "image/clipped_tokens", "image/tokens",
+            "text/kl_clamped_tokens", "image/kl_clamped_tokens"]  # fmt: skip
     vec = [sum(rewards), len(rewards), sum(r * r for r in rewards), sum(advs), len(advs),
            sum(cot_len), len(cot_len), float(dropped), float(len(groups) - dropped)]  # fmt: skip
     vec += [sums.get(k, 0.0) for k in keys]
@@ -371,6 +377,8 @@ def _gather_stats(
         stats[f"{m}/kl"] = vals[f"{m}/kl"]
         stats[f"{m}/entropy"] = vals[f"{m}/entropy"]
         stats[f"{m}/clip_frac"] = vals[f"{m}/clipped_tokens"] / max(vals[f"{m}/tokens"], 1.0)
+        if f"{m}/kl_clamped_tokens" in sums:  # KL on and clamped: tokens at the cap (no KL gradient)
+            stats[f"{m}/kl_clamped_frac"] = vals[f"{m}/kl_clamped_tokens"] / max(vals[f"{m}/tokens"], 1.0)
     for name in fam_names:  # per-process family means (main process's view)
         stats[f"reward/{name}"] = _mean([g.families.get(name) for g in groups])
     return stats

@@ -141,13 +141,19 @@ def clipped_surrogate(
     return loss, ratio.detach(), clipped
 
 
-def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, max_value: float = 0.0) -> torch.Tensor:
     """The k3 estimator of KL(π ‖ π_ref) per token: ``exp(ref − logp) − (ref − logp) − 1`` ≥ 0.
 
-    Both [B, T]; gradients flow through ``logprobs`` only.
+    Both [B, T]; gradients flow through ``logprobs`` only. ``ref − logp`` is clamped to ±20 (so
+    ``exp`` stays finite), and with ``max_value > 0`` each token's value to at most
+    ``max_value``, with no gradient beyond it — verl's ``low_var_kl`` does both, with 10. The
+    estimator's tail is heavy: a sampled token the policy has all but ruled out (logp 20 nats
+    under the reference's) is worth exp(20) ≈ 5e8 unclamped, enough to make one token the whole
+    step's gradient (seen once in a long learned-reward run: image KL 2.4e5 at one step).
     """
     d = (ref_logprobs.detach() - logprobs).clamp(-20.0, 20.0)  # [B, T]
-    return torch.exp(d) - d - 1.0  # [B, T]
+    k3 = torch.exp(d) - d - 1.0  # [B, T]
+    return k3.clamp(max=max_value) if max_value > 0 else k3
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -293,14 +299,19 @@ class LossSettings:
         metadata={"help": "'joint' (one mean over CoT and image tokens together, as T2I-R1 and "
                   "ReasonGen-R1) or 'per_modality' (each modality's mean apart, summed)"},
     )  # fmt: skip
+    kl_clamp: float = field(
+        default=10.0,
+        metadata={"help": "largest per-token k3 value (no gradient above it), as verl's low_var_kl; "
+                  "0 = unclamped (TRL's k3, T2I-R1's)"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.normalisation not in ("token", "sample"):
             raise ValueError("normalisation must be 'token' or 'sample'")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be 'joint' or 'per_modality', got {self.aggregation!r}")
-        if self.kl_coef < 0 or self.text_weight < 0 or self.image_weight < 0:
-            raise ValueError("kl_coef, text_weight and image_weight must be non-negative")
+        if self.kl_coef < 0 or self.text_weight < 0 or self.image_weight < 0 or self.kl_clamp < 0:
+            raise ValueError("kl_coef, kl_clamp, text_weight and image_weight must be non-negative")
 
 
 @dataclass
@@ -358,11 +369,14 @@ def grpo_loss(
         metrics[f"{name}/tokens"] = float(mask.sum())
         metrics[f"{name}/ratio_mean"] = float(masked_mean(ratio, mask, "token"))
         if settings.kl_coef > 0 and t.ref_logprobs is not None:
-            k3 = k3_kl(t.logprobs, t.ref_logprobs)  # [B, T]
+            k3 = k3_kl(t.logprobs, t.ref_logprobs, settings.kl_clamp)  # [B, T]
             kl = masked_mean(k3, mask, settings.normalisation, den)
             term = term + settings.kl_coef * kl
             per_token = per_token + settings.kl_coef * k3  # [B, T]
             metrics[f"{name}/kl"] = float(kl.detach())
+            if settings.kl_clamp > 0:
+                at_cap = (k3.detach() >= settings.kl_clamp) & mask  # [B, T]
+                metrics[f"{name}/kl_clamped_tokens"] = float(at_cap.sum())
         bonus = advantages.new_zeros(())
         if t.entropy is not None:
             ent = masked_mean(t.entropy, mask, settings.normalisation, den)

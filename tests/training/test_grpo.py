@@ -69,6 +69,8 @@ def test_tiny_grpo_run_changes_parameters_and_raises_the_reward(setup) -> None:
                 "image/entropy_coef", "image/clip_frac", "cot/length", "groups/dropped"):  # fmt: skip
         assert f"grpo/{tag}" in tags, tag
     assert len(ev.Scalars("grpo/reward/mean")) == 6
+    clamped = [e.value for e in ev.Scalars("grpo/image/kl_clamped_frac")]  # KL on, default clamp 10
+    assert len(clamped) == 6 and all(0.0 <= v <= 1.0 for v in clamped)
     assert [e.step for e in ev.Images("samples")] == [3, 6]
     final = root / "learn" / "final"  # the model alone, ready for load_model and the app
     assert (final / "config.json").is_file() and not (final / "trainer_state").exists()

@@ -89,6 +89,36 @@ def test_clipped_surrogate_clips_where_expected() -> None:
     assert clipped.tolist() == [[True, False, False, False]]
 
 
+def test_k3_kl_clamp_caps_values_and_cuts_their_gradient() -> None:
+    """verl's low_var_kl: ``ref − logp`` within ±20, then each token's k3 at most the clamp, and no
+    gradient from a token at the cap. Unclamped (0), a token 20 nats under the reference is worth
+    exp(20) − 21."""
+    logp = torch.tensor([-1.0, -2.0, -25.0], requires_grad=True)
+    ref = torch.tensor([-1.0, -0.5, -3.0])
+    free = k3_kl(logp, ref)
+    assert free[2].item() == pytest.approx(math.exp(20.0) - 21.0, rel=1e-5)  # d = 22 clamped to 20
+    capped = k3_kl(logp, ref, max_value=10.0)
+    d = 1.5
+    assert capped.tolist() == pytest.approx([0.0, math.exp(d) - d - 1.0, 10.0], abs=1e-6)
+    capped.sum().backward()
+    assert logp.grad[2].item() == 0.0  # at the cap: no gradient
+    assert logp.grad[1].item() == pytest.approx(1.0 - math.exp(d), rel=1e-5)  # d/dlogp (e^d − d − 1)
+    with pytest.raises(ValueError, match="non-negative"):
+        LossSettings(kl_clamp=-1.0)
+
+
+def test_loss_counts_tokens_at_the_kl_clamp() -> None:
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    logp = torch.tensor([[-1.0, -2.0, -25.0]])
+    toks = {"image": ModalityTokens(logp, logp.clone(), mask, torch.tensor([[-1.0, -0.5, -3.0]]))}
+    adv = torch.zeros(1)
+    out = grpo_loss(toks, adv, LossSettings(kl_coef=0.1, kl_clamp=10.0))
+    assert out.metrics["image/kl_clamped_tokens"] == 1.0
+    assert out.metrics["image/kl"] == pytest.approx((0.0 + (math.exp(1.5) - 2.5) + 10.0) / 3, rel=1e-5)
+    unclamped = grpo_loss(toks, adv, LossSettings(kl_coef=0.1, kl_clamp=0.0))
+    assert "image/kl_clamped_tokens" not in unclamped.metrics and unclamped.metrics["image/kl"] > 1e7
+
+
 def test_k3_kl_values() -> None:
     logp = torch.log(torch.tensor([0.5, 0.25, 0.1]))
     ref = torch.log(torch.tensor([0.5, 0.5, 0.4]))

@@ -42,7 +42,7 @@ def test_learned_reward_recipe_is_the_loops_config_for_the_shipped_reward_model(
 
 def test_paper_settings_are_the_papers() -> None:
     t2i = parse_config(GRPOConfig, ["--config", str(RECIPES / "t2i_r1.yaml")])
-    assert (t2i.group_size, t2i.kl_coef, t2i.lr) == (8, 0.01, 1e-6)
+    assert (t2i.group_size, t2i.kl_coef, t2i.kl_clamp, t2i.lr) == (8, 0.01, 0.0, 1e-6)  # TRL's k3
     assert set(t2i.rewards) == {"hps", "gdino", "git_vqa", "orm"} and t2i.reward_mode == "weighted_sum"
     got = parse_config(GRPOConfig, ["--config", str(RECIPES / "got_r1.yaml")])
     assert got.group_size == 16 and got.reward_mode == "product" and "got_judge" in got.rewards
