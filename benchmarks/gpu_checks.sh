@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks in one call, sized for a short lease on one GPU (about 6 minutes on an H200):
+# The GPU checks in one call, sized for a short lease on one GPU (the limits below add up to 15.5
+# minutes; on an H200 the steps before the 1B/7B benchmark took about 4):
 #
 #   bash benchmarks/gpu_checks.sh [OUT]      # logs under OUT (default: $OUT, else runs/gpu_checks)
 #
