@@ -39,7 +39,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ from .grpo_update import (
     update,
 )
 from .monitor import Monitor, MonitorFields
+from .rank_balance import balance_groups
 from .rollouts import Group, finite_rewards, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
 
@@ -125,6 +126,12 @@ class PolicyOptimConfig(RunConfig):
                   "T2I-R1). Applies to what dynamic sampling leaves."},
     )  # fmt: skip
     detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
+    balance_ranks: bool = field(
+        default=True,
+        metadata={"help": "With several processes, spread the step's kept samples over them by "
+                  "tokens before the update (training.rank_balance): the same update up to "
+                  "reduction order, less waiting at the all-reduces."},
+    )  # fmt: skip
     text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
     image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
     adaptive_entropy: bool = field(default=False, metadata={"help": "Adaptive entropy bonuses."})
@@ -478,6 +485,7 @@ def run_loop(
     ``cfg.max_empty_steps`` such steps in a row, or at the end of a run that trained on nothing
     at all, it raises ``NoSignalError`` before that step's checkpoint (0 turns this off).
     """
+    from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     acc, lm = run.accelerator, run.loaded
@@ -485,6 +493,8 @@ def run_loop(
     for name, state in rank_state(run.extra.get("controllers", {}), acc.process_index).items():
         controllers[name].load_state_dict(state)
     per_micro = controllers if cfg.entropy_update == "micro_batch" else None
+    # per-micro-batch controllers move with each process's own micro-batches: not rebalanced
+    balance = cfg.balance_ranks and acc.num_processes > 1 and per_micro is None
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
@@ -496,11 +506,16 @@ def run_loop(
         if cfg.zero_spread_groups == "keep":
             drawn = [keep_zero_spread(g) for g in drawn]
         groups = [g for g in drawn if not g.dropped] or drawn[:1]  # keep one: DDP needs a forward
+        shown = groups[0] if groups else None
         kept = acc.reduce(torch.tensor([float(sum(not g.dropped for g in drawn))], device=acc.device))
         sums: dict[str, float] = {}
         first: dict[str, float] | None = None
         applied = skipped = 0
         signal = float(kept.sum()) > 0
+        if signal and balance:
+            groups = balance_groups(drawn, acc.process_index, acc.num_processes, gather_object) or [
+                replace(drawn[0], advantages=[0.0] * len(drawn[0].samples),
+                        valid=[False] * len(drawn[0].samples), dropped=True)]  # fmt: skip
         for g in drawn:
             g.behaviour = None  # behaviour log-probs belong to the policy that drew this step
         if signal and cfg.mini_batches > 1 and needs_behaviour(cfg, groups):
@@ -525,8 +540,8 @@ def run_loop(
         done = step + 1
         if done % cfg.log_every == 0:
             run.logger.scalars({f"grpo/{k}": v for k, v in stats.items()}, done)
-        if cfg.sample_images_every and done % cfg.sample_images_every == 0 and groups:
-            run.logger.images("samples", [s.image for s in groups[0].samples if s.image], done)
+        if cfg.sample_images_every and done % cfg.sample_images_every == 0 and shown is not None:
+            run.logger.images("samples", [s.image for s in shown.samples if s.image], done)
         bar.set_postfix(reward=f"{stats['reward/mean']:.3f}", dropped=int(stats["groups/dropped"]))
         if after_step is not None:
             after_step(done, stats)

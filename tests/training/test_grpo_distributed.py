@@ -15,7 +15,10 @@ from training.grpo import GRPOConfig, train
 
 
 def low_tokens(samples) -> RewardOutput:
-    scores = [sum(t < 32 for t in s.image_token_ids) / len(s.image_token_ids) for s in samples]
+    """Share of image tokens below 32; the same 0.5 for every sample of a prompt saying "flat"
+    (no spread: dynamic sampling drops its group)."""
+    scores = [0.5 if "flat" in s.prompt else sum(t < 32 for t in s.image_token_ids) / len(s.image_token_ids)
+              for s in samples]  # fmt: skip
     return RewardOutput("low_tokens", scores, [{} for _ in samples])
 
 
@@ -26,12 +29,28 @@ def _fresh_accelerate_state() -> None:
 
 
 def _run(cfg_json: str) -> None:
-    """Entry of each process (also called in-process for the single-process baseline)."""
+    """Entry of each process (also called in-process for the single-process baseline). Each
+    process writes how many samples balancing gave it at each step to ``balanced-RANK.txt``."""
+    import training.grpo as grpo
+
     _fresh_accelerate_state()
     torch.set_num_threads(1)
     cfg = GRPOConfig(**json.loads(cfg_json))
-    train(cfg, reward_fn=low_tokens)
-    _fresh_accelerate_state()
+    balance = grpo.balance_groups
+
+    def recorded(groups, rank, world, gather):
+        share = balance(groups, rank, world, gather)
+        with open(Path(cfg.out_dir) / f"balanced-{rank}.txt", "a") as f:
+            f.write(f"{sum(len(g.samples) for g in share)}\n")
+        return share
+
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    grpo.balance_groups = recorded
+    try:
+        train(cfg, reward_fn=low_tokens)
+    finally:
+        grpo.balance_groups = balance
+        _fresh_accelerate_state()
 
 
 def test_two_processes_equal_one_process(tmp_path: Path) -> None:
@@ -61,6 +80,58 @@ def test_two_processes_equal_one_process(tmp_path: Path) -> None:
     diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()}
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] < 1e-4 * moved, f"{worst} differs by {diffs[worst]} (moved {moved})"
+
+
+def _flat_on_odd_slots(n: int, steps: int, slots: int) -> tuple[int, list[str]]:
+    """A seed and ``n`` prompts such that every odd slot of the first ``steps`` steps draws a
+    "flat" prompt and every even slot another one (training.rollouts.slot_rng picks them)."""
+    from training.rollouts import slot_rng
+
+    for seed in range(1000):
+        picks = {(t, k): slot_rng(seed, t, k, 0).randrange(n) for t in range(steps) for k in range(slots)}
+        odd = {i for (t, k), i in picks.items() if k % 2}
+        even = {i for (t, k), i in picks.items() if not k % 2}
+        if not odd & even:
+            words = ["red circle", "green triangle", "blue star", "pink square"]
+            return seed, [f"a {'flat ' if i in odd else ''}{words[i % 4]} {i}" for i in range(n)]
+    raise AssertionError("no seed separates odd and even slots")
+
+
+def test_two_processes_balancing_kept_groups_equal_one_process(tmp_path: Path) -> None:
+    """Process 1 draws only groups without spread (slots 1 and 3) and process 0 two kept groups:
+    balancing moves one of them to process 1, and the update still equals one process's."""
+    from accelerate import debug_launcher
+
+    model_dir = save_tiny(tmp_path / "tiny", seed=5)
+    seed, texts = _flat_on_odd_slots(8, steps=2, slots=4)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(texts) + "\n")
+    base = dict(model=str(model_dir), prompts=str(prompts), recipe="got-r1", group_size=3,
+                prompts_per_step=4, max_cot_tokens=4, guidance=3.0, lr=0.5, max_steps=2, seed=seed,
+                optimizer="sgd", grad_clip=0.0, lr_scheduler="constant", warmup_steps=0,
+                save_every=0, device="cpu", progress=False, tensorboard=False, rewards=["toy"],
+                dynamic_sampling=True, max_resample=0, micro_batch_groups=1)  # fmt: skip
+    runs = {"one": {}, "two": {}, "two_unbalanced": {"balance_ranks": False}}
+    for name, extra in runs.items():
+        cfg = json.dumps({**base, **extra, "out_dir": str(tmp_path / name)})
+        if name == "one":
+            _run(cfg)
+        else:
+            debug_launcher(_run, args=(cfg,), num_processes=2)
+    start = load_model(model_dir, device="cpu").model.state_dict()
+    final = {n: load_model(tmp_path / n / "final", device="cpu").model.state_dict() for n in runs}
+    moved = max(float((final["one"][k] - start[k]).abs().max()) for k in start)
+    assert moved > 1e-3
+    # process 1 drew nothing to train on and got a share of process 0's two groups (3 samples
+    # each) at both steps; without balancing nothing was moved
+    shares = [[int(x) for x in (tmp_path / "two" / f"balanced-{r}.txt").read_text().split()] for r in (0, 1)]
+    assert [a + b for a, b in zip(*shares)] == [6, 6] and min(shares[1]) > 0, shares
+    assert not list((tmp_path / "two_unbalanced").glob("balanced-*.txt"))
+    for name in ("two", "two_unbalanced"):
+        diffs = {k: float((final["one"][k] - final[name][k]).abs().max())
+                 for k in start if start[k].is_floating_point()}  # fmt: skip
+        worst = max(diffs, key=diffs.get)
+        assert diffs[worst] < 1e-4 * moved, f"{name}: {worst} differs by {diffs[worst]} (moved {moved})"
 
 
 if __name__ == "__main__":  # pragma: no cover
