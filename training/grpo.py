@@ -73,7 +73,7 @@ from .grpo_update import (
 )
 from .monitor import Monitor, MonitorFields
 from .rank_balance import balance_groups
-from .rollouts import Group, finite_rewards, rollout_slots, slot_rng  # noqa: F401  (re-exported)
+from .rollouts import Group, finite_rewards, pooled_redraws, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
 
 RewardFn = Callable[[list[Sample]], Any]  # returns a reasongen.rewards.RewardOutput
@@ -128,9 +128,10 @@ class PolicyOptimConfig(RunConfig):
     detach_uncond: bool = field(default=False, metadata={"help": "No grad through CFG's uncond row."})
     balance_ranks: bool = field(
         default=True,
-        metadata={"help": "With several processes, spread the step's kept samples over them by "
-                  "tokens before the update (training.rank_balance): the same update up to "
-                  "reduction order, less waiting at the all-reduces."},
+        metadata={"help": "With several processes, deal each redraw round's slots out evenly "
+                  "(training.rollouts.pooled_redraws) and spread the step's kept samples over "
+                  "them by tokens before the update (training.rank_balance): the same groups and "
+                  "update up to reduction order, less waiting for the slowest process."},
     )  # fmt: skip
     text_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, text."})
     image_entropy_coef: float = field(default=0.0, metadata={"help": "Fixed entropy bonus, image."})
@@ -590,6 +591,10 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
     def total(t: torch.Tensor) -> torch.Tensor:
         return run.accelerator.reduce(t.to(run.accelerator.device), reduction="sum").cpu()
 
+    from accelerate.utils import gather_object
+
+    share = pooled_redraws(rank, world, gather_object) if world > 1 and cfg.balance_ranks else None
+
     def draw(step: int) -> list[Group]:
         lm.model.eval()
         if cfg.dynamic_sampling and cfg.dynamic_sampling_mode == "batch":
@@ -597,7 +602,9 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
             drawn = rollout_batches(cfg, lm, prompts, score, step, rank, world, total)
         else:
-            drawn = rollout_slots(cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world))
+            drawn = rollout_slots(
+                cfg, lm, prompts, score, step, range(rank, cfg.prompts_per_step, world), share
+            )
         lm.model.train()
         if monitor is not None:
             monitor.observe(drawn)

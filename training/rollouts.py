@@ -51,8 +51,20 @@ def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
     return random.Random(f"{seed}:{step}:{slot}:{attempt}")
 
 
+Share = Callable[[list[tuple[int, int]]], tuple[list[tuple[int, int]], bool]]
+"""Spreads a redraw round's slots over the processes: given this process's pending ``(slot,
+non-finite rewards so far)`` pairs, returns the pairs this process draws in the round and whether
+any process has a slot pending (the same answer everywhere, so every process stops together)."""
+
+
 def rollout_slots(
-    cfg: GRPOConfig, loaded: Any, prompts: list, score: Callable, step: int, slots: Sequence[int]
+    cfg: GRPOConfig,
+    loaded: Any,
+    prompts: list,
+    score: Callable,
+    step: int,
+    slots: Sequence[int],
+    share: Share | None = None,
 ) -> list[Group]:
     """Generate and score one group per slot of ``slots``, redrawing zero-spread groups.
 
@@ -62,7 +74,12 @@ def rollout_slots(
     slots whose group had no reward spread are redrawn together in the next round. A group still
     without spread after ``max_resample`` redraws comes back with ``dropped=True`` (its advantages
     are 0 and no token of it takes part in the loss). NaN and ±inf rewards count as missing
-    (``Group.non_finite`` counts them over every attempt). Groups come back in ``slots`` order.
+    (``Group.non_finite`` counts them over every attempt).
+
+    With ``share`` (several processes) each redraw round's slots are pooled over the processes
+    and spread evenly (``pooled_redraws``), so no process redraws two groups while another
+    waits; a slot's group then comes back from the process that drew it last. Groups come back
+    in slot order.
     """
     from reasongen.generation import generate
 
@@ -72,6 +89,16 @@ def rollout_slots(
     non_finite = dict.fromkeys(slots, 0)
     pending = list(slots)
     for attempt in range(tries):
+        if attempt and share is not None:
+            mine, anywhere = share([(slot, non_finite[slot]) for slot in pending])
+            if not anywhere:
+                break
+            non_finite.update(mine)
+            pending = [slot for slot, _ in mine]
+        if not pending:
+            if share is None:
+                break
+            continue  # nothing of this round here; the next round's share may still need us
         picks = []
         for slot in pending:
             rng = slot_rng(cfg.seed, step, slot, attempt)
@@ -95,6 +122,16 @@ def rollout_slots(
             else:
                 redraw.append(slot)
         pending = redraw
-        if not pending:
-            break
-    return [done[slot] for slot in slots]
+    return [done[slot] for slot in (slots if share is None else sorted(done))]
+
+
+def pooled_redraws(rank: int, world: int, gather: Callable[[list], list]) -> Share:
+    """A ``Share`` over ``world`` processes: every process's pending slots are gathered
+    (``gather`` as accelerate's ``gather_object``: the concatenation in rank order), sorted, and
+    dealt out in turn (slot ``i`` of the sorted list to process ``i mod world``)."""
+
+    def share(pending: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], bool]:
+        everyone = sorted(gather(list(pending)))
+        return everyone[rank::world], bool(everyone)
+
+    return share

@@ -221,6 +221,74 @@ def test_batched_rollouts_equal_one_slot_at_a_time_and_redraw_flat_groups(setup)
     assert dropped.dropped and dropped.attempts == 3 and dropped.advantages == [0.0] * 4
 
 
+def test_pooled_redraws_give_a_busy_process_s_redraw_to_an_idle_one_and_draw_the_same_group(setup) -> None:
+    """Two processes (threads with their own model copies, exchanging through a barrier): process
+    0's two slots both need a redraw, process 1's none; pooled, each redraws one, and the group
+    process 1 draws for process 0's slot is the one process 0 would have drawn."""
+    import random
+    import threading
+
+    from training.grpo import pooled_redraws, rollout_slots, wrap_reward_fn
+
+    root, model_dir, prompts = setup
+    cfg = _cfg(root, model_dir, prompts, "pooled", prompts_per_step=4, max_resample=1)
+    # a pool where slots 0 and 2 draw a "flat" prompt (no reward spread) at attempt 0 only
+    n = 8
+    for seed in range(1000):
+        pick = {(k, a): random.Random(f"{seed}:0:{k}:{a}").randrange(n) for k in range(4) for a in (0, 1)}
+        flat = {pick[0, 0], pick[2, 0]}
+        if not flat & {i for (k, a), i in pick.items() if (k, a) not in ((0, 0), (2, 0))}:
+            break
+    cfg = replace(cfg, seed=seed)
+    pool = [(f"a {'flat ' if i in flat else ''}red circle {i}", None) for i in range(n)]
+
+    def score(samples):
+        out = low_tokens(samples)
+        return RewardOutput(out.name, [0.5 if "flat" in s.prompt else v for s, v in zip(samples, out.scores)],
+                            out.details)  # fmt: skip
+
+    barrier, box = threading.Barrier(2), [[], []]
+
+    def gather_for(rank):
+        def gather(local):
+            box[rank] = local
+            barrier.wait()
+            everyone = box[0] + box[1]
+            barrier.wait()  # both have read before the next round writes
+            return everyone
+
+        return gather
+
+    results: list = [None, None]
+    errors: list[BaseException] = []
+
+    models = [load_model(model_dir, device="cpu") for _ in range(2)]  # each its own decoder cache
+
+    def process(rank):
+        try:
+            lm = models[rank]
+            share = pooled_redraws(rank, 2, gather_for(rank))
+            results[rank] = rollout_slots(cfg, lm, pool, wrap_reward_fn(score), 0, [rank, rank + 2], share)
+        except BaseException as e:  # surfaced below (a thread's exception is otherwise lost)
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=process, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    assert [(g.slot, g.attempts) for g in results[0]] == [(0, 2)]
+    assert [(g.slot, g.attempts) for g in results[1]] == [(1, 1), (2, 2), (3, 1)]
+    alone = rollout_slots(cfg, load_model(model_dir, device="cpu"), pool, wrap_reward_fn(score), 0, [0, 2])
+    assert [(g.slot, g.attempts) for g in alone] == [(0, 2), (2, 2)]
+    moved = results[1][1]
+    assert [s.image_token_ids for s in moved.samples] == [s.image_token_ids for s in alone[1].samples]
+    assert moved.rewards == alone[1].rewards and not moved.dropped
+
+
 def _groups(cfg: GRPOConfig, loaded) -> list:
     from training.grpo import rollout_slots, wrap_reward_fn
 
