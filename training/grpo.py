@@ -91,7 +91,12 @@ class PolicyOptimConfig(RunConfig):
     # ---- loss
     clip_low: float = field(default=0.2, metadata={"help": "PPO clip below (1 - clip_low)."})
     clip_high: float = field(default=0.2, metadata={"help": "PPO clip above (1 + clip_high)."})
-    kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the initial model (β)."})
+    kl_coef: float = field(default=0.0, metadata={"help": "k3 KL weight to the reference (β)."})
+    kl_reference: str = field(
+        default="",
+        metadata={"help": "Model folder the KL term holds the policy to; empty: the initial model. "
+                  "A second GRPO stage can hold to the first stage's SFT parent."},
+    )  # fmt: skip
     kl_clamp: float = field(
         default=10.0,
         metadata={"help": "Largest per-token k3 KL value, no gradient above it (verl's low_var_kl: "
@@ -403,12 +408,21 @@ def make_controllers(cfg: PolicyOptimConfig) -> dict[str, AdaptiveEntropyCoeffic
 
 
 def reference_model(cfg: PolicyOptimConfig, run: Any, loaded: Any | None) -> Any | None:
-    """The frozen initial policy for the KL term (reloaded from ``cfg.model`` on resume)."""
+    """The frozen policy of the KL term: ``cfg.kl_reference`` when set, else the initial policy
+    (reloaded from ``cfg.model`` on resume)."""
     if cfg.kl_coef <= 0:
         return None
     from reasongen.loading import load_model
 
-    if run.start_step == 0 and loaded is not None:
+    if cfg.kl_reference:
+        ref = load_model(cfg.kl_reference, device=run.accelerator.device, dtype="float32").model
+        mine = {k: tuple(v.shape) for k, v in run.loaded.model.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+        if mine != theirs:
+            odd = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+            raise ValueError(f"kl_reference {cfg.kl_reference} is not the policy's architecture "
+                             f"(parameters differ, e.g. {odd}): the KL needs the same shapes")  # fmt: skip
+    elif run.start_step == 0 and loaded is not None:
         ref = copy.deepcopy(run.loaded.model)
     else:
         ref = load_model(cfg.model or None, device=run.accelerator.device, dtype="float32").model

@@ -289,6 +289,37 @@ def test_pooled_redraws_give_a_busy_process_s_redraw_to_an_idle_one_and_draw_the
     assert moved.rewards == alone[1].rewards and not moved.dropped
 
 
+def test_kl_reference_holds_the_policy_to_another_model_of_the_same_architecture(setup) -> None:
+    """A second stage's KL can hold to another folder (its SFT parent): the reference is that
+    model's weights, not the starting policy's; a model of other shapes is refused."""
+    from types import SimpleNamespace
+
+    from training.grpo import reference_model
+
+    root, model_dir, prompts = setup
+    other = save_tiny(root / "kl-other", seed=11)
+    loaded = load_model(model_dir, device="cpu")
+    run = SimpleNamespace(
+        start_step=0, loaded=loaded, accelerator=SimpleNamespace(device=torch.device("cpu"))
+    )
+    own = reference_model(_cfg(root, model_dir, prompts, "klref", kl_coef=0.1), run, loaded)
+    held = reference_model(
+        _cfg(root, model_dir, prompts, "klref", kl_coef=0.1, kl_reference=str(other)), run, loaded
+    )
+    want = load_model(other, device="cpu").model.state_dict()
+    start = loaded.model.state_dict()
+    for k, v in held.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    assert any(not torch.equal(v, start[k]) for k, v in held.state_dict().items())
+    assert all(torch.equal(v, start[k]) for k, v in own.state_dict().items())
+    assert not any(p.requires_grad for p in held.parameters()) and not held.training
+    wide = save_tiny(root / "kl-wide", seed=11, vocab_size=loaded.model.config.text_config.vocab_size + 8)
+    with pytest.raises(ValueError, match="not the policy's architecture"):
+        reference_model(
+            _cfg(root, model_dir, prompts, "klref", kl_coef=0.1, kl_reference=str(wide)), run, loaded
+        )
+
+
 def _groups(cfg: GRPOConfig, loaded) -> list:
     from training.grpo import rollout_slots, wrap_reward_fn
 
