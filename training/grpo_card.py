@@ -34,12 +34,12 @@ from .monitor import PLOT, plot_proxy_gold, read_records, summarise
 from .run_logs import run_scalars, step_wall_times, training_minutes
 
 
-def _table(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """Per-category SFT / GRPO / Δ tables: one table for the benchmarks that share their
-    categories (e.g. got-r1 and direct on the GenEval suite), one more for each other suite."""
+def _table(before: dict[str, Any], after: dict[str, Any], label: str = "SFT") -> str:
+    """Per-category before (``label``) / GRPO / Δ tables: one table for the benchmarks that share
+    their categories (e.g. got-r1 and direct on the GenEval suite), one more for each other suite."""
     tables = []
     for cats, names in group_by_suite({n: after[n] for n in before}).items():
-        lines = ["| category | " + " | ".join(f"{n} SFT | {n} GRPO | Δ" for n in names) + " |",
+        lines = ["| category | " + " | ".join(f"{n} {label} | {n} GRPO | Δ" for n in names) + " |",
                  "|---|" + "---|---|---|" * len(names)]  # fmt: skip
         for cat in (*cats, "overall"):
             cells = []
@@ -135,6 +135,8 @@ def card(
     recipe_file: str = "training/recipes/shapes.yaml",
     recipe_runs: str = "",
     caveat: str = "",
+    parent_note: str = "supervised only",
+    before_label: str = "SFT",
 ) -> str:
     """The model card text. ``checkpoint`` is the run's last checkpoint the model comes from;
     ``model_dir`` (optional) names the model and is read for ``averaged_from.json``;
@@ -142,7 +144,9 @@ def card(
     of ``python -m training.recipe_runs`` over repeated runs of the recipe (this one among them),
     shown as the recipe's outcome distribution with this model as one draw. The first paragraph (which the app's
     "About this model" panel shows) ends with the model's overall score on each benchmark and then
-    ``caveat`` (what the model is known to do badly), so a visitor reads both."""
+    ``caveat`` (what the model is known to do badly), so a visitor reads both. ``parent_note``
+    says what the parent is and ``before_label`` names its columns (a second GRPO stage's parent
+    is the first stage's model, not an SFT one)."""
     extra = torch.load(checkpoint / "trainer_state" / "extra.pt", weights_only=False, map_location="cpu")
     cfg, step = extra["config"], extra["step"]
     rewards = run_scalars(checkpoint.parent, "grpo/reward/mean", step)
@@ -165,13 +169,15 @@ def card(
         parent = f"assets/models/{Path(parent).name}"
     # the parent as the repository names it, not the path on the machine that trained it
     shown = ", ".join(f"{k_}={parent if k_ == 'model' else cfg[k_]}" for k_ in keys if k_ in cfg)
-    scores = "; ".join(f"{n} {after[n]['overall']:.3f} (SFT {before[n]['overall']:.3f})" for n in after)
+    scores = "; ".join(
+        f"{n} {after[n]['overall']:.3f} ({before_label} {before[n]['overall']:.3f})" for n in after
+    )
     caveat = " ".join(caveat.split())
     if caveat:
         scores += ". " + caveat.removesuffix(".")
     return f"""# {name}: the embedded model after GRPO
 
-`{parent}` (supervised only) trained further with online GRPO on the shapes
+`{parent}` ({parent_note}) trained further with online GRPO on the shapes
 world's detector reward, through `python -m training.grpo --config {recipe_file}`.
 Same architecture, tokenizer and VQ as its parent (see that card); only the language model,
 its embeddings and heads changed. Held-out benchmark (fraction of images judged correct, mean
@@ -189,7 +195,7 @@ of categories): {scores}.
 
 ## Benchmark before and after (`python -m reasongen.eval shapes`, {", ".join(map(str, n_prompts))} held-out prompts, seed 0)
 
-{_table(before, after)}
+{_table(before, after, before_label)}
 
 Sampling settings: {", ".join(settings)}.
 
@@ -219,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe-file", default="training/recipes/shapes.yaml", help="the run's --config")
     ap.add_argument("--recipe-runs", type=Path, default=None,
                     help="summary.md of python -m training.recipe_runs over repeated runs of the recipe")  # fmt: skip
+    ap.add_argument("--parent-note", default="supervised only", help="what the run's starting model is")
+    ap.add_argument("--before-label", default="SFT", help="the starting model's name in the tables")
     ap.add_argument("--caveat", default="",
                     help="a sentence for the first paragraph (the app's About panel): what the model does badly")  # fmt: skip
     args = ap.parse_args(argv)
@@ -243,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             args.recipe_file,
             args.recipe_runs.read_text() if args.recipe_runs else "",
             args.caveat,
+            args.parent_note,
+            args.before_label,
         )
     )
     run_dir = args.checkpoint.parent

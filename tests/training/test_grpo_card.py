@@ -148,6 +148,14 @@ def test_card_gives_each_suite_its_own_table_and_names_the_model_and_its_scores(
     assert "one draw from that distribution: the run `run`." in text
     assert "| two_counts | 0.400 | 0.700 | +0.300 |" in text
     assert "| **overall** | 0.400 | 0.800 | +0.400 |" in text
+    # a second GRPO stage: its parent is the first stage's model, and the tables say so
+    stage = [*args, "--parent-note", "the first GRPO stage", "--before-label", "stage 1"]
+    assert main(stage) == 0
+    text = (out / "README.md").read_text()
+    assert "`assets/models/shapes-janus-full` (the first GRPO stage)" in text
+    assert "supervised only" not in text
+    assert "geneval 0.900 (stage 1 0.500)" in text and "SFT" not in text
+    assert "| category | geneval stage 1 | geneval GRPO | Δ |" in text
     # a caveat ends the first paragraph, which the app's "About this model" panel shows
     from webui.model_card import card_summary
 
