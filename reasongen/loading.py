@@ -20,10 +20,13 @@ from .tokenizer import BOI, EOS, GOT_BOX_TOKENS, PAD
 from .types import SamplingSettings
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
-EMBEDDED_MODELS = ("shapes-janus-full-r1", "shapes-janus-r1", "shapes-janus-full", "shapes-janus")
-"""Shipped models, best first; the first one present is the default. The ``-full`` pair was
-trained on the whole shapes language (compositional prompts too); the other pair, on GenEval's six
-templates only, stays for comparison (see each model card)."""
+EMBEDDED_MODELS = (
+    "shapes-janus-full-r2", "shapes-janus-full-r1", "shapes-janus-r1", "shapes-janus-full", "shapes-janus",
+)  # fmt: skip
+"""Shipped models, best first; the first one present is the default. The ``-full`` models were
+trained on the whole shapes language (compositional prompts too): SFT, one GRPO stage (``-r1``)
+and a second (``-r2``); the other pair, on GenEval's six templates only, stays for comparison
+(see each model card)."""
 
 
 class ModelLoadError(RuntimeError):

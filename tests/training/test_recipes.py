@@ -15,7 +15,15 @@ RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 ACCELERATE = Path(__file__).resolve().parents[2] / "training" / "accelerate"
 
 
-GRPO_RECIPES = ["t2i_r1", "got_r1", "reasongen_r1", "shapes", "shapes_full", "shapes_full_learned"]
+GRPO_RECIPES = [
+    "t2i_r1",
+    "got_r1",
+    "reasongen_r1",
+    "shapes",
+    "shapes_full",
+    "shapes_full_learned",
+    "shapes_full_mend",
+]
 
 
 @pytest.mark.parametrize("name", GRPO_RECIPES)
@@ -37,6 +45,23 @@ def test_learned_reward_recipe_is_the_loops_config_for_the_shipped_reward_model(
     assert (cfg.adv_eps, cfg.kl_coef, cfg.monitor_every, cfg.monitor_n) == (1.0, 0.04, 25, 60)
     same = ["model", "recipe", "shapes_categories", "group_size", "prompts_per_step", "lr", "ppo_epochs",
             "max_steps", "seed", "clip_low", "clip_high", "max_cot_tokens", "dynamic_sampling"]  # fmt: skip
+    assert {k: getattr(cfg, k) for k in same} == {k: getattr(base, k) for k in same}
+
+
+def test_second_stage_recipe_starts_from_the_first_stage_and_keeps_its_benchmark_out() -> None:
+    """shapes_full_mend.yaml (the default model's second stage) starts from the shipped first-stage
+    model, holds to it with a KL term, and draws another pool with the benchmark's texts out."""
+    base = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full.yaml")])
+    cfg = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full_mend.yaml")])
+    assert cfg.model == "assets/models/shapes-janus-full-r1"
+    assert (RECIPES.parents[1] / cfg.model / "config.json").is_file()
+    assert cfg.kl_coef > 0 and not cfg.kl_reference and cfg.lr == base.lr / 2
+    assert cfg.shapes_seed != base.shapes_seed and cfg.holdout_benchmark == 600
+    assert cfg.shapes_categories.count("colors") == 6 and set(cfg.shapes_categories) == set(
+        base.shapes_categories
+    )
+    same = ["recipe", "reward_options", "group_size", "prompts_per_step", "ppo_epochs", "max_cot_tokens",
+            "shapes_cell", "dynamic_sampling", "max_resample"]  # fmt: skip
     assert {k: getattr(cfg, k) for k in same} == {k: getattr(base, k) for k in same}
 
 
