@@ -39,7 +39,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -528,9 +528,7 @@ def run_loop(
         applied = skipped = 0
         signal = float(kept.sum()) > 0
         if signal and balance:
-            groups = balance_groups(drawn, acc.process_index, acc.num_processes, gather_object) or [
-                replace(drawn[0], advantages=[0.0] * len(drawn[0].samples),
-                        valid=[False] * len(drawn[0].samples), dropped=True)]  # fmt: skip
+            groups = balance_groups(drawn, acc.process_index, acc.num_processes, gather_object)
         for g in drawn:
             g.behaviour = None  # behaviour log-probs belong to the policy that drew this step
         if signal and cfg.mini_batches > 1 and needs_behaviour(cfg, groups):
@@ -607,7 +605,10 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
     from accelerate.utils import gather_object
 
-    share = pooled_redraws(rank, world, gather_object) if world > 1 and cfg.balance_ranks else None
+    # as run_loop balances: a process may end a step with no group of its own only when its
+    # kept samples are then spread (never with per-micro-batch entropy controllers)
+    pooled = world > 1 and cfg.balance_ranks and cfg.entropy_update != "micro_batch"
+    share = pooled_redraws(rank, world, gather_object) if pooled else None
 
     def draw(step: int) -> list[Group]:
         lm.model.eval()

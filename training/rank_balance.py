@@ -83,10 +83,14 @@ def balance_groups(
 
     ``gather(local)`` must return the concatenation of every process's ``local`` lists in rank
     order (``accelerate.utils.gather_object``). Returns this process's groups and pieces of
-    groups, in drawn order; empty when the processes hold fewer samples than there are
-    processes and this one gets none (the caller then runs a blank group, as without balancing).
+    groups, in drawn order. A process that gets no sample (fewer samples than processes; with
+    pooled redraws it may also have drawn no group at all) gets a blank copy of the first group,
+    advantages 0 and no valid sample, so that it still runs a forward for DDP and adds nothing.
+    Call it only when some process kept a group.
     """
     everyone = gather([_light(g) for g in groups if not g.dropped])
+    if not everyone:
+        raise ValueError("balance_groups needs a kept group on some process")
     units = [(gi, si) for gi, g in enumerate(everyone) for si in range(len(g.samples))]
     cuts = balanced_cuts([sample_cost(everyone[gi], si) for gi, si in units], world)
     mine = units[cuts[rank] : cuts[rank + 1]]
@@ -94,4 +98,7 @@ def balance_groups(
     for gi in dict.fromkeys(gi for gi, _ in mine):  # groups touched, in order
         idx = [si for g, si in mine if g == gi]
         out.append(_piece(everyone[gi], idx[0], idx[-1] + 1))
+    if not out:
+        n = len(everyone[0].samples)
+        out.append(replace(everyone[0], advantages=[0.0] * n, valid=[False] * n, dropped=True))
     return out

@@ -99,7 +99,13 @@ def test_a_group_is_cut_where_the_costs_balance() -> None:
     assert len(shares[0]) == 1 and len(shares[1]) == 2  # the long group was cut in two
 
 
-def test_fewer_samples_than_processes_leaves_a_process_with_nothing() -> None:
+def test_a_process_left_without_samples_gets_a_blank_group_that_counts_for_nothing() -> None:
     one = _group("x", [2])
-    shares = _run_ranks([[one], [], []])
-    assert [sum(len(g.samples) for g in share) for share in shares] == [0, 0, 1]
+    shares = _run_ranks([[one], [], []])  # processes 1 and 2 drew no group at all
+    assert [[len(g.samples) for g in share] for share in shares] == [[1], [1], [1]]
+    trained = [g for share in shares for g in share if any(g.valid)]
+    assert len(trained) == 1 and trained[0].advantages == one.advantages
+    for g in (shares[0][0], shares[1][0]):  # the blanks: no valid sample, advantage 0
+        assert g.dropped and g.valid == [False] and g.advantages == [0.0]
+    with pytest.raises(ValueError, match="needs a kept group"):
+        balance_groups([_group("d", [2], dropped=True)], 0, 1, lambda local: local)
