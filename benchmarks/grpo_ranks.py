@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from training.run_logs import run_scalars  # noqa: E402
 
 
 def run_once(config: str, steps: int, balance: bool, out: Path, extra: list[str]) -> tuple[float, float]:
@@ -39,9 +42,6 @@ def run_once(config: str, steps: int, balance: bool, out: Path, extra: list[str]
     if done.returncode:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
         raise SystemExit(f"run failed (exit {done.returncode}): {' '.join(cmd)}")
-    sys.path.insert(0, str(ROOT))
-    from training.run_logs import run_scalars
-
     dropped = [v for *_, v in run_scalars(out, "grpo/groups/dropped", steps)]
     return seconds, sum(dropped) / max(1, len(dropped))
 

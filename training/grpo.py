@@ -72,7 +72,7 @@ from .grpo_update import (
     update,
 )
 from .monitor import Monitor, MonitorFields
-from .rank_balance import balance_groups
+from .rank_balance import balance_groups, balances
 from .rollouts import Group, finite_rewards, pooled_redraws, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
 
@@ -508,8 +508,7 @@ def run_loop(
     for name, state in rank_state(run.extra.get("controllers", {}), acc.process_index).items():
         controllers[name].load_state_dict(state)
     per_micro = controllers if cfg.entropy_update == "micro_batch" else None
-    # per-micro-batch controllers move with each process's own micro-batches: not rebalanced
-    balance = cfg.balance_ranks and acc.num_processes > 1 and per_micro is None
+    balance = balances(cfg.balance_ranks, acc.num_processes, cfg.entropy_update)
     fixed = {"text": cfg.text_entropy_coef, "image": cfg.image_entropy_coef}
     bar = tqdm(range(run.start_step, cfg.max_steps), disable=not (cfg.progress and acc.is_main_process))
     path = None
@@ -605,10 +604,12 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
     from accelerate.utils import gather_object
 
-    # as run_loop balances: a process may end a step with no group of its own only when its
-    # kept samples are then spread (never with per-micro-batch entropy controllers)
-    pooled = world > 1 and cfg.balance_ranks and cfg.entropy_update != "micro_batch"
-    share = pooled_redraws(rank, world, gather_object) if pooled else None
+    # pooled redraws can leave a process with no group of its own: only where run_loop balances
+    share = (
+        pooled_redraws(rank, world, gather_object)
+        if balances(cfg.balance_ranks, world, cfg.entropy_update)
+        else None
+    )
 
     def draw(step: int) -> list[Group]:
         lm.model.eval()

@@ -27,6 +27,7 @@ from .grpo_loss import (
     normaliser_count,
 )
 from .logprobs import policy_logprobs, run_policy, stored_logprobs
+from .rollouts import blank_group
 
 if TYPE_CHECKING:
     from .grpo import PolicyOptimConfig
@@ -191,8 +192,7 @@ def mini_batches(groups: list[Group], count: int) -> list[list[Group]]:
     ``DataProto.chunk``). A part left empty (fewer groups than parts on this process) holds a
     copy of the first group that counts for nothing, so every process runs a forward."""
     parts = [groups[i * len(groups) // count : (i + 1) * len(groups) // count] for i in range(count)]
-    n = len(groups[0].samples)
-    blank = replace(groups[0], advantages=[0.0] * n, valid=[False] * n, dropped=True, behaviour=None)
+    blank = blank_group(groups[0])
     return [p or [blank] for p in parts]
 
 

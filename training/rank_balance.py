@@ -23,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .rollouts import Group
+from .rollouts import Group, blank_group
+
+
+def balances(balance_ranks: bool, world: int, entropy_update: str) -> bool:
+    """Whether a run spreads its work over the processes (redraws pooled, kept samples shared):
+    with ``balance_ranks``, several processes, and entropy controllers that move once per step."""
+    return balance_ranks and world > 1 and entropy_update != "micro_batch"
 
 
 def sample_cost(group: Group, index: int) -> int:
@@ -98,7 +102,4 @@ def balance_groups(
     for gi in dict.fromkeys(gi for gi, _ in mine):  # groups touched, in order
         idx = [si for g, si in mine if g == gi]
         out.append(_piece(everyone[gi], idx[0], idx[-1] + 1))
-    if not out:
-        n = len(everyone[0].samples)
-        out.append(replace(everyone[0], advantages=[0.0] * n, valid=[False] * n, dropped=True))
-    return out
+    return out or [blank_group(everyone[0])]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +45,13 @@ class Group:
     # Per sample [N_k]: image log-probs under the trained distribution and the policy that drew
     # the step, where the stored ones are of another distribution (see needs_behaviour).
     behaviour: list[torch.Tensor] | None = None
+
+
+def blank_group(group: Group) -> Group:
+    """A copy of ``group`` that counts for nothing (advantages 0, no valid sample, no behaviour
+    log-probs): what a process runs when it has nothing to train on, so that DDP sees a forward."""
+    n = len(group.samples)
+    return replace(group, advantages=[0.0] * n, valid=[False] * n, dropped=True, behaviour=None)
 
 
 def slot_rng(seed: int, step: int, slot: int, attempt: int) -> random.Random:
