@@ -34,6 +34,14 @@ def test_probe_prints_every_combination_and_the_plans(capsys) -> None:
     assert '"a photo of a large <colour> <shape>"' in out and re.search(r"(\d+) / 48 right", out)
     wrong = out.split("below all-right: ")[1].splitlines()[0]
     assert wrong == "none" or all(w.strip().startswith("large ") for w in wrong.split(","))
+    # a lead no benchmark text has: the same 48 combinations, off the benchmark (a validation check)
+    assert probe.main([str(model), "--samples", "1", "--lead", "an illustration of"]) == 0
+    out = capsys.readouterr().out
+    assert '"an illustration of a <colour> <shape>"' in out and re.search(r"(\d+) / 48 right", out)
+    # "an image of a black circle" is a compositional benchmark text: refused, nothing generated
+    with pytest.raises(SystemExit):
+        probe.main([str(model), "--lead", "an image of"])
+    assert "gives benchmark texts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         probe.main([str(model), "--size", "huge"])
     with pytest.raises(SystemExit):
