@@ -6,7 +6,8 @@ sampler. ``evaluate_shapes`` runs any generator over it — a callable that take
 with the detector and GenEval's rules (``reasongen.shapes.geneval``). Samples that carry a box
 plan (recipes with ``uses_plan``) are also scored for plan faithfulness and plan–image IoU, and
 samples with a CoT for description faithfulness (the description names what the prompt asks:
-``reasongen.shapes.cot.description_faithfulness``).
+``reasongen.shapes.cot.description_faithfulness``) and, with both, for description places (the
+description says where its own plan puts things: ``reasongen.shapes.cot.places_agree``).
 ``summarize`` gives GenEval's numbers: accuracy per category over images, and ``overall`` as the
 mean of the category accuracies (GenEval's overall score). Two suites share all of it: ``geneval``
 (the six templates) and ``compositional`` (the rest of the language, ``reasongen.shapes.compose``).
@@ -27,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from reasongen.recipes import sample_uses_plan, sample_writes_cot
-from reasongen.shapes.cot import description_faithfulness
+from reasongen.shapes.cot import description_faithfulness, places_agree
 from reasongen.shapes.geneval import check_objects, plan_faithfulness, plan_image_iou
 from reasongen.shapes.pools import benchmark_texts, suite_scenes
 from reasongen.shapes.scene import BACKGROUND, Scene
@@ -129,6 +130,7 @@ class ImageResult:
     plan_faithful: bool | None = None
     plan_iou: float | None = None
     cot_faithful: bool | None = None
+    cot_places: bool | None = None
     image: Image.Image | None = None
     image_file: str | None = None
 
@@ -149,6 +151,7 @@ class ImageResult:
             "plan_faithful": self.plan_faithful,
             "plan_iou": self.plan_iou,
             "cot_faithful": self.cot_faithful,
+            "cot_places": self.cot_places,
             "image_file": self.image_file,
         }
 
@@ -193,6 +196,8 @@ def judge(
             res.plan = [b.to_dict() for b in plan]
             res.plan_faithful = plan_faithfulness(plan, item.metadata).correct
             res.plan_iou = round(plan_image_iou(plan, dets)[0], 4)
+            if sample_writes_cot(sample):
+                res.cot_places = places_agree(sample.cot_text or "", plan)
     return res
 
 
@@ -277,6 +282,9 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, Any]:
             "images": len(described),
             "faithfulness": sum(bool(r.cot_faithful) for r in described) / len(described),
         }
+        placed = [r for r in described if r.cot_places is not None]
+        if placed:
+            out["description"]["places"] = sum(bool(r.cot_places) for r in placed) / len(placed)
     return out
 
 
@@ -317,6 +325,8 @@ def format_table(summary: dict[str, Any]) -> str:
             lines.append(f"{'most common layout (share of a category)':<40}{p['layout_mode_share']:>10.3f}")
     if "description" in summary:
         lines.append(f"{'description faithfulness':<40}{summary['description']['faithfulness']:>10.3f}")
+        if "places" in summary["description"]:
+            lines.append(f"{'description places = plan':<40}{summary['description']['places']:>10.3f}")
     return "\n".join(lines)
 
 

@@ -9,17 +9,21 @@ scene.boxes`` exactly.
 places) and ``description_faithfulness`` checks them against a prompt's metadata by GenEval's
 rules, positions aside: does the reasoning name what the prompt asks for? (GRPO rewards the
 plan and the image; a description nothing rewards drifts — see the ``cot`` part of the
-``shapes`` reward.)
+``shapes`` reward.) ``read_places`` reads its places and ``places_agree`` checks them against
+the CoT's own plan: does the description say where the plan puts things? Nothing rewards that
+yet, and GRPO lets it drift (the benchmark reports it).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reasongen.plans import format_plan
+from reasongen.types import Box
 
 from .prompts import NUMBER_WORDS, article
 from .scene import COLORS, PLURALS, SHAPES, SIZES, TEXTURES, Scene, ShapeObject
@@ -28,12 +32,17 @@ _COLS = ("left", "", "right")
 _ROWS = ("top", "", "bottom")
 
 
-def region(obj: ShapeObject) -> str:
-    """A coarse place of the object on a 3×3 grid: "top left", "center", "bottom", ..."""
-    cx, cy = obj.box.center
+def box_region(box: Box) -> str:
+    """A coarse place of a box's centre on a 3×3 grid: "top left", "center", "bottom", ..."""
+    cx, cy = box.center
     col, row = min(2, int(cx * 3 // 1000)), min(2, int(cy * 3 // 1000))
     words = " ".join(w for w in (_ROWS[row], _COLS[col]) if w)
     return words or "center"
+
+
+def region(obj: ShapeObject) -> str:
+    """The object's coarse place (``box_region`` of its box), as descriptions name it."""
+    return box_region(obj.box)
 
 
 def _phrase(obj: ShapeObject) -> str:
@@ -147,3 +156,21 @@ def description_faithfulness(cot: str, metadata: dict[str, Any]):  # -> geneval.
 
     include = [{k: v for k, v in req.items() if k != "position"} for req in metadata.get("include", [])]
     return check_objects({**metadata, "include": include}, read_description(description_text(cot)))
+
+
+_PLACE_WORDS = re.compile(r"\b(?:top left|top right|bottom left|bottom right|top|bottom|left|right|center)\b")
+_RELATION_WORDS = re.compile(r"\bto the (?:left|right) of\b|\babove\b|\bbelow\b")
+
+
+def read_places(text: str) -> list[str]:
+    """The places a description names, in order, in ``box_region``'s words ("in the center" →
+    "center"); a relation ("to the left of") is not a place."""
+    return _PLACE_WORDS.findall(_RELATION_WORDS.sub(" ", text.lower()))
+
+
+def places_agree(cot: str, boxes: Sequence[Box]) -> bool:
+    """Does the CoT's description name the place of every box of ``boxes`` (its plan), once each?
+    Compared as multisets: a description names alike objects together, so its order is not the
+    plan's. "Three small red stars: top left, center, bottom right." agrees with a plan of boxes
+    in those three regions, in any order, and with no other plan."""
+    return Counter(read_places(description_text(cot))) == Counter(box_region(b) for b in boxes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -253,6 +254,34 @@ def test_samples_with_a_cot_are_scored_for_description_faithfulness():
     results = evaluate_shapes(gen, prompts)
     assert [r.cot_faithful for r in results] == [i % 2 == 0 for i in range(12)]
     summary = summarize(results)
-    assert summary["description"] == {"images": 12, "faithfulness": 0.5}
+    # another shape's name leaves the places as the plan's
+    assert summary["description"] == {"images": 12, "faithfulness": 0.5, "places": 1.0}
     assert "description faithfulness" in format_table(summary)
     assert results[1].to_dict()["cot_faithful"] is False
+
+
+def test_samples_with_a_cot_and_a_plan_are_scored_for_description_places():
+    """A description that names each box's place agrees with its plan; one whose places moved
+    (every place word said as another) does not, though it names the right objects."""
+    prompts = benchmark_prompts(12, seed=2, cell=125)
+    truth = oracle_generator()
+    swap = {"top": "bottom", "bottom": "top", "left": "right", "right": "left", "center": "top"}
+
+    def gen(items):
+        out = []
+        for it, images in zip(items, truth(items)):
+            cot = write_cot(it.scene)
+            if it.index % 3 == 0:  # every third prompt: the description's places moved
+                desc, plan = cot.split("\n", 1)
+                desc = re.sub(r"\b(top|bottom|left|right|center)\b", lambda m: swap[m.group(1)], desc)
+                cot = desc + "\n" + plan
+            out.append([_sample(it, images[0], cot)])
+        return out
+
+    results = evaluate_shapes(gen, prompts)
+    assert [r.cot_places for r in results] == [i % 3 != 0 for i in range(12)]
+    assert all(r.cot_faithful for r in results)  # the objects are still named
+    summary = summarize(results)
+    assert summary["description"]["places"] == 8 / 12
+    assert "description places = plan" in format_table(summary)
+    assert results[0].to_dict()["cot_places"] is False

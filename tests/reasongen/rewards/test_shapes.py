@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 from PIL import Image
@@ -38,7 +39,7 @@ def test_correct_renders_and_plans_score_one(scenes, sample_factory):
 def test_blank_image_fails_the_prompt_and_the_iou(scenes, sample_factory):
     blank = Image.new("RGB", render_scene(scenes[0]).size, BACKGROUND)
     out = get_reward("shapes")([_sample(sample_factory, scenes[0], blank)])
-    assert out.details[0]["parts"] == {"prompt": 0.0, "plan": 1.0, "iou": 0.0, "cot": None}
+    assert out.details[0]["parts"] == {"prompt": 0.0, "plan": 1.0, "iou": 0.0, "cot": None, "places": None}
     assert out.scores[0] == pytest.approx((0 * 1 + 1 * 0.5 + 0 * 0.5) / 2)
     assert out.details[0]["prompt"]["reasons"]
 
@@ -62,9 +63,9 @@ def test_plan_parts_apply_only_to_plan_recipes(scenes, sample_factory):
     direct = _sample(sample_factory, sc, image, recipe="direct", plan=None)
     lost_plan = _sample(sample_factory, sc, image, recipe="got-r1", plan=None)
     out = get_reward("shapes")([direct, lost_plan])
-    assert out.details[0]["parts"] == {"prompt": 1.0, "plan": None, "iou": None, "cot": None}
+    assert out.details[0]["parts"] == {"prompt": 1.0, "plan": None, "iou": None, "cot": None, "places": None}
     assert out.scores[0] == 1.0
-    assert out.details[1]["parts"] == {"prompt": 1.0, "plan": 0.0, "iou": 0.0, "cot": None}
+    assert out.details[1]["parts"] == {"prompt": 1.0, "plan": 0.0, "iou": 0.0, "cot": None, "places": None}
     assert out.scores[1] == pytest.approx(0.5)
 
 
@@ -112,3 +113,27 @@ def test_cot_part_scores_whether_the_description_names_the_prompt(scenes, sample
     assert out.scores[:2] == [1.0, 0.5] and out.scores[2] == 1.0
     assert out.details[1]["cot"]["reasons"]
     assert get_reward("shapes")([wrong]).details[0]["parts"]["cot"] is None
+
+
+def test_places_part_scores_whether_the_description_says_where_its_plan_puts_things(scenes, sample_factory):
+    """Weighted in, ``places`` is 1 for the world's own CoT and 0 when the description names
+    another place than its plan's box (plan, image and objects still right); it does not apply
+    to a recipe without a plan, and weight 0 (default) leaves it out."""
+    sc = next(s for s in scenes if len(s.objects) == 1)
+    image = render_scene(sc)
+    right = _sample(sample_factory, sc, image)
+    desc, plan = right.cot_text.split("\n", 1)
+    moved = (
+        desc.replace("in the center", "at the top left")
+        if "center" in desc
+        else re.sub(r"at the [a-z ]+\.", "in the center.", desc)
+    )
+    assert moved != desc
+    wrong = sample_factory(sc.prompt, image, metadata=sc.metadata, recipe="got-r1",
+                           cot_text=moved + "\n" + plan, plan=right.plan)  # fmt: skip
+    direct = _sample(sample_factory, sc, image, recipe="direct", plan=None)
+    out = get_reward("shapes", weights={"prompt": 1.0, "places": 1.0})([right, wrong, direct])
+    assert [d["parts"]["places"] for d in out.details] == [1.0, 0.0, None]
+    assert out.scores == [1.0, 0.5, 1.0]
+    assert "not its plan" in out.details[1]["places"]
+    assert get_reward("shapes")([wrong]).details[0]["parts"]["places"] is None
