@@ -10,8 +10,9 @@ places) and ``description_faithfulness`` checks them against a prompt's metadata
 rules, positions aside: does the reasoning name what the prompt asks for? (GRPO rewards the
 plan and the image; a description nothing rewards drifts — see the ``cot`` part of the
 ``shapes`` reward.) ``read_places`` reads its places and ``places_agree`` checks them against
-the CoT's own plan: does the description say where the plan puts things? Nothing rewards that
-yet, and GRPO lets it drift (the benchmark reports it).
+the CoT's own plan: does the description say where the plan puts things? GRPO lets that drift
+when nothing rewards it (the benchmark reports it; the ``shapes`` reward's ``places`` part, off
+by default, rewards it).
 """
 
 from __future__ import annotations
