@@ -114,7 +114,7 @@ class ShapesReward(Reward):
             from ..shapes.cot import places_agree
 
             boxes = sample.plan.boxes if sample.plan is not None else ()
-            values["places"] = float(bool(boxes) and places_agree(sample.cot_text or "", boxes))
+            values["places"] = float(places_agree(sample.cot_text or "", boxes))
             details["places"] = "agree" if values["places"] else "the description's places are not its plan's"
         return values, details
 

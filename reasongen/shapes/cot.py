@@ -173,5 +173,8 @@ def places_agree(cot: str, boxes: Sequence[Box]) -> bool:
     """Does the CoT's description name the place of every box of ``boxes`` (its plan), once each?
     Compared as multisets: a description names alike objects together, so its order is not the
     plan's. "Three small red stars: top left, center, bottom right." agrees with a plan of boxes
-    in those three regions, in any order, and with no other plan."""
+    in those three regions, in any order, and with no other plan. An empty plan (none could be
+    read) agrees with no description."""
+    if not boxes:
+        return False
     return Counter(read_places(description_text(cot))) == Counter(box_region(b) for b in boxes)

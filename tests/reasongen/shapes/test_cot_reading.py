@@ -84,3 +84,5 @@ def test_reading_places_and_checking_them_against_a_plan() -> None:
     cot = "Two small green stars: center, center, center. <|obj_start|>green star<|obj_end|>"
     assert not places_agree(cot, [centre, bottom])
     assert places_agree("Two small green stars: center, bottom.", [bottom, centre])
+    # a plan that could not be read agrees with nothing, not even a description without places
+    assert not places_agree("A red star.", []) and not places_agree(text, [])
