@@ -8,7 +8,10 @@ own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` 
 - ``open_clip_config.json`` — ``{"model_cfg": {...}, "preprocess_cfg": {...}}``, plus our own
   ``"reasongen": {"text": MODE}`` (open_clip ignores it): what the text side reads, ``prompt``
   (the default; HPS v2 and PickScore's way) or ``prompt_plan`` (the prompt and the sample's plan
-  boxes as words, :func:`reward_text`, so a model can learn what a ranking based on the plan saw);
+  boxes as words, :func:`reward_text`, so a model can learn what a ranking based on the plan saw),
+  and ``"image": MODE``, what the image side sees: ``image`` (the default) or ``image_plan`` (the
+  image with its plan drawn beside it, :func:`beside_plan`, for a vision tower configured for
+  images twice as wide as high);
 - ``open_clip_model.safetensors`` — the weights;
 - ``README.md`` — the model card (data, counts, simulated or not, held-out accuracy with its CI).
 
@@ -46,6 +49,28 @@ TRAIN_HINT = (
 
 TEXT_MODES = ("prompt", "prompt_plan")
 """What the scorer's text side reads: the prompt, or the prompt and the plan's boxes."""
+IMAGE_MODES = ("image", "image_plan")
+"""What the scorer's image side sees: the image, or the image with its plan drawn beside it
+(:func:`beside_plan`; the vision tower then takes images twice as wide as high)."""
+
+
+def beside_plan(image: Any, boxes: Sequence[Any]) -> Any:
+    """``image`` (PIL) with its plan drawn at the same size to its right: the plan read as the
+    scene it asks for (``reasongen.shapes.render.render_plan``, the shapes world's labels; an empty
+    plan is an empty canvas). Whether the image is right for the prompt, whether the plan is, and
+    whether the image draws the plan's boxes are then all questions about one picture, which an
+    image tower can learn as it learns the first (image mode ``image_plan``)."""
+    from PIL import Image
+
+    from ..shapes.render import render_plan
+
+    image = image.convert("RGB")
+    w, h = image.size
+    plan = render_plan(boxes, size=max(16, max(w, h))).resize((w, h))
+    both = Image.new("RGB", (2 * w, h))
+    both.paste(image, (0, 0))
+    both.paste(plan, (w, 0))
+    return both
 
 
 def reward_text(prompt: str, boxes: Sequence[Any], mode: str = "prompt") -> str:
@@ -66,6 +91,16 @@ def text_mode_of(config: dict[str, Any]) -> str:
     if mode not in TEXT_MODES:
         raise RewardModelUnavailable(
             f"unknown text mode {mode!r} in the config; known: {', '.join(TEXT_MODES)}"
+        )
+    return mode
+
+
+def image_mode_of(config: dict[str, Any]) -> str:
+    """The image mode an ``open_clip_config.json`` mapping records (``image`` when it says none)."""
+    mode = (config.get("reasongen") or {}).get("image", "image")
+    if mode not in IMAGE_MODES:
+        raise RewardModelUnavailable(
+            f"unknown image mode {mode!r} in the config; known: {', '.join(IMAGE_MODES)}"
         )
     return mode
 
@@ -127,11 +162,23 @@ class Scorer:
     """Prompts → ``[B, context_length]`` token ids."""
     text_mode: str = "prompt"
     """What the text side reads (``TEXT_MODES``); :meth:`sample_text` applies it."""
+    image_mode: str = "image"
+    """What the image side sees (``IMAGE_MODES``); :meth:`model_image` applies it."""
 
     def sample_text(self, sample: Any) -> str:
         """The text this scorer pairs with ``sample``'s image (its prompt, and its plan if asked)."""
         plan = getattr(sample, "plan", None)
         return reward_text(sample.prompt, plan.boxes if plan is not None else (), self.text_mode)
+
+    def model_image(self, image: Any, boxes: Sequence[Any] = ()) -> Any:
+        """The picture the image side scores: ``image`` itself, or (``image_plan``) the image beside
+        its plan ``boxes`` (:func:`beside_plan`)."""
+        return beside_plan(image, boxes) if self.image_mode == "image_plan" else image
+
+    def sample_image(self, sample: Any) -> Any:
+        """:meth:`model_image` of ``sample``'s image and plan."""
+        plan = getattr(sample, "plan", None)
+        return self.model_image(image_of(sample), plan.boxes if plan is not None else ())
 
     def pixels(self, images: Sequence[Any]) -> Any:
         """``[B, 3, S, S]`` model inputs for PIL images."""
@@ -168,7 +215,8 @@ def load_scorer(folder: str | Path, device: Any = "cpu", dtype: Any = None) -> S
     mode. Raises ``RewardModelUnavailable`` with the path tried when it cannot be loaded."""
     import open_clip
 
-    mode = text_mode_of(check_model_folder(folder))
+    config = check_model_folder(folder)
+    mode, image_mode = text_mode_of(config), image_mode_of(config)
     ident = f"local-dir:{Path(folder).expanduser()}"
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(ident, device=device)
@@ -181,7 +229,7 @@ def load_scorer(folder: str | Path, device: Any = "cpu", dtype: Any = None) -> S
         ) from e
     if dtype is not None:
         model = model.to(dtype=dtype)
-    return Scorer(model.eval(), preprocess, tokenizer, mode)
+    return Scorer(model.eval(), preprocess, tokenizer, mode, image_mode)
 
 
 class LearnedReward(ModelReward):
@@ -202,7 +250,7 @@ class LearnedReward(ModelReward):
         details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
         for chunk in batched(idx, self.config.batch_size):
             texts = [scorer.sample_text(samples[i]) for i in chunk]
-            values = scorer.score([image_of(samples[i]) for i in chunk], texts)
+            values = scorer.score([scorer.sample_image(samples[i]) for i in chunk], texts)
             for i, v in zip(chunk, values, strict=True):
                 scores[i], details[i] = v, {"learned": v}
         return RewardOutput(self.name, scores, details)

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import BACKGROUND, COLORS, Scene, ShapeObject, texture_rgb
+from reasongen.types import Box
+
+from .scene import BACKGROUND, COLORS, SHAPES, Scene, ShapeObject, texture_rgb
 
 IMAGE_SIZE = 128
 SUPERSAMPLE = 4
@@ -110,3 +112,44 @@ def render_objects(
 def render_scene(scene: Scene, size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE) -> Image.Image:
     """Render a scene (see ``render_objects``)."""
     return render_objects(scene.objects, size, supersample)
+
+
+PLAN_UNKNOWN_RGB = (128, 128, 128)
+"""What a plan box draws in when its label names no colour of the world (grey, no world colour)."""
+
+
+def render_plan(boxes: Iterable[Box], size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE) -> Image.Image:
+    """Draw a plan as the scene it asks for: each box's label read as an object
+    (``geneval.object_from_label``: shape, colour and texture words) and drawn to fill its box, as
+    the renderer draws scenes. A label without a known colour is drawn grey; a label without a
+    known shape becomes the box's grey outline, so an unreadable box still shows where it is.
+    Boxes are clipped to the canvas; empty ones draw nothing. Used by reward models that see an
+    image beside its plan (``reasongen.rewards.learned``, image mode ``image_plan``)."""
+    from .geneval import object_from_label
+
+    if size < 16 or supersample < 1:
+        raise ValueError(f"size must be >= 16 and supersample >= 1; got {size}, {supersample}")
+    canvas = size * supersample
+    s = canvas / 1000.0
+    img = Image.new("RGB", (canvas, canvas), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for raw in boxes:
+        x1, y1 = min(max(raw.x1, 0), 1000), min(max(raw.y1, 0), 1000)
+        x2, y2 = min(max(raw.x2, 0), 1000), min(max(raw.y2, 0), 1000)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        obj = object_from_label(Box(raw.label, x1, y1, x2, y2))
+        rgb = COLORS.get(obj.color, PLAN_UNKNOWN_RGB)
+        if obj.shape not in SHAPES:
+            draw.rectangle((x1 * s, y1 * s, x2 * s - 1, y2 * s - 1), outline=PLAN_UNKNOWN_RGB,
+                           width=max(1, supersample * 2))  # fmt: skip
+            continue
+        shape_mask = _draw_mask(obj, canvas)
+        img.paste(rgb, mask=shape_mask)
+        if obj.texture:
+            tex = np.minimum(np.asarray(_texture_mask(obj, canvas)), np.asarray(shape_mask))
+            tex_rgb = texture_rgb(obj.color) if obj.color in COLORS else (192, 192, 192)
+            img.paste(tex_rgb, mask=Image.fromarray(tex))
+    if supersample > 1:
+        img = img.resize((size, size), Image.Resampling.BOX)
+    return img

@@ -152,3 +152,78 @@ def test_a_plan_captioned_pretraining_loads_as_a_plan_reading_scorer(tmp_path) -
                                   holdout_benchmark=0, device="cpu", log_every=0, text="prompt_plan",
                                   hard_negatives=1.0), log=lambda m: None)  # fmt: skip
     assert text_mode_of(json.loads((out / "open_clip_config.json").read_text())) == "prompt_plan"
+
+
+def test_drift_moves_one_object_part_way_off_its_box_and_clear_of_the_rest() -> None:
+    from reasongen.plans import box_iou
+    from training.reward_model.near_miss import drift
+
+    rng = random.Random(3)
+    for _ in range(20):
+        moved = drift(SCENE, rng, CELL)
+        assert moved is not None
+        changed = [(a, b) for a, b in zip(SCENE, moved, strict=True) if a != b]
+        assert len(changed) == 1
+        before, after = changed[0]
+        assert (before.shape, before.color, before.size) == (after.shape, after.color, after.size)
+        assert 0.25 <= box_iou(before.box, after.box) <= 0.75
+        others = [o.box for o in moved if o is not after]
+        assert all(box_iou(after.box, b) == 0 for b in others)
+    assert drift((), rng) is None
+
+
+def test_image_plan_pretraining_shows_each_scene_beside_its_plan_with_misses_on_either_side(tmp_path) -> None:
+    """--image image_plan: pictures twice as wide as high (scene | plan), every kind of near miss
+    drawn, each below the careful annotator's best; the folder loads as an image_plan scorer."""
+    import json
+
+    from reasongen.rewards.learned import beside_plan, image_mode_of
+    from reasongen.shapes import render_scene
+    from reasongen.shapes.geneval import plan_faithfulness
+    from training.reward_model.near_miss import follows_plan
+    from training.reward_model.pretrain import (
+        PLAN_MISSES,
+        PretrainConfig,
+        caption_batch,
+        plan_near_miss,
+        pretrain,
+    )
+
+    base = dict(arch="tiny", batch=8, warmup_steps=0, holdout_benchmark=0, device="cpu", log_every=0)
+
+    cfg = PretrainConfig(out="x", image="image_plan", hard_negatives=1.0, language="full", **base)
+    images, _, negatives = caption_batch(0, cfg, set())
+    assert len(images) == 8 and negatives and all(im.size == (256, 128) for im in images + negatives)
+    rng = random.Random(0)
+    kinds: Counter[str] = Counter()
+    for k in range(60):
+        scene = sample_scene(LANGUAGES["full"][k % len(LANGUAGES["full"])], rng, CELL)
+        assert beside_plan(render_scene(scene), scene.boxes).size == (256, 128)
+        miss_rng = random.Random(k)
+        kind = random.Random(k).choice(PLAN_MISSES)  # the kind plan_near_miss draws first
+        miss = plan_near_miss(scene, miss_rng, CELL)
+        if miss is None:
+            continue
+        kinds[kind] += 1
+        drawn, plan = miss
+        image_right = satisfies(scene.metadata, drawn)
+        plan_right = plan_faithfulness(plan, scene.metadata).correct
+        # never as good as the scene beside its own boxes: something is wrong or off its box
+        as_planned = tuple(plan) == scene.boxes and tuple(drawn) == scene.objects
+        assert not (image_right and plan_right and as_planned)
+        if kind == "plan":
+            assert tuple(drawn) == scene.objects and not plan_right
+        if kind == "both":
+            assert not image_right and tuple(o.box for o in drawn) == tuple(plan)
+        if kind == "drift":
+            assert tuple(plan) == scene.boxes and not follows_plan(scene.objects, drawn, min_iou=0.8)
+    assert set(kinds) == set(PLAN_MISSES)
+    out = pretrain(PretrainConfig(out=str(tmp_path / "p"), steps=1, image="image_plan", hard_negatives=1.0,
+                                  **{**base, "batch": 4}), log=lambda m: None)  # fmt: skip
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert image_mode_of(saved) == "image_plan" and saved["model_cfg"]["vision_cfg"]["image_size"] == [32, 64]
+    with pytest.raises(ValueError, match="image='image_plan'"):
+        again = PretrainConfig(out=str(out), steps=2, resume=True, hard_negatives=1.0, **{**base, "batch": 4})
+        pretrain(again)
+    with pytest.raises(ValueError, match="--image must be one of"):
+        PretrainConfig(out="x", image="plan", **base)

@@ -405,7 +405,7 @@ def test_prompt_plan_text_mode(study, tmp_path) -> None:
     train_reward_model(cfg, data=with_plan, log=lambda m: None)
     saved = json.loads((out / "open_clip_config.json").read_text())
     assert (
-        saved["reasongen"] == {"text": "prompt_plan"}
+        saved["reasongen"] == {"text": "prompt_plan", "image": "image"}
         and saved["model_cfg"]["text_cfg"]["context_length"] == 24
     )
     assert get_reward("learned", model=str(out), device="cpu").bundle.text_mode == "prompt_plan"
@@ -435,3 +435,45 @@ def test_full_language_captions_compose_and_resuming_other_captions_is_refused(t
     pretrain(PretrainConfig(out=str(tmp_path / "p"), **base), log=lambda m: None)
     with pytest.raises(ValueError, match="language='geneval'"):
         pretrain(PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "language": "full"}))
+
+
+def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(study, tmp_path) -> None:
+    """A starting model pre-trained with --image image_plan keeps its image mode: the candidates'
+    stored plans are drawn beside them (an empty canvas where none is stored), the folder records
+    the mode, and the reward built from it scores as the trained model does."""
+    import dataclasses
+
+    from reasongen.rewards.learned import beside_plan
+    from reasongen.types import Box
+    from training.reward_model.model import TINY_CONFIG, for_image_mode, save_scorer, scorer_from_config
+    from training.reward_model.train import Images
+
+    root, url = study
+    wide = for_image_mode(TINY_CONFIG, "image_plan")
+    assert wide["model_cfg"]["vision_cfg"]["image_size"] == wide["preprocess_cfg"]["size"] == [32, 64]
+    assert TINY_CONFIG["model_cfg"]["vision_cfg"]["image_size"] == 32  # a copy, the original untouched
+    save_scorer(scorer_from_config(wide, seed=1), wide, tmp_path / "start")
+    data = read_study("colours", url, str(root / "data"))
+    c = next(iter(data.prompts))
+    plan = (Box("red square", 0, 0, 500, 500),)
+    with_plan = dataclasses.replace(data, plans={c: plan})
+    out = tmp_path / "ip"
+    cfg = RewardModelConfig(study="colours", db=url, data_dir=str(root / "data"), out=str(out),
+                            init=str(tmp_path / "start"), steps=3, batch_rankings=8, n_boot=10, log_every=0,
+                            device="cpu")  # fmt: skip
+    train_reward_model(cfg, data=with_plan, log=lambda m: None)
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert saved["reasongen"] == {"text": "prompt", "image": "image_plan"}
+    reward = get_reward("learned", model=str(out), device="cpu")
+    scorer = reward.bundle
+    assert scorer.image_mode == "image_plan"
+    images = Images(scorer, with_plan.images, 64, with_plan.plans)
+    from PIL import Image
+
+    with Image.open(with_plan.images[c]) as im:
+        want = scorer.preprocess(beside_plan(im.convert("RGB"), plan))
+        other = next(k for k in with_plan.images if k != c)
+    with Image.open(with_plan.images[other]) as im:
+        want_empty = scorer.preprocess(beside_plan(im.convert("RGB"), ()))
+    got = images.batch([c, other])  # from the float16 cache
+    assert torch.allclose(got, torch.stack([want, want_empty]), atol=2e-3)

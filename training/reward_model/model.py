@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from reasongen.rewards.learned import CONFIG_FILE, WEIGHTS_FILE, Scorer, load_scorer
+from reasongen.rewards.learned import CONFIG_FILE, IMAGE_MODES, WEIGHTS_FILE, Scorer, load_scorer
 
 SHAPES_CONFIG: dict[str, Any] = {
     "model_cfg": {
@@ -63,6 +63,23 @@ TINY_CONFIG: dict[str, Any] = {
 """A minute config for tests."""
 
 CONFIGS = {"shapes": SHAPES_CONFIG, "tiny": TINY_CONFIG}
+
+
+def for_image_mode(config: dict[str, Any], mode: str) -> dict[str, Any]:
+    """``config`` (a copy) made for image mode ``mode``: for ``image_plan`` (an image beside its
+    plan, ``reasongen.rewards.learned.beside_plan``) the vision tower and the preprocessing take
+    images twice as wide as high, ``[S, 2S]`` (open_clip's ViT grids a non-square image in the same
+    patches), and the config records the mode; ``image`` leaves the sizes alone."""
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
+    cfg = copy.deepcopy(config)
+    if mode == "image_plan":
+        side = cfg["model_cfg"]["vision_cfg"]["image_size"]
+        side = side[0] if isinstance(side, list | tuple) else int(side)
+        cfg["model_cfg"]["vision_cfg"]["image_size"] = [side, 2 * side]
+        cfg.setdefault("preprocess_cfg", {})["size"] = [side, 2 * side]
+    cfg["reasongen"] = {**cfg.get("reasongen", {}), "image": mode}
+    return cfg
 
 
 def scorer_from_config(config: dict[str, Any], weights: str | Path | None = None, seed: int = 0) -> Scorer:
@@ -132,7 +149,7 @@ def _from_path(path: Path, arch: str, init: str) -> tuple[Scorer, dict[str, Any]
             )
         scorer = load_scorer(path)
         return (
-            Scorer(scorer.model.train(), scorer.preprocess, scorer.tokenizer),
+            Scorer(scorer.model.train(), scorer.preprocess, scorer.tokenizer, image_mode=scorer.image_mode),
             cfg,
             f"from the open_clip folder {path}",
         )

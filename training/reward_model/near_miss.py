@@ -14,7 +14,9 @@ added; the layout mirrored; with a plan, also one object moved). An edited scene
 when the world's GenEval rules (``reasongen.shapes.geneval.check_objects`` on the true objects,
 no detector) judge it wrong for the prompt — or, for captions that carry the plan (``pretrain
 --text prompt_plan``), when it no longer draws the plan's boxes — so a "negative" is never
-secretly right.
+secretly right. For scorers that see an image beside its plan (``pretrain --image image_plan``),
+``drift`` shifts one object part-way off its box: not a prompt edit, but an image the careful
+annotator ranks below one drawn on its boxes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from reasongen.plans import box_iou
 from reasongen.shapes.detect import matches_objects
 from reasongen.shapes.geneval import check_objects
 from reasongen.shapes.placement import box_side, free_box
-from reasongen.shapes.scene import COLORS, SHAPES, SIZES, Scene, ShapeObject
+from reasongen.shapes.scene import COLORS, GRID, SHAPES, SIZES, Scene, ShapeObject
 from reasongen.types import Box
 
 Objects = tuple[ShapeObject, ...]
@@ -98,6 +100,27 @@ def move(objects: Objects, rng: random.Random, cell: int | None = None) -> Objec
     if box is None or box_iou(box, o.box) >= 0.5:
         return None
     return _swap(objects, i, dataclasses.replace(o, box=box))
+
+
+def drift(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object shifted part-way off its box (IoU with it between 0.25 and 0.75), inside the
+    canvas and clear of the others: still the same object, drawn less where it was planned (None
+    if no such shift is found). Not a prompt edit: for image–plan pairs, where the careful
+    annotator ranks such an image below one drawn on its boxes."""
+    if not objects:
+        return None
+    i = rng.randrange(len(objects))
+    o = objects[i]
+    b, side = o.box, o.box.x2 - o.box.x1
+    rest = [x.box for j, x in enumerate(objects) if j != i]
+    for _ in range(16):
+        dx = round(rng.uniform(-0.6, 0.6) * side / GRID) * GRID
+        dy = round(rng.uniform(-0.6, 0.6) * side / GRID) * GRID
+        box = dataclasses.replace(b, x1=b.x1 + dx, x2=b.x2 + dx, y1=b.y1 + dy, y2=b.y2 + dy)
+        inside = min(box.x1, box.y1) >= 0 and max(box.x2, box.y2) <= 1000
+        if inside and 0.25 <= box_iou(box, b) <= 0.75 and all(box_iou(box, r) == 0 for r in rest):
+            return _swap(objects, i, dataclasses.replace(o, box=box))
+    return None
 
 
 def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from reasongen.config import parse_config
-from reasongen.rewards.learned import TEXT_MODES, reward_text
+from reasongen.rewards.learned import IMAGE_MODES, TEXT_MODES, beside_plan, reward_text
 from reasongen.shapes.write_prompts import LANGUAGES
 
-from .model import CONFIGS, save_scorer, scorer_from_config
+from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
 
 STATE_FILE = "pretrain_state.pt"
 
@@ -73,6 +73,13 @@ class PretrainConfig:
         "reward model fine-tuned with --text prompt_plan reads (give --context_length ~128).",
         default="prompt",
     )
+    image: str = _h(
+        "What the image side sees: 'image', or 'image_plan' — each scene beside its plan drawn as the "
+        "scene it asks for (reasongen.rewards.learned.beside_plan; the vision tower takes [S, 2S] "
+        "images), with near misses on either side: the image edited, the plan edited, both, or one "
+        "object drifted off its box.",
+        default="image",
+    )
     hard_negatives: float = _h(
         "Chance that a caption also brings a near-miss image — its scene edited once so the caption "
         "no longer holds (training/reward_model/near_miss.py) — as an extra negative (0 = plain CLIP).",
@@ -96,6 +103,8 @@ class PretrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.text not in TEXT_MODES:
             raise ValueError(f"--text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")
+        if self.image not in IMAGE_MODES:
+            raise ValueError(f"--image must be one of {', '.join(IMAGE_MODES)}, got {self.image!r}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
         if self.language not in LANGUAGES:
@@ -126,7 +135,8 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     """Step ``step``'s rendered scenes, their captions (the prompts, or with ``text`` prompt_plan
     the prompts and plans) and the near-miss images (a function of ``(seed, step)`` only); no two
     pairs of a batch share a prompt, so each caption has one positive. Near misses come from
-    their own random stream, so the scenes do not depend on ``hard_negatives``."""
+    their own random stream, so the scenes do not depend on ``hard_negatives``. With ``image``
+    image_plan every picture is a scene beside its plan (:func:`plan_near_miss` for the misses)."""
     from reasongen.shapes import render_objects, render_scene, sample_scene
     from reasongen.shapes.codes import CELL
 
@@ -134,6 +144,7 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
 
     rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
+    with_plan = cfg.image == "image_plan"
     images, prompts, captions, negatives = [], [], [], []
     while len(prompts) < cfg.batch:
         category = rng.choice(cfg.categories)
@@ -141,14 +152,42 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
         scene = sample_scene(category, rng, cell)
         if scene.prompt in held or scene.prompt in prompts:
             continue
-        images.append(render_scene(scene))
+        images.append(beside_plan(render_scene(scene), scene.boxes) if with_plan else render_scene(scene))
         prompts.append(scene.prompt)
         captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
+            if with_plan:
+                miss = plan_near_miss(scene, edit_rng, cell)
+                if miss is not None:
+                    negatives.append(beside_plan(render_objects(miss[0]), miss[1]))
+                continue
             edited = near_miss(scene, edit_rng, cell, plan=cfg.text == "prompt_plan")
             if edited is not None:
                 negatives.append(render_objects(edited))
     return images, captions, negatives
+
+
+PLAN_MISSES = ("image", "plan", "both", "drift")
+"""The kinds of image–plan near miss, drawn with equal chance (:func:`plan_near_miss`)."""
+
+
+def plan_near_miss(scene: Any, rng: random.Random, cell: int | None) -> tuple[Any, tuple[Any, ...]] | None:
+    """An image–plan pair the careful annotator ranks below ``scene`` beside its own boxes, as
+    (objects to draw, plan boxes): ``image`` — the image edited (wrong for the prompt, or an object
+    off its box), the plan kept; ``plan`` — the plan edited so it is wrong for the prompt, the image
+    kept; ``both`` — one prompt edit drawn and planned alike; ``drift`` — one object drawn part-way
+    off its box (``near_miss.drift``). None when the drawn edit could not be made."""
+    from .near_miss import drift, near_miss
+
+    kind = rng.choice(PLAN_MISSES)
+    if kind == "drift":
+        moved = drift(scene.objects, rng, cell)
+        return None if moved is None else (moved, scene.boxes)
+    edited = near_miss(scene, rng, cell, plan=kind == "image")
+    if edited is None:
+        return None
+    boxes = tuple(o.box for o in edited)
+    return {"image": (edited, scene.boxes), "plan": (scene.objects, boxes), "both": (edited, boxes)}[kind]
 
 
 class CaptionSteps(torch.utils.data.Dataset):
@@ -188,6 +227,7 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     config = copy.deepcopy(CONFIGS[cfg.arch])
     if cfg.context_length:
         config["model_cfg"]["text_cfg"]["context_length"] = cfg.context_length
+    config = for_image_mode(config, cfg.image)
     scorer = scorer_from_config(config, seed=cfg.seed)
     model = scorer.model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -215,7 +255,7 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     steps = CaptionSteps(cfg, held, scorer.preprocess, start)
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=cfg.workers)
     for step, (pixels, prompts) in enumerate(loader, start=start):
-        pixels = pixels.to(device)  # [B + H, 3, S, S]: the captions' images, then H near misses
+        pixels = pixels.to(device)  # [B + H, 3, S, S or 2S]: the captions' images, then H near misses
         tokens = scorer.tokenizer(prompts).to(device)  # [B, L]
         img = model.encode_image(pixels, normalize=True)  # [B + H, D]
         txt = model.encode_text(tokens, normalize=True)  # [B, D]
@@ -248,7 +288,8 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("language", "geneval")
     saved.setdefault("hard_negatives", 0.0)
     saved.setdefault("text", "prompt")
-    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text"):
+    saved.setdefault("image", "image")
+    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
@@ -260,7 +301,8 @@ def _save(
     scorer: Any, config: dict[str, Any], out: Path, opt: Any, sched: Any, step: int, cfg: PretrainConfig,
     losses: list[float],
 ) -> None:  # fmt: skip
-    save_scorer(scorer, {**config, "reasongen": {"text": cfg.text}}, out)  # loads as a scorer of its captions
+    # loads as a scorer of its captions and pictures
+    save_scorer(scorer, {**config, "reasongen": {"text": cfg.text, "image": cfg.image}}, out)
     state = {
         "model": scorer.model.state_dict(),
         "optimizer": opt.state_dict(),

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasongen.rewards.learned import TEXT_MODES, Scorer, reward_text
+from reasongen.rewards.learned import TEXT_MODES, Scorer, image_mode_of, reward_text
+from reasongen.types import Box
 
 from ..errors import TrainingError
 from .data import PreferenceData, Ranking, read_export, read_study, split_by_prompt
@@ -143,12 +144,20 @@ def candidate_texts(data: PreferenceData, mode: str) -> dict[int, str]:
 
 
 class Images:
-    """Preprocessed candidate images by id, all in memory when they fit ``cache_mb``."""
+    """Preprocessed candidate images by id, all in memory when they fit ``cache_mb``; a scorer in
+    image mode ``image_plan`` sees each beside its plan (``plans``, candidate id → boxes; none
+    stored is an empty plan), as the ``learned`` reward shows it a sample."""
 
-    def __init__(self, scorer: Scorer, files: dict[int, Path], cache_mb: int) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        files: dict[int, Path],
+        cache_mb: int,
+        plans: dict[int, tuple[Box, ...]] | None = None,
+    ) -> None:
         from PIL import Image
 
-        self.scorer, self.files, self._open = scorer, files, Image.open
+        self.scorer, self.files, self._open, self.plans = scorer, files, Image.open, plans or {}
         size = scorer.preprocess(Image.new("RGB", (8, 8))).numel() * 2 * len(files) / 2**20  # float16
         self.cache: dict[int, torch.Tensor] | None = None
         if size <= cache_mb:
@@ -156,7 +165,8 @@ class Images:
 
     def _load(self, c: int) -> torch.Tensor:
         with self._open(self.files[c]) as im:
-            return self.scorer.preprocess(im.convert("RGB"))  # [3, S, S]
+            shown = self.scorer.model_image(im.convert("RGB"), self.plans.get(c, ()))
+            return self.scorer.preprocess(shown.convert("RGB"))  # [3, S, S] ([3, S, 2S] with the plan)
 
     def batch(self, ids: list[int]) -> torch.Tensor:
         """``[B, 3, S, S]`` float32 pixels."""
@@ -321,11 +331,12 @@ def train_reward_model(
     if cfg.validation:
         train_set, val_set = split_by_prompt(train_set, cfg.validation, cfg.seed + 1)
     scorer, oc_config, start = initial_scorer(cfg.init, cfg.arch, cfg.seed, cfg.context_length)
-    oc_config = {**oc_config, "reasongen": {"text": cfg.text}}
-    scorer.text_mode = cfg.text
+    image_mode = image_mode_of(oc_config)  # the starting model's: its vision tower is sized for it
+    oc_config = {**oc_config, "reasongen": {"text": cfg.text, "image": image_mode}}
+    scorer.text_mode, scorer.image_mode = cfg.text, image_mode
     texts = candidate_texts(data, cfg.text)
     scorer.model.to(device).train()
-    images = Images(scorer, data.images, cfg.cache_mb)
+    images = Images(scorer, data.images, cfg.cache_mb, data.plans)
     before = evaluate(scorer, images, texts, test_set.rankings, device, cfg.n_boot, cfg.seed)
     log(
         f"{len(train_set.rankings)} training / {len(test_set.rankings)} held-out rankings; held-out "

@@ -188,3 +188,40 @@ def test_a_prompt_plan_model_reads_the_sample_plan(tmp_path, sample_factory, ima
     _write_folder(tmp_path / "bad", {**CONFIG, "reasongen": {"text": "cot"}})
     with pytest.raises(RewardModelUnavailable, match="unknown text mode 'cot'"):
         get_reward("learned", model=str(tmp_path / "bad"), device="cpu")(samples[:1])
+
+
+def test_an_image_plan_model_sees_each_image_beside_its_plan(tmp_path, sample_factory, images) -> None:
+    """Image mode image_plan: the picture scored is the image with its plan drawn to its right, so the
+    plan (or its absence) changes the score; a plain model ignores plans; unknown modes are refused."""
+    from reasongen.rewards.learned import beside_plan
+    from reasongen.types import Box, Plan
+
+    vision = {**CONFIG["model_cfg"]["vision_cfg"], "image_size": [32, 64]}
+    wide = {
+        **CONFIG,
+        "model_cfg": {**CONFIG["model_cfg"], "vision_cfg": vision},
+        "preprocess_cfg": {**CONFIG["preprocess_cfg"], "size": [32, 64]},
+        "reasongen": {"image": "image_plan"},
+    }  # fmt: skip
+    path, _ = _write_folder(tmp_path / "ip", wide)
+    scorer = load_scorer(path)
+    assert scorer.image_mode == "image_plan" and scorer.text_mode == "prompt"
+    left = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
+    right = Plan(boxes=(Box("red square", 500, 500, 1000, 1000),))
+    samples = [sample_factory("a red square", images[0], plan=p) for p in (left, right, None)]
+    shown = scorer.sample_image(samples[0])
+    w, h = images[0].size
+    assert shown.size == (2 * w, h) and scorer.pixels([shown]).shape == (1, 3, 32, 64)
+    assert shown.crop((0, 0, w, h)).tobytes() == images[0].convert("RGB").tobytes()  # the image, untouched
+    # the plan half: the red square drawn in its box (top-left quarter), the rest background
+    assert shown.getpixel((w + w // 4, h // 4)) == (214, 30, 36)
+    assert shown.getpixel((w + 3 * w // 4, 3 * h // 4)) != (214, 30, 36)
+    from reasongen.shapes.scene import BACKGROUND
+
+    assert beside_plan(images[0], ()).crop((w, 0, 2 * w, h)).getcolors() == [(w * h, BACKGROUND)]  # empty
+    with_plan = get_reward("learned", model=str(path), device="cpu")(samples).scores
+    assert len(set(with_plan)) == 3
+    (tmp_path / "bad").mkdir()
+    _write_folder(tmp_path / "bad", {**CONFIG, "reasongen": {"image": "video"}})
+    with pytest.raises(RewardModelUnavailable, match="unknown image mode 'video'"):
+        get_reward("learned", model=str(tmp_path / "bad"), device="cpu")(samples[:1])

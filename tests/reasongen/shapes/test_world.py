@@ -185,3 +185,23 @@ def test_cell_aligned_scenes_sit_on_the_grid_and_code_exactly():
         sample_scene("colors", random.Random(0), cell=100)
     with pytest.raises(ValueError, match="not aligned"):
         scene_codes(sample_scenes(6, seed=1)[0])
+
+
+def test_render_plan_draws_each_box_as_the_object_its_label_names() -> None:
+    from reasongen.shapes.render import PLAN_UNKNOWN_RGB, render_objects, render_plan
+    from reasongen.shapes.scene import BACKGROUND, COLORS
+    from reasongen.types import Box
+
+    assert render_plan([]).tobytes() == render_objects([]).tobytes()  # no plan: an empty canvas
+    boxes = [
+        Box("red circle", 0, 0, 250, 250),
+        Box("square", 500, 0, 750, 250),  # no colour: grey
+        Box("blue kite", 0, 500, 250, 750),  # no shape of the world: an outline
+        Box("large green square", 600, 600, 1200, 1200),  # clipped to the canvas
+        Box("red circle", 300, 300, 300, 400),  # empty: nothing
+    ]
+    im = render_plan(boxes, size=128)
+    at = lambda x, y: im.getpixel((round(x * 128 / 1000), round(y * 128 / 1000)))  # noqa: E731
+    assert at(125, 125) == COLORS["red"] and at(625, 125) == PLAN_UNKNOWN_RGB
+    assert at(125, 625) == BACKGROUND and at(2, 625) != BACKGROUND  # the outline, not a fill
+    assert at(800, 800) == COLORS["green"] and at(300, 350) == BACKGROUND
