@@ -172,6 +172,24 @@ def test_drift_moves_one_object_part_way_off_its_box_and_clear_of_the_rest() -> 
     assert drift((), rng) is None
 
 
+def test_jitter_nudges_every_object_a_little_and_drawn_never_copies_the_plan() -> None:
+    from reasongen.plans import box_iou
+    from training.reward_model.near_miss import jitter
+    from training.reward_model.pretrain import drawn
+
+    rng = random.Random(1)
+    nudged = jitter(SCENE, rng)
+    assert nudged != SCENE and len(nudged) == len(SCENE)
+    for before, after in zip(SCENE, nudged, strict=True):
+        assert (before.shape, before.color, before.size) == (after.shape, after.color, after.size)
+        assert box_iou(before.box, after.box) >= 0.8
+    assert box_iou(nudged[0].box, nudged[1].box) == 0
+    scene = sample_scene("position", random.Random(2), CELL)
+    picture = drawn(scene.objects, random.Random(3), scene.metadata)
+    assert picture.size == render_objects(scene.objects).size
+    assert picture.tobytes() != render_objects(scene.objects).tobytes()
+
+
 def test_image_plan_pretraining_shows_each_scene_beside_its_plan_with_misses_on_either_side(tmp_path) -> None:
     """--image image_plan: pictures twice as wide as high (scene | plan), every kind of near miss
     drawn, each below the careful annotator's best; the folder loads as an image_plan scorer."""

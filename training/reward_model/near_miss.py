@@ -123,6 +123,26 @@ def drift(objects: Objects, rng: random.Random, cell: int | None = None) -> Obje
     return None
 
 
+def jitter(objects: Objects, rng: random.Random, cell: int | None = None, min_iou: float = 0.8) -> Objects:
+    """Every object nudged and rescaled a little (each box's IoU with its own at least ``min_iou``),
+    where it stays inside the canvas and clear of the others; an object that cannot be nudged so
+    stays put. Not an edit against the prompt or the plan: how a model draws a plan it follows —
+    never pixel for pixel — so an image beside its plan is never a copy of it."""
+    out = list(objects)
+    for i, o in enumerate(objects):
+        b, side = o.box, o.box.x2 - o.box.x1
+        for _ in range(4):
+            grow = round(rng.uniform(-0.06, 0.06) * side)
+            dx, dy = (round(rng.uniform(-0.08, 0.08) * side) for _ in range(2))
+            box = dataclasses.replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx + grow, y2=b.y2 + dy + grow)
+            rest = [x.box for j, x in enumerate(out) if j != i]
+            inside = min(box.x1, box.y1) >= 0 and max(box.x2, box.y2) <= 1000
+            if inside and box_iou(box, b) >= min_iou and all(box_iou(box, r) == 0 for r in rest):
+                out[i] = dataclasses.replace(o, box=box)
+                break
+    return tuple(out)
+
+
 def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
     """The layout mirrored left–right or top–bottom (relations and positions flip; the grid is kept)."""
     if not objects:

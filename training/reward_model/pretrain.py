@@ -144,6 +144,7 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
 
     rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
+    draw_rng = random.Random(f"drawn {cfg.seed} {step}")
     with_plan = cfg.image == "image_plan"
     images, prompts, captions, negatives = [], [], [], []
     while len(prompts) < cfg.batch:
@@ -152,19 +153,41 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
         scene = sample_scene(category, rng, cell)
         if scene.prompt in held or scene.prompt in prompts:
             continue
-        images.append(beside_plan(render_scene(scene), scene.boxes) if with_plan else render_scene(scene))
+        images.append(
+            beside_plan(drawn(scene.objects, draw_rng, scene.metadata), scene.boxes)
+            if with_plan
+            else render_scene(scene)
+        )
         prompts.append(scene.prompt)
         captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
             if with_plan:
                 miss = plan_near_miss(scene, edit_rng, cell)
                 if miss is not None:
-                    negatives.append(beside_plan(render_objects(miss[0]), miss[1]))
+                    negatives.append(beside_plan(drawn(miss[0], draw_rng), miss[1]))
                 continue
             edited = near_miss(scene, edit_rng, cell, plan=cfg.text == "prompt_plan")
             if edited is not None:
                 negatives.append(render_objects(edited))
     return images, captions, negatives
+
+
+def drawn(objects: Any, rng: random.Random, metadata: dict[str, Any] | None = None) -> Any:
+    """``objects`` as a model might draw them beside their plan: each nudged a little
+    (``near_miss.jitter``; kept as planned when the nudge would break ``metadata``'s prompt) and
+    blurred by up to a pixel, as a VQ decoder softens edges. Without this the image half of every
+    positive pair was a pixel copy of its plan half, and the scorer learned to ask only that: its
+    agreement with the panel on real candidates fell from 0.648 at step 250 to 0.570 at step 500."""
+    from PIL import ImageFilter
+
+    from reasongen.shapes import render_objects
+
+    from .near_miss import jitter, satisfies
+
+    moved = jitter(tuple(objects), rng)
+    if metadata is not None and not satisfies(metadata, moved):
+        moved = tuple(objects)
+    return render_objects(moved).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.0)))
 
 
 PLAN_MISSES = ("image", "plan", "both", "drift")
