@@ -245,3 +245,27 @@ def test_image_plan_pretraining_shows_each_scene_beside_its_plan_with_misses_on_
         pretrain(again)
     with pytest.raises(ValueError, match="--image must be one of"):
         PretrainConfig(out="x", image="plan", **base)
+
+
+def test_plan_dropout_shows_some_images_beside_an_empty_canvas() -> None:
+    """--plan_dropout P: a share of the pairs (and their near misses) carry no plan, so the image
+    half alone must say whether the image is right; the scenes and captions stay those of P = 0."""
+    from reasongen.shapes.scene import BACKGROUND
+    from training.reward_model.pretrain import PretrainConfig, caption_batch
+
+    base = dict(arch="tiny", batch=16, holdout_benchmark=0, image="image_plan", hard_negatives=1.0,
+                language="full")  # fmt: skip
+    plain = caption_batch(2, PretrainConfig(out="x", **base), set())
+    images, captions, negatives = caption_batch(2, PretrainConfig(out="x", plan_dropout=0.5, **base), set())
+    assert captions == plain[1]
+
+    def empty_plan(im) -> bool:
+        return im.crop((128, 0, 256, 128)).getcolors() == [(128 * 128, BACKGROUND)]
+
+    blank = [empty_plan(im) for im in images]
+    assert 0 < sum(blank) < len(images) and not any(empty_plan(im) for im in plain[0])
+    assert any(empty_plan(im) for im in negatives)
+    with pytest.raises(ValueError, match="--plan_dropout needs --image image_plan"):
+        PretrainConfig(out="x", plan_dropout=0.5)
+    with pytest.raises(ValueError, match="--plan_dropout is a probability"):
+        PretrainConfig(out="x", **{**base, "image": "image_plan"}, plan_dropout=1.5)

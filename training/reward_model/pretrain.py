@@ -80,6 +80,12 @@ class PretrainConfig:
         "object drifted off its box.",
         default="image",
     )
+    plan_dropout: float = _h(
+        "With --image image_plan: chance that a pair shows its image beside an empty canvas (no plan), "
+        "so that whether the image is right is learned from the image half too; such a pair's near "
+        "miss edits the image.",
+        default=0.0,
+    )
     hard_negatives: float = _h(
         "Chance that a caption also brings a near-miss image — its scene edited once so the caption "
         "no longer holds (training/reward_model/near_miss.py) — as an extra negative (0 = plain CLIP).",
@@ -105,6 +111,10 @@ class PretrainConfig:
             raise ValueError(f"--text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")
         if self.image not in IMAGE_MODES:
             raise ValueError(f"--image must be one of {', '.join(IMAGE_MODES)}, got {self.image!r}")
+        if not 0.0 <= self.plan_dropout <= 1.0:
+            raise ValueError(f"--plan_dropout is a probability in [0, 1], got {self.plan_dropout}")
+        if self.plan_dropout and self.image != "image_plan":
+            raise ValueError("--plan_dropout needs --image image_plan (only then is a plan drawn)")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
         if self.language not in LANGUAGES:
@@ -153,14 +163,20 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
         scene = sample_scene(category, rng, cell)
         if scene.prompt in held or scene.prompt in prompts:
             continue
+        blank = with_plan and cfg.plan_dropout > 0 and draw_rng.random() < cfg.plan_dropout
         images.append(
-            beside_plan(drawn(scene.objects, draw_rng, scene.metadata), scene.boxes)
+            beside_plan(drawn(scene.objects, draw_rng, scene.metadata), () if blank else scene.boxes)
             if with_plan
             else render_scene(scene)
         )
         prompts.append(scene.prompt)
         captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
+            if blank:
+                edited = near_miss(scene, edit_rng, cell)
+                if edited is not None:
+                    negatives.append(beside_plan(drawn(edited, draw_rng), ()))
+                continue
             if with_plan:
                 miss = plan_near_miss(scene, edit_rng, cell)
                 if miss is not None:
@@ -312,7 +328,9 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("hard_negatives", 0.0)
     saved.setdefault("text", "prompt")
     saved.setdefault("image", "image")
-    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image"):
+    saved.setdefault("plan_dropout", 0.0)
+    for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image",
+                "plan_dropout"):  # fmt: skip
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
