@@ -181,7 +181,8 @@ class Scorer:
         return self.model_image(image_of(sample), plan.boxes if plan is not None else ())
 
     def pixels(self, images: Sequence[Any]) -> Any:
-        """``[B, 3, S, S]`` model inputs for PIL images."""
+        """``[B, 3, S, S]`` model inputs for PIL images (``[B, 3, S, 2S]`` for an ``image_plan``
+        model given :meth:`model_image` pictures)."""
         import torch
 
         return torch.stack([self.preprocess(im.convert("RGB")) for im in images])

@@ -464,6 +464,7 @@ def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(st
     train_reward_model(cfg, data=with_plan, log=lambda m: None)
     saved = json.loads((out / "open_clip_config.json").read_text())
     assert saved["reasongen"] == {"text": "prompt", "image": "image_plan"}
+    assert "image side: `image_plan`" in (out / "README.md").read_text()
     reward = get_reward("learned", model=str(out), device="cpu")
     scorer = reward.bundle
     assert scorer.image_mode == "image_plan"

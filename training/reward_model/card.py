@@ -120,7 +120,7 @@ Pairs within each held-out ranking, ties apart; 95% intervals from {cfg.n_boot} 
 
 ## Training
 
-Started {metrics["init"]}; text side: `{cfg.text}`; {cfg.loss.replace("_", "–").title()} loss over rankings with ties; {cfg.steps} steps of {cfg.batch_rankings}
+Started {metrics["init"]}; text side: `{cfg.text}`; image side: `{metrics.get("image_mode", "image")}`; {cfg.loss.replace("_", "–").title()} loss over rankings with ties; {cfg.steps} steps of {cfg.batch_rankings}
 rankings on {metrics["device"]}, {metrics["train_seconds"]} s; mean loss {metrics["loss_first_10"]:.4f} over the first 10 steps,
 {metrics["loss_last_10"]:.4f} over the last 10 (every step's loss is in `metrics.json`).
 

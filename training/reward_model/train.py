@@ -365,6 +365,7 @@ def train_reward_model(
         "source": data.source,
         "dropped_simulated_rankings": data.dropped_simulated,
         "init": start,
+        "image_mode": image_mode,
         "loss_first_10": float(np.mean(losses[:10])),
         "loss_last_10": float(np.mean(losses[-10:])),
         "train_seconds": round(time.time() - t0, 1),
