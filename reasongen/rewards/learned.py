@@ -85,24 +85,23 @@ def reward_text(prompt: str, boxes: Sequence[Any], mode: str = "prompt") -> str:
     return f"{prompt}. plan: {words or 'none'}"
 
 
+def _mode_of(config: dict[str, Any], side: str, modes: tuple[str, ...]) -> str:
+    """The ``side`` mode (``text`` or ``image``) a config's ``reasongen`` mapping records; the first of
+    ``modes`` when it records none. ``RewardModelUnavailable`` for a mode not in ``modes``."""
+    mode = (config.get("reasongen") or {}).get(side, modes[0])
+    if mode not in modes:
+        raise RewardModelUnavailable(f"unknown {side} mode {mode!r} in the config; known: {', '.join(modes)}")
+    return mode
+
+
 def text_mode_of(config: dict[str, Any]) -> str:
     """The text mode an ``open_clip_config.json`` mapping records (``prompt`` when it says none)."""
-    mode = (config.get("reasongen") or {}).get("text", "prompt")
-    if mode not in TEXT_MODES:
-        raise RewardModelUnavailable(
-            f"unknown text mode {mode!r} in the config; known: {', '.join(TEXT_MODES)}"
-        )
-    return mode
+    return _mode_of(config, "text", TEXT_MODES)
 
 
 def image_mode_of(config: dict[str, Any]) -> str:
     """The image mode an ``open_clip_config.json`` mapping records (``image`` when it says none)."""
-    mode = (config.get("reasongen") or {}).get("image", "image")
-    if mode not in IMAGE_MODES:
-        raise RewardModelUnavailable(
-            f"unknown image mode {mode!r} in the config; known: {', '.join(IMAGE_MODES)}"
-        )
-    return mode
+    return _mode_of(config, "image", IMAGE_MODES)
 
 
 @dataclass

@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from reasongen.rewards.learned import CONFIG_FILE, IMAGE_MODES, WEIGHTS_FILE, Scorer, load_scorer
+from reasongen.rewards.learned import (
+    CONFIG_FILE,
+    IMAGE_MODES,
+    WEIGHTS_FILE,
+    Scorer,
+    image_mode_of,
+    load_scorer,
+    text_mode_of,
+)
 
 SHAPES_CONFIG: dict[str, Any] = {
     "model_cfg": {
@@ -104,7 +112,7 @@ def scorer_from_config(config: dict[str, Any], weights: str | Path | None = None
         except (RuntimeError, OSError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"{weights} does not load into this open_clip architecture ({first})") from e
-    return Scorer(model, preprocess, tokenizer)
+    return Scorer(model, preprocess, tokenizer, text_mode_of(config), image_mode_of(config))
 
 
 def initial_scorer(
@@ -147,12 +155,9 @@ def _from_path(path: Path, arch: str, init: str) -> tuple[Scorer, dict[str, Any]
                 f"--init {path}: no {CONFIG_FILE}{hf}; give an open_clip folder, or a checkpoint "
                 "file with --arch"
             )
-        scorer = load_scorer(path)
-        return (
-            Scorer(scorer.model.train(), scorer.preprocess, scorer.tokenizer, image_mode=scorer.image_mode),
-            cfg,
-            f"from the open_clip folder {path}",
-        )
+        scorer = load_scorer(path)  # its text and image modes with it
+        scorer.model.train()
+        return scorer, cfg, f"from the open_clip folder {path}"
     if path.is_file():
         if not arch:
             raise ValueError(

@@ -102,6 +102,12 @@ def move(objects: Objects, rng: random.Random, cell: int | None = None) -> Objec
     return _swap(objects, i, dataclasses.replace(o, box=box))
 
 
+def _fits(box: Box, rest: Sequence[Box]) -> bool:
+    """Whether ``box`` lies inside the canvas and clear of every box of ``rest``."""
+    inside = min(box.x1, box.y1) >= 0 and max(box.x2, box.y2) <= 1000
+    return inside and all(box_iou(box, r) == 0 for r in rest)
+
+
 def drift(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
     """One object shifted part-way off its box (IoU with it between 0.25 and 0.75), inside the
     canvas and clear of the others: still the same object, drawn less where it was planned (None
@@ -117,13 +123,12 @@ def drift(objects: Objects, rng: random.Random, cell: int | None = None) -> Obje
         dx = round(rng.uniform(-0.6, 0.6) * side / GRID) * GRID
         dy = round(rng.uniform(-0.6, 0.6) * side / GRID) * GRID
         box = dataclasses.replace(b, x1=b.x1 + dx, x2=b.x2 + dx, y1=b.y1 + dy, y2=b.y2 + dy)
-        inside = min(box.x1, box.y1) >= 0 and max(box.x2, box.y2) <= 1000
-        if inside and 0.25 <= box_iou(box, b) <= 0.75 and all(box_iou(box, r) == 0 for r in rest):
+        if 0.25 <= box_iou(box, b) <= 0.75 and _fits(box, rest):
             return _swap(objects, i, dataclasses.replace(o, box=box))
     return None
 
 
-def jitter(objects: Objects, rng: random.Random, cell: int | None = None, min_iou: float = 0.8) -> Objects:
+def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Objects:
     """Every object nudged and rescaled a little (each box's IoU with its own at least ``min_iou``),
     where it stays inside the canvas and clear of the others; an object that cannot be nudged so
     stays put. Not an edit against the prompt or the plan: how a model draws a plan it follows —
@@ -136,8 +141,7 @@ def jitter(objects: Objects, rng: random.Random, cell: int | None = None, min_io
             dx, dy = (round(rng.uniform(-0.08, 0.08) * side) for _ in range(2))
             box = dataclasses.replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx + grow, y2=b.y2 + dy + grow)
             rest = [x.box for j, x in enumerate(out) if j != i]
-            inside = min(box.x1, box.y1) >= 0 and max(box.x2, box.y2) <= 1000
-            if inside and box_iou(box, b) >= min_iou and all(box_iou(box, r) == 0 for r in rest):
+            if box_iou(box, b) >= min_iou and _fits(box, rest):
                 out[i] = dataclasses.replace(o, box=box)
                 break
     return tuple(out)

@@ -267,6 +267,7 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     if cfg.context_length:
         config["model_cfg"]["text_cfg"]["context_length"] = cfg.context_length
     config = for_image_mode(config, cfg.image)
+    config["reasongen"] = {"text": cfg.text, "image": cfg.image}  # a scorer of its captions and pictures
     scorer = scorer_from_config(config, seed=cfg.seed)
     model = scorer.model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -342,8 +343,7 @@ def _save(
     scorer: Any, config: dict[str, Any], out: Path, opt: Any, sched: Any, step: int, cfg: PretrainConfig,
     losses: list[float],
 ) -> None:  # fmt: skip
-    # loads as a scorer of its captions and pictures
-    save_scorer(scorer, {**config, "reasongen": {"text": cfg.text, "image": cfg.image}}, out)
+    save_scorer(scorer, config, out)
     state = {
         "model": scorer.model.state_dict(),
         "optimizer": opt.state_dict(),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasongen.rewards.learned import TEXT_MODES, Scorer, image_mode_of, reward_text
+from reasongen.rewards.learned import TEXT_MODES, Scorer, reward_text
 from reasongen.types import Box
 
 from ..errors import TrainingError
@@ -331,9 +331,9 @@ def train_reward_model(
     if cfg.validation:
         train_set, val_set = split_by_prompt(train_set, cfg.validation, cfg.seed + 1)
     scorer, oc_config, start = initial_scorer(cfg.init, cfg.arch, cfg.seed, cfg.context_length)
-    image_mode = image_mode_of(oc_config)  # the starting model's: its vision tower is sized for it
+    image_mode = scorer.image_mode  # the starting model's: its vision tower is sized for it
     oc_config = {**oc_config, "reasongen": {"text": cfg.text, "image": image_mode}}
-    scorer.text_mode, scorer.image_mode = cfg.text, image_mode
+    scorer.text_mode = cfg.text
     texts = candidate_texts(data, cfg.text)
     scorer.model.to(device).train()
     images = Images(scorer, data.images, cfg.cache_mb, data.plans)
