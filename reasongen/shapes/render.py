@@ -89,6 +89,15 @@ def _texture_mask(obj: ShapeObject, canvas: int) -> Image.Image:
     return mask
 
 
+def _paste(img: Image.Image, rgb: tuple[int, int, int], mask: Image.Image) -> None:
+    """``img.paste(rgb, mask=mask)`` over the mask's non-zero bounding box only: the same pixels
+    (a zero mask leaves a pixel as it is) at a fraction of the cost, since an object covers a small
+    part of the supersampled canvas (blending the whole canvas was most of a scene's render time)."""
+    bbox = mask.getbbox()
+    if bbox is not None:
+        img.paste(rgb, bbox, mask=mask.crop(bbox))
+
+
 def render_objects(
     objects: Iterable[ShapeObject], size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE
 ) -> Image.Image:
@@ -99,11 +108,11 @@ def render_objects(
     img = Image.new("RGB", (canvas, canvas), BACKGROUND)
     for obj in objects:
         shape_mask = _draw_mask(obj, canvas)
-        img.paste(COLORS[obj.color], mask=shape_mask)
+        _paste(img, COLORS[obj.color], shape_mask)
         if obj.texture:
             tex = _texture_mask(obj, canvas)
             tex = Image.fromarray(np.minimum(np.asarray(tex), np.asarray(shape_mask)))
-            img.paste(texture_rgb(obj.color), mask=tex)
+            _paste(img, texture_rgb(obj.color), tex)
     if supersample > 1:
         img = img.resize((size, size), Image.Resampling.BOX)
     return img
@@ -145,11 +154,11 @@ def render_plan(boxes: Iterable[Box], size: int = IMAGE_SIZE, supersample: int =
                            width=max(1, supersample * 2))  # fmt: skip
             continue
         shape_mask = _draw_mask(obj, canvas)
-        img.paste(rgb, mask=shape_mask)
+        _paste(img, rgb, shape_mask)
         if obj.texture:
             tex = np.minimum(np.asarray(_texture_mask(obj, canvas)), np.asarray(shape_mask))
             tex_rgb = texture_rgb(obj.color) if obj.color in COLORS else (192, 192, 192)
-            img.paste(tex_rgb, mask=Image.fromarray(tex))
+            _paste(img, tex_rgb, Image.fromarray(tex))
     if supersample > 1:
         img = img.resize((size, size), Image.Resampling.BOX)
     return img

@@ -205,3 +205,25 @@ def test_render_plan_draws_each_box_as_the_object_its_label_names() -> None:
     assert at(125, 125) == COLORS["red"] and at(625, 125) == PLAN_UNKNOWN_RGB
     assert at(125, 625) == BACKGROUND and at(2, 625) != BACKGROUND  # the outline, not a fill
     assert at(800, 800) == COLORS["green"] and at(300, 350) == BACKGROUND
+
+
+def test_paste_within_the_masks_bounds_draws_what_a_full_canvas_paste_draws() -> None:
+    """The renderer blends each object over its mask's bounding box only; pixel for pixel that is
+    PIL's whole-canvas paste (anti-aliased edges, a mask touching the border, an empty mask)."""
+    from PIL import Image, ImageDraw
+
+    from reasongen.shapes.render import _paste
+
+    rng = random.Random(3)
+    for k in range(20):
+        base = Image.new("RGB", (64, 64), (10, 20, 30))
+        ImageDraw.Draw(base).rectangle((0, 0, 31, 63), fill=(200, 100, 50))
+        mask = Image.new("L", (64, 64), 0)
+        if k:
+            x, y = rng.randrange(-10, 60), rng.randrange(-10, 60)
+            ImageDraw.Draw(mask).ellipse((x, y, x + rng.randrange(3, 40), y + rng.randrange(3, 40)), fill=255)
+            mask = mask.resize((16, 16), Image.Resampling.BOX).resize((64, 64))  # soft edges
+        want, got = base.copy(), base.copy()
+        want.paste((0, 128, 255), mask=mask)
+        _paste(got, (0, 128, 255), mask)
+        assert got.tobytes() == want.tobytes()
