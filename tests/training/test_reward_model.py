@@ -478,29 +478,3 @@ def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(st
         want_empty = scorer.preprocess(beside_plan(im.convert("RGB"), ()))
     got = images.batch([c, other])  # from the float16 cache
     assert torch.allclose(got, torch.stack([want, want_empty]), atol=2e-3)
-
-
-def test_shapes128_config_sees_the_models_pixels_in_the_same_tokens() -> None:
-    """``shapes128`` takes 128 px images (the shapes models' size) unresampled, in 16 px patches: the
-    same 64 tokens as ``shapes`` (so the same tower and cost), wider ``[128, 256]`` beside a plan."""
-    from PIL import Image
-
-    from training.reward_model.model import CONFIGS, SHAPES_CONFIG, for_image_mode, scorer_from_config
-
-    cfg = CONFIGS["shapes128"]
-    assert SHAPES_CONFIG["model_cfg"]["vision_cfg"]["image_size"] == 64  # not changed by the copy
-    scorer = scorer_from_config(cfg, seed=0)
-    image = Image.new("RGB", (128, 128), (255, 255, 255))
-    image.putpixel((5, 7), (0, 0, 0))
-    pixels = scorer.pixels([image])
-    assert pixels.shape == (1, 3, 128, 128)
-    assert pixels[0, :, 7, 5].tolist() == [-2.0, -2.0, -2.0] and pixels[0, :, 7, 6].tolist() == [
-        2.0,
-        2.0,
-        2.0,
-    ]
-    assert scorer.model.visual.conv1.weight.shape[2:] == (16, 16)
-    assert scorer.model.visual.grid_size == (8, 8)  # 64 tokens, as shapes' 64 px in 8 px patches
-    wide = scorer_from_config(for_image_mode(cfg, "image_plan"), seed=0)
-    assert wide.model.visual.grid_size == (8, 16)
-    assert scorer.model.encode_image(pixels).shape == (1, 64)

@@ -60,14 +60,6 @@ SHAPES_CONFIG: dict[str, Any] = {
 30 BPE tokens); 3.8 M parameters, 3.2 M of them open_clip's 49,408-token text embedding (15 MB
 in float32)."""
 
-SHAPES_128_CONFIG: dict[str, Any] = copy.deepcopy(SHAPES_CONFIG)
-SHAPES_128_CONFIG["model_cfg"]["vision_cfg"].update(image_size=128, patch_size=16)
-SHAPES_128_CONFIG["preprocess_cfg"]["size"] = 128
-"""``shapes`` at the resolution the shapes models draw (128 px) in 16 px patches: the same 64
-tokens and tower, but each patch embeds its pixels unresampled. At 64 px a one- or two-pixel
-difference in where an object sits (what the careful annotator's IoU tie-break decides) is
-averaged away before the scorer sees it."""
-
 TINY_CONFIG: dict[str, Any] = {
     "model_cfg": {
         "embed_dim": 16,
@@ -78,7 +70,7 @@ TINY_CONFIG: dict[str, Any] = {
 }
 """A minute config for tests."""
 
-CONFIGS = {"shapes": SHAPES_CONFIG, "shapes128": SHAPES_128_CONFIG, "tiny": TINY_CONFIG}
+CONFIGS = {"shapes": SHAPES_CONFIG, "tiny": TINY_CONFIG}
 
 
 def for_image_mode(config: dict[str, Any], mode: str) -> dict[str, Any]:
