@@ -9,9 +9,10 @@ own local layout, so ``open_clip.create_model_and_transforms("local-dir:DIR")`` 
   ``"reasongen": {"text": MODE}`` (open_clip ignores it): what the text side reads, ``prompt``
   (the default; HPS v2 and PickScore's way) or ``prompt_plan`` (the prompt and the sample's plan
   boxes as words, :func:`reward_text`, so a model can learn what a ranking based on the plan saw),
-  and ``"image": MODE``, what the image side sees: ``image`` (the default) or ``image_plan`` (the
+  and ``"image": MODE``, what the image side sees: ``image`` (the default), ``image_plan`` (the
   image with its plan drawn beside it, :func:`beside_plan`, for a vision tower configured for
-  images twice as wide as high);
+  images twice as wide as high) or ``outlined_plan`` (the same, with the plan's boxes also
+  outlined on the image, :func:`outline_plan`); :func:`model_picture` makes each;
 - ``open_clip_model.safetensors`` — the weights;
 - ``README.md`` — the model card (data, counts, simulated or not, held-out accuracy with its CI).
 
@@ -49,9 +50,46 @@ TRAIN_HINT = (
 
 TEXT_MODES = ("prompt", "prompt_plan")
 """What the scorer's text side reads: the prompt, or the prompt and the plan's boxes."""
-IMAGE_MODES = ("image", "image_plan")
-"""What the scorer's image side sees: the image, or the image with its plan drawn beside it
-(:func:`beside_plan`; the vision tower then takes images twice as wide as high)."""
+IMAGE_MODES = ("image", "image_plan", "outlined_plan")
+"""What the scorer's image side sees (:func:`model_picture`): the image; the image with its plan
+drawn beside it (:func:`beside_plan`); or that with the plan's boxes outlined on the image as well
+(:func:`outline_plan`). The two plan modes take images twice as wide as high."""
+PLAN_MODES = ("image_plan", "outlined_plan")
+"""The image modes that draw the plan beside the image (a vision tower of ``[S, 2S]``)."""
+PLAN_OUTLINE_RGB = (0, 220, 220)
+"""The colour of :func:`outline_plan`'s rings (cyan: no colour of the shapes world)."""
+
+
+def outline_plan(image: Any, boxes: Sequence[Any]) -> Any:
+    """A copy of ``image`` (PIL) with a one-pixel ring just outside each plan box (GoT coordinates,
+    0–1000; a box ``[x1, x2)`` covers pixels ``x1·W/1000 … x2·W/1000 − 1``). An object drawn on its
+    box touches its ring from inside; one drawn a pixel or two off shows a gap on one side and
+    crosses the ring on the other. Whether the image draws the plan's boxes then becomes a question
+    each patch can answer about its own pixels (beside the plan, the same question needs the
+    matching patch of the other half, half an image away). Empty boxes are skipped."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")  # a copy, even of an RGB image
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    for b in boxes:
+        x1, y1, x2, y2 = (round(b.x1 * w / 1000), round(b.y1 * h / 1000), round(b.x2 * w / 1000),
+                          round(b.y2 * h / 1000))  # fmt: skip
+        if x2 > x1 and y2 > y1:
+            draw.rectangle((x1 - 1, y1 - 1, x2, y2), outline=PLAN_OUTLINE_RGB, width=1)
+    return out
+
+
+def model_picture(mode: str, image: Any, boxes: Sequence[Any]) -> Any:
+    """The picture a scorer in image mode ``mode`` (``IMAGE_MODES``) sees for ``image`` (PIL) and
+    its plan ``boxes``; ``ValueError`` for an unknown mode."""
+    if mode == "image":
+        return image
+    if mode == "image_plan":
+        return beside_plan(image, boxes)
+    if mode == "outlined_plan":
+        return beside_plan(outline_plan(image, boxes), boxes)
+    raise ValueError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
 
 
 def beside_plan(image: Any, boxes: Sequence[Any]) -> Any:
@@ -170,9 +208,9 @@ class Scorer:
         return reward_text(sample.prompt, plan.boxes if plan is not None else (), self.text_mode)
 
     def model_image(self, image: Any, boxes: Sequence[Any] = ()) -> Any:
-        """The picture the image side scores: ``image`` itself, or (``image_plan``) the image beside
-        its plan ``boxes`` (:func:`beside_plan`)."""
-        return beside_plan(image, boxes) if self.image_mode == "image_plan" else image
+        """The picture the image side scores for ``image`` and its plan ``boxes``
+        (:func:`model_picture` in this scorer's image mode)."""
+        return model_picture(self.image_mode, image, boxes)
 
     def sample_image(self, sample: Any) -> Any:
         """:meth:`model_image` of ``sample``'s image and plan."""
@@ -180,8 +218,8 @@ class Scorer:
         return self.model_image(image_of(sample), plan.boxes if plan is not None else ())
 
     def pixels(self, images: Sequence[Any]) -> Any:
-        """``[B, 3, S, S]`` model inputs for PIL images (``[B, 3, S, 2S]`` for an ``image_plan``
-        model given :meth:`model_image` pictures)."""
+        """``[B, 3, S, S]`` model inputs for PIL images (``[B, 3, S, 2S]`` for a model of a plan
+        mode, ``PLAN_MODES``, given :meth:`model_image` pictures)."""
         import torch
 
         return torch.stack([self.preprocess(im.convert("RGB")) for im in images])

@@ -265,7 +265,35 @@ def test_plan_dropout_shows_some_images_beside_an_empty_canvas() -> None:
     blank = [empty_plan(im) for im in images]
     assert 0 < sum(blank) < len(images) and not any(empty_plan(im) for im in plain[0])
     assert any(empty_plan(im) for im in negatives)
-    with pytest.raises(ValueError, match="--plan_dropout needs --image image_plan"):
+    with pytest.raises(ValueError, match="--plan_dropout needs --image image_plan or outlined_plan"):
         PretrainConfig(out="x", plan_dropout=0.5)
     with pytest.raises(ValueError, match="--plan_dropout is a probability"):
         PretrainConfig(out="x", **{**base, "image": "image_plan"}, plan_dropout=1.5)
+
+
+def test_outlined_plan_pretraining_draws_rings_at_the_scorers_size(tmp_path) -> None:
+    """--image outlined_plan: each picture is composed at the scorer's input side (the candidates'
+    size), its image half ringed where the plan's boxes are; the folder records the mode and takes
+    [S, 2S] images."""
+    import json
+
+    from reasongen.rewards.learned import PLAN_OUTLINE_RGB, image_mode_of
+    from training.reward_model.pretrain import PretrainConfig, caption_batch, pretrain
+
+    base = dict(arch="tiny", batch=8, warmup_steps=0, holdout_benchmark=0, device="cpu", log_every=0)
+    cfg = PretrainConfig(out="x", image="outlined_plan", hard_negatives=1.0, language="full", **base)
+    images, _, negatives = caption_batch(0, cfg, set())
+    assert all(im.size == (64, 32) for im in images + negatives)  # the tiny config's 32 px side
+
+    def rings(im) -> int:
+        return sum(px == PLAN_OUTLINE_RGB for px in im.crop((0, 0, 32, 32)).getdata())
+
+    assert all(rings(im) > 0 for im in images)  # every scene has a plan, so every image half a ring
+    assert all(PLAN_OUTLINE_RGB not in im.crop((32, 0, 64, 32)).getdata() for im in images)  # not the plan
+    out = pretrain(PretrainConfig(out=str(tmp_path / "p"), steps=1, image="outlined_plan", hard_negatives=1.0,
+                                  **{**base, "batch": 4}), log=lambda m: None)  # fmt: skip
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert image_mode_of(saved) == "outlined_plan" and saved["model_cfg"]["vision_cfg"]["image_size"] == [
+        32,
+        64,
+    ]

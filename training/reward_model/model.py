@@ -21,6 +21,7 @@ import torch
 from reasongen.rewards.learned import (
     CONFIG_FILE,
     IMAGE_MODES,
+    PLAN_MODES,
     WEIGHTS_FILE,
     Scorer,
     image_mode_of,
@@ -74,14 +75,14 @@ CONFIGS = {"shapes": SHAPES_CONFIG, "tiny": TINY_CONFIG}
 
 
 def for_image_mode(config: dict[str, Any], mode: str) -> dict[str, Any]:
-    """``config`` (a copy) made for image mode ``mode``: for ``image_plan`` (an image beside its
-    plan, ``reasongen.rewards.learned.beside_plan``) the vision tower and the preprocessing take
+    """``config`` (a copy) made for image mode ``mode``: for the plan modes (``PLAN_MODES``: an image
+    beside its plan, ``reasongen.rewards.learned.beside_plan``) the vision tower and the preprocessing take
     images twice as wide as high, ``[S, 2S]`` (open_clip's ViT grids a non-square image in the same
     patches), and the config records the mode; ``image`` leaves the sizes alone."""
     if mode not in IMAGE_MODES:
         raise ValueError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
     cfg = copy.deepcopy(config)
-    if mode == "image_plan":
+    if mode in PLAN_MODES:
         side = cfg["model_cfg"]["vision_cfg"]["image_size"]
         side = side[0] if isinstance(side, list | tuple) else int(side)
         cfg["model_cfg"]["vision_cfg"]["image_size"] = [side, 2 * side]

@@ -14,7 +14,8 @@ added; the layout mirrored; with a plan, also one object moved). An edited scene
 when the world's GenEval rules (``reasongen.shapes.geneval.check_objects`` on the true objects,
 no detector) judge it wrong for the prompt — or, for captions that carry the plan (``pretrain
 --text prompt_plan``), when it no longer draws the plan's boxes — so a "negative" is never
-secretly right. For scorers that see an image beside its plan (``pretrain --image image_plan``),
+secretly right. For scorers that see an image beside its plan (``pretrain --image image_plan`` or
+``outlined_plan``),
 ``drift`` shifts one object part-way off its box: not a prompt edit, but an image the careful
 annotator ranks below one drawn on its boxes.
 """

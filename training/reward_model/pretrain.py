@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from reasongen.config import parse_config
-from reasongen.rewards.learned import IMAGE_MODES, TEXT_MODES, beside_plan, reward_text
+from reasongen.rewards.learned import IMAGE_MODES, PLAN_MODES, TEXT_MODES, model_picture, reward_text
 from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
@@ -74,14 +75,15 @@ class PretrainConfig:
         default="prompt",
     )
     image: str = _h(
-        "What the image side sees: 'image', or 'image_plan' — each scene beside its plan drawn as the "
+        "What the image side sees: 'image'; 'image_plan' — each scene beside its plan drawn as the "
         "scene it asks for (reasongen.rewards.learned.beside_plan; the vision tower takes [S, 2S] "
         "images), with near misses on either side: the image edited, the plan edited, both, or one "
-        "object drifted off its box.",
+        "object drifted off its box; or 'outlined_plan' — the same with the plan's boxes also ringed "
+        "on the image (reasongen.rewards.learned.outline_plan).",
         default="image",
     )
     plan_dropout: float = _h(
-        "With --image image_plan: chance that a pair shows its image beside an empty canvas (no plan), "
+        "With a plan image mode: chance that a pair shows its image beside an empty canvas (no plan), "
         "so that whether the image is right is learned from the image half too; such a pair's near "
         "miss edits the image.",
         default=0.0,
@@ -113,8 +115,10 @@ class PretrainConfig:
             raise ValueError(f"--image must be one of {', '.join(IMAGE_MODES)}, got {self.image!r}")
         if not 0.0 <= self.plan_dropout <= 1.0:
             raise ValueError(f"--plan_dropout is a probability in [0, 1], got {self.plan_dropout}")
-        if self.plan_dropout and self.image != "image_plan":
-            raise ValueError("--plan_dropout needs --image image_plan (only then is a plan drawn)")
+        if self.plan_dropout and self.image not in PLAN_MODES:
+            raise ValueError(
+                f"--plan_dropout needs --image {' or '.join(PLAN_MODES)} (only then is a plan drawn)"
+            )
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
         if self.language not in LANGUAGES:
@@ -146,7 +150,8 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     the prompts and plans) and the near-miss images (a function of ``(seed, step)`` only); no two
     pairs of a batch share a prompt, so each caption has one positive. Near misses come from
     their own random stream, so the scenes do not depend on ``hard_negatives``. With ``image``
-    image_plan every picture is a scene beside its plan (:func:`plan_near_miss` for the misses)."""
+    image_plan or outlined_plan every picture is a scene beside its plan (``model_picture``;
+    :func:`plan_near_miss` for the misses)."""
     from reasongen.shapes import render_objects, render_scene, sample_scene
     from reasongen.shapes.codes import CELL
 
@@ -155,7 +160,8 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
     draw_rng = random.Random(f"drawn {cfg.seed} {step}")
-    with_plan = cfg.image == "image_plan"
+    with_plan = cfg.image in PLAN_MODES
+    picture = partial(scorer_picture, cfg)
     images, prompts, captions, negatives = [], [], [], []
     while len(prompts) < cfg.batch:
         category = rng.choice(cfg.categories)
@@ -165,7 +171,7 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
             continue
         blank = with_plan and cfg.plan_dropout > 0 and draw_rng.random() < cfg.plan_dropout
         images.append(
-            beside_plan(drawn(scene.objects, draw_rng, scene.metadata), () if blank else scene.boxes)
+            picture(drawn(scene.objects, draw_rng, scene.metadata), () if blank else scene.boxes)
             if with_plan
             else render_scene(scene)
         )
@@ -175,17 +181,31 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
             if blank:
                 edited = near_miss(scene, edit_rng, cell)
                 if edited is not None:
-                    negatives.append(beside_plan(drawn(edited, draw_rng), ()))
+                    negatives.append(picture(drawn(edited, draw_rng), ()))
                 continue
             if with_plan:
                 miss = plan_near_miss(scene, edit_rng, cell)
                 if miss is not None:
-                    negatives.append(beside_plan(drawn(miss[0], draw_rng), miss[1]))
+                    negatives.append(picture(drawn(miss[0], draw_rng), miss[1]))
                 continue
             edited = near_miss(scene, edit_rng, cell, plan=cfg.text == "prompt_plan")
             if edited is not None:
                 negatives.append(render_objects(edited))
     return images, captions, negatives
+
+
+def scorer_picture(cfg: PretrainConfig, image: Any, boxes: Any) -> Any:
+    """What the scorer sees of a rendered scene ``image`` and plan ``boxes`` in ``cfg.image`` mode
+    (``model_picture``). ``outlined_plan`` pictures are composed at the scorer's input side (the
+    renderer draws 128 px; the shapes models and so the candidates draw 64), so that its rings are
+    one pixel wide there as on a candidate, not half a pixel blurred by the resize; ``image_plan``
+    pictures keep the renderer's size, as its measured runs did."""
+    from PIL import Image
+
+    if cfg.image == "outlined_plan":
+        side = CONFIGS[cfg.arch]["preprocess_cfg"]["size"]
+        image = image.resize((side, side), Image.Resampling.BICUBIC)
+    return model_picture(cfg.image, image, boxes)
 
 
 def drawn(objects: Any, rng: random.Random, metadata: dict[str, Any] | None = None) -> Any:

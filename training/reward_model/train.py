@@ -145,7 +145,7 @@ def candidate_texts(data: PreferenceData, mode: str) -> dict[int, str]:
 
 class Images:
     """Preprocessed candidate images by id, all in memory when they fit ``cache_mb``; a scorer in
-    image mode ``image_plan`` sees each beside its plan (``plans``, candidate id → boxes; none
+    image mode of ``PLAN_MODES`` sees each beside its plan (``plans``, candidate id → boxes; none
     stored is an empty plan), as the ``learned`` reward shows it a sample."""
 
     def __init__(

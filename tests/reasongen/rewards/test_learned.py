@@ -225,3 +225,37 @@ def test_an_image_plan_model_sees_each_image_beside_its_plan(tmp_path, sample_fa
     _write_folder(tmp_path / "bad", {**CONFIG, "reasongen": {"image": "video"}})
     with pytest.raises(RewardModelUnavailable, match="unknown image mode 'video'"):
         get_reward("learned", model=str(tmp_path / "bad"), device="cpu")(samples[:1])
+
+
+def test_outline_plan_rings_each_box_just_outside_its_pixels() -> None:
+    """outline_plan: a one-pixel cyan ring around each planned box (GoT units scaled to the image),
+    the pixels of the box itself untouched; empty boxes draw nothing; the input is not changed."""
+    from PIL import Image
+
+    from reasongen.rewards.learned import PLAN_OUTLINE_RGB, model_picture, outline_plan
+    from reasongen.types import Box
+
+    image = Image.new("RGB", (64, 64), (200, 0, 0))
+    before = image.tobytes()
+    ringed = outline_plan(image, (Box("red square", 250, 250, 500, 500), Box("empty", 700, 700, 700, 900)))
+    assert image.tobytes() == before
+    # the box covers pixels 16..31: the ring runs along 15 and 32 on each side
+    for xy in [(15, 15), (32, 32), (15, 24), (24, 32), (32, 16)]:
+        assert ringed.getpixel(xy) == PLAN_OUTLINE_RGB, xy
+    for xy in [(16, 16), (31, 31), (24, 24), (14, 14), (33, 33), (45, 50)]:
+        assert ringed.getpixel(xy) == (200, 0, 0), xy
+    changed = sum(a != b for a, b in zip(ringed.getdata(), image.getdata(), strict=True))
+    assert changed == 4 * 17  # the 18 x 18 ring's perimeter, and nothing for the empty box
+    # outlined_plan = the ringed image beside the plan drawn; image_plan = the plain image beside it
+    boxes = (Box("red square", 250, 250, 500, 500),)
+    both = model_picture("outlined_plan", image, boxes)
+    assert (
+        both.size == (128, 64) and both.crop((0, 0, 64, 64)).tobytes() == outline_plan(image, boxes).tobytes()
+    )
+    assert (
+        both.crop((64, 0, 128, 64)).tobytes()
+        == model_picture("image_plan", image, boxes).crop((64, 0, 128, 64)).tobytes()
+    )
+    assert model_picture("image", image, boxes) is image
+    with pytest.raises(ValueError, match="image mode must be one of"):
+        model_picture("video", image, boxes)
