@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "colour_shape_probe.py"
 
 
-def test_probe_prints_every_combination_and_the_plans(capsys) -> None:
+def test_probe_prints_every_combination_and_the_plans(capsys, load_benchmark) -> None:
     model = ROOT / "assets" / "models" / "shapes-janus"
     if not (model / "config.json").is_file():
         pytest.skip("shapes-janus is not shipped")
-    spec = importlib.util.spec_from_file_location("colour_shape_probe", SCRIPT)
-    probe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = probe
-    spec.loader.exec_module(probe)
+    probe = load_benchmark("colour_shape_probe")
     assert probe.main([str(model), "--samples", "1"]) == 0
     out = capsys.readouterr().out
     total = int(re.search(r"(\d+) / 48 right", out).group(1))

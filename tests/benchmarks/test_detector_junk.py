@@ -6,23 +6,13 @@ prompts per kind) is the script's default run.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "detector_junk.py"
-
 
 @pytest.fixture(scope="module")
-def junk():
-    spec = importlib.util.spec_from_file_location("detector_junk", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def junk(load_benchmark):
+    return load_benchmark("detector_junk")
 
 
 def test_junk_images_are_seeded_and_of_every_kind(junk) -> None:

@@ -6,22 +6,12 @@ group, the shares are shares, and the bound is the reference's time over the sha
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_profile.py"
 
 
 @pytest.fixture(scope="module")
-def prof():
-    spec = importlib.util.spec_from_file_location("engine_profile_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def prof(load_benchmark):
+    return load_benchmark("engine_profile")
 
 
 def test_group_of_aten_ops(prof):

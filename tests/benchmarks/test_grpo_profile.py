@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import ast
 import cProfile
-import importlib.util
 import pstats
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "grpo_profile.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("grpo_profile_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_phase_names_a_function_defined_in_its_file() -> None:
+def test_every_phase_names_a_function_defined_in_its_file(load_benchmark) -> None:
     import accelerate
 
-    prof = _load()
+    prof = load_benchmark("grpo_profile")
     for label, suffix, name, _top in prof.PHASES:
         root = Path(accelerate.__file__).parents[1] if suffix.startswith("accelerate/") else ROOT
         tree = ast.parse((root / suffix).read_text())
@@ -37,8 +26,8 @@ def _work(n: int) -> int:
     return sum(i * i for i in range(n))
 
 
-def test_cumulative_sums_the_named_function_in_the_named_file() -> None:
-    prof = _load()
+def test_cumulative_sums_the_named_function_in_the_named_file(load_benchmark) -> None:
+    prof = load_benchmark("grpo_profile")
     p = cProfile.Profile()
     p.enable()
     for _ in range(3):
