@@ -23,7 +23,6 @@ import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,8 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.generation import _reference_image, _time, shapes_sized
-from reasongen.generation import generate
-from reasongen.loading import LoadedModel, settings_for
+from benchmarks.generation import _time, image_calls, image_prefix, shapes_sized, vq_decode_time
+from reasongen.loading import LoadedModel
 
 GROUPS = {
     "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul"),
@@ -116,17 +114,10 @@ def measure(loaded: LoadedModel, batch: int, repeats: int, profiled: int = 2) ->
     """Time (``repeats`` calls, median) and profile (``profiled`` calls) both sides' image call at
     ``batch`` images and the VQ decode alone."""
     model = loaded.model
-    image_only = settings_for(loaded, guidance=5.0)
-    prefix = torch.tensor([generate(loaded, "a red circle", "direct", settings=image_only)[0].prefix_ids],
-                          device=loaded.device)  # fmt: skip
-    ours_fn = partial(generate, loaded, "a red circle", "direct", n=batch, settings=image_only)
-    ref_fn = partial(_reference_image, model, prefix.repeat(batch, 1))
+    ours_fn, ref_fn = image_calls(loaded, batch, image_prefix(loaded))
     ours_fn()  # warm-up: allocations, kernels
     ours, ref = _time(ours_fn, "cpu", repeats), _time(ref_fn, "cpu", repeats)
-    tokens = torch.randint(0, model.config.vq_config.num_embeddings, (batch, loaded.num_image_tokens),
-                           device=loaded.device)  # fmt: skip
-    with torch.inference_mode():
-        vq = _time(partial(model.decode_image_tokens, tokens), "cpu", repeats)
+    vq = vq_decode_time(loaded, batch, "cpu", repeats)
     groups, ref_groups = profile_groups(ours_fn, profiled, model), profile_groups(ref_fn, profiled, model)
     # One profile of our call (the profiler's per-op cost inflates the many small ops around the
     # shared arithmetic most, so these shares err low and the bound errs high): the decode, and the

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -39,6 +40,10 @@ from reasongen.tiny import build_random
 
 # Janus-Pro language models (DeepSeek-LLM): hidden, layers, heads, intermediate; 576 image tokens.
 REAL_SIZES = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}
+PROMPT = "a red circle"
+"""The prompt every timed call draws."""
+GUIDANCE = 5.0
+"""The classifier-free guidance scale of every timed call, on both sides."""
 # Datasheet HBM bandwidth (bytes/s) by the name torch gives the GPU; the floor column needs one.
 BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
 
@@ -118,6 +123,34 @@ def _progress(what: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
 
 
+def image_calls(
+    loaded: LoadedModel, batch: int, prefix: torch.Tensor
+) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """The two image calls every comparison times: our engine's ``generate`` of ``batch`` images of
+    the benchmark prompt (``direct``, ``GUIDANCE``) and transformers' image loop (then its VQ decode)
+    on ``batch`` rows of that prompt's ``prefix`` (:func:`image_prefix`)."""
+    settings = settings_for(loaded, guidance=GUIDANCE)
+    ours = partial(generate, loaded, PROMPT, "direct", n=batch, settings=settings)
+    return ours, partial(_reference_image, loaded.model, prefix.repeat(batch, 1))
+
+
+def image_prefix(loaded: LoadedModel) -> torch.Tensor:
+    """``[1, P]``: the token ids our engine puts before the image for the benchmark prompt, which
+    transformers' loop is given as its input."""
+    sample = generate(loaded, PROMPT, "direct", settings=settings_for(loaded, guidance=GUIDANCE))[0]
+    return torch.tensor([sample.prefix_ids], device=loaded.device)
+
+
+def vq_decode_time(loaded: LoadedModel, batch: int, device: str, repeats: int) -> float:
+    """Median seconds (:func:`_time`) of the model's VQ decode of ``batch`` random token images, the
+    module call both sides' image calls end with."""
+    model = loaded.model
+    tokens = torch.randint(0, model.config.vq_config.num_embeddings, (batch, loaded.num_image_tokens),
+                           device=loaded.device)  # fmt: skip
+    with torch.inference_mode():
+        return _time(partial(model.decode_image_tokens, tokens), device, repeats)
+
+
 def run_size(
     loaded: LoadedModel,
     size: str,
@@ -130,10 +163,9 @@ def run_size(
     """Time our engine and transformers' loops on one model at each batch size; ``emit`` is called
     with each row as soon as it is measured."""
     model, n_img = loaded.model, loaded.num_image_tokens
-    image_only = settings_for(loaded, guidance=5.0)
-    with_cot = settings_for(loaded, guidance=5.0, max_cot_tokens=cot_tokens)
-    prefix = torch.tensor([generate(loaded, "a red circle", "direct", settings=image_only)[0].prefix_ids],
-                          device=loaded.device)  # fmt: skip
+    image_only = settings_for(loaded, guidance=GUIDANCE)
+    with_cot = settings_for(loaded, guidance=GUIDANCE, max_cot_tokens=cot_tokens)
+    prefix = image_prefix(loaded)
     rows: list[Row] = []
 
     def add(row: Row) -> None:
@@ -144,16 +176,16 @@ def run_size(
     for b in batches:
         _progress(f"{size} batch {b}: warm-up")
         generate(loaded, "warm up", "direct", n=b, seed=0, settings=image_only)  # allocations, kernels
-        run_ours = partial(generate, loaded, "a red circle", "direct", n=b, settings=image_only)
+        run_ours, run_ref = image_calls(loaded, b, prefix)
         _progress(f"{size} batch {b}: image, ours")
         ours = _time(run_ours, device, repeats)
         _progress(f"{size} batch {b}: image, transformers")
-        ref = _time(partial(_reference_image, model, prefix.repeat(b, 1)), device, repeats)
+        ref = _time(run_ref, device, repeats)
         add(Row(size, b, "image", ours, ref, n_img))
         # CoT + image: exactly `cot_tokens` CoT tokens on both sides (stop tokens forbidden).
         handle = model.lm_head.register_forward_hook(_forbid([loaded.ids.boi, loaded.ids.eos]))
         try:
-            run_ours = partial(generate, loaded, "a red circle", "got-r1", n=b, settings=with_cot)
+            run_ours = partial(generate, loaded, PROMPT, "got-r1", n=b, settings=with_cot)
             _progress(f"{size} batch {b}: CoT + image, ours")
             ours_c = _time(run_ours, device, repeats)
             _progress(f"{size} batch {b}: CoT + image, transformers")
@@ -163,9 +195,7 @@ def run_size(
             handle.remove()
         add(Row(size, b, f"cot{cot_tokens}+image", ours_c, ref_c, n_img + cot_tokens))
         # The VQ decode is the same module call on both sides: it bounds the image speedup.
-        tokens = torch.randint(0, model.config.vq_config.num_embeddings, (b, n_img), device=loaded.device)
-        with torch.inference_mode():
-            vq = _time(partial(model.decode_image_tokens, tokens), device, repeats)
+        vq = vq_decode_time(loaded, b, device, repeats)
         add(Row(size, b, "vq-decode", vq, vq, n_img, bound=ref / vq))
     return rows
 
@@ -174,7 +204,7 @@ def _reference_image(model, prefix: torch.Tensor) -> None:
     """transformers' image loop with its own default (static) cache, then the VQ decode that ours
     includes too."""
     tokens = model.generate(prefix, attention_mask=torch.ones_like(prefix), generation_mode="image",
-                            do_sample=True, guidance_scale=5.0)  # fmt: skip
+                            do_sample=True, guidance_scale=GUIDANCE)  # fmt: skip
     with torch.inference_mode():
         model.decode_image_tokens(tokens)
 
