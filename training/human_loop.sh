@@ -85,8 +85,11 @@
 # UNTIL [8] (the last step to run: 5 stops after the reward model and its ceiling agreement, a
 # budget's reward-model figures without its GRPO run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
-# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [].
-# The *_FLAGS are split on blanks.
+# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
+# RM_ENSEMBLE [] (other reward-model folders, blank-separated: steps 5b–7 then score with the
+# ensemble of OUT/reward_model and these, the mean of their scores — `learned` with a list of
+# folders; an existing OUT/ceiling is kept, so delete it when adding members to a finished step 5b).
+# The *_FLAGS and RM_ENSEMBLE are split on blanks.
 #
 # To extend a finished GRPO run, delete OUT/grpo/final and OUT/eval and re-run with a larger
 # --max_steps (it resumes from the newest checkpoint). Smoke test (minutes on a CPU):
@@ -116,6 +119,11 @@ shift $(($# < 4 ? $# : 4))
 GRPO_EXTRA=("$@")
 [ -n "$MODEL" ] && MODEL="$(resolve "$MODEL")"
 [ -n "$GRPO_CONFIG" ] && GRPO_CONFIG="$(resolve "$GRPO_CONFIG")"
+read -r -a RM_ENSEMBLE <<<"${RM_ENSEMBLE:-}"
+for i in "${!RM_ENSEMBLE[@]}"; do
+  [ -d "${RM_ENSEMBLE[$i]}" ] || { echo "human_loop: RM_ENSEMBLE: no folder ${RM_ENSEMBLE[$i]}" >&2; exit 2; }
+  RM_ENSEMBLE[$i]="$(realpath "${RM_ENSEMBLE[$i]}")"
+done
 cd "$ROOT"
 MODEL="${MODEL:-assets/models/shapes-janus-full}"
 GRPO_CONFIG="${GRPO_CONFIG:-training/recipes/shapes_full.yaml}"
@@ -159,6 +167,13 @@ MONITOR_N="${MONITOR_N:-60}"
 read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
 read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
 read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
+
+# the learned reward's model option: the loop's reward model, or the JSON list of an ensemble
+if [ "${#RM_ENSEMBLE[@]}" -gt 0 ]; then
+  LEARNED_MODEL="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$OUT/reward_model" "${RM_ENSEMBLE[@]}")"
+else
+  LEARNED_MODEL="$OUT/reward_model"
+fi
 
 DB="sqlite:///$OUT/annotation.db"
 ANNOTATION=("$PYTHON" -m annotation --db "$DB" --data-dir "$OUT/data")
@@ -295,7 +310,7 @@ elif [ -f "$OUT/ceiling/agreement.csv" ] && [ "$OUT/ceiling/agreement.csv" -nt "
 else
   say "5b/8 ceiling agreement"
   run ceiling_agreement "${ANNOTATION[@]}" score --study "name:$CSTUDY" --rewards learned \
-    --set "learned.model=$OUT/reward_model" --rescore
+    --set "learned.model=$LEARNED_MODEL" --rescore
   rm -rf "$OUT/ceiling"
   run ceiling_agreement "${ANNOTATION[@]}" export --study "name:$CSTUDY" --include-simulated \
     --format csv --out "$OUT/ceiling"
@@ -310,20 +325,21 @@ if [ -f "$OUT/grpo.yaml" ]; then
 else
   say "6/8 GRPO config"
   "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" <<'EOF'
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_MODEL" <<'EOF'
+import json
 import sys
 from pathlib import Path
 
 import yaml
 
-src, dst, model, out, every, n, adv_eps, kl = sys.argv[1:]
+src, dst, model, out, every, n, adv_eps, kl, learned = sys.argv[1:]
 cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
 cfg.update(
     model=model,
     out_dir=f"{out}/grpo",
     rewards=["learned"],
     reward_weights={},
-    reward_options={"learned": {"model": f"{out}/reward_model"}},
+    reward_options={"learned": {"model": json.loads(learned) if learned.startswith("[") else learned}},
     monitor_rewards=["shapes"],
     monitor_options={},
     monitor_every=int(every),

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reasongen.shapes import write_prompts as wp
 from reasongen.shapes.compose import FULL_LANGUAGE
@@ -160,6 +161,29 @@ def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "4/8 reward pre-training: " in done.stderr and "reward_model exists, skipped" in done.stderr
     assert not (out / "reward_pretrain").exists() and "$ " not in done.stderr  # nothing ran
+
+
+def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_path: Path) -> None:
+    """RM_ENSEMBLE: step 6 writes `learned` with the loop's reward model and the named folders
+    (absolute paths) as an ensemble; a folder that does not exist stops the loop before anything."""
+    out = tmp_path / "o"
+    for d in ("done", "reward_model", "other"):
+        (out / d).mkdir(parents=True)
+    (out / "prompts.txt").write_text("a red circle\n")
+    for marker in ("study", "simulate"):
+        (out / "done" / marker).touch()
+    (out / "reward_model" / "README.md").write_text("card")
+    env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
+    missing = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_ENSEMBLE": "nowhere"},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and "RM_ENSEMBLE: no folder nowhere" in missing.stderr
+    assert not (out / "grpo.yaml").exists()
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_ENSEMBLE": "o/other"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cfg = yaml.safe_load((out / "grpo.yaml").read_text())
+    assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
+    assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
 
 
 @pytest.mark.slow

@@ -408,7 +408,7 @@ def test_prompt_plan_text_mode(study, tmp_path) -> None:
         saved["reasongen"] == {"text": "prompt_plan", "image": "image"}
         and saved["model_cfg"]["text_cfg"]["context_length"] == 24
     )
-    assert get_reward("learned", model=str(out), device="cpu").bundle.text_mode == "prompt_plan"
+    assert get_reward("learned", model=str(out), device="cpu").bundle[0].text_mode == "prompt_plan"
     with pytest.raises(ValueError, match="text context of 24 tokens"):
         initial_scorer(str(out), "", seed=0, context_length=64)
     with pytest.raises(ValueError, match="--text must be one of"):
@@ -466,7 +466,7 @@ def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(st
     assert saved["reasongen"] == {"text": "prompt", "image": "image_plan"}
     assert "image side: `image_plan`" in (out / "README.md").read_text()
     reward = get_reward("learned", model=str(out), device="cpu")
-    scorer = reward.bundle
+    (scorer,) = reward.bundle
     assert scorer.image_mode == "image_plan"
     images = Images(scorer, with_plan.images, 64, with_plan.plans)
     from PIL import Image

@@ -259,3 +259,38 @@ def test_outline_plan_rings_each_box_just_outside_its_pixels() -> None:
     assert model_picture("image", image, boxes) is image
     with pytest.raises(ValueError, match="image mode must be one of"):
         model_picture("video", image, boxes)
+
+
+def test_a_list_of_folders_is_an_ensemble_scored_by_the_mean(tmp_path, sample_factory, images) -> None:
+    """``model`` a list: each member scores in its own modes and the reward is the mean of their
+    scores, the members' scores in the details; the CLI's JSON ``--set`` gives the same list;
+    empty, repeated or non-path lists are refused."""
+    from reasongen.types import Box, Plan
+
+    plain, _ = _write_folder(tmp_path / "a", CONFIG, seed=0)
+    plan_reader, _ = _write_folder(tmp_path / "b", {**CONFIG, "reasongen": {"text": "prompt_plan"}}, seed=1)
+    plan = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
+    samples = [
+        sample_factory("a red square", images[0], plan=plan),
+        sample_factory("two blue circles", images[1]),
+    ]
+    a = get_reward("learned", model=str(plain), device="cpu")(samples).scores
+    b = get_reward("learned", model=str(plan_reader), device="cpu")(samples).scores
+    both = get_reward("learned", model=[str(plain), str(plan_reader)], device="cpu")
+    assert len(both.bundle) == 2 and [s.text_mode for s in both.bundle] == ["prompt", "prompt_plan"]
+    out = both(samples)
+    assert a[0] != b[0]  # different members, so the mean is not either one
+    assert out.scores == pytest.approx([(x + y) / 2 for x, y in zip(a, b, strict=True)], abs=1e-6)
+    assert out.details[0]["members"] == pytest.approx([a[0], b[0]], abs=1e-6)
+    single = get_reward("learned", model=str(plain), device="cpu")(samples[:1])
+    assert "members" not in single.details[0] and len(get_reward("learned", model=str(plain)).bundle) == 1
+    from reasongen.rewards.cli import _parse_sets
+
+    opts = _parse_sets([f'learned.model=["{plain}", "{plan_reader}"]'])
+    assert LearnedConfig.from_kwargs(**opts["learned"]).folders() == [str(plain), str(plan_reader)]
+    for bad, message in [([], "one or more paths"), ([str(plain), str(plain)], "names a folder twice"),
+                         ([str(plain), 3], "one or more paths"), (7, "a folder or a list")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            LearnedConfig(model=bad)
+    with pytest.raises(RewardModelUnavailable, match="no learned reward model"):
+        get_reward("learned", model=[str(plain), str(tmp_path / "missing")], device="cpu")(samples[:1])
