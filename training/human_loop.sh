@@ -54,13 +54,13 @@
 #   5b. OUT/ceiling — the learned reward scores the ceiling study's candidates, and the study is
 #      exported with its agreement table (simulated annotators counted, as all of them are):
 #        python -m annotation --db ... score --study $STUDY-ceiling --rewards learned \
-#            --set learned.model=OUT/reward_model --rescore
+#            --set learned.model=OUT/reward_model --rescore     (with RM_ENSEMBLE, the ensemble's list)
 #        python -m annotation --db ... export --study $STUDY-ceiling --include-simulated --format csv \
 #            --out OUT/ceiling
 #      OUT/ceiling/agreement.csv holds the panel's ceiling, `learned` and the exact `shapes` reward
 #      on the same pairs (pairwise accuracy and Kendall tau-b, 95% CIs clustered by task).
 #   6. OUT/grpo.yaml — GRPO_CONFIG with model: MODEL, out_dir: OUT/grpo, rewards: [learned],
-#      reward_options: {learned: {model: OUT/reward_model}}, reward_weights: {} and the exact
+#      reward_options: {learned: {model: OUT/reward_model}} (a list with RM_ENSEMBLE), reward_weights: {} and the exact
 #      `shapes` reward as over-optimisation monitor (monitor_rewards: [shapes], default options,
 #      monitor_every: $MONITOR_EVERY, monitor_n: $MONITOR_N). The file keeps the run's whole
 #      config in one place beside its outputs; the recipe's own reward_options (for `shapes`) go,
@@ -98,6 +98,10 @@
 #   bash training/human_loop.sh /tmp/hl 10 "" "" --max_steps 1 --group_size 2 --prompts_per_step 2
 # (CONTROLS must fit the study: each control needs a correct candidate of its own and three of
 # other prompts wrong for it, so a 10-prompt study cannot hold the default 20.)
+# The whole script is one { ... } block, so bash reads all of it before running any of it: a run
+# of hours is not derailed by the file changing under it (a `git pull`, an edit), which a script
+# bash reads line by line as it goes would be.
+{
 set -euo pipefail
 
 usage() {
@@ -379,3 +383,5 @@ else
     "${EVAL_FLAGS[@]}"
 fi
 say "done: $OUT/eval/summary.md"
+exit 0
+}

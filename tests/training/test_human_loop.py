@@ -145,6 +145,38 @@ def test_until_stops_after_the_step_it_names(tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "annotation.db").exists()  # step 2 never ran
 
 
+def test_a_script_changed_while_it_runs_finishes_as_it_started(tmp_path: Path) -> None:
+    """bash reads a plain script as it goes, so a file rewritten in place during a step (an edit, a
+    `git pull`) used to make the rest of a run execute shifted bytes ("-seed: command not found").
+    The script is one { ... } block, read whole before it runs: here step 1's command rewrites the
+    script in place, longer, and the run still ends as the original says."""
+    root = tmp_path / "repo"
+    (root / "training" / "recipes").mkdir(parents=True)
+    (root / "training" / "recipes" / "shapes_full.yaml").write_text("{}\n")
+    script = root / "training" / "human_loop.sh"
+    script.write_bytes(SCRIPT.read_bytes())
+    fake = tmp_path / "fake_python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        "# stands in for python: writes the prompts file, then rewrites the running script in place\n"
+        'out="${@: -1}"; printf "a red circle\\n" > "$out"\n'
+        f"{sys.executable} - <<'PY'\n"
+        f"p = {str(script)!r}\n"
+        "text = open(p).read()\n"
+        "with open(p, 'r+') as f:\n"
+        "    f.write('# ' + 'x' * 500 + '\\n' + text.replace('stopped after', 'echo SHIFTED; after'))\n"
+        "PY\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "UNTIL": "1"}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "o"), "5"], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert "x" * 500 in script.read_text()  # the file did change under the run
+    assert done.returncode == 0, done.stderr
+    assert "stopped after step 1 (UNTIL=1)" in done.stderr and "command not found" not in done.stderr
+    assert "SHIFTED" not in done.stdout + done.stderr
+
+
 def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> None:
     """A loop re-run on a folder whose reward model exists skips the (long) pre-training, even when
     it was made from another starting point (RM_PRETRAIN_STEPS=0 RM_INIT=... the first time)."""
