@@ -172,7 +172,7 @@ read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
 read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
 read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
 
-# the learned reward's model option: the loop's reward model, or the JSON list of an ensemble
+# step 5b's `--set learned.model=` value: the loop's reward model, or the JSON list of an ensemble
 if [ "${#RM_ENSEMBLE[@]}" -gt 0 ]; then
   LEARNED_MODEL="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$OUT/reward_model" "${RM_ENSEMBLE[@]}")"
 else
@@ -329,21 +329,20 @@ if [ -f "$OUT/grpo.yaml" ]; then
 else
   say "6/8 GRPO config"
   "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_MODEL" <<'EOF'
-import json
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$OUT/reward_model" "${RM_ENSEMBLE[@]}" <<'EOF'
 import sys
 from pathlib import Path
 
 import yaml
 
-src, dst, model, out, every, n, adv_eps, kl, learned = sys.argv[1:]
+src, dst, model, out, every, n, adv_eps, kl, *folders = sys.argv[1:]  # folders: the reward model(s)
 cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
 cfg.update(
     model=model,
     out_dir=f"{out}/grpo",
     rewards=["learned"],
     reward_weights={},
-    reward_options={"learned": {"model": json.loads(learned) if learned.startswith("[") else learned}},
+    reward_options={"learned": {"model": folders[0] if len(folders) == 1 else folders}},
     monitor_rewards=["shapes"],
     monitor_options={},
     monitor_every=int(every),
