@@ -18,7 +18,7 @@
 #      (prompt seed 11 by default, never the benchmark's 0; the texts of the benchmark's first 600
 #      prompts of both suites are left out, as in the GRPO pool).
 #   2. OUT/annotation.db (SQLite, images under OUT/data) — study $STUDY: 4 candidates per prompt
-#      from MODEL with recipe $RECIPE, one task per prompt, one ranking wanted per task, every
+#      from MODEL (CANDIDATES when set) with recipe $RECIPE, one task per prompt, one ranking wanted per task, every
 #      candidate scored by the exact `shapes` reward:
 #        python -m annotation --db sqlite:///OUT/annotation.db --data-dir OUT/data study create \
 #            --name $STUDY --prompts OUT/prompts.txt --system MODEL:$RECIPE --group-size 4 \
@@ -45,7 +45,8 @@
 #        python -m training.reward_model.pretrain --out OUT/reward_pretrain --language $LANGUAGE \
 #            --steps $RM_PRETRAIN_STEPS --seed $SEED --resume $RM_PRETRAIN_FLAGS
 #   5. OUT/reward_model — the preference reward model (the `learned` reward) trained on the
-#      study's rankings (from OUT/reward_pretrain, or from $RM_INIT when RM_PRETRAIN_STEPS is 0):
+#      study's rankings, pooled with RM_STUDIES' (from OUT/reward_pretrain, or from $RM_INIT when
+#      RM_PRETRAIN_STEPS is 0):
 #        python -m training.reward_model --study $STUDY --db sqlite:///OUT/annotation.db \
 #            --data_dir OUT/data --init OUT/reward_pretrain --out OUT/reward_model --seed $SEED \
 #            --validation $RM_VALIDATION $RM_FLAGS
@@ -82,7 +83,10 @@
 # LANGUAGE [full], SEED [0], STUDY [human-loop], RECIPE [got-r1], STUDY_DEVICE [auto] (candidate
 # generation), PANEL [careful:6,noisy:3,spammer:1], FLIP [0.15], CONTROLS [20], CONTROL_RATE
 # [0.1], CEILING_PROMPTS [100] (0 = no ceiling study), CEILING_RANKS [3], CEILING_CONTROLS [10],
-# UNTIL [8] (the last step to run: 5 stops after the reward model and its ceiling agreement, a
+# CANDIDATES [MODEL] (the model whose samples step 2's study ranks: a GRPO policy's, for a second
+# round — training/human_loop_round.sh), RM_STUDIES [] (more studies in OUT's database whose
+# rankings step 5 pools with $STUDY's), CEILING_STUDY [$STUDY-ceiling] (step 3b's study, or an
+# existing one when OUT/done/ceiling is there), UNTIL [8] (the last step to run: 5 stops after the reward model and its ceiling agreement, a
 # budget's reward-model figures without its GRPO run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
 # LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
@@ -171,6 +175,12 @@ MONITOR_N="${MONITOR_N:-60}"
 read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
 read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
 read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
+read -r -a RM_STUDIES <<<"${RM_STUDIES:-}"
+CANDIDATES="${CANDIDATES:-$MODEL}"
+[ -d "$CANDIDATES" ] || { echo "human_loop: CANDIDATES: no model folder $CANDIDATES" >&2; exit 2; }
+# step 5's --study: the training study, then RM_STUDIES (pooled; study names hold no comma)
+RM_STUDY="name:$STUDY"
+for extra in "${RM_STUDIES[@]}"; do RM_STUDY+=",name:$extra"; done
 
 # step 5b's `--set learned.model=` value: the loop's reward model, or the JSON list of an ensemble
 if [ "${#RM_ENSEMBLE[@]}" -gt 0 ]; then
@@ -201,14 +211,14 @@ stop_after() {
   fi
 }
 
-# make_study LOG NAME PROMPTS RANKINGS_PER_TASK SEED: MODEL's 4 candidates per prompt, one task per
-# prompt, each scored by the exact `shapes` reward (a half-made study of a killed run is remade)
+# make_study LOG NAME PROMPTS RANKINGS_PER_TASK SEED SYSTEM: SYSTEM's 4 candidates per prompt, one
+# task per prompt, each scored by the exact `shapes` reward (a half-made study of a killed run is remade)
 make_study() {
   if "${ANNOTATION[@]}" study list 2>/dev/null | cut -f2 | grep -qxF "$2"; then
     say "deleting the half-made study $2 of a killed run"
     run "$1" "${ANNOTATION[@]}" study delete --study "name:$2" --force
   fi
-  local args=(study create --name "$2" --prompts "$3" --system "$MODEL:$RECIPE" --group-size 4
+  local args=(study create --name "$2" --prompts "$3" --system "$6:$RECIPE" --group-size 4
     --rankings-per-task "$4" --layout per_system --reward shapes --seed "$5" --control-rate "$CONTROL_RATE")
   [ -n "$STUDY_DEVICE" ] && args+=(--device "$STUDY_DEVICE")
   run "$1" "${ANNOTATION[@]}" "${args[@]}"
@@ -230,7 +240,7 @@ if [ -f "$DONE/study" ]; then
   say "2/8 study: $STUDY exists, skipped"
 else
   say "2/8 study"
-  make_study study "$STUDY" "$OUT/prompts.txt" 1 "$SEED"
+  make_study study "$STUDY" "$OUT/prompts.txt" 1 "$SEED" "$CANDIDATES"
   touch "$DONE/study"
 fi
 
@@ -249,7 +259,7 @@ else
 fi
 
 # 3b. the ceiling study: the same panel ranks other prompts' candidates several times each
-CSTUDY="$STUDY-ceiling"
+CSTUDY="${CEILING_STUDY:-$STUDY-ceiling}"
 if [ "$CEILING_PROMPTS" -eq 0 ]; then
   say "3b/8 ceiling study: off (CEILING_PROMPTS=0)"
 elif [ -f "$DONE/ceiling" ]; then
@@ -267,7 +277,7 @@ else
     mv "$OUT/ceiling_prompts.partial" "$OUT/ceiling_prompts.txt"
     rm -f "$OUT/ceiling_prompts.all"
   fi
-  make_study ceiling "$CSTUDY" "$OUT/ceiling_prompts.txt" "$CEILING_RANKS" "$((SEED + 1))"
+  make_study ceiling "$CSTUDY" "$OUT/ceiling_prompts.txt" "$CEILING_RANKS" "$((SEED + 1))" "$MODEL"
   controls=()
   [ "$CEILING_CONTROLS" -gt 0 ] && [ "$CONTROLS" -gt 0 ] && controls=(--add-controls "$CEILING_CONTROLS")
   run ceiling "${ANNOTATION[@]}" simulate --study "name:$CSTUDY" --panel "$PANEL" --flip "$FLIP" \
@@ -301,7 +311,7 @@ if [ -f "$OUT/reward_model/README.md" ]; then  # the card is written last
   say "5/8 reward model: $OUT/reward_model exists, skipped"
 else
   say "5/8 reward model"
-  run reward_model "$PYTHON" -m training.reward_model --study "name:$STUDY" --db "$DB" \
+  run reward_model "$PYTHON" -m training.reward_model --study "$RM_STUDY" --db "$DB" \
     --data_dir "$OUT/data" --init "$RM_INIT" --out "$OUT/reward_model" --seed "$SEED" \
     --validation "$RM_VALIDATION" "${RM_FLAGS[@]}"
 fi

@@ -21,6 +21,7 @@ from reasongen.shapes.pools import benchmark_texts, prompt_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "training" / "human_loop.sh"
+ROUND = ROOT / "training" / "human_loop_round.sh"
 
 
 def _write(tmp_path: Path, *args: str, name: str = "p.txt") -> tuple[int, list[str]]:
@@ -218,10 +219,40 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
     assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
 
 
-@pytest.mark.slow
-def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
-    """10 rankings (one per annotator of the panel), a 2-step pre-training and a 2-step reward
-    model, one GRPO step, the compositional suite's benchmark and validation (~3 min on 2 cores)."""
+def test_the_round_script_checks_its_arguments(tmp_path: Path) -> None:
+    """human_loop_round.sh refuses, before writing anything, a PREV that is not a finished loop, a
+    bad budget, a POLICY that is no model, and OUT equal to PREV."""
+    prev = tmp_path / "prev"
+    env = {**os.environ, "PYTHON": sys.executable}
+
+    def go(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROUND), *argv], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert go().returncode == 2 and "usage:" in go().stderr
+    done = go(str(prev), str(tmp_path / "o"), "5")
+    assert done.returncode == 2 and "no first round" in done.stderr
+    (prev / "data").mkdir(parents=True)
+    (prev / "annotation.db").write_text("")
+    (prev / "prompts.txt").write_text("a red circle\n")
+    done = go(str(prev), str(tmp_path / "o"), "5")
+    assert done.returncode == 2 and "has no reward_model/README.md" in done.stderr
+    (prev / "reward_model").mkdir()
+    (prev / "reward_model" / "README.md").write_text("card")
+    done = go(str(prev), str(tmp_path / "o"), "x")
+    assert done.returncode == 2 and "RANKINGS must be a whole number" in done.stderr
+    done = go(str(prev), str(tmp_path / "o"), "5")  # no PREV/grpo/final to sample from
+    assert done.returncode == 2 and "no model at" in done.stderr
+    done = go(str(prev), str(prev), "5", str(ROOT / "assets" / "models" / "shapes-janus-full"))
+    assert done.returncode == 2 and "OUT must differ from PREV" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def first_round(tmp_path_factory) -> tuple[Path, list[str], dict[str, str], subprocess.CompletedProcess]:
+    """The loop at its smallest (see the test below): OUT, argv, env and the finished run."""
+    tmp_path = tmp_path_factory.mktemp("hl")
     out = tmp_path / "loop"
     env = {
         **os.environ,
@@ -243,8 +274,16 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
             "--num_shapes_prompts", "10", "--save_every", "1", "--progress", "false"]  # fmt: skip
     t0 = time.time()
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"human_loop.sh smoke run: {time.time() - t0:.0f} s")
+    return out, argv, env, done
+
+
+@pytest.mark.slow
+def test_human_loop_runs_every_step_and_resumes(first_round) -> None:
+    """10 rankings (one per annotator of the panel), a 2-step pre-training and a 2-step reward
+    model, one GRPO step, the compositional suite's benchmark and validation (~3 min on 2 cores)."""
+    out, argv, env, done = first_round
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     # 1. prompts: 10 distinct training texts, none of the benchmark's
     prompts = (out / "prompts.txt").read_text().splitlines()
@@ -324,6 +363,61 @@ def test_human_loop_runs_every_step_and_resumes(tmp_path: Path) -> None:
     assert [r["info"]["run"] for r in summary["runs"]] == ["baseline", "grpo"]
 
     # a second call finds every output and skips every step
-    again = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(argv, cwd=out.parent, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count(", skipped") == 10 and "$ " not in again.stderr  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_second_round_ranks_the_policys_samples_and_pools_both_rounds(first_round, tmp_path: Path) -> None:
+    """human_loop_round.sh on the finished smoke loop, to its reward model (UNTIL=5): new prompts,
+    a study of the first round's GRPO policy's candidates in a copy of the database, the reward
+    model fine-tuned from the first round's on both studies' rankings, scored on the first round's
+    ceiling study; the first round's folder is left as it was."""
+    prev, _, env, first = first_round
+    assert first.returncode == 0, first.stderr[-3000:]
+    from annotation.store import Store
+    from annotation.tables import candidates_frame, rankings_frame
+
+    def state(folder: Path) -> tuple[int, int, list[str]]:
+        with Store(f"sqlite:///{folder / 'annotation.db'}", folder / "data", migrate=False) as st:
+            names = [x.name for x in st.list_studies()]
+            return (
+                rankings_frame(st, "human-loop")["ranking_id"].nunique(),
+                len(list((folder / "data").rglob("*.png"))),
+                names,
+            )
+
+    before = state(prev)
+    out = tmp_path / "r2"
+    argv = ["bash", str(ROUND), str(prev), str(out), "6"]
+    done = subprocess.run(
+        argv, cwd=tmp_path, env={**env, "UNTIL": "5"}, capture_output=True, text=True, timeout=1200
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert state(prev) == before  # the first round is only read
+
+    prompts = (out / "prompts.txt").read_text().splitlines()
+    taken = set((prev / "prompts.txt").read_text().splitlines()) | set(
+        (prev / "ceiling_prompts.txt").read_text().splitlines()
+    )
+    assert len(set(prompts)) == 6 and not set(prompts) & taken
+    assert not set(prompts) & benchmark_texts(600, 125, ("geneval", "compositional"))
+    with Store(f"sqlite:///{out / 'annotation.db'}", out / "data", migrate=False) as st:
+        assert [x.name for x in st.list_studies()] == [*before[2], "human-loop-r2"]
+        cands = candidates_frame(st, "human-loop-r2")
+        r2 = rankings_frame(st, "human-loop-r2")
+    assert set(cands["system"]) == {f"{prev / 'grpo' / 'final'}:got-r1"}  # the policy's samples
+    assert r2["annotator_simulated"].astype(bool).all() and r2["ranking_id"].nunique() == 6
+    assert not (out / "ceiling_prompts.txt").exists()  # the first round's ceiling study is reused
+
+    metrics = json.loads((out / "reward_model" / "metrics.json").read_text())
+    assert str(prev / "reward_model") in metrics["init"]  # fine-tuned from the first round's
+    assert "'human-loop-r2'" in metrics["source"] and "'human-loop'" in metrics["source"]
+    n1 = json.loads((prev / "reward_model" / "metrics.json").read_text())["data"]["rankings"]
+    assert n1 < metrics["data"]["rankings"] <= n1 + 6  # both rounds' rankings (less failed controls)
+    import pandas as pd
+
+    agreement = pd.read_csv(out / "ceiling" / "agreement.csv")
+    assert "learned" in set(agreement["predictor"])
+    assert "stopped after step 5 (UNTIL=5)" in done.stderr

@@ -17,7 +17,7 @@ from annotation.workflow import next_task, submit_ranking
 from reasongen.rewards import get_reward
 from reasongen.types import Sample, SamplingSettings
 from training.reward_model.cli import main
-from training.reward_model.data import Ranking, read_export, read_study, split_by_prompt
+from training.reward_model.data import Ranking, pool, read_export, read_studies, read_study, split_by_prompt
 from training.reward_model.loss import bradley_terry_loss, plackett_luce_loss, ranking_loss
 from training.reward_model.metrics import human_ceiling, pairwise_accuracy
 from training.reward_model.train import RewardModelConfig, train_reward_model
@@ -199,6 +199,52 @@ def test_read_export_gives_the_same_rankings(study, tmp_path) -> None:
     b = read_export(tmp_path / "exp")
     assert sorted(b.rankings, key=lambda r: r.ranking_id) == sorted(a.rankings, key=lambda r: r.ranking_id)
     assert all(b.images[c].is_file() for c in b.images)
+
+
+def test_several_studies_pool_their_rankings(study, tmp_path) -> None:
+    """`--study A,B` (a second round's study beside the first): both studies' rankings, images and
+    prompts, each study filtered by its own controls; a study named twice, an empty name between
+    commas, and one source pooled twice are refused."""
+    import shutil
+
+    root, _ = study
+    shutil.copytree(root, tmp_path / "copy")
+    url = f"sqlite:///{tmp_path / 'copy' / 'db.sqlite'}"
+    data_dir = str(tmp_path / "copy" / "data")
+    prompts = ["a red hat", "a blue cup", "a green fish"]  # prompts the first study lacks
+    with Store(url, data_dir, password_cost=16) as st:
+        s = st.create_study("round-2", group_size=2, rankings_per_task=1)
+        for k, (pid, text) in enumerate(zip(st.add_prompts(s.id, prompts), prompts, strict=True)):
+            c = text.split()[1]
+            other = "yellow" if c != "yellow" else "red"
+            st.add_candidates(
+                pid, [_sample(text, _image(x, 7 + k), 900 + 2 * k + j) for j, x in enumerate([c, other])]
+            )
+        st.build_tasks(s.id, layout="per_system")
+        uid = st.create_user("carol", "password123").id
+        while (view := next_task(st, uid, s.id)) is not None:
+            best = _best(st, view, set())
+            submit_ranking(
+                st, uid, s.id, view.task_id, [[best], [c.id for c in view.candidates if c.id != best]]
+            )
+    first = read_study("colours", url, data_dir)
+    second = read_study("round-2", url, data_dir)
+    assert len(second.rankings) == 3
+    both = read_studies("colours, name:round-2", url, data_dir)
+    assert len(both.rankings) == len(first.rankings) + 3
+    assert {r.ranking_id for r in both.rankings} == {r.ranking_id for r in first.rankings + second.rankings}
+    assert set(both.images) == set(first.images) | set(second.images)
+    assert all(both.images[c].is_file() for c in both.images)
+    assert both.prompts[second.rankings[0].candidates[0]] == second.rankings[0].prompt
+    assert both.counts()["excluded_annotators"] == ["spam"] and both.counts()["prompts"] == 24 + 3
+    assert " + " in both.source
+    assert read_studies("colours", url, data_dir).rankings == first.rankings  # one study: as before
+    with pytest.raises(ValueError, match="names a study twice"):
+        read_studies("colours,colours", url, data_dir)
+    with pytest.raises(ValueError, match="empty name"):
+        read_studies("colours,", url, data_dir)
+    with pytest.raises(ValueError, match="repeats rankings"):
+        pool([first, first])
 
 
 def test_bad_sources_are_clear_errors(study, tmp_path, capsys) -> None:

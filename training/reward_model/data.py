@@ -1,5 +1,6 @@
-"""Rankings to learn from: read from a study in the annotation store or from its export, filtered
-as the study statistics filter them, and split into training and held-out sets by prompt.
+"""Rankings to learn from: read from a study in the annotation store (or several, pooled) or from
+its export, filtered as the study statistics filter them, and split into training and held-out sets
+by prompt.
 
 A :class:`Ranking` is one annotator's answer to one regular task: the candidates it placed and
 their ranks (1 = best, equal = tie). Skipped rankings, control tasks, rankings of fewer than two
@@ -179,6 +180,41 @@ def read_study(study: str, db_url: str = "", data_dir: str = "data", **kw: Any) 
             files[int(c)] = root / p
     data = rankings_from_frame(frame, files, f"study {info.name!r} at {shown}", **kw)
     return dataclasses.replace(data, plans=plans_of(cands))
+
+
+def read_studies(studies: str, db_url: str = "", data_dir: str = "data", **kw: Any) -> PreferenceData:
+    """The rankings of one study or of several, comma-separated (study names cannot hold a comma),
+    pooled: each study is read and filtered by its own controls as :func:`read_study` does, then
+    their rankings are joined (ids are the database's, so they never clash). Raises ``ValueError``
+    for an empty or repeated reference; a study with no usable ranking fails as it does alone."""
+    refs = [r.strip() for r in studies.split(",")]
+    if not all(refs):
+        raise ValueError(f"--study {studies!r} has an empty name between commas")
+    if len(set(refs)) != len(refs):
+        raise ValueError(f"--study {studies!r} names a study twice")
+    parts = [read_study(ref, db_url, data_dir, **kw) for ref in refs]
+    return parts[0] if len(parts) == 1 else pool(parts)
+
+
+def pool(parts: list[PreferenceData]) -> PreferenceData:
+    """Several sources' rankings as one (their images, prompts and plans joined); an annotator left
+    out by any part's controls is listed once. Raises ``ValueError`` when two parts hold the same
+    ranking id (two exports of one study, say), which would count it twice."""
+    seen: set[int] = set()
+    for part in parts:
+        ids = {r.ranking_id for r in part.rankings}
+        if ids & seen:
+            raise ValueError(f"{part.source} repeats rankings of an earlier source: pool each study once")
+        seen |= ids
+    return PreferenceData(
+        rankings=[r for part in parts for r in part.rankings],
+        images={k: v for part in parts for k, v in part.images.items()},
+        prompts={k: v for part in parts for k, v in part.prompts.items()},
+        source=" + ".join(part.source for part in parts),
+        excluded_annotators=sorted({a for part in parts for a in part.excluded_annotators}),
+        dropped_simulated=sum(part.dropped_simulated for part in parts),
+        plans={k: v for part in parts for k, v in part.plans.items()},
+    )
 
 
 def read_export(path: str | Path, **kw: Any) -> PreferenceData:

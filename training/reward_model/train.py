@@ -23,7 +23,7 @@ from reasongen.rewards.learned import TEXT_MODES, Scorer, reward_text
 from reasongen.types import Box
 
 from ..errors import TrainingError
-from .data import PreferenceData, Ranking, read_export, read_study, split_by_prompt
+from .data import PreferenceData, Ranking, read_export, read_studies, split_by_prompt
 from .loss import LOSSES, ranking_loss
 from .metrics import human_ceiling, pairwise_accuracy
 from .model import CONFIGS, initial_scorer, save_scorer
@@ -39,7 +39,11 @@ def _h(text: str, **kw: Any) -> Any:
 class RewardModelConfig:
     """``python -m training.reward_model``: a preference reward model from a study's rankings."""
 
-    study: str = _h("Study to learn from (name, or name:X / id:N).", default="")
+    study: str = _h(
+        "Study to learn from (name, or name:X / id:N); several, comma-separated, are pooled (each "
+        "filtered by its own control tasks) — e.g. a first round's study and one of the policy's samples.",
+        default="",
+    )
     db: str = _h("SQLAlchemy URL of the annotation database ('' = data_dir's SQLite file).", default="")
     data_dir: str = _h("Annotation data directory (images and the default database).", default="data")
     export: str = _h(
@@ -134,7 +138,7 @@ def read_data(cfg: RewardModelConfig) -> PreferenceData:
     kw = {"min_pass_rate": cfg.min_pass_rate, "people_only": cfg.people_only}
     if cfg.export:
         return read_export(cfg.export, **kw)
-    return read_study(cfg.study, cfg.db, cfg.data_dir, **kw)
+    return read_studies(cfg.study, cfg.db, cfg.data_dir, **kw)
 
 
 def candidate_texts(data: PreferenceData, mode: str) -> dict[int, str]:

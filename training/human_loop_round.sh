@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# A second round of the human-feedback loop (issue 22): the panel ranks the samples of the first
+# round's GRPO policy, the reward model learns from both rounds' rankings, and GRPO starts again
+# from the SFT model on it.
+#
+#   bash training/human_loop_round.sh PREV OUT RANKINGS [POLICY] [extra GRPO flags ...]
+#
+#   PREV      a finished first round: a training/human_loop.sh OUT (annotation.db, data/, prompts.txt,
+#             reward_model/, grpo/)
+#   OUT       this round's folder (created; PREV is only read)
+#   RANKINGS  this round's ranking budget (tasks of 4 candidates of POLICY, one ranking each)
+#   POLICY    the model whose samples are ranked (default PREV/grpo/final); "" = the default
+#
+# Why: a reward model learned from the SFT model's samples is wrong where GRPO takes the policy —
+# on budget 1000 the policy learned to miscount while the learned score rose. Ranking the policy's
+# own samples puts labels where the scorer erred (the iterated online RLHF of Bai et al., 2022,
+# and Llama 2's reward-model rounds). The round's figures: the reward model's agreement on the
+# same ceiling study as round one (SFT samples, so the two rounds compare on one set of pairs),
+# and GRPO's benchmark gain under the first round's recipe.
+#
+# What it does, then hands over to training/human_loop.sh OUT RANKINGS (which resumes, as always):
+#   - OUT/annotation.db: a copy of PREV's database (SQLite's backup API, so a consistent copy),
+#     OUT/data a copy of PREV's image folder made of hard links (a plain copy across file systems;
+#     the database's image paths are relative to it). This round's study, $STUDY (default
+#     human-loop-r2), goes into the copies; PREV is untouched.
+#   - OUT/prompts.txt: RANKINGS training prompts of prompt seed PROMPT_SEED (default PREV's + 2: the
+#     first round used its seed and seed + 1 for the ceiling study), none of PREV's training or
+#     ceiling prompts and none of the benchmark's.
+#   - human_loop.sh with CANDIDATES=POLICY (the study's samples), RM_STUDIES=PREV's study (the
+#     reward model pools both rounds' rankings, each filtered by its own controls),
+#     CEILING_STUDY=PREV's ceiling study (not re-made: OUT/done/ceiling is set), RM_PRETRAIN_STEPS=0
+#     and RM_INIT=PREV/reward_model (the first round's scorer, fine-tuned on the pool) unless set.
+#     GRPO starts from the SFT model (MODEL, as in round one), so the rounds differ only in the
+#     reward model. Every other human_loop.sh knob passes through; PREV_STUDY [human-loop] names
+#     the first round's study.
+#
+# Smoke test: after the smoke test in human_loop.sh (OUT /tmp/hl),
+#   RM_FLAGS="--steps 2 --batch_rankings 4 --n_boot 10" MONITOR_N=4 CONTROLS=2 CONTROL_RATE=0.3 \
+#   EVAL_FLAGS="--suites compositional" bash training/human_loop_round.sh /tmp/hl /tmp/hl2 10 "" \
+#   --max_steps 1 --group_size 2 --prompts_per_step 2
+{
+set -euo pipefail
+
+usage() {
+  echo "usage: $(sed -n 6p "$0" | sed "s/^# *//")" >&2
+  exit 2
+}
+[ "$#" -ge 3 ] || usage
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ -d "$1" ] || { echo "human_loop_round: no first round at $1" >&2; exit 2; }
+PREV="$(realpath "$1")"
+for need in annotation.db data prompts.txt reward_model/README.md; do
+  [ -e "$PREV/$need" ] || { echo "human_loop_round: $PREV has no $need: is it a finished human_loop.sh OUT?" >&2; exit 2; }
+done
+RANKINGS="$3"
+case "$RANKINGS" in '' | *[!0-9]*) echo "human_loop_round: RANKINGS must be a whole number, got '$RANKINGS'" >&2; exit 2 ;; esac
+POLICY="${4:-}"
+[ -n "$POLICY" ] || POLICY="$PREV/grpo/final"
+[ -f "$POLICY/config.json" ] || { echo "human_loop_round: no model at $POLICY (config.json)" >&2; exit 2; }
+POLICY="$(realpath "$POLICY")"
+OUT="$(mkdir -p "$2" && realpath "$2")"
+[ "$OUT" != "$PREV" ] || { echo "human_loop_round: OUT must differ from PREV" >&2; exit 2; }
+shift $(($# < 4 ? $# : 4))
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+fi
+PREV_STUDY="${PREV_STUDY:-human-loop}"
+PROMPT_SEED="${PROMPT_SEED:-$((11 + 2))}"
+LANGUAGE="${LANGUAGE:-full}"
+say() { echo "[human_loop_round] $*" >&2; }
+
+mkdir -p "$OUT/done" "$OUT/logs"
+if [ ! -f "$OUT/annotation.db" ]; then
+  say "copying $PREV/annotation.db"
+  "$PYTHON" - "$PREV/annotation.db" "$OUT/annotation.db" <<'EOF'
+import sqlite3
+import sys
+from pathlib import Path
+
+src, dst = sys.argv[1:]
+part = Path(dst + ".partial")
+part.unlink(missing_ok=True)
+with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(part) as b:
+    a.backup(b)
+part.replace(dst)
+EOF
+fi
+if [ ! -d "$OUT/data" ]; then
+  # hard links: no second copy of the images, and PREV's files are never written through them (the
+  # store writes a new file and renames it into place; images are named by their content)
+  rm -rf "$OUT/data.partial"
+  cp -al "$(realpath "$PREV/data")" "$OUT/data.partial" 2>/dev/null || {
+    rm -rf "$OUT/data.partial"
+    cp -a "$(realpath "$PREV/data")" "$OUT/data.partial"
+  }
+  mv "$OUT/data.partial" "$OUT/data"
+fi
+# the first round's ceiling study is this round's too: human_loop.sh does not remake it
+touch "$OUT/done/ceiling"
+
+if [ ! -f "$OUT/prompts.txt" ]; then
+  say "prompts: $RANKINGS of seed $PROMPT_SEED, none of $PREV's"
+  # enough draws that RANKINGS remain once the first round's prompts are taken out
+  used=("$PREV/prompts.txt")
+  [ -f "$PREV/ceiling_prompts.txt" ] && used+=("$PREV/ceiling_prompts.txt")
+  taken="$(cat "${used[@]}" | wc -l)"
+  "$PYTHON" -m reasongen.shapes.write_prompts --n "$((RANKINGS + taken))" --seed "$PROMPT_SEED" \
+    --language "$LANGUAGE" --cell 125 --holdout 600 --unique --force --out "$OUT/prompts.all" >&2
+  cat "${used[@]}" \
+    | awk -v n="$RANKINGS" 'NR == FNR { seen[$0] = 1; next } !($0 in seen) && k < n { print; k++ }' - "$OUT/prompts.all" \
+      >"$OUT/prompts.partial"
+  got="$(wc -l <"$OUT/prompts.partial")"
+  [ "$got" -eq "$RANKINGS" ] || { echo "human_loop_round: only $got new prompts of $RANKINGS" >&2; exit 1; }
+  mv "$OUT/prompts.partial" "$OUT/prompts.txt"
+  rm -f "$OUT/prompts.all"
+fi
+
+CANDIDATES="$POLICY" RM_STUDIES="${RM_STUDIES:-$PREV_STUDY}" CEILING_STUDY="${CEILING_STUDY:-$PREV_STUDY-ceiling}" \
+  STUDY="${STUDY:-human-loop-r2}" RM_PRETRAIN_STEPS="${RM_PRETRAIN_STEPS:-0}" \
+  RM_INIT="${RM_INIT:-$PREV/reward_model}" PROMPT_SEED="$PROMPT_SEED" LANGUAGE="$LANGUAGE" PYTHON="$PYTHON" \
+  bash "$ROOT/training/human_loop.sh" "$OUT" "$RANKINGS" "" "" "$@"
+exit $?
+}
