@@ -23,12 +23,13 @@
 #     OUT/data a copy of PREV's image folder made of hard links (a plain copy across file systems;
 #     the database's image paths are relative to it). This round's study, $STUDY (default
 #     human-loop-r2), goes into the copies; PREV is untouched.
-#   - OUT/prompts.txt: RANKINGS training prompts of prompt seed PROMPT_SEED (default PREV's + 2: the
-#     first round used its seed and seed + 1 for the ceiling study), none of PREV's training or
-#     ceiling prompts and none of the benchmark's.
+#   - OUT/prompts.txt: RANKINGS training prompts of prompt seed PROMPT_SEED (default 13: a first
+#     round on the defaults drew 11 and, for its ceiling study, 12), none of PREV's training or
+#     ceiling prompts (they are filtered out whatever the seed) and none of the benchmark's.
 #   - human_loop.sh with CANDIDATES=POLICY (the study's samples), RM_STUDIES=PREV's study (the
 #     reward model pools both rounds' rankings, each filtered by its own controls),
-#     CEILING_STUDY=PREV's ceiling study (not re-made: OUT/done/ceiling is set), RM_PRETRAIN_STEPS=0
+#     CEILING_STUDY=PREV's ceiling study (not re-made: OUT/done/ceiling is set; with none in PREV,
+#     CEILING_PROMPTS=0 turns step 5b off), RM_PRETRAIN_STEPS=0
 #     and RM_INIT=PREV/reward_model (the first round's scorer, fine-tuned on the pool) unless set.
 #     GRPO starts from the SFT model (MODEL, as in round one), so the rounds differ only in the
 #     reward model. Every other human_loop.sh knob passes through; PREV_STUDY [human-loop] names
@@ -97,6 +98,7 @@ if [ ! -d "$OUT/data" ]; then
 fi
 # the first round's ceiling study is this round's too: human_loop.sh does not remake it
 touch "$OUT/done/ceiling"
+[ -f "$PREV/done/ceiling" ] || export CEILING_PROMPTS=0  # PREV made none: no agreement to measure
 
 if [ ! -f "$OUT/prompts.txt" ]; then
   say "prompts: $RANKINGS of seed $PROMPT_SEED, none of $PREV's"
@@ -104,8 +106,10 @@ if [ ! -f "$OUT/prompts.txt" ]; then
   used=("$PREV/prompts.txt")
   [ -f "$PREV/ceiling_prompts.txt" ] && used+=("$PREV/ceiling_prompts.txt")
   taken="$(cat "${used[@]}" | wc -l)"
-  "$PYTHON" -m reasongen.shapes.write_prompts --n "$((RANKINGS + taken))" --seed "$PROMPT_SEED" \
-    --language "$LANGUAGE" --cell 125 --holdout 600 --unique --force --out "$OUT/prompts.all" >&2
+  # (from the repository, which holds the package; the caller's folder stays the current one, so
+  # that human_loop.sh reads relative paths in its knobs, RM_ENSEMBLE say, as the caller meant them)
+  (cd "$ROOT" && "$PYTHON" -m reasongen.shapes.write_prompts --n "$((RANKINGS + taken))" --seed "$PROMPT_SEED" \
+    --language "$LANGUAGE" --cell 125 --holdout 600 --unique --force --out "$OUT/prompts.all" >&2)
   cat "${used[@]}" \
     | awk -v n="$RANKINGS" 'NR == FNR { seen[$0] = 1; next } !($0 in seen) && k < n { print; k++ }' - "$OUT/prompts.all" \
       >"$OUT/prompts.partial"
