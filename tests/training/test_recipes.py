@@ -22,6 +22,7 @@ GRPO_RECIPES = [
     "shapes",
     "shapes_full",
     "shapes_full_learned",
+    "shapes_full_learned_r2",
     "shapes_full_mend",
 ]
 
@@ -46,6 +47,22 @@ def test_learned_reward_recipe_is_the_loops_config_for_the_shipped_reward_model(
     same = ["model", "recipe", "shapes_categories", "group_size", "prompts_per_step", "lr", "ppo_epochs",
             "max_steps", "seed", "clip_low", "clip_high", "max_cot_tokens", "dynamic_sampling"]  # fmt: skip
     assert {k: getattr(cfg, k) for k in same} == {k: getattr(base, k) for k in same}
+
+
+def test_second_round_recipe_is_the_first_rounds_on_the_shipped_ensemble() -> None:
+    """shapes_full_learned_r2.yaml differs from shapes_full_learned.yaml only in its reward, the
+    ensemble of the two shipped reward models (both present, each with its card), and out_dir."""
+    first = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full_learned.yaml")])
+    cfg = parse_config(GRPOConfig, ["--config", str(RECIPES / "shapes_full_learned_r2.yaml")])
+    models = cfg.reward_options["learned"]["model"]
+    assert models == ["assets/models/shapes-reward-r2", "assets/models/shapes-reward"]
+    for m in models:
+        assert (RECIPES.parents[1] / m / "open_clip_model.safetensors").is_file()
+        assert "SIMULATED" in (RECIPES.parents[1] / m / "README.md").read_text()
+    differ = {"reward_options", "out_dir"}
+    keys = [k for k in vars(first) if k not in differ]
+    assert {k: getattr(cfg, k) for k in keys} == {k: getattr(first, k) for k in keys}
+    assert cfg.out_dir != first.out_dir
 
 
 def test_second_stage_recipe_starts_from_the_first_stage_and_keeps_its_benchmark_out() -> None:
