@@ -132,6 +132,11 @@ for i in "${!RM_ENSEMBLE[@]}"; do
   [ -d "${RM_ENSEMBLE[$i]}" ] || { echo "human_loop: RM_ENSEMBLE: no folder ${RM_ENSEMBLE[$i]}" >&2; exit 2; }
   RM_ENSEMBLE[$i]="$(realpath "${RM_ENSEMBLE[$i]}")"
 done
+CANDIDATES="${CANDIDATES:-}"
+if [ -n "$CANDIDATES" ]; then  # read, like the other user paths, from the caller's folder
+  [ -d "$CANDIDATES" ] || { echo "human_loop: CANDIDATES: no model folder $CANDIDATES" >&2; exit 2; }
+  CANDIDATES="$(realpath "$CANDIDATES")"
+fi
 cd "$ROOT"
 MODEL="${MODEL:-assets/models/shapes-janus-full}"
 GRPO_CONFIG="${GRPO_CONFIG:-training/recipes/shapes_full.yaml}"
@@ -177,7 +182,6 @@ read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
 read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
 read -r -a RM_STUDIES <<<"${RM_STUDIES:-}"
 CANDIDATES="${CANDIDATES:-$MODEL}"
-[ -d "$CANDIDATES" ] || { echo "human_loop: CANDIDATES: no model folder $CANDIDATES" >&2; exit 2; }
 # step 5's --study: the training study, then RM_STUDIES (pooled; study names hold no comma)
 RM_STUDY="name:$STUDY"
 for extra in "${RM_STUDIES[@]}"; do RM_STUDY+=",name:$extra"; done

@@ -138,6 +138,10 @@ def test_until_stops_after_the_step_it_names(tmp_path: Path) -> None:
     bad = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "o"), "5"], env={**env, "UNTIL": "9"},
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "UNTIL must be a step from 1 to 8" in bad.stderr
+    bad = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "o"), "5"],
+                         env={**env, "CANDIDATES": "nowhere"}, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "CANDIDATES: no model folder nowhere" in bad.stderr
     done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "o"), "5"], env={**env, "UNTIL": "1"},
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
