@@ -18,8 +18,8 @@
 #      (prompt seed 11 by default, never the benchmark's 0; the texts of the benchmark's first 600
 #      prompts of both suites are left out, as in the GRPO pool).
 #   2. OUT/annotation.db (SQLite, images under OUT/data) — study $STUDY: 4 candidates per prompt
-#      from MODEL (CANDIDATES when set) with recipe $RECIPE, one task per prompt, one ranking wanted per task, every
-#      candidate scored by the exact `shapes` reward:
+#      from MODEL (CANDIDATES when set) with recipe $RECIPE, one task per prompt, one ranking
+#      wanted per task, every candidate scored by the exact `shapes` reward:
 #        python -m annotation --db sqlite:///OUT/annotation.db --data-dir OUT/data study create \
 #            --name $STUDY --prompts OUT/prompts.txt --system MODEL:$RECIPE --group-size 4 \
 #            --rankings-per-task 1 --layout per_system --reward shapes --seed $SEED \
@@ -86,8 +86,9 @@
 # CANDIDATES [MODEL] (the model whose samples step 2's study ranks: a GRPO policy's, for a second
 # round — training/human_loop_round.sh), RM_STUDIES [] (more studies in OUT's database whose
 # rankings step 5 pools with $STUDY's), CEILING_STUDY [$STUDY-ceiling] (step 3b's study, or an
-# existing one when OUT/done/ceiling is there), UNTIL [8] (the last step to run: 5 stops after the reward model and its ceiling agreement, a
-# budget's reward-model figures without its GRPO run), RM_PRETRAIN_STEPS [2000],
+# existing one when OUT/done/ceiling is there), UNTIL [8] (the last step to run: 5 stops after
+# the reward model and its ceiling agreement, a budget's reward-model figures without its GRPO
+# run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
 # LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
 # RM_ENSEMBLE [] (other reward-model folders, blank-separated: steps 5b–7 then score with the
