@@ -66,7 +66,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
 fi
 PREV_STUDY="${PREV_STUDY:-human-loop}"
-PROMPT_SEED="${PROMPT_SEED:-$((11 + 2))}"
+PROMPT_SEED="${PROMPT_SEED:-13}"
 LANGUAGE="${LANGUAGE:-full}"
 say() { echo "[human_loop_round] $*" >&2; }
 
