@@ -272,15 +272,10 @@ elif [ -f "$DONE/ceiling" ]; then
 else
   say "3b/8 ceiling study"
   if [ ! -f "$OUT/ceiling_prompts.txt" ]; then
-    # enough draws that CEILING_PROMPTS remain once the training prompts' texts are taken out
-    run ceiling "$PYTHON" -m reasongen.shapes.write_prompts --n "$((CEILING_PROMPTS + RANKINGS))" \
+    # none of the training prompts' texts (the file is written whole or not at all)
+    run ceiling "$PYTHON" -m reasongen.shapes.write_prompts --n "$CEILING_PROMPTS" \
       --seed "$((PROMPT_SEED + 1))" --language "$LANGUAGE" --cell 125 --holdout 600 --unique \
-      --force --out "$OUT/ceiling_prompts.all"
-    # (awk reads to the end: `grep | head` would die of SIGPIPE under pipefail on a long list)
-    awk -v n="$CEILING_PROMPTS" 'NR == FNR { train[$0] = 1; next } !($0 in train) && k < n { print; k++ }' \
-      "$OUT/prompts.txt" "$OUT/ceiling_prompts.all" >"$OUT/ceiling_prompts.partial"
-    mv "$OUT/ceiling_prompts.partial" "$OUT/ceiling_prompts.txt"
-    rm -f "$OUT/ceiling_prompts.all"
+      --exclude "$OUT/prompts.txt" --out "$OUT/ceiling_prompts.txt"
   fi
   make_study ceiling "$CSTUDY" "$OUT/ceiling_prompts.txt" "$CEILING_RANKS" "$((SEED + 1))" "$MODEL"
   controls=()

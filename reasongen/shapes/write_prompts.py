@@ -1,17 +1,18 @@
 """Write shapes-world training prompts to a text file, one prompt per line.
 
     python -m reasongen.shapes.write_prompts --n 400 --seed 11 --language full --cell 125 \\
-        --holdout 600 --out prompts.txt [--unique] [--force]
+        --holdout 600 --out prompts.txt [--unique] [--force] [--exclude USED.txt ...]
 
 The prompts are drawn exactly as the GRPO ``shapes`` pool draws them
 (:func:`reasongen.shapes.pools.prompt_pool`): scenes cycling through the language's categories
 (``geneval``: GenEval's six templates, :data:`reasongen.types.CATEGORIES`; ``full``: the whole
 language, :data:`reasongen.shapes.compose.FULL_LANGUAGE`), from one seeded generator, with the
 texts of the benchmark's first ``--holdout`` prompts (prompt seed 0; for ``full`` those of the
-compositional suite too) left out. The file holds the first ``--n`` texts that remain (with
-``--unique``: the first ``--n`` distinct ones, each at its first occurrence); more scenes are drawn
-until there are that many. The draw is prefix-stable, so a smaller ``--n`` gives a prefix of a
-larger one for the same other settings.
+compositional suite too) left out, and so are the lines of every ``--exclude`` file (an earlier
+round's prompts, say). The file holds the first ``--n`` texts that remain (with ``--unique``: the
+first ``--n`` distinct ones, each at its first occurrence); more scenes are drawn until there are
+that many. The draw is prefix-stable, so a smaller ``--n`` gives a prefix of a larger one for the
+same other settings, and ``--exclude`` only removes texts from it: the rest keep their order.
 
 Every line is a prompt the shapes parser reads (``reasongen.shapes.parse``), so ``python -m
 annotation study create --prompts FILE --reward shapes`` recovers each prompt's metadata.
@@ -60,6 +61,8 @@ class WritePromptsConfig:
     """Write ``n`` distinct texts (first occurrences) instead of the first ``n`` drawn."""
     force: bool = False
     """Overwrite ``out`` when it exists."""
+    exclude: frozenset[str] = frozenset()
+    """Texts never written (the lines of the ``--exclude`` files)."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -88,6 +91,7 @@ def draw_texts(cfg: WritePromptsConfig) -> list[str]:
     draw, found = max(2 * cfg.n, 64), -1
     while True:
         texts = [text for text, _ in prompt_pool(draw, cfg.seed, categories, cell, cfg.holdout)]
+        texts = [text for text in texts if text not in cfg.exclude]
         if cfg.unique:
             texts = list(dict.fromkeys(texts))  # first occurrences, in order
         if len(texts) >= cfg.n:
@@ -97,7 +101,9 @@ def draw_texts(cfg: WritePromptsConfig) -> list[str]:
             kind = "distinct " if cfg.unique else ""
             raise ValueError(
                 f"only {len(texts)} {kind}prompt texts of the {cfg.language!r} language (cell {cfg.cell}) "
-                f"lie outside the benchmark's first {cfg.holdout} among the first {draw} scenes drawn; "
+                f"lie outside the benchmark's first {cfg.holdout}"
+                + (f" and the {len(cfg.exclude)} excluded texts" if cfg.exclude else "")
+                + f" among the first {draw} scenes drawn; "
                 f"lower --n (asked {cfg.n})" + ("" if cfg.language == "full" else " or use --language full")
             )
         found, draw = len(texts), min(2 * draw, limit)
@@ -148,7 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--unique", action="store_true", help="write N distinct texts (first occurrences), drawing more"
     )
     ap.add_argument("--force", action="store_true", help="overwrite --out when it exists")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a text file of prompts (one per line) never to write, e.g. an earlier round's; repeatable",
+    )
     return ap
+
+
+def read_excluded(paths: Sequence[str | Path]) -> frozenset[str]:
+    """The lines of the ``--exclude`` files (blank lines skipped); ``OSError`` when one is unreadable."""
+    lines: set[str] = set()
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        lines.update(line for line in text.splitlines() if line.strip())
+    return frozenset(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,12 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = WritePromptsConfig(
             n=args.n, seed=args.seed, out=Path(args.out), language=args.language, cell=args.cell,
             holdout=args.holdout, unique=args.unique, force=args.force,
+            exclude=read_excluded(args.exclude),
         )  # fmt: skip
         texts = write_prompts(cfg)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(texts)} {'distinct ' if cfg.unique else ''}prompts to {cfg.out}")
+    excluded = f" ({len(cfg.exclude)} excluded texts left out)" if cfg.exclude else ""
+    print(f"wrote {len(texts)} {'distinct ' if cfg.unique else ''}prompts to {cfg.out}{excluded}")
     return 0
 
 

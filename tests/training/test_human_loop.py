@@ -62,6 +62,27 @@ def test_unique_keeps_first_occurrences_until_n_distinct(tmp_path: Path) -> None
     assert not set(lines) & benchmark_texts(600, 125)
 
 
+def test_exclude_leaves_out_the_files_texts_and_keeps_the_rest_in_order(tmp_path: Path) -> None:
+    rc, full = _write(tmp_path, "--n", "60", "--seed", "11", "--unique", name="full.txt")
+    assert rc == 0
+    (tmp_path / "a.txt").write_text("".join(f"{t}\n" for t in full[:10]) + "\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("".join(f"{t}\n" for t in full[30:35]) + "not a drawn text\n")
+    rc, lines = _write(
+        tmp_path, "--n", "45", "--seed", "11", "--unique",
+        "--exclude", str(tmp_path / "a.txt"), "--exclude", str(tmp_path / "b.txt"),
+    )  # fmt: skip
+    assert rc == 0 and len(lines) == 45
+    # the same as drawing more and filtering afterwards: the first 45 of the rest, in order
+    kept = [t for t in full if t not in set(full[:10]) | set(full[30:35])]
+    assert lines == kept[:45]
+    assert not set(lines) & set(full[:10]) and not set(lines) & set(full[30:35])
+
+
+def test_an_unreadable_exclude_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    rc, lines = _write(tmp_path, "--n", "3", "--seed", "1", "--exclude", str(tmp_path / "missing.txt"))
+    assert rc == 2 and not lines and "missing.txt" in capsys.readouterr().err
+
+
 def test_every_line_parses_back_to_its_metadata(tmp_path: Path) -> None:
     from reasongen.shapes.parse import parse_prompt
 
@@ -426,3 +447,20 @@ def test_a_second_round_ranks_the_policys_samples_and_pools_both_rounds(first_ro
     agreement = pd.read_csv(out / "ceiling" / "agreement.csv")
     assert "learned" in set(agreement["predictor"])
     assert "stopped after step 5 (UNTIL=5)" in done.stderr
+    assert (out / "studies.txt").read_text().splitlines() == ["human-loop-r2", "human-loop"]
+    assert (out / "ceiling_study.txt").read_text().strip() == "human-loop-ceiling"
+
+    # rounds chain: a third round from the second takes the next study name, pools every earlier
+    # study, keeps the first round's ceiling study and draws prompts none of the earlier rounds used
+    r3 = tmp_path / "r3"
+    third = subprocess.run(
+        ["bash", str(ROUND), str(out), str(r3), "5", str(prev / "grpo" / "final")],
+        cwd=tmp_path, env={**env, "UNTIL": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "study human-loop-r3; reward model pools human-loop-r2 human-loop; ceiling study " \
+        "human-loop-ceiling" in third.stderr  # fmt: skip
+    assert (r3 / "studies.txt").read_text().splitlines() == ["human-loop-r3", "human-loop-r2", "human-loop"]
+    r3_prompts = (r3 / "prompts.txt").read_text().splitlines()
+    assert len(set(r3_prompts)) == 5 and not set(r3_prompts) & (taken | set(prompts))
+    assert set((r3 / "earlier_prompts.txt").read_text().splitlines()) == taken | set(prompts)
