@@ -241,6 +241,8 @@ def test_several_studies_pool_their_rankings(study, tmp_path) -> None:
     assert read_studies("colours", url, data_dir).rankings == first.rankings  # one study: as before
     with pytest.raises(ValueError, match="names a study twice"):
         read_studies("colours,colours", url, data_dir)
+    with pytest.raises(ValueError, match=r"names a study twice \(study 'colours'"):
+        read_studies("colours,name:colours", url, data_dir)  # one study by two references
     with pytest.raises(ValueError, match="empty name"):
         read_studies("colours,", url, data_dir)
     with pytest.raises(ValueError, match="repeats rankings"):

@@ -186,13 +186,20 @@ def read_studies(studies: str, db_url: str = "", data_dir: str = "data", **kw: A
     """The rankings of one study or of several, comma-separated (study names cannot hold a comma),
     pooled: each study is read and filtered by its own controls as :func:`read_study` does, then
     their rankings are joined (ids are the database's, so they never clash). Raises ``ValueError``
-    for an empty or repeated reference; a study with no usable ranking fails as it does alone."""
+    for an empty reference or one study named twice (by the same reference, or by its name and its
+    id); a study with no usable ranking fails as it does alone."""
     refs = [r.strip() for r in studies.split(",")]
     if not all(refs):
         raise ValueError(f"--study {studies!r} has an empty name between commas")
     if len(set(refs)) != len(refs):
         raise ValueError(f"--study {studies!r} names a study twice")
     parts = [read_study(ref, db_url, data_dir, **kw) for ref in refs]
+    # two references to one study (its name and its id, say): the source names the study itself
+    seen: set[str] = set()
+    for part in parts:
+        if part.source in seen:
+            raise ValueError(f"--study {studies!r} names a study twice ({part.source})")
+        seen.add(part.source)
     return parts[0] if len(parts) == 1 else pool(parts)
 
 
