@@ -38,6 +38,8 @@
 #     pool) unless set. GRPO starts from the SFT model (MODEL, as in round one), so the rounds
 #     differ only in the reward model. Every other human_loop.sh knob passes through. OUT/studies.txt
 #     (this round's study first, then the earlier ones) and OUT/ceiling_study.txt record the chain.
+#     A PREV without studies.txt whose database holds a training study besides PREV_STUDY (a later
+#     round made before rounds wrote these files) is refused unless RM_STUDIES is set.
 #
 # Smoke test: after the smoke test in human_loop.sh (OUT /tmp/hl),
 #   RM_FLAGS="--steps 2 --batch_rankings 4 --n_boot 10" MONITOR_N=4 CONTROLS=2 CONTROL_RATE=0.3 \
@@ -63,7 +65,7 @@ POLICY="${4:-}"
 [ -n "$POLICY" ] || POLICY="$PREV/grpo/final"
 [ -f "$POLICY/config.json" ] || { echo "human_loop_round: no model at $POLICY (config.json)" >&2; exit 2; }
 POLICY="$(realpath "$POLICY")"
-OUT="$(mkdir -p "$2" && realpath "$2")"
+OUT="$(realpath -m "$2")"  # made once the arguments are checked
 [ "$OUT" != "$PREV" ] || { echo "human_loop_round: OUT must differ from PREV" >&2; exit 2; }
 shift $(($# < 4 ? $# : 4))
 if [ -z "${PYTHON:-}" ]; then
@@ -74,6 +76,33 @@ if [ -f "$PREV/studies.txt" ]; then
   mapfile -t earlier < <(grep -v '^[[:space:]]*$' "$PREV/studies.txt")
 else
   earlier=("${PREV_STUDY:-human-loop}")  # PREV is a first round
+  if [ -z "${RM_STUDIES:-}" ]; then
+    # a later round made before rounds recorded their chain would be taken for a first one, its
+    # reward model's other studies silently dropped from the pool: refuse, naming them
+    mapfile -t others < <("$PYTHON" - "$PREV/annotation.db" "${earlier[0]}" <<'PY'
+import sqlite3
+import sys
+
+db, first = sys.argv[1:]
+try:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        names = [name for (name,) in con.execute("SELECT name FROM studies ORDER BY id")]
+except sqlite3.Error:
+    names = []  # not a store yet: the loop's own steps report it
+for name in names:
+    if name != first and not name.endswith("-ceiling"):
+        print(name)
+PY
+    )
+    if [ "${#others[@]}" -gt 0 ]; then
+      echo "human_loop_round: $PREV has no studies.txt but its database holds studies besides" \
+        "${earlier[0]} (${others[*]}): it looks like a later round made before rounds recorded" \
+        "their chain. Set RM_STUDIES to the studies its reward model pooled (and STUDY, and write" \
+        "$PREV/earlier_prompts.txt with the earlier rounds' prompts), or PREV_STUDY if it is a" \
+        "first round under another name." >&2
+      exit 2
+    fi
+  fi
 fi
 [ "${#earlier[@]}" -gt 0 ] || { echo "human_loop_round: $PREV/studies.txt names no study" >&2; exit 2; }
 if [ -f "$PREV/ceiling_study.txt" ]; then

@@ -165,11 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_excluded(paths: Sequence[str | Path]) -> frozenset[str]:
-    """The lines of the ``--exclude`` files (blank lines skipped); ``OSError`` when one is unreadable."""
+    """The lines of the ``--exclude`` files, stripped of surrounding white space (written prompts
+    have none), blank ones skipped; ``OSError`` when one is unreadable."""
     lines: set[str] = set()
     for path in paths:
         text = Path(path).read_text(encoding="utf-8")
-        lines.update(line for line in text.splitlines() if line.strip())
+        lines.update(line.strip() for line in text.splitlines() if line.strip())
     return frozenset(lines)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ def test_exclude_leaves_out_the_files_texts_and_keeps_the_rest_in_order(tmp_path
     rc, full = _write(tmp_path, "--n", "60", "--seed", "11", "--unique", name="full.txt")
     assert rc == 0
     (tmp_path / "a.txt").write_text("".join(f"{t}\n" for t in full[:10]) + "\n", encoding="utf-8")
-    (tmp_path / "b.txt").write_text("".join(f"{t}\n" for t in full[30:35]) + "not a drawn text\n")
+    # (surrounding spaces and Windows line ends, as an edited file may have, do not hide a text)
+    (tmp_path / "b.txt").write_text("".join(f"  {t}\t\r\n" for t in full[30:35]) + "not a drawn text\n")
     rc, lines = _write(
         tmp_path, "--n", "45", "--seed", "11", "--unique",
         "--exclude", str(tmp_path / "a.txt"), "--exclude", str(tmp_path / "b.txt"),
@@ -246,7 +248,8 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
 
 def test_the_round_script_checks_its_arguments(tmp_path: Path) -> None:
     """human_loop_round.sh refuses, before writing anything, a PREV that is not a finished loop, a
-    bad budget, a POLICY that is no model, and OUT equal to PREV."""
+    bad budget, a POLICY that is no model, OUT equal to PREV, and a later round without its chain
+    files (it would be taken for a first round)."""
     prev = tmp_path / "prev"
     env = {**os.environ, "PYTHON": sys.executable}
 
@@ -269,8 +272,18 @@ def test_the_round_script_checks_its_arguments(tmp_path: Path) -> None:
     assert done.returncode == 2 and "RANKINGS must be a whole number" in done.stderr
     done = go(str(prev), str(tmp_path / "o"), "5")  # no PREV/grpo/final to sample from
     assert done.returncode == 2 and "no model at" in done.stderr
-    done = go(str(prev), str(prev), "5", str(ROOT / "assets" / "models" / "shapes-janus-full"))
+    sft = str(ROOT / "assets" / "models" / "shapes-janus-full")
+    done = go(str(prev), str(prev), "5", sft)
     assert done.returncode == 2 and "OUT must differ from PREV" in done.stderr
+    # a later round without the chain files (made before rounds wrote them) is not taken for a first
+    (prev / "annotation.db").unlink()
+    with sqlite3.connect(prev / "annotation.db") as con:
+        con.execute("CREATE TABLE studies (id INTEGER PRIMARY KEY, name TEXT)")
+        con.executemany("INSERT INTO studies (name) VALUES (?)",
+                        [("human-loop",), ("human-loop-ceiling",), ("human-loop-r2",)])  # fmt: skip
+    done = go(str(prev), str(tmp_path / "o"), "5", sft)
+    assert done.returncode == 2 and "looks like a later round" in done.stderr
+    assert "(human-loop-r2)" in done.stderr
     assert not (tmp_path / "o").exists()
 
 
