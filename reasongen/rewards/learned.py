@@ -28,6 +28,7 @@ folder without the config or weights, or weights that do not fit the config rais
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ from ..types import Sample
 from .base import ModelReward, ModelRewardConfig, RewardModelUnavailable, RewardOutput, batched, image_of
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-reward"
+NO_PLAN_NOTE = (
+    "no plan, and the model reads one: scored as if its plan were empty (generate with a recipe "
+    "that writes a plan, or score with a model that reads the image only)"
+)
+log = logging.getLogger(__name__)
 """Where the shapes world's reward model is shipped (the default ``model``)."""
 MODEL_ENV = "REASONGEN_LEARNED_MODEL"
 """Environment variable naming the default folder, for callers that pass no reward options (the
@@ -222,6 +228,11 @@ class Scorer:
     image_mode: str = "image"
     """What the image side sees (``IMAGE_MODES``); :meth:`model_image` applies it."""
 
+    @property
+    def reads_plan(self) -> bool:
+        """Whether either side reads the sample's plan (text ``prompt_plan`` or a ``PLAN_MODES`` image)."""
+        return self.text_mode == "prompt_plan" or self.image_mode in PLAN_MODES
+
     def sample_text(self, sample: Any) -> str:
         """The text this scorer pairs with ``sample``'s image (its prompt, and its plan if asked)."""
         plan = getattr(sample, "plan", None)
@@ -306,6 +317,7 @@ class LearnedReward(ModelReward):
     name = "learned"
     config_class = LearnedConfig
     config: LearnedConfig
+    _warned_no_plan = False  # the no-plan warning is logged once per reward object
 
     def load(self) -> tuple[Scorer, ...]:
         """One :class:`Scorer` per model folder (an ensemble's members, in order)."""
@@ -330,4 +342,10 @@ class LearnedReward(ModelReward):
                 details[i] = {"learned": scores[i]}
                 if len(values) > 1:
                     details[i]["members"] = values
+                if getattr(samples[i], "plan", None) is None and any(sc.reads_plan for sc in scorers):
+                    details[i]["no_plan"] = NO_PLAN_NOTE
+        unplanned = sum("no_plan" in d for d in details)
+        if unplanned and not self._warned_no_plan:
+            self._warned_no_plan = True
+            log.warning("learned: %d of %d samples have no plan; %s", unplanned, len(samples), NO_PLAN_NOTE)
         return RewardOutput(self.name, scores, details)

@@ -4,6 +4,7 @@ scores logit_scale × cosine; bad folders fail with a message naming the path an
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 
 import pytest
@@ -16,6 +17,7 @@ from reasongen.rewards.learned import (
     CONFIG_FILE,
     DEFAULT_MODEL,
     MODEL_ENV,
+    NO_PLAN_NOTE,
     WEIGHTS_FILE,
     LearnedConfig,
     load_scorer,
@@ -190,7 +192,9 @@ def test_a_prompt_plan_model_reads_the_sample_plan(tmp_path, sample_factory, ima
         get_reward("learned", model=str(tmp_path / "bad"), device="cpu")(samples[:1])
 
 
-def test_an_image_plan_model_sees_each_image_beside_its_plan(tmp_path, sample_factory, images) -> None:
+def test_an_image_plan_model_sees_each_image_beside_its_plan(
+    tmp_path, sample_factory, images, caplog
+) -> None:
     """Image mode image_plan: the picture scored is the image with its plan drawn to its right, so the
     plan (or its absence) changes the score; a plain model ignores plans; unknown modes are refused."""
     from reasongen.rewards.learned import beside_plan
@@ -219,8 +223,18 @@ def test_an_image_plan_model_sees_each_image_beside_its_plan(tmp_path, sample_fa
     from reasongen.shapes.scene import BACKGROUND
 
     assert beside_plan(images[0], ()).crop((w, 0, 2 * w, h)).getcolors() == [(w * h, BACKGROUND)]  # empty
-    with_plan = get_reward("learned", model=str(path), device="cpu")(samples).scores
-    assert len(set(with_plan)) == 3
+    reward = get_reward("learned", model=str(path), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="reasongen.rewards.learned"):
+        out = reward(samples)
+        reward(samples)
+    assert len(set(out.scores)) == 3
+    # the sample without a plan is scored, and said to be, beside an empty plan; the others are not
+    assert [("no_plan" in d) for d in out.details] == [False, False, True]
+    warned = [r.getMessage() for r in caplog.records]  # once per reward object, not per call
+    assert warned == [f"learned: 1 of 3 samples have no plan; {NO_PLAN_NOTE}"]
+    plain, _ = _write_folder(tmp_path / "plain", CONFIG)
+    plain_out = get_reward("learned", model=str(plain), device="cpu")(samples)
+    assert not any("no_plan" in d for d in plain_out.details)
     (tmp_path / "bad").mkdir()
     _write_folder(tmp_path / "bad", {**CONFIG, "reasongen": {"image": "video"}})
     with pytest.raises(RewardModelUnavailable, match="unknown image mode 'video'"):
