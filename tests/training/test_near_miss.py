@@ -297,3 +297,123 @@ def test_outlined_plan_pretraining_draws_rings_at_the_scorers_size(tmp_path) -> 
         32,
         64,
     ]
+
+
+@pytest.mark.parametrize("category", ["position", "relation_attr"])
+def test_mirror_relation_reverses_the_relation_along_its_axis(category: str) -> None:
+    """Left/right prompts are mirrored left–right, above/below top–bottom; the mirror is always
+    wrong for the prompt and keeps every object's look; prompts without a relation give None."""
+    from training.reward_model.near_miss import mirror_relation
+
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(60):
+        scene = sample_scene(category, rng, CELL if rng.random() < 0.5 else None)
+        mirrored = mirror_relation(scene)
+        assert mirrored is not None and not satisfies(scene.metadata, mirrored)
+        horizontal = " left of " in scene.prompt or " right of " in scene.prompt
+        seen.add(horizontal)
+        for a, b in zip(scene.objects, mirrored, strict=True):
+            assert (a.shape, a.color, a.size, a.texture, a.box.label) == (
+                b.shape,
+                b.color,
+                b.size,
+                b.texture,
+                b.box.label,
+            )
+            if horizontal:
+                assert (b.box.x1, b.box.x2, b.box.y1, b.box.y2) == (
+                    1000 - a.box.x2,
+                    1000 - a.box.x1,
+                    a.box.y1,
+                    a.box.y2,
+                )
+            else:
+                assert (b.box.x1, b.box.x2, b.box.y1, b.box.y2) == (
+                    a.box.x1,
+                    a.box.x2,
+                    1000 - a.box.y2,
+                    1000 - a.box.y1,
+                )
+    assert seen == {True, False}  # both axes were drawn
+    assert mirror_relation(sample_scene("counting", rng, CELL)) is None
+
+
+def test_relation_mirror_makes_each_relation_captions_near_miss_its_mirror(monkeypatch) -> None:
+    """--relation_mirror 1: every relation caption's extra negative is its scene mirrored — in
+    outlined_plan, plan and image alike — other captions keep their random near misses, the scenes
+    do not change, and the option needs hard negatives."""
+    from PIL import Image
+
+    from training.reward_model import near_miss as nm
+    from training.reward_model.pretrain import PretrainConfig, caption_batch, scorer_picture
+
+    made = []
+
+    def recording(scene):
+        out = real(scene)
+        if out is not None:
+            made.append(out)
+        return out
+
+    real = nm.mirror_relation
+    monkeypatch.setattr(nm, "mirror_relation", recording)
+    base = dict(arch="tiny", batch=24, warmup_steps=0, holdout_benchmark=0, device="cpu", language="full",
+                hard_negatives=1.0)  # fmt: skip
+    _, captions, _ = caption_batch(0, PretrainConfig(out="x", **base), set())
+    assert made == []  # off by default: not even asked
+    _, captions_m, negatives = caption_batch(0, PretrainConfig(out="x", relation_mirror=1.0, **base), set())
+    assert captions_m == captions
+    relational = [
+        c for c in captions if any(w in c for w in (" left of ", " right of ", " above ", " below "))
+    ]
+    assert relational and len(made) == len(relational)
+    rendered = {im.tobytes() for im in negatives}
+    assert all(render_objects(m).tobytes() in rendered for m in made)  # image mode: the mirror, drawn
+    assert len(negatives) > len(made)  # the other captions still bring their near misses
+
+    made.clear()
+    cfg = PretrainConfig(out="x", relation_mirror=1.0, image="outlined_plan", **base)
+    _, _, negatives = caption_batch(0, cfg, set())
+    side = negatives[0].size[1]
+    plan_halves = {im.crop((side, 0, 2 * side, side)).tobytes() for im in negatives}
+    blank = Image.new("RGB", (side, side))
+    for m in made:  # the plan half shows the mirrored boxes: plan and image reversed together
+        shown = scorer_picture(cfg, blank, tuple(o.box for o in m))
+        assert shown.crop((side, 0, 2 * side, side)).tobytes() in plan_halves
+    with pytest.raises(ValueError, match="--relation_mirror chooses among near misses"):
+        PretrainConfig(out="x", **{**base, "hard_negatives": 0.0}, relation_mirror=0.5)
+    with pytest.raises(ValueError, match="relation_mirror is a probability"):
+        PretrainConfig(out="x", **base, relation_mirror=2.0)
+
+
+def test_pretraining_can_start_from_a_reward_model_folder(tmp_path) -> None:
+    """--init DIR continues from the folder's weights (a fine-tuned reward model, say); a folder that
+    reads other pictures, or a path that is no folder, is refused before training."""
+    from safetensors.torch import load_file
+
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    base = dict(arch="tiny", steps=1, batch=4, holdout_benchmark=0, device="cpu", log_every=0, warmup_steps=0,
+                language="full", hard_negatives=1.0)  # fmt: skip
+    first = pretrain(
+        PretrainConfig(out=str(tmp_path / "a"), image="outlined_plan", **base), log=lambda m: None
+    )
+    w0 = load_file(first / "open_clip_model.safetensors")
+    logs = []
+    again = pretrain(
+        PretrainConfig(out=str(tmp_path / "b"), image="outlined_plan", init=str(first), relation_mirror=1.0,
+                       seed=9, lr=1e-9, **{k: v for k, v in base.items()}),
+        log=logs.append,
+    )  # fmt: skip
+    w1 = load_file(again / "open_clip_model.safetensors")
+    assert logs[0] == f"starting from {first}"
+    # a step at a tiny learning rate: the start's weights, not seed 9's random ones
+    assert all(torch.allclose(w0[k], w1[k], atol=1e-4) for k in w0)
+    with pytest.raises(ValueError, match="reads text 'prompt', image 'outlined_plan'"):
+        pretrain(PretrainConfig(out=str(tmp_path / "c"), init=str(first), **base), log=lambda m: None)
+    with pytest.raises(ValueError, match="give an open_clip folder"):
+        pretrain(
+            PretrainConfig(out=str(tmp_path / "d"), init=str(tmp_path / "none"), **base), log=lambda m: None
+        )
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

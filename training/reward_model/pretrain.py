@@ -93,6 +93,19 @@ class PretrainConfig:
         "no longer holds (training/reward_model/near_miss.py) — as an extra negative (0 = plain CLIP).",
         default=0.0,
     )
+    relation_mirror: float = _h(
+        "Chance that a caption with a relation (left of, above, ...) brings its scene mirrored across "
+        "the relation's axis as its near miss (near_miss.mirror_relation; with a plan image mode, "
+        "plan and image mirrored alike) instead of a random edit: a scorer of bags of words orders "
+        "such mirrors at chance, and random edits seldom are mirrors of relation prompts.",
+        default=0.0,
+    )
+    init: str = _h(
+        "Start from this open_clip folder (a pre-trained or a fine-tuned reward model) instead of "
+        "random weights; its text and image modes and its input size must be --text's, --image's "
+        "and --arch's. Empty = from scratch.",
+        default="",
+    )
     workers: int = _h("Processes rendering the next batches while the model trains (0 = none).", default=0)
     device: str = _h("'auto' (CUDA when present), 'cpu' or 'cuda:0'.", default="auto")
     torch_threads: int = _h("torch CPU threads (0 = torch's default).", default=0)
@@ -121,6 +134,10 @@ class PretrainConfig:
             )
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"--hard_negatives is a probability in [0, 1], got {self.hard_negatives}")
+        if not 0.0 <= self.relation_mirror <= 1.0:
+            raise ValueError(f"--relation_mirror is a probability in [0, 1], got {self.relation_mirror}")
+        if self.relation_mirror and not self.hard_negatives:
+            raise ValueError("--relation_mirror chooses among near misses: give --hard_negatives too")
         if self.language not in LANGUAGES:
             raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
 
@@ -151,11 +168,12 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     pairs of a batch share a prompt, so each caption has one positive. Near misses come from
     their own random stream, so the scenes do not depend on ``hard_negatives``. With ``image``
     image_plan or outlined_plan every picture is a scene beside its plan (``model_picture``;
-    :func:`plan_near_miss` for the misses)."""
+    :func:`plan_near_miss` for the misses). With ``relation_mirror``, a relation caption's near
+    miss is, at that chance, its scene mirrored (plan and image alike)."""
     from reasongen.shapes import render_objects, render_scene, sample_scene
     from reasongen.shapes.codes import CELL
 
-    from .near_miss import near_miss
+    from .near_miss import mirror_relation, near_miss
 
     rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
@@ -178,6 +196,13 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
         prompts.append(scene.prompt)
         captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
+            mirrored = mirror_relation(scene) if cfg.relation_mirror else None
+            if mirrored is not None and edit_rng.random() < cfg.relation_mirror:
+                boxes = () if blank else tuple(o.box for o in mirrored)
+                negatives.append(
+                    picture(drawn(mirrored, draw_rng), boxes) if with_plan else render_objects(mirrored)
+                )
+                continue
             if blank:
                 edited = near_miss(scene, edit_rng, cell)
                 if edited is not None:
@@ -288,7 +313,11 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
         config["model_cfg"]["text_cfg"]["context_length"] = cfg.context_length
     config = for_image_mode(config, cfg.image)
     config["reasongen"] = {"text": cfg.text, "image": cfg.image}  # a scorer of its captions and pictures
-    scorer = scorer_from_config(config, seed=cfg.seed)
+    if cfg.init:
+        scorer, config = init_scorer(cfg, config)
+        log(f"starting from {cfg.init}")
+    else:
+        scorer = scorer_from_config(config, seed=cfg.seed)
     model = scorer.model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -337,6 +366,26 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     return out
 
 
+def init_scorer(cfg: PretrainConfig, built: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The ``--init`` folder's scorer and config; ``ValueError`` unless it reads what this run's
+    captions and pictures are (``built``: the config a from-scratch run of ``cfg`` would make) —
+    the same text and image modes and the same input size."""
+    from .model import initial_scorer
+
+    if not Path(cfg.init).expanduser().is_dir():
+        raise ValueError(f"--init {cfg.init!r}: give an open_clip folder (a pre-trained or reward model)")
+    scorer, config, _ = initial_scorer(cfg.init, "", cfg.seed, cfg.context_length)
+    have = (scorer.text_mode, scorer.image_mode, config["model_cfg"]["vision_cfg"].get("image_size"))
+    want = (cfg.text, cfg.image, built["model_cfg"]["vision_cfg"].get("image_size"))
+    if have != want:
+        raise ValueError(
+            f"--init {cfg.init} reads text {have[0]!r}, image {have[1]!r} at size {have[2]}; this run "
+            f"draws text {want[0]!r}, image {want[1]!r} at size {want[2]}: give the matching --text, "
+            "--image and --arch"
+        )
+    return scorer, config
+
+
 def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     """``ValueError`` when a run being resumed drew its captions otherwise (seed, language, held-out
     texts): the steps after the resume would not be the steps of one run. A folder written before
@@ -350,8 +399,10 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("text", "prompt")
     saved.setdefault("image", "image")
     saved.setdefault("plan_dropout", 0.0)
+    saved.setdefault("relation_mirror", 0.0)
+    saved.setdefault("init", "")
     for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image",
-                "plan_dropout"):  # fmt: skip
+                "plan_dropout", "relation_mirror", "init"):  # fmt: skip
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
