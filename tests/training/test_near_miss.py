@@ -3,11 +3,13 @@ wrong for its prompt by the world's rules, and pre-training with them sees them 
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reasongen.shapes import render_objects, sample_scene
 from reasongen.shapes.codes import CELL
@@ -417,3 +419,60 @@ def test_pretraining_can_start_from_a_reward_model_folder(tmp_path) -> None:
             PretrainConfig(out=str(tmp_path / "d"), init=str(tmp_path / "none"), **base), log=lambda m: None
         )
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_swap_relation_reverses_the_one_relation_of_a_caption() -> None:
+    from reasongen.shapes.parse import parse_prompt
+    from training.reward_model.near_miss import swap_relation
+
+    assert (
+        swap_relation("a red circle to the left of a blue square")
+        == "a red circle to the right of a blue square"
+    )
+    assert swap_relation("two big stars above a cross") == "two big stars below a cross"
+    assert swap_relation("a circle right of a square") == "a circle left of a square"
+    assert swap_relation("two red circles") is None and swap_relation("a star and a cross") is None
+    rng = random.Random(0)
+    opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+    for _ in range(40):  # every relation prompt of the language: the same objects, the relation reversed
+        scene = sample_scene(rng.choice(["position", "relation_attr"]), rng, CELL)
+        meta, swapped = scene.metadata, parse_prompt(swap_relation(scene.prompt))
+        rel = next(r for r in meta["include"] if "position" in r)
+        rel_s = next(r for r in swapped["include"] if "position" in r)
+        assert rel_s["position"][0] == opposite[rel["position"][0]]
+        assert {k: v for k, v in rel_s.items() if k != "position"} == {
+            k: v for k, v in rel.items() if k != "position"
+        }
+        assert not satisfies(swapped, scene.objects)  # false of the scene the original captions
+
+
+def test_relation_swapped_captions_are_negatives_of_the_image_side_only() -> None:
+    """clip_loss with T extra texts: an image closer to a swapped caption than to its own pays for
+    it; the extra texts are never anchors (their own images do not exist)."""
+    from training.reward_model.pretrain import clip_loss
+
+    txt = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    img = txt.clone()
+    scale = torch.tensor(10.0)
+    base = clip_loss(img, txt, scale)
+    assert torch.allclose(base, clip_loss(img, torch.cat([txt, -txt[:1]]), scale, pairs=3), atol=0.05)
+    assert clip_loss(img, torch.cat([txt, txt[:1]]), scale, pairs=3) > base + 0.05
+    # exactly: image-to-text over all 4 texts, text-to-image from the 3 captions over the images
+    extra = torch.cat([txt, torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)])
+    logits = scale * img @ extra.T  # [3, 4]
+    target = torch.arange(3)
+    want = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :3].T, target))
+    assert torch.allclose(clip_loss(img, extra, scale, pairs=3), want)
+
+
+def test_pretraining_with_relation_swap_runs_and_is_kept_on_resume(tmp_path) -> None:
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    base = dict(arch="tiny", batch=8, holdout_benchmark=0, device="cpu", log_every=0, warmup_steps=0,
+                language="full", hard_negatives=1.0, relation_mirror=1.0)  # fmt: skip
+    out = pretrain(
+        PretrainConfig(out=str(tmp_path / "p"), steps=1, relation_swap=True, **base), log=lambda m: None
+    )
+    assert json.loads((out / "pretrain.json").read_text())["settings"]["relation_swap"] is True
+    with pytest.raises(ValueError, match="relation_swap=True"):
+        pretrain(PretrainConfig(out=str(out), steps=2, resume=True, **base), log=lambda m: None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Callable, Sequence
 
 from reasongen.plans import box_iou
@@ -195,6 +196,22 @@ def mirror_relation(scene: Scene) -> Objects | None:
 
     mirrored = tuple(dataclasses.replace(o, box=flip(o.box)) for o in scene.objects)
     return None if satisfies(scene.metadata, mirrored) else mirrored
+
+
+_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+_RELATION_WORD = re.compile(r"\b(?:(left|right)(?= of\b)|above|below)\b")
+
+
+def swap_relation(caption: str) -> str | None:
+    """``caption`` with its one relation reversed ("left of" <-> "right of", "above" <-> "below",
+    "to the left of" <-> "to the right of"), so it is false of the scene it captions while its
+    words are the same bag but one; None without exactly one relation. Anything after the prompt (a
+    plan in words) is left as it is."""
+    found = list(_RELATION_WORD.finditer(caption))
+    if len(found) != 1:
+        return None
+    m = found[0]
+    return caption[: m.start()] + _OPPOSITE[m.group(0)] + caption[m.end() :]
 
 
 EDITS: dict[str, Edit] = {

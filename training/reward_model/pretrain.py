@@ -35,6 +35,7 @@ from reasongen.rewards.learned import IMAGE_MODES, PLAN_MODES, TEXT_MODES, model
 from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
+from .near_miss import swap_relation
 
 STATE_FILE = "pretrain_state.pt"
 
@@ -99,6 +100,12 @@ class PretrainConfig:
         "plan and image mirrored alike) instead of a random edit: a scorer of bags of words orders "
         "such mirrors at chance, and random edits seldom are mirrors of relation prompts.",
         default=0.0,
+    )
+    relation_swap: bool = _h(
+        "Also give each image the caption with its relation reversed (left of <-> right of, above "
+        "<-> below; near_miss.swap_relation) as an extra negative text, as NegCLIP's swapped "
+        "captions: the text side must then tell the relation's direction, not just its words.",
+        default=False,
     )
     init: str = _h(
         "Start from this open_clip folder (a pre-trained or a fine-tuned reward model) instead of "
@@ -289,14 +296,17 @@ class CaptionSteps(torch.utils.data.Dataset):
         return torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives]), captions
 
 
-def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE over normalised features: ``txt`` ``[B, D]`` and ``img``
-    ``[B + H, D]``, whose first ``B`` rows are the captions' images and the other ``H`` (near
-    misses) only extra negatives of the caption-to-image direction."""
-    b = len(txt)
-    logits = scale * img @ txt.T  # [B + H, B]
+def clip_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pairs: int | None = None
+) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over normalised features: ``img`` ``[B + H, D]`` and ``txt``
+    ``[B + T, D]``, whose first ``B = pairs`` rows (default: every text) are the matching pairs;
+    the other ``H`` images (near misses) are only extra negatives of the caption-to-image
+    direction, the other ``T`` texts (relation-swapped captions) only of the image-to-caption one."""
+    b = len(txt) if pairs is None else pairs
+    logits = scale * img @ txt.T  # [B + H, B + T]
     target = torch.arange(b, device=img.device)  # [B]
-    return 0.5 * (F.cross_entropy(logits[:b], target) + F.cross_entropy(logits.T, target))
+    return 0.5 * (F.cross_entropy(logits[:b], target) + F.cross_entropy(logits[:, :b].T, target))
 
 
 def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
@@ -345,10 +355,11 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=cfg.workers)
     for step, (pixels, prompts) in enumerate(loader, start=start):
         pixels = pixels.to(device)  # [B + H, 3, S, S or 2S]: the captions' images, then H near misses
-        tokens = scorer.tokenizer(prompts).to(device)  # [B, L]
+        swapped = [t for t in map(swap_relation, prompts) if t is not None] if cfg.relation_swap else []
+        tokens = scorer.tokenizer(list(prompts) + swapped).to(device)  # [B + T, L]
         img = model.encode_image(pixels, normalize=True)  # [B + H, D]
-        txt = model.encode_text(tokens, normalize=True)  # [B, D]
-        loss = clip_loss(img, txt, model.logit_scale.exp())
+        txt = model.encode_text(tokens, normalize=True)  # [B + T, D]
+        loss = clip_loss(img, txt, model.logit_scale.exp(), pairs=len(prompts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -401,8 +412,9 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("plan_dropout", 0.0)
     saved.setdefault("relation_mirror", 0.0)
     saved.setdefault("init", "")
+    saved.setdefault("relation_swap", False)
     for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image",
-                "plan_dropout", "relation_mirror", "init"):  # fmt: skip
+                "plan_dropout", "relation_mirror", "relation_swap", "init"):  # fmt: skip
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
