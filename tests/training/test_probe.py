@@ -1,0 +1,85 @@
+"""The near-miss probe (training.reward_model.probe): its pairs are what they say, a scorer that
+knows the truth scores about 1, one that cannot tell scores exactly 0.5, and the CLI reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from reasongen.shapes.geneval import check_image
+from reasongen.shapes.parse import parse_prompt
+from training.reward_model import probe
+from training.reward_model.near_miss import satisfies
+
+
+def test_probe_pairs_are_wrong_for_their_prompt_and_reproducible() -> None:
+    pairs = probe.probe_pairs("mirror_relation", 20, "full", 0)
+    assert len(pairs) == 20 and pairs == probe.probe_pairs("mirror_relation", 20, "full", 0)
+    for prompt, objects, edited in pairs:
+        meta = parse_prompt(prompt)
+        assert meta["tag"] == "position" or any("position" in r for r in meta["include"])
+        assert satisfies(meta, objects) and not satisfies(meta, edited)
+        assert [(o.shape, o.color) for o in objects] == [(o.shape, o.color) for o in edited]
+    recoloured = probe.probe_pairs("recolour", 20, "geneval", 1)
+    assert all(not satisfies(parse_prompt(p), e) for p, _, e in recoloured)
+    assert recoloured != probe.probe_pairs("recolour", 20, "geneval", 2)
+
+
+@dataclass
+class _Scorer:
+    """A stand-in scorer: the detector's verdict (knows the truth) or a constant (knows nothing)."""
+
+    knows: bool
+    text_mode: str = "prompt"
+    image_mode: str = "image"
+
+    def model_image(self, image, boxes=()):
+        return image
+
+    def score(self, images, prompts):
+        if not self.knows:
+            return [1.0] * len(images)
+        return [
+            float(check_image(im, parse_prompt(p))[0].correct) for im, p in zip(images, prompts, strict=True)
+        ]
+
+
+def test_a_scorer_that_knows_scores_near_one_and_one_that_cannot_tell_exactly_half(
+    monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _Scorer(knows=m == "knows"))
+    cfg = probe.ProbeConfig(model=["knows"], n=24, probes=["mirror_relation", "drop"], language="geneval",
+                            out=str(tmp_path / "p" / "probe.json"))  # fmt: skip
+    report = probe.run_probe(cfg, log=lambda m: None)
+    for name in ("mirror_relation", "drop"):
+        r = report["probes"][name]
+        assert r["pairs"] == 24 and r["accuracy"] >= 0.9 and r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+    assert json.loads((tmp_path / "p" / "probe.json").read_text()) == json.loads(json.dumps(report))
+    blind = probe.run_probe(
+        probe.ProbeConfig(model=["blind"], n=10, probes=["mirror_relation"]), log=lambda m: None
+    )
+    assert blind["probes"]["mirror_relation"]["accuracy"] == 0.5  # every pair a tie
+    # an ensemble is the mean: one member that knows and one that does not still ranks right
+    both = probe.run_probe(
+        probe.ProbeConfig(model=["knows", "blind"], n=10, probes=["drop"]), log=lambda m: None
+    )
+    assert both["probes"]["drop"]["accuracy"] >= 0.9
+
+
+def test_probe_settings_are_checked_and_the_cli_probes_a_real_folder(tmp_path, capsys) -> None:
+    with pytest.raises(ValueError, match="--model is required"):
+        probe.ProbeConfig()
+    with pytest.raises(ValueError, match="unknown probe"):
+        probe.ProbeConfig(model=["x"], probes=["swap_everything"])
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    tiny = PretrainConfig(out=str(tmp_path / "m"), arch="tiny", steps=1, batch=4, holdout_benchmark=0,
+                          device="cpu", log_every=0, warmup_steps=0, image="outlined_plan")  # fmt: skip
+    folder = pretrain(tiny, log=lambda m: None)
+    assert probe.main(["--model", str(folder), "--n", "3", "--probes", "mirror_relation", "resize"]) == 0
+    out = capsys.readouterr()
+    assert "probed 2 kinds of near miss; weakest:" in out.out and "mirror_relation:" in out.err
+    assert probe.main(["--model", str(tmp_path / "none"), "--n", "3"]) == 2
+    assert "error:" in capsys.readouterr().err
