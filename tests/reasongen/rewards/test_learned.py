@@ -314,7 +314,8 @@ def test_shipped_second_round_model_reads_the_plan_and_prefers_the_right_picture
     """assets/models/shapes-reward-r2 (the plan-reading scorer of the loop's second round) loads in
     `outlined_plan` mode; alone and in the ensemble with the image-only model it scores a scene drawn
     as its prompt and plan above one with the wrong shape and colour, or one object too few.
-    (It does not reliably tell an "above" from its swap — the weakness training/README.md reports.)"""
+    (It does not tell a relation prompt's scene from its mirror — probe `mirror_relation` 0.445, the
+    weakness training/README.md reports — so no such case is asserted here.)"""
     from reasongen.shapes.render import render_plan
     from reasongen.types import Box, Plan
 
