@@ -39,15 +39,17 @@ from ..types import Sample
 from .base import ModelReward, ModelRewardConfig, RewardModelUnavailable, RewardOutput, batched, image_of
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-reward"
-NO_PLAN_NOTE = (
-    "no plan, and the model reads one: scored as if its plan were empty (generate with a recipe "
-    "that writes a plan, or score with a model that reads the image only)"
-)
-log = logging.getLogger(__name__)
 """Where the shapes world's reward model is shipped (the default ``model``)."""
 MODEL_ENV = "REASONGEN_LEARNED_MODEL"
 """Environment variable naming the default folder, for callers that pass no reward options (the
 app's ``--rewards``, ``annotation study create --reward``)."""
+NO_PLAN_NOTE = (
+    "no plan, and the model reads one: scored as if its plan were empty (generate with a recipe "
+    "that writes a plan, or score with a model that reads the image only)"
+)
+"""What a sample without a plan carries as ``details["no_plan"]`` when a member reads plans."""
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 TRAIN_HINT = (

@@ -87,8 +87,6 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
     rng = random.Random(f"probe {name} {seed}")
     pairs: list[tuple[str, Any, Any]] = []
     for _ in range(200 * n):
-        if len(pairs) == n:
-            return pairs
         cell = CELL if rng.random() < 0.5 else None
         scene = sample_scene(rng.choice(categories), rng, cell)
         if name == "mirror_relation":
@@ -98,6 +96,8 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
             edited = None if edited is None or satisfies(scene.metadata, edited) else edited
         if edited is not None:
             pairs.append((scene.prompt, scene.objects, edited))
+            if len(pairs) == n:
+                return pairs
     raise ValueError(f"probe {name}: only {len(pairs)} of {n} scenes could be edited wrong")
 
 
