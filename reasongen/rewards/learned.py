@@ -329,6 +329,7 @@ class LearnedReward(ModelReward):
 
     def score(self, samples: list[Sample], metas: list[dict[str, Any] | None]) -> RewardOutput:
         scorers: tuple[Scorer, ...] = self.bundle
+        reads_plan = any(scorer.reads_plan for scorer in scorers)
         idx = [i for i, s in enumerate(samples) if s.image is not None]
         scores: list[float | None] = [None] * len(samples)
         details: list[dict[str, Any]] = [{"skipped": "no image"} for _ in samples]
@@ -344,7 +345,7 @@ class LearnedReward(ModelReward):
                 details[i] = {"learned": scores[i]}
                 if len(values) > 1:
                     details[i]["members"] = values
-                if getattr(samples[i], "plan", None) is None and any(sc.reads_plan for sc in scorers):
+                if reads_plan and getattr(samples[i], "plan", None) is None:
                     details[i]["no_plan"] = NO_PLAN_NOTE
         unplanned = sum("no_plan" in d for d in details)
         if unplanned and not self._warned_no_plan:

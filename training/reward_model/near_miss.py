@@ -153,7 +153,11 @@ def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Obj
     """The layout mirrored left–right or top–bottom (relations and positions flip; the grid is kept)."""
     if not objects:
         return None
-    horizontal = rng.random() < 0.5
+    return _mirrored(objects, horizontal=rng.random() < 0.5)
+
+
+def _mirrored(objects: Objects, horizontal: bool) -> Objects:
+    """``objects`` with their boxes mirrored left–right (``horizontal``) or top–bottom."""
 
     def flip(b: Box) -> Box:
         if horizontal:
@@ -187,14 +191,7 @@ def mirror_relation(scene: Scene) -> Objects | None:
     axes.discard(None)
     if len(axes) != 1:
         return None
-    horizontal = axes.pop() == "x"
-
-    def flip(b: Box) -> Box:
-        if horizontal:
-            return dataclasses.replace(b, x1=1000 - b.x2, x2=1000 - b.x1)
-        return dataclasses.replace(b, y1=1000 - b.y2, y2=1000 - b.y1)
-
-    mirrored = tuple(dataclasses.replace(o, box=flip(o.box)) for o in scene.objects)
+    mirrored = _mirrored(scene.objects, horizontal=axes.pop() == "x")
     return None if satisfies(scene.metadata, mirrored) else mirrored
 
 

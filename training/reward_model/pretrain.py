@@ -231,13 +231,18 @@ def scorer_picture(cfg: PretrainConfig, image: Any, boxes: Any) -> Any:
     (``model_picture``). ``outlined_plan`` pictures are composed at the scorer's input side (the
     renderer draws 128 px; the shapes models and so the candidates draw 64), so that its rings are
     one pixel wide there as on a candidate, not half a pixel blurred by the resize; ``image_plan``
-    pictures keep the renderer's size, as its measured runs did."""
+    pictures keep the renderer's size, as its measured runs did (:func:`rendered_picture`)."""
+    return rendered_picture(cfg.image, image, boxes, CONFIGS[cfg.arch]["preprocess_cfg"]["size"])
+
+
+def rendered_picture(mode: str, image: Any, boxes: Any, side: int) -> Any:
+    """``model_picture(mode, image, boxes)`` of a rendered ``image``, which ``outlined_plan`` first
+    resizes to the scorer's input ``side`` (one-pixel rings, as on a candidate)."""
     from PIL import Image
 
-    if cfg.image == "outlined_plan":
-        side = CONFIGS[cfg.arch]["preprocess_cfg"]["size"]
+    if mode == "outlined_plan":
         image = image.resize((side, side), Image.Resampling.BICUBIC)
-    return model_picture(cfg.image, image, boxes)
+    return model_picture(mode, image, boxes)
 
 
 def drawn(objects: Any, rng: random.Random, metadata: dict[str, Any] | None = None) -> Any:

@@ -101,30 +101,30 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
     raise ValueError(f"probe {name}: only {len(pairs)} of {n} scenes could be edited wrong")
 
 
-def _pictures(
-    scorer: Any, objects: Sequence[Any], rng: random.Random, metadata: dict[str, Any] | None
-) -> Any:
-    """``objects`` drawn as a model draws, as ``scorer`` sees them with their own boxes as the plan
-    (the rings of ``outlined_plan`` composed at the scorer's input side, as in pre-training)."""
-    from PIL import Image
+def _scores(scorer: Any, shown: Sequence[tuple[str, Any, Any]]) -> list[float]:
+    """``scorer``'s score of each (prompt, objects, rendered image): the image with the objects'
+    boxes as its plan, composed as in pre-training (``pretrain.rendered_picture``)."""
+    from reasongen.rewards.learned import reward_text
 
-    from reasongen.rewards.learned import PLAN_MODES
+    from .pretrain import rendered_picture
 
-    from .pretrain import drawn
-
-    image = drawn(objects, rng, metadata)
-    if scorer.image_mode in PLAN_MODES:
-        side = int(scorer.model.visual.image_size[0])
-        image = image.resize((side, side), Image.Resampling.BICUBIC)
-    return scorer.model_image(image, tuple(o.box for o in objects))
+    # the input side matters only where the rings are composed at it (a plain image is resized by
+    # the scorer's own preprocessing)
+    side = int(scorer.model.visual.image_size[0]) if scorer.image_mode == "outlined_plan" else 0
+    return scorer.score(
+        [rendered_picture(scorer.image_mode, im, [o.box for o in objs], side) for _, objs, im in shown],
+        [reward_text(p, [o.box for o in objs], scorer.text_mode) for p, objs, _ in shown],
+    )
 
 
 def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
     """Each probe's accuracy (the scene above its edit), with its 95% interval and pair count."""
     from scipy.stats import binomtest
 
-    from reasongen.rewards.learned import load_scorer, reward_text
+    from reasongen.rewards.learned import load_scorer
     from reasongen.shapes.parse import parse_prompt
+
+    from .pretrain import drawn
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     scorers = [load_scorer(m) for m in cfg.model]
@@ -134,17 +134,13 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
         right = 0.0
         for k in range(0, len(pairs), cfg.batch_size):
             chunk = pairs[k : k + cfg.batch_size]
+            # drawn once, as a model draws (nudged, blurred), and shown to every member
+            rng = random.Random(f"drawn {name} {cfg.seed} {k}")
+            scenes = [(p, o, drawn(o, rng, parse_prompt(p))) for p, o, _ in chunk]
+            edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
             diff = [0.0] * len(chunk)  # ensemble mean of score(scene) - score(edit), up to 1 / members
             for scorer in scorers:
-                rng = random.Random(f"drawn {name} {cfg.seed} {k}")
-                good = scorer.score(
-                    [_pictures(scorer, o, rng, parse_prompt(p)) for p, o, _ in chunk],
-                    [reward_text(p, [x.box for x in o], scorer.text_mode) for p, o, _ in chunk],
-                )
-                bad = scorer.score(
-                    [_pictures(scorer, e, rng, None) for _, _, e in chunk],
-                    [reward_text(p, [x.box for x in e], scorer.text_mode) for p, _, e in chunk],
-                )
+                good, bad = _scores(scorer, scenes), _scores(scorer, edits)
                 diff = [d + g - b for d, g, b in zip(diff, good, bad, strict=True)]
             right += sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diff)
         wins = int(round(right))
