@@ -52,6 +52,15 @@
 #            --validation $RM_VALIDATION $RM_FLAGS
 #      (RM_VALIDATION of the training prompts choose the step, the start's included: on budget
 #      1000 the last step overfitted, held-out accuracy 0.657 against 0.714 at the start)
+#   5a. OUT/reward_polished (and OUT/reward_polished_K for the K-th RM_ENSEMBLE folder) — only when
+#      RM_POLISH_STEPS > 0 (default 0): the near-miss polish, more contrastive steps on rendered
+#      scenes whose near misses are hard negatives, from the reward model (each member of an
+#      ensemble), no rankings — it gives back what ranking fine-tuning forgets, as an extra copy
+#      of an object (training/README.md, "What fine-tuning on rankings forgets"); steps 5b–7 then
+#      score with the polished folders (resumable):
+#        python -m training.reward_model.pretrain --init OUT/reward_model --out OUT/reward_polished \
+#            --language $LANGUAGE --steps $RM_POLISH_STEPS --lr 1e-4 --warmup_steps 20 \
+#            --hard_negatives 1 --relation_mirror 1 --seed $((SEED + 5)) --resume $RM_POLISH_FLAGS
 #   5b. OUT/ceiling — the learned reward scores the ceiling study's candidates, and the study is
 #      exported with its agreement table (simulated annotators counted, as all of them are):
 #        python -m annotation --db ... score --study $STUDY-ceiling --rewards learned \
@@ -90,11 +99,13 @@
 # the reward model and its ceiling agreement, a budget's reward-model figures without its GRPO
 # run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
+# RM_POLISH_STEPS [0] (step 5a off), RM_POLISH_FLAGS [],
 # LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
 # RM_ENSEMBLE [] (other reward-model folders, blank-separated: steps 5b–7 then score with the
 # ensemble of OUT/reward_model and these, the mean of their scores — `learned` with a list of
 # folders; an existing OUT/ceiling is kept, so delete it when adding members to a finished step 5b).
-# The *_FLAGS and RM_ENSEMBLE are split on blanks.
+# The *_FLAGS and RM_ENSEMBLE are split on blanks. With RM_POLISH_STEPS, what steps 5b-7 score with
+# is the polished folders (OUT/reward_polished first, then the polished ensemble members).
 #
 # To extend a finished GRPO run, delete OUT/grpo/final and OUT/eval and re-run with a larger
 # --max_steps (it resumes from the newest checkpoint). Smoke test (minutes on a CPU):
@@ -174,12 +185,15 @@ case "$UNTIL" in [1-8]) ;; *) echo "human_loop: UNTIL must be a step from 1 to 8
 RM_PRETRAIN_STEPS="${RM_PRETRAIN_STEPS:-2000}"
 RM_INIT="${RM_INIT:-shapes}"
 RM_VALIDATION="${RM_VALIDATION:-0.15}"
+RM_POLISH_STEPS="${RM_POLISH_STEPS:-0}"
+case "$RM_POLISH_STEPS" in '' | *[!0-9]*) echo "human_loop: RM_POLISH_STEPS must be a whole number, got '$RM_POLISH_STEPS'" >&2; exit 2 ;; esac
 LEARNED_ADV_EPS="${LEARNED_ADV_EPS:-1.0}"
 LEARNED_KL="${LEARNED_KL:-0.04}"
 MONITOR_EVERY="${MONITOR_EVERY:-25}"
 MONITOR_N="${MONITOR_N:-60}"
 read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
 read -r -a RM_FLAGS <<<"${RM_FLAGS:-}"
+read -r -a RM_POLISH_FLAGS <<<"${RM_POLISH_FLAGS:-}"
 read -r -a EVAL_FLAGS <<<"${EVAL_FLAGS:-}"
 read -r -a RM_STUDIES <<<"${RM_STUDIES:-}"
 CANDIDATES="${CANDIDATES:-$MODEL}"
@@ -187,11 +201,18 @@ CANDIDATES="${CANDIDATES:-$MODEL}"
 RM_STUDY="name:$STUDY"
 for extra in "${RM_STUDIES[@]}"; do RM_STUDY+=",name:$extra"; done
 
-# step 5b's `--set learned.model=` value: the loop's reward model, or the JSON list of an ensemble
-if [ "${#RM_ENSEMBLE[@]}" -gt 0 ]; then
-  LEARNED_MODEL="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$OUT/reward_model" "${RM_ENSEMBLE[@]}")"
+# what steps 5b-7 score with: the loop's reward model and RM_ENSEMBLE, or (step 5a) their polishes
+MEMBERS=("$OUT/reward_model" "${RM_ENSEMBLE[@]}")
+SCORERS=("${MEMBERS[@]}")
+if [ "$RM_POLISH_STEPS" -gt 0 ]; then
+  SCORERS=("$OUT/reward_polished")
+  for i in "${!RM_ENSEMBLE[@]}"; do SCORERS+=("$OUT/reward_polished_$((i + 1))"); done
+fi
+# step 5b's `--set learned.model=` value: one folder, or the JSON list of an ensemble
+if [ "${#SCORERS[@]}" -gt 1 ]; then
+  LEARNED_MODEL="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${SCORERS[@]}")"
 else
-  LEARNED_MODEL="$OUT/reward_model"
+  LEARNED_MODEL="${SCORERS[0]}"
 fi
 
 DB="sqlite:///$OUT/annotation.db"
@@ -316,10 +337,35 @@ else
     --validation "$RM_VALIDATION" "${RM_FLAGS[@]}"
 fi
 
+# 5a. optional near-miss polish of every scorer
+SCORED="$OUT/reward_model/README.md"  # the newest input of step 5b
+if [ "$RM_POLISH_STEPS" -eq 0 ]; then
+  say "5a/8 near-miss polish: off (RM_POLISH_STEPS=0)"
+else
+  for i in "${!MEMBERS[@]}"; do
+    made="${MEMBERS[$i]}/open_clip_config.json"
+    if [ -f "$DONE/polish_$i" ] && [ "$DONE/polish_$i" -nt "$made" ]; then
+      say "5a/8 near-miss polish: ${SCORERS[$i]} exists, skipped"
+    else
+      # a polish of an older reward model (step 5 made again) is not resumed: it starts over
+      if [ -e "${SCORERS[$i]}" ] && { [ -f "$DONE/polish_$i" ] || [ "$made" -nt "${SCORERS[$i]}/pretrain.json" ]; }; then
+        say "5a/8 ${SCORERS[$i]} polished an older ${MEMBERS[$i]}: polishing again"
+        rm -rf "${SCORERS[$i]}" "$DONE/polish_$i"
+      fi
+      say "5a/8 near-miss polish of ${MEMBERS[$i]}"
+      run polish "$PYTHON" -m training.reward_model.pretrain --init "${MEMBERS[$i]}" --out "${SCORERS[$i]}" \
+        --language "$LANGUAGE" --steps "$RM_POLISH_STEPS" --lr 1e-4 --warmup_steps 20 --hard_negatives 1 \
+        --relation_mirror 1 --seed "$((SEED + 5))" --resume "${RM_POLISH_FLAGS[@]}"
+      touch "$DONE/polish_$i"
+    fi
+  done
+  SCORED="$DONE/polish_$((${#MEMBERS[@]} - 1))"
+fi
+
 # 5b. the learned reward against the panel's ceiling, on the ceiling study's pairs
 if [ "$CEILING_PROMPTS" -eq 0 ]; then
   say "5b/8 ceiling agreement: off (CEILING_PROMPTS=0)"
-elif [ -f "$OUT/ceiling/agreement.csv" ] && [ "$OUT/ceiling/agreement.csv" -nt "$OUT/reward_model/README.md" ]; then
+elif [ -f "$OUT/ceiling/agreement.csv" ] && [ "$OUT/ceiling/agreement.csv" -nt "$SCORED" ]; then
   say "5b/8 ceiling agreement: $OUT/ceiling/agreement.csv exists, skipped"
 else
   say "5b/8 ceiling agreement"
@@ -339,7 +385,7 @@ if [ -f "$OUT/grpo.yaml" ]; then
 else
   say "6/8 GRPO config"
   "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$OUT/reward_model" "${RM_ENSEMBLE[@]}" <<'EOF'
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "${SCORERS[@]}" <<'EOF'
 import sys
 from pathlib import Path
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from reasongen.shapes import write_prompts as wp
@@ -244,6 +245,60 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
     assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
+
+
+def test_rm_polish_steps_polish_every_scorer_and_grpo_scores_with_the_polished(tmp_path: Path) -> None:
+    """RM_POLISH_STEPS (step 5a): the reward model and each RM_ENSEMBLE member get more contrastive
+    steps with near-miss negatives, each in the modes it reads, and step 6 writes the polished
+    folders as the `learned` ensemble; a re-run skips them, and a reward model made again after its
+    polish is polished again rather than resumed."""
+    from safetensors.torch import load_file
+
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path / "o"
+    for d in ("done", "ceiling"):
+        (out / d).mkdir(parents=True)
+    (out / "prompts.txt").write_text("a red circle\n")
+    for marker in ("study", "simulate"):
+        (out / "done" / marker).touch()
+    tiny = dict(arch="tiny", steps=1, batch=4, holdout_benchmark=0, device="cpu", log_every=0, warmup_steps=0)
+    pretrain(PretrainConfig(out=str(out / "reward_model"), image="outlined_plan", **tiny), log=lambda m: None)
+    (out / "reward_model" / "README.md").write_text("card")
+    pretrain(PretrainConfig(out=str(tmp_path / "other"), **tiny), log=lambda m: None)
+    env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0",
+           "RM_ENSEMBLE": str(tmp_path / "other"), "RM_POLISH_STEPS": "2",
+           "RM_POLISH_FLAGS": "--arch tiny --batch 4 --holdout_benchmark 0 --save_every 0 --log_every 0 "
+           "--torch_threads 1"}  # fmt: skip
+    bad = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_POLISH_STEPS": "x"},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "RM_POLISH_STEPS must be a whole number" in bad.stderr
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    polished = [out / "reward_polished", out / "reward_polished_1"]
+    cfg = yaml.safe_load((out / "grpo.yaml").read_text())
+    assert cfg["reward_options"]["learned"]["model"] == [str(p) for p in polished]
+    members = [out / "reward_model", tmp_path / "other"]
+    for member, p, mode in zip(members, polished, ["outlined_plan", "image"], strict=True):
+        info = json.loads((p / "pretrain.json").read_text())["settings"]
+        assert info["init"] == str(member) and info["image"] == mode
+        assert info["steps"] == 2 and info["hard_negatives"] == 1.0 and info["relation_mirror"] == 1.0
+        before = load_file(member / "open_clip_model.safetensors")
+        after = load_file(p / "open_clip_model.safetensors")
+        assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+    again = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0 and again.stderr.count("near-miss polish: ") == 2
+    assert "reward_polished exists, skipped" in again.stderr and "$ " not in again.stderr
+    time.sleep(1.1)  # file times: the reward model made again is newer than its polish
+    (out / "reward_model" / "open_clip_config.json").touch()
+    (out / "grpo.yaml").unlink()
+    third = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"{polished[0]} polished an older" in third.stderr
+    assert "reward_polished_1 exists, skipped" in third.stderr
 
 
 def test_the_round_script_checks_its_arguments(tmp_path: Path) -> None:

@@ -390,8 +390,9 @@ def test_relation_mirror_makes_each_relation_captions_near_miss_its_mirror(monke
 
 
 def test_pretraining_can_start_from_a_reward_model_folder(tmp_path) -> None:
-    """--init DIR continues from the folder's weights (a fine-tuned reward model, say); a folder that
-    reads other pictures, or a path that is no folder, is refused before training."""
+    """--init DIR continues from the folder's weights (a fine-tuned reward model, say) and reads what
+    it reads unless told otherwise; a folder that reads other pictures than --image names, or a path
+    that is no folder, is refused before training."""
     from safetensors.torch import load_file
 
     from training.reward_model.pretrain import PretrainConfig, pretrain
@@ -412,8 +413,14 @@ def test_pretraining_can_start_from_a_reward_model_folder(tmp_path) -> None:
     assert logs[0] == f"starting from {first}"
     # a step at a tiny learning rate: the start's weights, not seed 9's random ones
     assert all(torch.allclose(w0[k], w1[k], atol=1e-4) for k in w0)
+    # --image and --text left out: the folder's modes, recorded as this run's settings
+    adopted = PretrainConfig(out=str(tmp_path / "e"), init=str(first), **base)
+    assert (adopted.text, adopted.image) == ("prompt", "outlined_plan")
+    plain = PretrainConfig(out="x", **base)
+    assert (plain.text, plain.image) == ("prompt", "image")
     with pytest.raises(ValueError, match="reads text 'prompt', image 'outlined_plan'"):
-        pretrain(PretrainConfig(out=str(tmp_path / "c"), init=str(first), **base), log=lambda m: None)
+        pretrain(PretrainConfig(out=str(tmp_path / "c"), image="image", init=str(first), **base),
+                 log=lambda m: None)  # fmt: skip
     with pytest.raises(ValueError, match="give an open_clip folder"):
         pretrain(
             PretrainConfig(out=str(tmp_path / "d"), init=str(tmp_path / "none"), **base), log=lambda m: None

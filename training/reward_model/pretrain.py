@@ -72,16 +72,18 @@ class PretrainConfig:
     )
     text: str = _h(
         "Captions: 'prompt', or 'prompt_plan' — the prompt and the scene's boxes as words, the text a "
-        "reward model fine-tuned with --text prompt_plan reads (give --context_length ~128).",
-        default="prompt",
+        "reward model fine-tuned with --text prompt_plan reads (give --context_length ~128). Empty: "
+        "the --init folder's, else 'prompt'.",
+        default="",
     )
     image: str = _h(
         "What the image side sees: 'image'; 'image_plan' — each scene beside its plan drawn as the "
         "scene it asks for (reasongen.rewards.learned.beside_plan; the vision tower takes [S, 2S] "
         "images), with near misses on either side: the image edited, the plan edited, both, or one "
         "object drifted off its box; or 'outlined_plan' — the same with the plan's boxes also ringed "
-        "on the image (reasongen.rewards.learned.outline_plan).",
-        default="image",
+        "on the image (reasongen.rewards.learned.outline_plan). Empty: the --init folder's, else "
+        "'image'.",
+        default="",
     )
     plan_dropout: float = _h(
         "With a plan image mode: chance that a pair shows its image beside an empty canvas (no plan), "
@@ -109,8 +111,8 @@ class PretrainConfig:
     )
     init: str = _h(
         "Start from this open_clip folder (a pre-trained or a fine-tuned reward model) instead of "
-        "random weights; its text and image modes and its input size must be --text's, --image's "
-        "and --arch's. Empty = from scratch.",
+        "random weights; --text and --image default to its modes (given, they must be its modes), "
+        "and its input size must be --arch's. Empty = from scratch.",
         default="",
     )
     workers: int = _h("Processes rendering the next batches while the model trains (0 = none).", default=0)
@@ -125,6 +127,7 @@ class PretrainConfig:
             raise ValueError(f"--arch must be one of {', '.join(CONFIGS)}")
         if self.context_length < 0:
             raise ValueError("--context_length must be >= 0")
+        self.text, self.image = self.text or init_modes(self.init)[0], self.image or init_modes(self.init)[1]
         if self.steps < 1 or self.batch < 2 or self.save_every < 0 or self.warmup_steps < 0:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -159,6 +162,19 @@ class PretrainConfig:
         from reasongen.shapes.pools import held_out_suites
 
         return held_out_suites(self.categories)
+
+
+def init_modes(init: str) -> tuple[str, str]:
+    """The text and image modes an ``--init`` folder reads (its ``open_clip_config.json``); a plain
+    scorer's (``prompt``, ``image``) when there is no folder or no readable config — a missing
+    folder is refused later, by :func:`init_scorer`, with its own message."""
+    from reasongen.rewards.learned import CONFIG_FILE, RewardModelUnavailable, image_mode_of, text_mode_of
+
+    try:
+        config = json.loads((Path(init).expanduser() / CONFIG_FILE).read_text()) if init else {}
+        return text_mode_of(config), image_mode_of(config)
+    except (OSError, ValueError, AttributeError, RewardModelUnavailable):
+        return text_mode_of({}), image_mode_of({})
 
 
 def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
