@@ -357,9 +357,12 @@ else
         --language "$LANGUAGE" --steps "$RM_POLISH_STEPS" --lr 1e-4 --warmup_steps 20 --hard_negatives 1 \
         --relation_mirror 1 --seed "$((SEED + 5))" --resume "${RM_POLISH_FLAGS[@]}"
       touch "$DONE/polish_$i"
+      polished=1
     fi
   done
-  SCORED="$DONE/polish_$((${#MEMBERS[@]} - 1))"
+  # one marker newer than every polish, whichever were made again
+  if [ -n "${polished:-}" ] || [ ! -f "$DONE/polish" ]; then touch "$DONE/polish"; fi
+  SCORED="$DONE/polish"
 fi
 
 # 5b. the learned reward against the panel's ceiling, on the ceiling study's pairs

@@ -297,6 +297,7 @@ def test_rm_polish_steps_polish_every_scorer_and_grpo_scores_with_the_polished(t
     third = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert third.returncode == 0, third.stderr[-3000:]
+    assert (out / "done" / "polish").stat().st_mtime >= (out / "done" / "polish_0").stat().st_mtime
     assert f"{polished[0]} polished an older" in third.stderr
     assert "reward_polished_1 exists, skipped" in third.stderr
 
