@@ -31,7 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from reasongen.config import parse_config
-from reasongen.rewards.learned import IMAGE_MODES, PLAN_MODES, TEXT_MODES, model_picture, reward_text
+from reasongen.rewards.learned import (
+    IMAGE_MODES,
+    PLAN_MODES,
+    TEXT_MODES,
+    image_mode_of,
+    model_picture,
+    reward_text,
+    text_mode_of,
+)
 from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
@@ -127,7 +135,9 @@ class PretrainConfig:
             raise ValueError(f"--arch must be one of {', '.join(CONFIGS)}")
         if self.context_length < 0:
             raise ValueError("--context_length must be >= 0")
-        self.text, self.image = self.text or init_modes(self.init)[0], self.image or init_modes(self.init)[1]
+        if not (self.text and self.image):
+            text, image = init_modes(self.init)
+            self.text, self.image = self.text or text, self.image or image
         if self.steps < 1 or self.batch < 2 or self.save_every < 0 or self.warmup_steps < 0:
             raise ValueError("steps must be >= 1, batch >= 2, save_every and warmup_steps >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -165,15 +175,16 @@ class PretrainConfig:
 
 
 def init_modes(init: str) -> tuple[str, str]:
-    """The text and image modes an ``--init`` folder reads (its ``open_clip_config.json``); a plain
-    scorer's (``prompt``, ``image``) when there is no folder or no readable config — a missing
-    folder is refused later, by :func:`init_scorer`, with its own message."""
-    from reasongen.rewards.learned import CONFIG_FILE, RewardModelUnavailable, image_mode_of, text_mode_of
+    """The text and image modes an ``--init`` folder reads (its ``open_clip_config.json``, read by
+    ``check_model_folder``); a plain scorer's (``prompt``, ``image``) when there is no folder or it
+    is no reward-model folder — such an ``--init`` is refused later, by :func:`init_scorer`, with
+    its own message."""
+    from reasongen.rewards.learned import RewardModelUnavailable, check_model_folder
 
     try:
-        config = json.loads((Path(init).expanduser() / CONFIG_FILE).read_text()) if init else {}
+        config = check_model_folder(init) if init else {}
         return text_mode_of(config), image_mode_of(config)
-    except (OSError, ValueError, AttributeError, RewardModelUnavailable):
+    except RewardModelUnavailable:
         return text_mode_of({}), image_mode_of({})
 
 
