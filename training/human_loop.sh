@@ -79,6 +79,8 @@
 #      group's small spread turns the scorer's noise into full-size advantages (budget 1000 with
 #      the recipe's 1e-4 and no KL: the monitored exact reward fell from 0.895 to 0.767 in 125
 #      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model.
+      An existing OUT/grpo.yaml is kept when it names this run's reward; when it names another
+      (RM_POLISH_STEPS or RM_ENSEMBLE changed since it was written) the loop stops (exit 2).
 #   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
 #        python -m training.grpo --config OUT/grpo.yaml --resume latest [extra GRPO flags]
 #      with NPROC=N (N > 1) through torchrun (`python -m torch.distributed.run`, the same program):
@@ -384,6 +386,29 @@ stop_after 5
 
 # 6. the GRPO config: the recipe on the learned reward, the exact shapes reward as monitor
 if [ -f "$OUT/grpo.yaml" ]; then
+  # an existing config must name this run's reward: turning RM_POLISH_STEPS on, or changing
+  # RM_ENSEMBLE, after step 6 would otherwise train (or report) the old reward under the new name
+  named="$("$PYTHON" - "$OUT/grpo.yaml" <<'PYEOF'
+import json, sys
+from pathlib import Path
+
+import yaml
+
+cfg = yaml.safe_load(Path(sys.argv[1]).read_text(encoding="utf-8")) or {}
+model = ((cfg.get("reward_options") or {}).get("learned") or {}).get("model")
+print(json.dumps(model if isinstance(model, list) else [model]))
+PYEOF
+)" || { echo "human_loop: cannot read $OUT/grpo.yaml" >&2; exit 2; }
+  want="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${SCORERS[@]}")"
+  if [ "$named" != "$want" ]; then
+    {
+      echo "human_loop: $OUT/grpo.yaml trains on the learned reward $named, but this run's is $want"
+      echo "  (RM_POLISH_STEPS or RM_ENSEMBLE differ from the run that wrote it). To train on this"
+      echo "  run's reward, move $OUT/grpo.yaml aside, and $OUT/grpo and $OUT/eval where they exist;"
+      echo "  to go on with the old one, rerun with the settings that wrote it."
+    } >&2
+    exit 2
+  fi
   say "6/8 GRPO config: $OUT/grpo.yaml exists, skipped"
 else
   say "6/8 GRPO config"

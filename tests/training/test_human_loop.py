@@ -247,6 +247,41 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
     assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
 
 
+def test_a_grpo_config_naming_another_reward_stops_the_loop_and_is_kept(tmp_path: Path) -> None:
+    """Step 6 on a folder whose grpo.yaml was written for another reward (RM_ENSEMBLE or
+    RM_POLISH_STEPS changed since): exit 2 naming both rewards, the file untouched; moved aside,
+    the config is written for this run's reward."""
+    out = tmp_path / "o"
+    for d in ("done", "reward_model", "other"):
+        (out / d).mkdir(parents=True)
+    (out / "prompts.txt").write_text("a red circle\n")
+    for marker in ("study", "simulate"):
+        (out / "done" / marker).touch()
+    (out / "reward_model" / "README.md").write_text("card")
+    env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
+
+    def loop(**knobs: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, **knobs}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    first = loop()
+    assert first.returncode == 0, first.stderr
+    written = (out / "grpo.yaml").read_text()
+    assert yaml.safe_load(written)["reward_options"]["learned"]["model"] == str(out / "reward_model")
+    same = loop()
+    assert same.returncode == 0 and "grpo.yaml exists, skipped" in same.stderr
+    changed = loop(RM_ENSEMBLE="o/other")
+    assert changed.returncode == 2
+    assert f'trains on the learned reward ["{out / "reward_model"}"]' in changed.stderr
+    assert f'this run\'s is ["{out / "reward_model"}", "{out / "other"}"]' in changed.stderr
+    assert (out / "grpo.yaml").read_text() == written
+    (out / "grpo.yaml").rename(out / "grpo.old.yaml")
+    again = loop(RM_ENSEMBLE="o/other")
+    assert again.returncode == 0, again.stderr
+    cfg = yaml.safe_load((out / "grpo.yaml").read_text())
+    assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
+
+
 def test_rm_polish_steps_polish_every_scorer_and_grpo_scores_with_the_polished(tmp_path: Path) -> None:
     """RM_POLISH_STEPS (step 5a): the reward model and each RM_ENSEMBLE member get more contrastive
     steps with near-miss negatives, each in the modes it reads, and step 6 writes the polished
