@@ -26,7 +26,8 @@ to object instead of position to word order.
 
 Measured here (2 CPU threads): chance throughout, for the caption score over 2,000 steps and for
 the ITM head over 1,500 more (training/README.md has the figures); the model learns the relation's
-axis (left/right against above/below) but not its direction. A resumable spike, not a product
+axis (left/right against above/below) but not its direction, while the colour control, in 600
+steps, orders 0.765 of its held-out pairs right. A resumable spike, not a product
 scorer: ``--out`` holds weights, optimiser and step.
 
 open_clip 3.3 builds the CoCa decoder's ``text_projection`` with ``torch.empty`` and never runs its
