@@ -79,8 +79,8 @@
 #      group's small spread turns the scorer's noise into full-size advantages (budget 1000 with
 #      the recipe's 1e-4 and no KL: the monitored exact reward fell from 0.895 to 0.767 in 125
 #      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model.
-      An existing OUT/grpo.yaml is kept when it names this run's reward; when it names another
-      (RM_POLISH_STEPS or RM_ENSEMBLE changed since it was written) the loop stops (exit 2).
+#      An existing OUT/grpo.yaml is kept when it names this run's reward; when it names another
+#      (RM_POLISH_STEPS or RM_ENSEMBLE changed since it was written) the loop stops (exit 2).
 #   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
 #        python -m training.grpo --config OUT/grpo.yaml --resume latest [extra GRPO flags]
 #      with NPROC=N (N > 1) through torchrun (`python -m torch.distributed.run`, the same program):
