@@ -3,10 +3,10 @@
 Every ``learned`` reward here is a dual encoder (``logit_scale x cos``), and all of them order a
 relation scene against its mirror, or its caption against the caption with the relation reversed,
 at chance (training/README.md, "Why position falls"). The README names the next scorer: one that
-reads text and image together. This trains the smallest such model open_clip has, a CoCa (the
-shapes scorer's towers plus a 2-layer decoder that cross-attends to the image's patch tokens), on
-the shapes world's rendered captions, relation captions oversampled, and prints every ``--every``
-steps how often it prefers
+reads text and image together. This trains the smallest such model open_clip has, a CoCa (towers
+of the shapes scorer's depth at width 96, plus a 2-layer decoder that cross-attends to the image's
+patch tokens), on the shapes world's rendered captions, relation captions oversampled, and prints
+every ``--every`` steps how often it prefers
 
 - the true caption to its relation-reversed one (``text-swap``), and
 - a scene to its relation mirror under the same caption (``image-mirror``),
