@@ -19,6 +19,8 @@ with the reversed captions and the mirrors as negatives (BLIP's ITM, ``itm``). 0
 
     python benchmarks/relation_binding.py --steps 2000 --out runs/rel/coca.pt          # ~15 min, 2 threads
     python benchmarks/relation_binding.py --steps 1500 --itm --init runs/rel/coca.pt --out runs/rel/itm.pt
+    python benchmarks/relation_binding.py --steps 20000 --itm --width 256 --patch 4 --decoder_layers 4 \
+        --batch 256 --device cuda --out runs/rel/big.pt                      # the scale a GPU allows
 
 ``--binding colour`` is the control: the negatives exchange the two colours of a two-object
 caption ("a red star and a blue circle"), in the words and on the objects, a binding of attribute
@@ -28,7 +30,8 @@ Measured here (2 CPU threads): chance throughout, for the caption score over 2,0
 the ITM head over 1,500 more (training/README.md has the figures); the model learns the relation's
 axis (left/right against above/below) but not its direction, while the colour control, in 600
 steps, orders 0.765 of its held-out pairs right. A resumable spike, not a product
-scorer: ``--out`` holds weights, optimiser and step.
+scorer: ``--out`` holds weights, optimiser, step and size (``--width``, ``--*_layers``, ``--patch``;
+resuming at another size is refused).
 
 open_clip 3.3 builds the CoCa decoder's ``text_projection`` with ``torch.empty`` and never runs its
 ``init_parameters`` (which would fail: it reads ``self.transformer``; open_clip issue #554), so a
@@ -46,6 +49,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +59,34 @@ import torch
 import torch.nn.functional as F
 
 RELATIONS = ("position", "relation_attr")
-WIDTH = 96  # one width for the vision tokens, the text tower and the decoder (cross-attention needs it)
 
 
-def coca_config(vocab_size: int) -> dict[str, Any]:
-    """An open_clip CoCa of the shapes scorer's size: 64 px in 8 px patches, fixed 2-D sin-cos
-    positions, the patch tokens (no attentional pooler) as the decoder's memory."""
+@dataclass(frozen=True)
+class Size:
+    """The CoCa's size; the default is the shapes scorer's depth at width 96 (1.0 M parameters)."""
+
+    width: int = 96  # of every tower: the decoder cross-attends to the vision tokens at its own width
+    vision_layers: int = 4
+    text_layers: int = 3
+    decoder_layers: int = 2
+    patch: int = 8  # pixels of a 64 px image: 8 -> an 8 x 8 grid of tokens, 4 -> 16 x 16
+
+
+def coca_config(vocab_size: int, size: Size = Size()) -> dict[str, Any]:
+    """An open_clip CoCa for 64 px images in ``size.patch`` px patches, fixed 2-D sin-cos
+    positions, the patch tokens (no attentional pooler) as the decoder's memory; heads of 32."""
+    w, heads = size.width, size.width // 32
     return {
         "model_cfg": {
             "embed_dim": 64,
-            "vision_cfg": {"image_size": 64, "patch_size": 8, "width": WIDTH, "layers": 4, "head_width": 32,
-                           "mlp_ratio": 2.0, "output_tokens": True, "pos_embed_type": "sin_cos_2d"},
-            "text_cfg": {"context_length": 32, "vocab_size": vocab_size, "width": WIDTH, "heads": 3,
-                         "layers": 3, "mlp_ratio": 2.0, "embed_cls": True, "output_tokens": True},
-            "multimodal_cfg": {"context_length": 32, "vocab_size": vocab_size, "width": WIDTH, "heads": 3,
-                               "layers": 2, "mlp_ratio": 2.0},
+            "vision_cfg": {"image_size": 64, "patch_size": size.patch, "width": w,
+                           "layers": size.vision_layers, "head_width": 32, "mlp_ratio": 2.0,
+                           "output_tokens": True, "pos_embed_type": "sin_cos_2d"},
+            "text_cfg": {"context_length": 32, "vocab_size": vocab_size, "width": w, "heads": heads,
+                         "layers": size.text_layers, "mlp_ratio": 2.0, "embed_cls": True,
+                         "output_tokens": True},
+            "multimodal_cfg": {"context_length": 32, "vocab_size": vocab_size, "width": w, "heads": heads,
+                               "layers": size.decoder_layers, "mlp_ratio": 2.0},
             "custom_text": True,
         },
         "preprocess_cfg": {"size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bicubic",
@@ -164,7 +181,9 @@ def training_batch(
 class Spike:
     """The CoCa, its token map and the optional ITM head."""
 
-    def __init__(self, held: set[str], categories: tuple[str, ...], seed: int) -> None:
+    def __init__(
+        self, held: set[str], categories: tuple[str, ...], seed: int, size: Size = Size(), device: str = "cpu"
+    ) -> None:
         import open_clip
 
         clip_tok = open_clip.get_tokenizer("ViT-B-32")
@@ -173,26 +192,30 @@ class Spike:
         self.lut[torch.tensor(ids)] = torch.arange(len(ids))
         self.eot = int(self.lut[clip_tok.eot_token_id])
         with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "open_clip_config.json").write_text(json.dumps(coca_config(len(ids) + 1)))
+            Path(tmp, "open_clip_config.json").write_text(json.dumps(coca_config(len(ids) + 1, size)))
             torch.manual_seed(seed)
             self.model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp}")
         init_decoder(self.model.text_decoder)
-        self.clip_tok = clip_tok
-        self.itm = torch.nn.Linear(WIDTH, 1)
+        self.clip_tok, self.device = clip_tok, torch.device(device)
+        self.model.to(self.device)
+        self.itm = torch.nn.Linear(size.width, 1).to(self.device)
         self._state: dict[str, torch.Tensor] = {}
         self.model.text_decoder.ln_final.register_forward_hook(lambda m, i, o: self._state.update(h=o))
 
     def tokens(self, texts: list[str]) -> torch.Tensor:
-        return self.lut[self.clip_tok(texts, context_length=32)]  # [B, 32]
+        return self.lut[self.clip_tok(texts, context_length=32)].to(self.device)  # [B, 32]
 
     def pixels(self, images: list[Any]) -> torch.Tensor:
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images])  # [B, 3, 64, 64]
+        return torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(
+            self.device
+        )  # [B, 3, 64, 64]
 
     def decode(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, ids: torch.Tensor) -> tuple:
         """Caption logits ``[N, L-1, V]`` and ITM logits ``[N]`` of N (image, text) pairs."""
         logits = self.model.text_decoder(img_tokens, txt_tokens[:, :-1])
         eot = (ids == self.eot).float().argmax(1)  # [N]: the end token's position
-        return logits, self.itm(self._state["h"][torch.arange(len(ids)), eot]).squeeze(-1)
+        rows = torch.arange(len(ids), device=ids.device)
+        return logits, self.itm(self._state["h"][rows, eot]).squeeze(-1)
 
     @torch.no_grad()
     def scores(self, images: list[Any], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,9 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda:0'")
+    ap.add_argument("--width", type=int, default=Size.width, help="width of every tower (a multiple of 32)")
+    ap.add_argument("--vision_layers", type=int, default=Size.vision_layers)
+    ap.add_argument("--text_layers", type=int, default=Size.text_layers)
+    ap.add_argument("--decoder_layers", type=int, default=Size.decoder_layers)
+    ap.add_argument("--patch", type=int, choices=(4, 8, 16), default=Size.patch, help="patch side in pixels")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.every < 1 or args.batch < 4:
         ap.error("--steps and --every must be >= 1, --batch >= 4")
+    size = Size(args.width, args.vision_layers, args.text_layers, args.decoder_layers, args.patch)
+    if (
+        size.width < 32
+        or size.width % 32
+        or min(size.vision_layers, size.text_layers, size.decoder_layers) < 1
+    ):
+        ap.error("--width must be a multiple of 32, every --*_layers >= 1")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.set_num_threads(args.threads)
     base = PretrainConfig(out="-", language="full")
     categories = (
@@ -271,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         + (RELATIONS if args.binding == "relation" else ("color_attr",)) * args.relation_weight
     )
     held = benchmark_texts(base.holdout_benchmark, base.suites)
-    spike = Spike(held, categories, args.seed)
+    spike = Spike(held, categories, args.seed, size, device)
     params = [*spike.model.parameters(), *spike.itm.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -279,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     out, start = Path(args.out), 0
     if out.is_file():
-        state = torch.load(out, weights_only=True)
+        state = torch.load(out, map_location=spike.device, weights_only=True)
+        if state.get("size", asdict(Size())) != asdict(size):
+            ap.error(f"{out} holds a model of size {state.get('size', asdict(Size()))}, not {asdict(size)}")
         spike.model.load_state_dict(state["model"])
         spike.itm.load_state_dict(state["itm"])
         opt.load_state_dict(state["opt"])
@@ -287,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         start = int(state["step"])
         print(f"resumed at step {start}", flush=True)
     elif args.init:
-        state = torch.load(args.init, weights_only=True)
+        state = torch.load(args.init, map_location=spike.device, weights_only=True)
         spike.model.load_state_dict(state["model"])  # the ITM head starts fresh
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random("eval")  # held-out scenes, drawn as a model draws
@@ -349,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             report(spike, step + 1, held_pairs, sample, heads)
-            state = {"model": spike.model.state_dict(), "itm": spike.itm.state_dict()}
+            state = {"model": spike.model.state_dict(), "itm": spike.itm.state_dict(), "size": asdict(size)}
             state.update(opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
             torch.save(state, out.with_suffix(".partial"))
             out.with_suffix(".partial").replace(out)

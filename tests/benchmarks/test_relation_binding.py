@@ -68,3 +68,39 @@ def test_the_coca_starts_finite_and_a_tiny_run_trains_reports_and_resumes(rb, tm
     printed = capsys.readouterr().out
     assert "resumed at step 2" in printed and "step 3 caption" in printed
     assert torch.load(out, weights_only=True)["step"] == 3
+
+
+def test_a_larger_or_finer_model_trains_and_a_checkpoint_of_another_size_is_refused(
+    rb, tmp_path, capsys
+) -> None:
+    out = tmp_path / "fine.pt"
+    fine = ["--out", str(out), "--steps", "1", "--batch", "8", "--threads", "1", "--device", "cpu"]
+    assert rb.main([*fine, "--width", "64", "--patch", "4", "--decoder_layers", "1", "--itm"]) == 0
+    state = torch.load(out, weights_only=True)
+    assert state["size"] == {
+        "width": 64,
+        "vision_layers": 4,
+        "text_layers": 3,
+        "decoder_layers": 1,
+        "patch": 4,
+    }
+    assert state["model"]["visual.positional_embedding"].shape == (16 * 16 + 1, 64)  # 4 px patches of 64 px
+    assert state["itm"]["weight"].shape == (1, 64)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        rb.main([*fine[:3], "2", *fine[4:]])  # the default size on that checkpoint
+    assert stop.value.code == 2
+    assert "holds a model of size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rb.main([*fine, "--width", "48"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_run_on_the_gpu_trains_and_resumes(rb, tmp_path, capsys) -> None:
+    out = tmp_path / "gpu.pt"
+    args = ["--out", str(out), "--steps", "2", "--every", "2", "--batch", "16", "--itm", "--device", "cuda"]
+    assert rb.main(args) == 0
+    assert rb.main([*args[:3], "3", *args[4:]]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    assert torch.load(out, weights_only=True)["step"] == 3
