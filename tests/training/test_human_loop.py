@@ -206,16 +206,24 @@ def test_a_script_changed_while_it_runs_finishes_as_it_started(tmp_path: Path) -
     assert "SHIFTED" not in done.stdout + done.stderr
 
 
+def _past_step_5(tmp_path: Path, *folders: str) -> Path:
+    """A loop folder OUT whose prompts, study and simulated rankings are done and whose reward model
+    exists (a bare card), with empty sub-folders ``folders``: the loop resumes after step 5."""
+    out = tmp_path / "o"
+    for d in ("done", "reward_model", *folders):
+        (out / d).mkdir(parents=True)
+    (out / "prompts.txt").write_text("a red circle\n")
+    for marker in ("study", "simulate"):
+        (out / "done" / marker).touch()
+    (out / "reward_model" / "README.md").write_text("card")
+    return out
+
+
 def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> None:
     """A loop re-run on a folder whose reward model exists skips the (long) pre-training, even when
     it was made from another starting point (RM_PRETRAIN_STEPS=0 RM_INIT=... the first time)."""
-    out = tmp_path / "o"
-    for d in ("done", "reward_model", "ceiling"):
-        (out / d).mkdir(parents=True)
-    (out / "prompts.txt").write_text("a red circle\n")
-    for marker in ("study", "simulate", "ceiling"):
-        (out / "done" / marker).touch()
-    (out / "reward_model" / "README.md").write_text("card")
+    out = _past_step_5(tmp_path, "ceiling")
+    (out / "done" / "ceiling").touch()
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "4"}
     done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
@@ -227,13 +235,7 @@ def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> Non
 def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_path: Path) -> None:
     """RM_ENSEMBLE: step 6 writes `learned` with the loop's reward model and the named folders
     (absolute paths) as an ensemble; a folder that does not exist stops the loop before anything."""
-    out = tmp_path / "o"
-    for d in ("done", "reward_model", "other"):
-        (out / d).mkdir(parents=True)
-    (out / "prompts.txt").write_text("a red circle\n")
-    for marker in ("study", "simulate"):
-        (out / "done" / marker).touch()
-    (out / "reward_model" / "README.md").write_text("card")
+    out = _past_step_5(tmp_path, "other")
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
     missing = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_ENSEMBLE": "nowhere"},
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -251,13 +253,7 @@ def test_a_grpo_config_naming_another_reward_stops_the_loop_and_is_kept(tmp_path
     """Step 6 on a folder whose grpo.yaml was written for another reward (RM_ENSEMBLE or
     RM_POLISH_STEPS changed since): exit 2 naming both rewards, the file untouched; moved aside,
     the config is written for this run's reward."""
-    out = tmp_path / "o"
-    for d in ("done", "reward_model", "other"):
-        (out / d).mkdir(parents=True)
-    (out / "prompts.txt").write_text("a red circle\n")
-    for marker in ("study", "simulate"):
-        (out / "done" / marker).touch()
-    (out / "reward_model" / "README.md").write_text("card")
+    out = _past_step_5(tmp_path, "other")
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
 
     def loop(**knobs: str) -> subprocess.CompletedProcess:
