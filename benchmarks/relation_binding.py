@@ -161,17 +161,13 @@ def counterparts(scene: Any, binding: str) -> tuple[str | None, Any]:
 def training_batch(
     step: int, seed: int, categories: tuple[str, ...], held: set[str], size: int, binding: str = "relation"
 ) -> tuple:
-    """Step ``step``'s rendered scenes and captions, the captions made false by ``binding``
-    (index, text) and their scenes made false alike (index, image): :func:`counterparts`."""
-    from reasongen.shapes import render_objects, render_scene, sample_scene
-    from reasongen.shapes.codes import CELL
+    """Step ``step``'s rendered scenes and captions (the scenes pre-training would draw:
+    ``pretrain.batch_scenes``), the captions made false by ``binding`` (index, text) and their
+    scenes made false alike (index, image): :func:`counterparts`."""
+    from reasongen.shapes import render_objects, render_scene
+    from training.reward_model.pretrain import batch_scenes
 
-    rng = random.Random(seed * 1_000_003 + step)
-    scenes: list[Any] = []
-    while len(scenes) < size:
-        scene = sample_scene(rng.choice(categories), rng, CELL if rng.random() < 0.5 else None)
-        if scene.prompt not in held and all(scene.prompt != s.prompt for s in scenes):
-            scenes.append(scene)
+    scenes = [scene for scene, _ in batch_scenes(step, seed, categories, size, held)]
     made = [counterparts(s, binding) for s in scenes]
     swaps = [(i, t) for i, (t, _) in enumerate(made) if t is not None]
     mirrors = [(i, render_objects(o)) for i, (_, o) in enumerate(made) if o is not None]
@@ -206,9 +202,8 @@ class Spike:
         return self.lut[self.clip_tok(texts, context_length=32)].to(self.device)  # [B, 32]
 
     def pixels(self, images: list[Any]) -> torch.Tensor:
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(
-            self.device
-        )  # [B, 3, 64, 64]
+        pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images])  # [B, 3, 64, 64]
+        return pixels.to(self.device)
 
     def decode(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, ids: torch.Tensor) -> tuple:
         """Caption logits ``[N, L-1, V]`` and ITM logits ``[N]`` of N (image, text) pairs."""

@@ -196,6 +196,30 @@ def benchmark_texts(n: int, suites: Sequence[str] = ("geneval",)) -> set[str]:
     return texts(n, CELL, suites) | texts(n, None, suites)
 
 
+def batch_scenes(
+    step: int, seed: int, categories: Sequence[str], size: int, held: set[str]
+) -> list[tuple[Any, int | None]]:
+    """Step ``step``'s ``size`` scenes, each with its layout cell (``CELL`` for half of them, else
+    None), a function of ``(seed, step)`` only: categories drawn at random from ``categories``, no
+    text of ``held`` and no prompt twice. :func:`caption_batch` captions them;
+    ``benchmarks/relation_binding.py`` draws its batches with it too."""
+    from reasongen.shapes import sample_scene
+    from reasongen.shapes.codes import CELL
+
+    rng = random.Random(seed * 1_000_003 + step)
+    drawn_scenes: list[tuple[Any, int | None]] = []
+    prompts: set[str] = set()
+    while len(drawn_scenes) < size:
+        category = rng.choice(categories)
+        cell = CELL if rng.random() < 0.5 else None
+        scene = sample_scene(category, rng, cell)
+        if scene.prompt in held or scene.prompt in prompts:
+            continue
+        drawn_scenes.append((scene, cell))
+        prompts.add(scene.prompt)
+    return drawn_scenes
+
+
 def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str], list[Any]]:
     """Step ``step``'s rendered scenes, their captions (the prompts, or with ``text`` prompt_plan
     the prompts and plans) and the near-miss images (a function of ``(seed, step)`` only); no two
@@ -204,30 +228,22 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     image_plan or outlined_plan every picture is a scene beside its plan (``model_picture``;
     :func:`plan_near_miss` for the misses). With ``relation_mirror``, a relation caption's near
     miss is, at that chance, its scene mirrored (plan and image alike)."""
-    from reasongen.shapes import render_objects, render_scene, sample_scene
-    from reasongen.shapes.codes import CELL
+    from reasongen.shapes import render_objects, render_scene
 
     from .near_miss import mirror_relation, near_miss
 
-    rng = random.Random(cfg.seed * 1_000_003 + step)
     edit_rng = random.Random(f"near-miss {cfg.seed} {step}")
     draw_rng = random.Random(f"drawn {cfg.seed} {step}")
     with_plan = cfg.image in PLAN_MODES
     picture = partial(scorer_picture, cfg)
-    images, prompts, captions, negatives = [], [], [], []
-    while len(prompts) < cfg.batch:
-        category = rng.choice(cfg.categories)
-        cell = CELL if rng.random() < 0.5 else None
-        scene = sample_scene(category, rng, cell)
-        if scene.prompt in held or scene.prompt in prompts:
-            continue
+    images, captions, negatives = [], [], []
+    for scene, cell in batch_scenes(step, cfg.seed, cfg.categories, cfg.batch, held):
         blank = with_plan and cfg.plan_dropout > 0 and draw_rng.random() < cfg.plan_dropout
         images.append(
             picture(drawn(scene.objects, draw_rng, scene.metadata), () if blank else scene.boxes)
             if with_plan
             else render_scene(scene)
         )
-        prompts.append(scene.prompt)
         captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
             mirrored = mirror_relation(scene) if cfg.relation_mirror else None
