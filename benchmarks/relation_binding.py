@@ -230,7 +230,7 @@ def accuracy(better: torch.Tensor, worse: torch.Tensor) -> float:
 
 
 def report(spike: Spike, step: int, held_pairs: tuple, sample: tuple, heads: tuple[str, ...]) -> None:
-    """Print the held-out and in-sample accuracies of each score in ``heads``."""
+    """Print the held-out and training-distribution accuracies of each score in ``heads``."""
     (shown, texts, false_texts, false_images), (images, captions, swaps, mirs) = held_pairs, sample
     true = spike.scores(shown, texts)
     swap = spike.scores(shown, false_texts)
