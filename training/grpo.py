@@ -102,6 +102,13 @@ class PolicyOptimConfig(RunConfig):
         metadata={"help": "Largest per-token k3 KL value, no gradient above it (verl's low_var_kl: "
                   "10); 0 = unclamped, as TRL's k3 (T2I-R1)."},
     )  # fmt: skip
+    text_kl_scale: float = field(
+        default=1.0,
+        metadata={"help": "The CoT tokens' KL weight is kl_coef times this (the image tokens' is "
+                  "kl_coef): above 1 holds the reasoning and plan nearer the reference than the "
+                  "image, for a reward that cannot check what the plan says (a learned reward blind "
+                  "to relations)."},
+    )  # fmt: skip
     text_weight: float = field(default=1.0, metadata={"help": "Loss weight of CoT tokens."})
     image_weight: float = field(default=1.0, metadata={"help": "Loss weight of image tokens."})
     normalisation: str = field(default="token", metadata={"help": "'token' or 'sample' means."})
@@ -188,7 +195,8 @@ class PolicyOptimConfig(RunConfig):
     def loss_settings(self) -> LossSettings:
         return LossSettings(self.clip_low, self.clip_high, self.kl_coef, self.text_weight,
                             self.image_weight, self.normalisation,  # type: ignore[arg-type]
-                            self.loss_aggregation, self.kl_clamp)  # type: ignore[arg-type]  # fmt: skip
+                            self.loss_aggregation, self.kl_clamp,  # type: ignore[arg-type]
+                            self.text_kl_scale)  # fmt: skip
 
     def logprob_mode(self) -> str:
         """The ``training.logprobs`` mode of the trained distribution."""

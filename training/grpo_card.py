@@ -157,7 +157,7 @@ def card(
     last = sum(v for *_, v in rewards[-k:]) / k if rewards else float("nan")
     n_prompts = sorted({sum(c["prompts"] for c in r["counts"].values()) for r in after.values()})
     settings = sorted({json.dumps(r.get("settings", {}), sort_keys=True) for r in after.values()})
-    keys = ("model", "recipe", "rewards", "reward_options", "group_size", "prompts_per_step", "lr", "kl_coef", "kl_clamp", "clip_low",
+    keys = ("model", "recipe", "rewards", "reward_options", "group_size", "prompts_per_step", "lr", "kl_coef", "kl_clamp", "text_kl_scale", "clip_low",
             "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
             "monitor_rewards")  # fmt: skip
     epochs = int(cfg.get("ppo_epochs", 1))

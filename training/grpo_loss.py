@@ -304,14 +304,19 @@ class LossSettings:
         metadata={"help": "largest per-token k3 value (no gradient above it), as verl's low_var_kl; "
                   "0 = unclamped (TRL's k3, T2I-R1's)"},
     )  # fmt: skip
+    text_kl_scale: float = field(
+        default=1.0,
+        metadata={"help": "the CoT tokens' KL weight is kl_coef × this (the image tokens' is kl_coef)"},
+    )
 
     def __post_init__(self) -> None:
         if self.normalisation not in ("token", "sample"):
             raise ValueError("normalisation must be 'token' or 'sample'")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be 'joint' or 'per_modality', got {self.aggregation!r}")
-        if self.kl_coef < 0 or self.text_weight < 0 or self.image_weight < 0 or self.kl_clamp < 0:
-            raise ValueError("kl_coef, kl_clamp, text_weight and image_weight must be non-negative")
+        if min(self.kl_coef, self.text_weight, self.image_weight, self.kl_clamp, self.text_kl_scale) < 0:
+            raise ValueError("kl_coef, kl_clamp, text_kl_scale, text_weight and image_weight must be "
+                             "non-negative")
 
 
 @dataclass
@@ -368,11 +373,12 @@ def grpo_loss(
         metrics[f"{name}/clipped_tokens"] = float((clipped & mask).sum())
         metrics[f"{name}/tokens"] = float(mask.sum())
         metrics[f"{name}/ratio_mean"] = float(masked_mean(ratio, mask, "token"))
+        beta = settings.kl_coef * (settings.text_kl_scale if name == "text" else 1.0)
         if settings.kl_coef > 0 and t.ref_logprobs is not None:
             k3 = k3_kl(t.logprobs, t.ref_logprobs, settings.kl_clamp)  # [B, T]
             kl = masked_mean(k3, mask, settings.normalisation, den)
-            term = term + settings.kl_coef * kl
-            per_token = per_token + settings.kl_coef * k3  # [B, T]
+            term = term + beta * kl
+            per_token = per_token + beta * k3  # [B, T]
             metrics[f"{name}/kl"] = float(kl.detach())
             if settings.kl_clamp > 0:
                 at_cap = (k3.detach() >= settings.kl_clamp) & mask  # [B, T]

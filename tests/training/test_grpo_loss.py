@@ -319,3 +319,23 @@ def test_global_denominators_make_micro_batches_sum_to_the_full_batch() -> None:
                 "joint": joint_count([mask, img_mask], norm)}  # fmt: skip
         split = loss_of(slice(0, 2), dens) + loss_of(slice(2, 4), dens)
         assert split.item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_text_kl_scale_weights_only_the_cot_tokens_kl() -> None:
+    """``text_kl_scale`` multiplies the CoT tokens' KL weight; the image tokens keep ``kl_coef``."""
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    logp = torch.tensor([[-1.0, -2.0]])
+    ref = torch.tensor([[-0.5, -2.5]])
+    kl = k3_kl(logp, ref).mean().item()  # the same tokens in both modalities
+    toks = {m: ModalityTokens(logp, logp.clone(), mask, ref) for m in ("text", "image")}
+    adv = torch.zeros(1)  # no policy term: the loss is the KL terms alone
+    base = grpo_loss(toks, adv, LossSettings(kl_coef=0.1))
+    scaled = grpo_loss(toks, adv, LossSettings(kl_coef=0.1, text_kl_scale=10.0))
+    assert base.loss.item() == pytest.approx(0.1 * kl + 0.1 * kl, rel=1e-6)
+    assert scaled.loss.item() == pytest.approx(1.0 * kl + 0.1 * kl, rel=1e-6)
+    # the logged KL is each modality's own mean, unweighted
+    assert scaled.metrics["text/kl"] == pytest.approx(kl) and scaled.metrics["image/kl"] == pytest.approx(kl)
+    joint = grpo_loss(toks, adv, LossSettings(kl_coef=0.1, text_kl_scale=10.0, aggregation="joint"))
+    assert joint.loss.item() == pytest.approx((1.0 * kl + 0.1 * kl) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="non-negative"):
+        LossSettings(text_kl_scale=-1.0)
