@@ -315,8 +315,9 @@ class LossSettings:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be 'joint' or 'per_modality', got {self.aggregation!r}")
         if min(self.kl_coef, self.text_weight, self.image_weight, self.kl_clamp, self.text_kl_scale) < 0:
-            raise ValueError("kl_coef, kl_clamp, text_kl_scale, text_weight and image_weight must be "
-                             "non-negative")
+            raise ValueError(
+                "kl_coef, kl_clamp, text_kl_scale, text_weight and image_weight must be non-negative"
+            )
 
 
 @dataclass
