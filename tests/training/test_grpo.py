@@ -112,6 +112,10 @@ def test_config_yaml_and_cli_overrides(tmp_path) -> None:
     cfg = parse_config(GRPOConfig, ["--config", str(y), "--lr", "3e-6"])
     assert cfg.group_size == 16 and cfg.rewards == ["shapes", "hps"] and cfg.lr == 3e-6
     assert cfg.reward_weights == {"shapes": 2.0}
+    scaled = parse_config(GRPOConfig, ["--config", str(y), "--kl_coef", "0.04", "--text_kl_scale", "10"])
+    assert scaled.loss_settings().text_kl_scale == 10.0 and scaled.loss_settings().kl_coef == 0.04
+    with pytest.raises(ValueError, match="non-negative"):
+        GRPOConfig(text_kl_scale=-1.0)
     y.write_text("group_sise: 16\n")
     with pytest.raises(ValueError, match="group_sise"):
         parse_config(GRPOConfig, ["--config", str(y)])
