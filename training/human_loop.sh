@@ -78,7 +78,8 @@
 #      (LEARNED_ADV_EPS, LEARNED_KL): adv_eps 1.0 — a learned score never ties, so z-scoring each
 #      group's small spread turns the scorer's noise into full-size advantages (budget 1000 with
 #      the recipe's 1e-4 and no KL: the monitored exact reward fell from 0.895 to 0.767 in 125
-#      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model.
+#      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model;
+#      LEARNED_TEXT_KL_SCALE sets text_kl_scale (the CoT tokens' KL weight, × kl_coef).
 #      An existing OUT/grpo.yaml is kept when it names this run's reward; when it names another
 #      (RM_POLISH_STEPS or RM_ENSEMBLE changed since it was written) the loop stops (exit 2).
 #   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
@@ -102,7 +103,7 @@
 # run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
 # RM_POLISH_STEPS [0] (step 5a off), RM_POLISH_FLAGS [],
-# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
+# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], LEARNED_TEXT_KL_SCALE [1.0], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
 # RM_ENSEMBLE [] (other reward-model folders, blank-separated: steps 5b–7 then score with the
 # ensemble of OUT/reward_model and these, the mean of their scores — `learned` with a list of
 # folders; an existing OUT/ceiling is kept, so delete it when adding members to a finished step 5b).
@@ -191,6 +192,7 @@ RM_POLISH_STEPS="${RM_POLISH_STEPS:-0}"
 case "$RM_POLISH_STEPS" in '' | *[!0-9]*) echo "human_loop: RM_POLISH_STEPS must be a whole number, got '$RM_POLISH_STEPS'" >&2; exit 2 ;; esac
 LEARNED_ADV_EPS="${LEARNED_ADV_EPS:-1.0}"
 LEARNED_KL="${LEARNED_KL:-0.04}"
+LEARNED_TEXT_KL_SCALE="${LEARNED_TEXT_KL_SCALE:-1.0}"
 MONITOR_EVERY="${MONITOR_EVERY:-25}"
 MONITOR_N="${MONITOR_N:-60}"
 read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
@@ -413,13 +415,13 @@ PYEOF
 else
   say "6/8 GRPO config"
   "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" "${SCORERS[@]}" <<'EOF'
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" "${SCORERS[@]}" <<'EOF'
 import sys
 from pathlib import Path
 
 import yaml
 
-src, dst, model, out, every, n, adv_eps, kl, *folders = sys.argv[1:]  # folders: the reward model(s)
+src, dst, model, out, every, n, adv_eps, kl, text_kl_scale, *folders = sys.argv[1:]  # folders: the reward model(s)
 cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
 cfg.update(
     model=model,
@@ -433,6 +435,7 @@ cfg.update(
     monitor_n=int(n),
     adv_eps=float(adv_eps),
     kl_coef=float(kl),
+    text_kl_scale=float(text_kl_scale),
 )
 head = f"# {src} for the human-feedback loop (training/human_loop.sh): the learned reward, shapes monitored\n"
 Path(dst + ".partial").write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")

@@ -234,18 +234,21 @@ def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> Non
 
 def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_path: Path) -> None:
     """RM_ENSEMBLE: step 6 writes `learned` with the loop's reward model and the named folders
-    (absolute paths) as an ensemble; a folder that does not exist stops the loop before anything."""
+    (absolute paths) as an ensemble (and LEARNED_TEXT_KL_SCALE as text_kl_scale); a folder that
+    does not exist stops the loop before anything."""
     out = _past_step_5(tmp_path, "other")
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
     missing = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_ENSEMBLE": "nowhere"},
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "RM_ENSEMBLE: no folder nowhere" in missing.stderr
     assert not (out / "grpo.yaml").exists()
-    done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, "RM_ENSEMBLE": "o/other"},
+    knobs = {"RM_ENSEMBLE": "o/other", "LEARNED_TEXT_KL_SCALE": "10"}
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, **knobs},
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
+    assert cfg["text_kl_scale"] == 10.0 and cfg["kl_coef"] == 0.04
     assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
 
 
@@ -472,6 +475,7 @@ def test_human_loop_runs_every_step_and_resumes(first_round) -> None:
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
     assert cfg["adv_eps"] == 1.0 and cfg["kl_coef"] == 0.04  # the learned reward's settings
+    assert cfg["text_kl_scale"] == 1.0
     assert cfg["reward_options"] == {"learned": {"model": str(rm)}}
     grpo = out / "grpo"
     assert (grpo / "checkpoint-1" / "trainer_state" / "extra.pt").is_file()
