@@ -80,8 +80,9 @@
 #      the recipe's 1e-4 and no KL: the monitored exact reward fell from 0.895 to 0.767 in 125
 #      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model;
 #      LEARNED_TEXT_KL_SCALE sets text_kl_scale (the CoT tokens' KL weight, × kl_coef).
-#      An existing OUT/grpo.yaml is kept when it names this run's reward; when it names another
-#      (RM_POLISH_STEPS or RM_ENSEMBLE changed since it was written) the loop stops (exit 2).
+#      An existing OUT/grpo.yaml is kept when it names this run's reward and LEARNED_* settings;
+#      when it names others (RM_POLISH_STEPS, RM_ENSEMBLE or a LEARNED_* knob changed since it was
+#      written) the loop stops (exit 2).
 #   7. OUT/grpo — GRPO from MODEL on the learned reward (skipped once OUT/grpo/final exists):
 #        python -m training.grpo --config OUT/grpo.yaml --resume latest [extra GRPO flags]
 #      with NPROC=N (N > 1) through torchrun (`python -m torch.distributed.run`, the same program):
@@ -193,6 +194,10 @@ case "$RM_POLISH_STEPS" in '' | *[!0-9]*) echo "human_loop: RM_POLISH_STEPS must
 LEARNED_ADV_EPS="${LEARNED_ADV_EPS:-1.0}"
 LEARNED_KL="${LEARNED_KL:-0.04}"
 LEARNED_TEXT_KL_SCALE="${LEARNED_TEXT_KL_SCALE:-1.0}"
+for knob in LEARNED_ADV_EPS LEARNED_KL LEARNED_TEXT_KL_SCALE; do
+  [[ "${!knob}" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || {
+    echo "human_loop: $knob must be a non-negative number, got '${!knob}'" >&2; exit 2; }
+done
 MONITOR_EVERY="${MONITOR_EVERY:-25}"
 MONITOR_N="${MONITOR_N:-60}"
 read -r -a RM_PRETRAIN_FLAGS <<<"${RM_PRETRAIN_FLAGS:-}"
@@ -388,8 +393,9 @@ stop_after 5
 
 # 6. the GRPO config: the recipe on the learned reward, the exact shapes reward as monitor
 if [ -f "$OUT/grpo.yaml" ]; then
-  # an existing config must name this run's reward: turning RM_POLISH_STEPS on, or changing
-  # RM_ENSEMBLE, after step 6 would otherwise train (or report) the old reward under the new name
+  # an existing config must name this run's reward and learned-reward settings: turning
+  # RM_POLISH_STEPS on, or changing RM_ENSEMBLE or a LEARNED_* knob, after step 6 would otherwise
+  # train (or report) the old run under the new settings
   named="$("$PYTHON" - "$OUT/grpo.yaml" <<'PYEOF'
 import json, sys
 from pathlib import Path
@@ -398,16 +404,19 @@ import yaml
 
 cfg = yaml.safe_load(Path(sys.argv[1]).read_text(encoding="utf-8")) or {}
 model = ((cfg.get("reward_options") or {}).get("learned") or {}).get("model")
-print(json.dumps(model if isinstance(model, list) else [model]))
+num = {k: cfg.get(k, 1.0 if k == "text_kl_scale" else None) for k in ("adv_eps", "kl_coef", "text_kl_scale")}
+num = {k: v if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) else float(v) for k, v in num.items()}
+print(json.dumps({"learned": model if isinstance(model, list) else [model], **num}))
 PYEOF
 )" || { echo "human_loop: cannot read $OUT/grpo.yaml" >&2; exit 2; }
-  want="$("$PYTHON" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${SCORERS[@]}")"
+  want="$("$PYTHON" -c 'import json, sys; a, k, t, *f = sys.argv[1:]; print(json.dumps({"learned": f, "adv_eps": float(a), "kl_coef": float(k), "text_kl_scale": float(t)}))' \
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" "${SCORERS[@]}")"
   if [ "$named" != "$want" ]; then
     {
-      echo "human_loop: $OUT/grpo.yaml trains on the learned reward $named, but this run's is $want"
-      echo "  (RM_POLISH_STEPS or RM_ENSEMBLE differ from the run that wrote it). To train on this"
-      echo "  run's reward, move $OUT/grpo.yaml aside, and $OUT/grpo and $OUT/eval where they exist;"
-      echo "  to go on with the old one, rerun with the settings that wrote it."
+      echo "human_loop: $OUT/grpo.yaml was written for $named, but this run's settings are $want"
+      echo "  (RM_POLISH_STEPS, RM_ENSEMBLE or a LEARNED_* knob differ from the run that wrote it)."
+      echo "  To train with this run's, move $OUT/grpo.yaml aside, and $OUT/grpo and $OUT/eval where"
+      echo "  they exist; to go on with the old one, rerun with the settings that wrote it."
     } >&2
     exit 2
   fi

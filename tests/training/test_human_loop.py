@@ -253,9 +253,9 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
 
 
 def test_a_grpo_config_naming_another_reward_stops_the_loop_and_is_kept(tmp_path: Path) -> None:
-    """Step 6 on a folder whose grpo.yaml was written for another reward (RM_ENSEMBLE or
-    RM_POLISH_STEPS changed since): exit 2 naming both rewards, the file untouched; moved aside,
-    the config is written for this run's reward."""
+    """Step 6 on a folder whose grpo.yaml was written for another reward or learned-reward settings
+    (RM_ENSEMBLE, RM_POLISH_STEPS or a LEARNED_* knob changed since): exit 2 naming both, the file
+    untouched; moved aside, the config is written for this run's reward."""
     out = _past_step_5(tmp_path, "other")
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
 
@@ -271,8 +271,15 @@ def test_a_grpo_config_naming_another_reward_stops_the_loop_and_is_kept(tmp_path
     assert same.returncode == 0 and "grpo.yaml exists, skipped" in same.stderr
     changed = loop(RM_ENSEMBLE="o/other")
     assert changed.returncode == 2
-    assert f'trains on the learned reward ["{out / "reward_model"}"]' in changed.stderr
-    assert f'this run\'s is ["{out / "reward_model"}", "{out / "other"}"]' in changed.stderr
+    settings = '"adv_eps": 1.0, "kl_coef": 0.04, "text_kl_scale": 1.0}'
+    rm, other = out / "reward_model", out / "other"
+    assert f'written for {{"learned": ["{rm}"], {settings}' in changed.stderr
+    assert f'settings are {{"learned": ["{rm}", "{other}"], {settings}' in changed.stderr
+    assert (out / "grpo.yaml").read_text() == written
+    held = loop(LEARNED_TEXT_KL_SCALE="10")  # a learned-reward setting changed: refused as well
+    assert held.returncode == 2 and '"text_kl_scale": 10.0}' in held.stderr
+    bad = loop(LEARNED_KL="lots")
+    assert bad.returncode == 2 and "LEARNED_KL must be a non-negative number, got 'lots'" in bad.stderr
     assert (out / "grpo.yaml").read_text() == written
     (out / "grpo.yaml").rename(out / "grpo.old.yaml")
     again = loop(RM_ENSEMBLE="o/other")
