@@ -395,22 +395,27 @@ stop_after 5
 if [ -f "$OUT/grpo.yaml" ]; then
   # an existing config must name this run's reward and learned-reward settings: turning
   # RM_POLISH_STEPS on, or changing RM_ENSEMBLE or a LEARNED_* knob, after step 6 would otherwise
-  # train (or report) the old run under the new settings
-  named="$("$PYTHON" - "$OUT/grpo.yaml" <<'PYEOF'
+  # train (or report) the old run under the new settings. One call prints two lines with the
+  # same keys: what the config was written with, and what this run would write.
+  pair="$("$PYTHON" - "$OUT/grpo.yaml" "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" \
+    "${SCORERS[@]}" <<'PYEOF'
 import json, sys
 from pathlib import Path
 
 import yaml
 
-cfg = yaml.safe_load(Path(sys.argv[1]).read_text(encoding="utf-8")) or {}
+path, adv_eps, kl, text_kl_scale, *folders = sys.argv[1:]
+cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
 model = ((cfg.get("reward_options") or {}).get("learned") or {}).get("model")
-num = {k: cfg.get(k, 1.0 if k == "text_kl_scale" else None) for k in ("adv_eps", "kl_coef", "text_kl_scale")}
-num = {k: v if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) else float(v) for k, v in num.items()}
-print(json.dumps({"learned": model if isinstance(model, list) else [model], **num}))
+written = {"adv_eps": cfg.get("adv_eps"), "kl_coef": cfg.get("kl_coef"),
+           "text_kl_scale": cfg.get("text_kl_scale", 1.0)}  # a config from before the option: 1
+written = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in written.items()}
+print(json.dumps({"learned": model if isinstance(model, list) else [model], **written}))
+wanted = {"adv_eps": float(adv_eps), "kl_coef": float(kl), "text_kl_scale": float(text_kl_scale)}
+print(json.dumps({"learned": folders, **wanted}))
 PYEOF
 )" || { echo "human_loop: cannot read $OUT/grpo.yaml" >&2; exit 2; }
-  want="$("$PYTHON" -c 'import json, sys; a, k, t, *f = sys.argv[1:]; print(json.dumps({"learned": f, "adv_eps": float(a), "kl_coef": float(k), "text_kl_scale": float(t)}))' \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" "${SCORERS[@]}")"
+  named="${pair%%$'\n'*}" want="${pair#*$'\n'}"
   if [ "$named" != "$want" ]; then
     {
       echo "human_loop: $OUT/grpo.yaml was written for $named, but this run's settings are $want"
