@@ -72,6 +72,7 @@ from .grpo_update import (
     update,
 )
 from .monitor import Monitor, MonitorFields
+from .ptx import PtxFields, SupervisedMix, mean_metrics
 from .rank_balance import balance_groups, balances
 from .rollouts import Group, finite_rewards, pooled_redraws, rollout_slots, slot_rng  # noqa: F401  (re-exported)
 from .run_setup import optimizer_step, setup_run
@@ -204,10 +205,11 @@ class PolicyOptimConfig(RunConfig):
 
 
 @dataclass
-class GRPOConfig(MonitorFields, PolicyOptimConfig):
+class GRPOConfig(PtxFields, MonitorFields, PolicyOptimConfig):
     """Online GRPO: the update settings plus where prompts come from, how groups are sampled
-    (rollouts), how they are scored (rewards), the periodic shapes benchmark and the
-    over-optimisation monitor (``training.monitor``: rewards scored but not optimised)."""
+    (rollouts), how they are scored (rewards), the periodic shapes benchmark, the
+    over-optimisation monitor (``training.monitor``: rewards scored but not optimised) and the
+    supervised mix (``training.ptx``)."""
 
     # ---- data and rollouts
     prompts: str = field(default="shapes", metadata={"help": "JSONL/TXT prompt file, or 'shapes'."})
@@ -490,13 +492,16 @@ def run_loop(
     ref_model: Any | None,
     evaluate: Callable[[int], None] | None = None,
     after_step: Callable[[int, dict[str, float]], None] | None = None,
+    supervised: Callable[[int], tuple[float, dict[str, float]]] | None = None,
 ) -> Path:
     """The optimizer loop shared by online and human-ranking GRPO.
 
     ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged);
     ``evaluate(done)``, if given, runs before the first step of a fresh run and after every step
     (``done`` = steps finished), before that step's checkpoint; ``after_step(done, stats)`` gets
-    every step's global statistics.
+    every step's global statistics; ``supervised(step)``, if given, adds the gradients of an
+    extra loss before each optimizer step (``training.ptx``) and returns its value (checked for
+    NaN or inf with the GRPO loss) and its global metrics, logged as their means over the step.
 
     Each step takes ``ppo_epochs`` passes over its groups, each pass ``mini_batches`` optimizer
     steps (``grpo_update.update`` per mini-batch); with ``zero_spread_groups: keep`` groups
@@ -533,6 +538,7 @@ def run_loop(
         sums: dict[str, float] = {}
         first: dict[str, float] | None = None
         applied = skipped = 0
+        extras: list[dict[str, float]] = []
         signal = float(kept.sum()) > 0
         if signal and balance:
             groups = balance_groups(drawn, acc.process_index, acc.num_processes, gather_object)
@@ -544,13 +550,19 @@ def run_loop(
             parts = []
             for part in mini_batches(groups, cfg.mini_batches):
                 coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
+                extra = supervised(step) if supervised is not None else None
                 parts.append(update(run, cfg, part, ref_model, coefs, per_micro))
-                result = optimizer_step(run, cfg.grad_clip, parts[-1].get("loss"))
+                loss = parts[-1].get("loss")
+                if extra is not None:
+                    loss = (loss or 0.0) + extra[0]
+                    extras.append(extra[1])
+                result = optimizer_step(run, cfg.grad_clip, loss)
                 applied, skipped = applied + result.applied, skipped + (not result.applied)
             sums = merge_metrics(parts)
             first = sums if first is None else first
         stats = _gather_stats(acc, drawn, sums, first)
         stats["steps/skipped"] = float(skipped)  # the same on every process (a global decision)
+        stats.update(mean_metrics(extras))
         for name, ctl in controllers.items() if per_micro is None else ():
             if stats[f"{name}/entropy"] == stats[f"{name}/entropy"] and stats[f"{name}/entropy"] > 0:
                 ctl.update(stats[f"{name}/entropy"])
@@ -641,7 +653,8 @@ def train(cfg: GRPOConfig, loaded: Any | None = None, reward_fn: RewardFn | None
 
     monitor = Monitor(cfg, run, score) if cfg.monitor_rewards else None
     after = monitor.after_step if monitor is not None else None
-    path = run_loop(cfg, run, draw, reference_model(cfg, run, loaded), evaluate, after)
+    mix = SupervisedMix(cfg, run).accumulate if cfg.ptx_coef > 0 else None
+    path = run_loop(cfg, run, draw, reference_model(cfg, run, loaded), evaluate, after, mix)
     if monitor is not None:
         monitor.finish()
     return path

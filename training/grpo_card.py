@@ -158,7 +158,7 @@ def card(
     n_prompts = sorted({sum(c["prompts"] for c in r["counts"].values()) for r in after.values()})
     settings = sorted({json.dumps(r.get("settings", {}), sort_keys=True) for r in after.values()})
     keys = ("model", "recipe", "rewards", "reward_options", "group_size", "prompts_per_step", "lr", "kl_coef", "kl_clamp", "text_kl_scale", "clip_low",
-            "clip_high", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
+            "clip_high", "ptx_coef", "ptx_batch", "ppo_epochs", "temperature", "cot_temperature", "dynamic_sampling", "seed",
             "monitor_rewards")  # fmt: skip
     epochs = int(cfg.get("ppo_epochs", 1))
     updates = (f", each batch used for {epochs} optimizer steps ({step * epochs} in all)" if epochs > 1
@@ -168,7 +168,9 @@ def card(
     if not parent.startswith("assets/"):
         parent = f"assets/models/{Path(parent).name}"
     # the parent as the repository names it, not the path on the machine that trained it
-    shown = ", ".join(f"{k_}={parent if k_ == 'model' else cfg[k_]}" for k_ in keys if k_ in cfg)
+    # ptx_batch only where the run mixed the supervised term in
+    listed = [k_ for k_ in keys if k_ in cfg and (k_ != "ptx_batch" or cfg.get("ptx_coef"))]
+    shown = ", ".join(f"{k_}={parent if k_ == 'model' else cfg[k_]}" for k_ in listed)
     scores = "; ".join(
         f"{n} {after[n]['overall']:.3f} ({before_label} {before[n]['overall']:.3f})" for n in after
     )
