@@ -79,7 +79,8 @@
 #      group's small spread turns the scorer's noise into full-size advantages (budget 1000 with
 #      the recipe's 1e-4 and no KL: the monitored exact reward fell from 0.895 to 0.767 in 125
 #      steps while the learned one stayed flat) — and kl_coef 0.04 to the SFT model;
-#      LEARNED_TEXT_KL_SCALE sets text_kl_scale (the CoT tokens' KL weight, × kl_coef).
+#      LEARNED_TEXT_KL_SCALE sets text_kl_scale (the CoT tokens' KL weight, × kl_coef), and
+#      LEARNED_PTX ptx_coef (the supervised mix on fresh world scenes, training/ptx.py; 0 = off).
 #      An existing OUT/grpo.yaml is kept when it names this run's reward and LEARNED_* settings;
 #      when it names others (RM_POLISH_STEPS, RM_ENSEMBLE or a LEARNED_* knob changed since it was
 #      written) the loop stops (exit 2).
@@ -104,7 +105,7 @@
 # run), RM_PRETRAIN_STEPS [2000],
 # RM_PRETRAIN_FLAGS [], RM_INIT [shapes: from scratch], RM_VALIDATION [0.15], RM_FLAGS [],
 # RM_POLISH_STEPS [0] (step 5a off), RM_POLISH_FLAGS [],
-# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], LEARNED_TEXT_KL_SCALE [1.0], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
+# LEARNED_ADV_EPS [1.0], LEARNED_KL [0.04], LEARNED_TEXT_KL_SCALE [1.0], LEARNED_PTX [0], MONITOR_EVERY [25], MONITOR_N [60], EVAL_FLAGS [],
 # RM_ENSEMBLE [] (other reward-model folders, blank-separated: steps 5b–7 then score with the
 # ensemble of OUT/reward_model and these, the mean of their scores — `learned` with a list of
 # folders; an existing OUT/ceiling is kept, so delete it when adding members to a finished step 5b).
@@ -194,7 +195,8 @@ case "$RM_POLISH_STEPS" in '' | *[!0-9]*) echo "human_loop: RM_POLISH_STEPS must
 LEARNED_ADV_EPS="${LEARNED_ADV_EPS:-1.0}"
 LEARNED_KL="${LEARNED_KL:-0.04}"
 LEARNED_TEXT_KL_SCALE="${LEARNED_TEXT_KL_SCALE:-1.0}"
-for knob in LEARNED_ADV_EPS LEARNED_KL LEARNED_TEXT_KL_SCALE; do
+LEARNED_PTX="${LEARNED_PTX:-0}"
+for knob in LEARNED_ADV_EPS LEARNED_KL LEARNED_TEXT_KL_SCALE LEARNED_PTX; do
   [[ "${!knob}" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || {
     echo "human_loop: $knob must be a non-negative number, got '${!knob}'" >&2; exit 2; }
 done
@@ -398,20 +400,22 @@ if [ -f "$OUT/grpo.yaml" ]; then
   # train (or report) the old run under the new settings. One call prints two lines with the
   # same keys: what the config was written with, and what this run would write.
   pair="$("$PYTHON" - "$OUT/grpo.yaml" "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" \
-    "${SCORERS[@]}" <<'PYEOF'
+    "$LEARNED_PTX" "${SCORERS[@]}" <<'PYEOF'
 import json, sys
 from pathlib import Path
 
 import yaml
 
-path, adv_eps, kl, text_kl_scale, *folders = sys.argv[1:]
+path, adv_eps, kl, text_kl_scale, ptx, *folders = sys.argv[1:]
 cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
 model = ((cfg.get("reward_options") or {}).get("learned") or {}).get("model")
 written = {"adv_eps": cfg.get("adv_eps"), "kl_coef": cfg.get("kl_coef"),
-           "text_kl_scale": cfg.get("text_kl_scale", 1.0)}  # a config from before the option: 1
+           "text_kl_scale": cfg.get("text_kl_scale", 1.0),  # configs from before the options: 1, 0
+           "ptx_coef": cfg.get("ptx_coef", 0.0)}
 written = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in written.items()}
 print(json.dumps({"learned": model if isinstance(model, list) else [model], **written}))
-wanted = {"adv_eps": float(adv_eps), "kl_coef": float(kl), "text_kl_scale": float(text_kl_scale)}
+wanted = {"adv_eps": float(adv_eps), "kl_coef": float(kl), "text_kl_scale": float(text_kl_scale),
+          "ptx_coef": float(ptx)}
 print(json.dumps({"learned": folders, **wanted}))
 PYEOF
 )" || { echo "human_loop: cannot read $OUT/grpo.yaml" >&2; exit 2; }
@@ -429,13 +433,13 @@ PYEOF
 else
   say "6/8 GRPO config"
   "$PYTHON" - "$GRPO_CONFIG" "$OUT/grpo.yaml" "$MODEL" "$OUT" "$MONITOR_EVERY" "$MONITOR_N" \
-    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" "${SCORERS[@]}" <<'EOF'
+    "$LEARNED_ADV_EPS" "$LEARNED_KL" "$LEARNED_TEXT_KL_SCALE" "$LEARNED_PTX" "${SCORERS[@]}" <<'EOF'
 import sys
 from pathlib import Path
 
 import yaml
 
-src, dst, model, out, every, n, adv_eps, kl, text_kl_scale, *folders = sys.argv[1:]  # folders: the reward model(s)
+src, dst, model, out, every, n, adv_eps, kl, text_kl_scale, ptx, *folders = sys.argv[1:]  # folders: the reward model(s)
 cfg = yaml.safe_load(Path(src).read_text(encoding="utf-8")) or {}
 cfg.update(
     model=model,
@@ -450,6 +454,7 @@ cfg.update(
     adv_eps=float(adv_eps),
     kl_coef=float(kl),
     text_kl_scale=float(text_kl_scale),
+    ptx_coef=float(ptx),
 )
 head = f"# {src} for the human-feedback loop (training/human_loop.sh): the learned reward, shapes monitored\n"
 Path(dst + ".partial").write_text(head + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")

@@ -234,7 +234,8 @@ def test_a_finished_reward_model_is_not_pre_trained_again(tmp_path: Path) -> Non
 
 def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_path: Path) -> None:
     """RM_ENSEMBLE: step 6 writes `learned` with the loop's reward model and the named folders
-    (absolute paths) as an ensemble (and LEARNED_TEXT_KL_SCALE as text_kl_scale); a folder that
+    (absolute paths) as an ensemble (and LEARNED_TEXT_KL_SCALE, LEARNED_PTX as text_kl_scale,
+    ptx_coef); a folder that
     does not exist stops the loop before anything."""
     out = _past_step_5(tmp_path, "other")
     env = {**os.environ, "PYTHON": sys.executable, "UNTIL": "6", "CEILING_PROMPTS": "0"}
@@ -242,13 +243,13 @@ def test_rm_ensemble_makes_grpo_optimise_the_mean_of_several_reward_models(tmp_p
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "RM_ENSEMBLE: no folder nowhere" in missing.stderr
     assert not (out / "grpo.yaml").exists()
-    knobs = {"RM_ENSEMBLE": "o/other", "LEARNED_TEXT_KL_SCALE": "10"}
+    knobs = {"RM_ENSEMBLE": "o/other", "LEARNED_TEXT_KL_SCALE": "10", "LEARNED_PTX": "0.5"}
     done = subprocess.run(["bash", str(SCRIPT), str(out), "5"], env={**env, **knobs},
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
-    assert cfg["text_kl_scale"] == 10.0 and cfg["kl_coef"] == 0.04
+    assert cfg["text_kl_scale"] == 10.0 and cfg["kl_coef"] == 0.04 and cfg["ptx_coef"] == 0.5
     assert cfg["reward_options"]["learned"]["model"] == [str(out / "reward_model"), str(out / "other")]
 
 
@@ -271,13 +272,15 @@ def test_a_grpo_config_naming_another_reward_stops_the_loop_and_is_kept(tmp_path
     assert same.returncode == 0 and "grpo.yaml exists, skipped" in same.stderr
     changed = loop(RM_ENSEMBLE="o/other")
     assert changed.returncode == 2
-    settings = '"adv_eps": 1.0, "kl_coef": 0.04, "text_kl_scale": 1.0}'
+    settings = '"adv_eps": 1.0, "kl_coef": 0.04, "text_kl_scale": 1.0, "ptx_coef": 0.0}'
     rm, other = out / "reward_model", out / "other"
     assert f'written for {{"learned": ["{rm}"], {settings}' in changed.stderr
     assert f'settings are {{"learned": ["{rm}", "{other}"], {settings}' in changed.stderr
     assert (out / "grpo.yaml").read_text() == written
     held = loop(LEARNED_TEXT_KL_SCALE="10")  # a learned-reward setting changed: refused as well
-    assert held.returncode == 2 and '"text_kl_scale": 10.0}' in held.stderr
+    assert held.returncode == 2 and '"text_kl_scale": 10.0, ' in held.stderr
+    mixed = loop(LEARNED_PTX="1")
+    assert mixed.returncode == 2 and '"ptx_coef": 1.0}' in mixed.stderr
     bad = loop(LEARNED_KL="lots")
     assert bad.returncode == 2 and "LEARNED_KL must be a non-negative number, got 'lots'" in bad.stderr
     assert (out / "grpo.yaml").read_text() == written
@@ -482,7 +485,7 @@ def test_human_loop_runs_every_step_and_resumes(first_round) -> None:
     cfg = yaml.safe_load((out / "grpo.yaml").read_text())
     assert cfg["rewards"] == ["learned"] and cfg["monitor_rewards"] == ["shapes"]
     assert cfg["adv_eps"] == 1.0 and cfg["kl_coef"] == 0.04  # the learned reward's settings
-    assert cfg["text_kl_scale"] == 1.0
+    assert cfg["text_kl_scale"] == 1.0 and cfg["ptx_coef"] == 0.0
     assert cfg["reward_options"] == {"learned": {"model": str(rm)}}
     grpo = out / "grpo"
     assert (grpo / "checkpoint-1" / "trainer_state" / "extra.pt").is_file()
