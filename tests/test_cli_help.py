@@ -18,7 +18,7 @@ ENTRY_POINTS = [
     ["training.grpo"], ["training.sft"], ["training.human"], ["training.reward_model"],
     ["training.reward_model.pretrain"], ["training.reward_model.probe"], ["training.shapes.pretrain"],
     ["training.grpo_card"],
-    ["training.shapes.card"], ["training.recipe_runs"],
+    ["training.shapes.card"], ["training.recipe_runs"], ["training.ptx_dump"],
 ]  # fmt: skip
 
 

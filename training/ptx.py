@@ -13,16 +13,15 @@ from the run's ``shapes_categories`` on its layout (``shapes_cell``), never with
 held-out benchmark (the rule of ``reasongen.shapes.pools.benchmark_texts``, as the prompt pool),
 and are a function of ``(seed, step, optimizer step within the step)`` only, so a resumed run
 draws the same ones. The term uses no reward: a gain it brings must be told apart from the
-reward's, and ``python -m training.ptx --config GRPO.yaml --dump FILE.jsonl`` writes a run's
-whole stream of scenes (every optimizer step's, in order) as ``training.sft`` data, for the
-control: supervised training alone on the same scenes at the same learning rate.
+reward's, and :func:`dump` (``python -m training.ptx_dump``) writes a run's whole stream of scenes
+(every optimizer step's, in order) as ``training.sft`` data, for the control: supervised training
+alone on the same scenes at the same learning rate.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,29 +174,3 @@ def dump(cfg: Any, path: str | Path) -> int:
                     f.write(json.dumps(row) + "\n")
                     n += 1
     return n
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.ptx --config GRPO.yaml --dump FILE.jsonl`` (see the module doc)."""
-    from reasongen.config import parse_config
-
-    from .errors import cli_main
-    from .grpo import GRPOConfig
-
-    args = list(sys.argv[1:] if argv is None else argv)
-
-    def body() -> str:
-        if "--dump" not in args or args.index("--dump") + 1 >= len(args):
-            raise ValueError("--dump FILE.jsonl is required (where the scenes are written)")
-        i = args.index("--dump")
-        out = args[i + 1]
-        cfg = parse_config(GRPOConfig, args[:i] + args[i + 2 :], prog="python -m training.ptx")
-        if cfg.prompts != "shapes":
-            raise ValueError("the supervised mix draws shapes-world scenes: the config needs prompts: shapes")
-        return f"wrote {dump(cfg, out)} scenes to {out}"
-
-    return cli_main(body)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

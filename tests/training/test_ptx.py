@@ -79,6 +79,23 @@ def test_dump_writes_the_run_s_whole_stream_as_sft_data(tmp_path, sft) -> None:
     assert len(examples) == 24 and examples[0].cot == rows[0]["cot"] and "<|box_start|>" in rows[0]["cot"]
 
 
+def test_the_dump_command_writes_a_config_s_stream_and_refuses_bad_input(tmp_path, capsys) -> None:
+    from training.ptx_dump import main
+
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(
+        "prompts: shapes\nptx_batch: 2\nmax_steps: 3\nppo_epochs: 2\nshapes_categories: [count_color]\n"
+    )
+    out = tmp_path / "s.jsonl"
+    assert main(["--config", str(cfg), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3 * 2 * 2 and "wrote 12 scenes" in capsys.readouterr().out
+    assert main(["--config", str(cfg)]) == 2 and "--out FILE.jsonl is required" in capsys.readouterr().err
+    other = tmp_path / "p.txt"
+    other.write_text("a red circle\n")
+    assert main(["--config", str(cfg), "--prompts", str(other), "--out", str(out)]) == 2
+    assert "prompts: shapes" in capsys.readouterr().err
+
+
 def test_settings_are_checked(tmp_path) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\n")
