@@ -20,6 +20,7 @@ alone on the same scenes at the same learning rate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -94,15 +95,21 @@ def ptx_scenes(cfg: Any, step: int, k: int, held: set[str]) -> list[Any]:
     return scenes
 
 
-def scene_sample(scene: Any, loaded: Any, recipe: str) -> Sample:
-    """``scene`` laid out as an SFT example of ``recipe``: its CoT with the box plan, its codes."""
+def scene_example(scene: Any, recipe: str) -> Any:
+    """``scene`` as a ``training.sft.SFTExample`` of ``recipe``: its CoT with the box plan, its codes."""
     from reasongen.shapes import write_cot
     from reasongen.shapes.codes import scene_codes
 
-    from .sft import SFTExample, example_to_sample
+    from .sft import SFTExample
 
-    codes = [int(c) for c in scene_codes(scene)]
-    return example_to_sample(SFTExample(scene.prompt, recipe, write_cot(scene), codes), loaded)
+    return SFTExample(scene.prompt, recipe, write_cot(scene), [int(c) for c in scene_codes(scene)])
+
+
+def scene_sample(scene: Any, loaded: Any, recipe: str) -> Sample:
+    """``scene`` laid out as a sample of ``loaded``, as SFT lays out its examples."""
+    from .sft import example_to_sample
+
+    return example_to_sample(scene_example(scene, recipe), loaded)
 
 
 class SupervisedMix:
@@ -159,18 +166,14 @@ def mean_metrics(parts: Sequence[dict[str, float]]) -> dict[str, float]:
 def dump(cfg: Any, path: str | Path) -> int:
     """Write the scenes of every optimizer step a run of ``cfg`` plans (``max_steps`` ×
     ``ppo_epochs`` × ``mini_batches`` batches of ``ptx_batch``, in the order the run draws them;
-    a step that keeps no group draws none) as SFT JSONL; returns the number of lines."""
-    from reasongen.shapes import write_cot
-    from reasongen.shapes.codes import scene_codes
-
+    a run draws none of a step that keeps no group) as SFT JSONL (``training.sft``'s fields);
+    returns the number of lines."""
     held = held_texts(cfg)
     n = 0
     with Path(path).open("w") as f:
         for step in range(cfg.max_steps):
             for k in range(cfg.ppo_epochs * cfg.mini_batches):
                 for s in ptx_scenes(cfg, step, k, held):
-                    row = {"prompt": s.prompt, "recipe": cfg.recipe, "cot": write_cot(s),
-                           "image_tokens": [int(c) for c in scene_codes(s)]}  # fmt: skip
-                    f.write(json.dumps(row) + "\n")
+                    f.write(json.dumps(dataclasses.asdict(scene_example(s, cfg.recipe))) + "\n")
                     n += 1
     return n
