@@ -492,15 +492,15 @@ def run_loop(
     ref_model: Any | None,
     evaluate: Callable[[int], None] | None = None,
     after_step: Callable[[int, dict[str, float]], None] | None = None,
-    supervised: Callable[[int], tuple[float, dict[str, float]]] | None = None,
+    supervised: Callable[[int, int], tuple[float, dict[str, float]]] | None = None,
 ) -> Path:
     """The optimizer loop shared by online and human-ranking GRPO.
 
     ``draw(step)`` returns this process's groups for ``step`` (dropped ones flagged);
     ``evaluate(done)``, if given, runs before the first step of a fresh run and after every step
     (``done`` = steps finished), before that step's checkpoint; ``after_step(done, stats)`` gets
-    every step's global statistics; ``supervised(step)``, if given, adds the gradients of an
-    extra loss before each optimizer step (``training.ptx``) and returns its value (checked for
+    every step's global statistics; ``supervised(step, k)``, if given, adds the gradients of an
+    extra loss before optimizer step ``k`` of the step (``training.ptx``) and returns its value (checked for
     NaN or inf with the GRPO loss) and its global metrics, logged as their means over the step.
 
     Each step takes ``ppo_epochs`` passes over its groups, each pass ``mini_batches`` optimizer
@@ -550,7 +550,8 @@ def run_loop(
             parts = []
             for part in mini_batches(groups, cfg.mini_batches):
                 coefs = {k: c.coef for k, c in controllers.items()} if controllers else fixed
-                extra = supervised(step) if supervised is not None else None
+                k_opt = applied + skipped  # this step's optimizer steps so far
+                extra = supervised(step, k_opt) if supervised is not None else None
                 parts.append(update(run, cfg, part, ref_model, coefs, per_micro))
                 loss = parts[-1].get("loss")
                 if extra is not None:

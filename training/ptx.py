@@ -75,24 +75,12 @@ def held_texts(cfg: Any) -> set[str]:
 def ptx_scenes(cfg: Any, step: int, k: int, held: set[str]) -> list[Any]:
     """The ``ptx_batch`` scenes of optimizer step ``k`` of GRPO step ``step``: categories drawn
     from ``shapes_categories``, no text of ``held``, no prompt twice in the batch."""
-    from reasongen.shapes import sample_scene
+    from reasongen.shapes.scene_sampler import distinct_scenes
 
     rng = random.Random(f"ptx {cfg.seed} {step} {k}")
     cell = cfg.shapes_cell or None
-    scenes: list[Any] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(scenes) < cfg.ptx_batch:
-        tries += 1
-        if tries > 1000 * cfg.ptx_batch:
-            raise ValueError("ptx: the categories' scenes are all benchmark prompts or repeats; "
-                             "widen shapes_categories or lower ptx_batch")  # fmt: skip
-        scene = sample_scene(rng.choice(cfg.shapes_categories), rng, cell)
-        if scene.prompt in held or scene.prompt in seen:
-            continue
-        scenes.append(scene)
-        seen.add(scene.prompt)
-    return scenes
+    drawn = distinct_scenes(rng, cfg.shapes_categories, cfg.ptx_batch, held, lambda _: cell)
+    return [scene for scene, _ in drawn]
 
 
 def scene_example(scene: Any, recipe: str) -> Any:
@@ -129,7 +117,6 @@ class SupervisedMix:
                              f"{run.accelerator.num_processes} processes")  # fmt: skip
         self.cfg, self.run = cfg, run
         self.held = held_texts(cfg)
-        self.calls: dict[int, int] = {}
 
     def samples(self, step: int, k: int) -> list[Sample]:
         """This process's share of optimizer step ``k``'s scenes, laid out as samples."""
@@ -137,14 +124,13 @@ class SupervisedMix:
         scenes = ptx_scenes(self.cfg, step, k, self.held)[acc.process_index :: acc.num_processes]
         return [scene_sample(s, self.run.loaded, self.cfg.recipe) for s in scenes]
 
-    def accumulate(self, step: int) -> tuple[float, dict[str, float]]:
-        """Backward of ``ptx_coef ×`` the term on this step's next scenes, without a gradient
-        all-reduce (the GRPO update that follows synchronises the sum). Returns this process's
-        weighted loss and the global mean NLLs (``ptx/text_nll``, ``ptx/image_nll``)."""
+    def accumulate(self, step: int, k: int) -> tuple[float, dict[str, float]]:
+        """Backward of ``ptx_coef ×`` the term on the scenes of optimizer step ``k`` of ``step``,
+        without a gradient all-reduce (the GRPO update that follows synchronises the sum).
+        Returns this process's weighted loss and the global mean NLLs (``ptx/text_nll``,
+        ``ptx/image_nll``)."""
         from .sft import global_denominators, sft_loss
 
-        k = self.calls.get(step, 0)
-        self.calls = {step: k + 1}
         acc, ids = self.run.accelerator, self.run.loaded.ids
         samples = self.samples(step, k)
         dens = global_denominators(acc, samples, "token")

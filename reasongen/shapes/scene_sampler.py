@@ -11,6 +11,7 @@ relation test) live in ``reasongen.shapes.scene``, the prompt wording in
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 from reasongen.types import CATEGORIES, RELATIONS
 
@@ -97,3 +98,33 @@ def sample_scenes(
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(seed)
     return [sample_scene(categories[i % len(categories)], rng, cell) for i in range(n)]
+
+
+def distinct_scenes(
+    rng: random.Random,
+    categories: Sequence[str],
+    size: int,
+    held: set[str],
+    cell_of: Callable[[random.Random], int | None],
+) -> list[tuple[Scene, int | None]]:
+    """``size`` scenes from ``rng``, each with its layout cell: per scene a category drawn from
+    ``categories``, then its cell (``cell_of(rng)``), then the scene; a scene whose text is in
+    ``held`` or already drawn is skipped. Raises ``ValueError`` after ``1000 × size`` draws (the
+    categories cannot give that many new texts). Training batches of the reward model's
+    pre-training and GRPO's supervised mix are drawn with it."""
+    drawn: list[tuple[Scene, int | None]] = []
+    prompts: set[str] = set()
+    tries = 0
+    while len(drawn) < size:
+        tries += 1
+        if tries > 1000 * size:
+            raise ValueError(f"cannot draw {size} distinct scenes of {sorted(set(categories))} outside "
+                             "the held texts: widen the categories or draw fewer")  # fmt: skip
+        category = rng.choice(categories)
+        cell = cell_of(rng)
+        scene = sample_scene(category, rng, cell)
+        if scene.prompt in held or scene.prompt in prompts:
+            continue
+        drawn.append((scene, cell))
+        prompts.add(scene.prompt)
+    return drawn

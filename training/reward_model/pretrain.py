@@ -203,21 +203,11 @@ def batch_scenes(
     None), a function of ``(seed, step)`` only: categories drawn at random from ``categories``, no
     text of ``held`` and no prompt twice. :func:`caption_batch` captions them;
     ``benchmarks/relation_binding.py`` draws its batches with it too."""
-    from reasongen.shapes import sample_scene
     from reasongen.shapes.codes import CELL
+    from reasongen.shapes.scene_sampler import distinct_scenes
 
     rng = random.Random(seed * 1_000_003 + step)
-    drawn_scenes: list[tuple[Any, int | None]] = []
-    prompts: set[str] = set()
-    while len(drawn_scenes) < size:
-        category = rng.choice(categories)
-        cell = CELL if rng.random() < 0.5 else None
-        scene = sample_scene(category, rng, cell)
-        if scene.prompt in held or scene.prompt in prompts:
-            continue
-        drawn_scenes.append((scene, cell))
-        prompts.add(scene.prompt)
-    return drawn_scenes
+    return distinct_scenes(rng, categories, size, held, lambda r: CELL if r.random() < 0.5 else None)
 
 
 def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[Any], list[str], list[Any]]:
