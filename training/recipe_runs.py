@@ -17,7 +17,11 @@ it writes ``summary.json`` and ``summary.md``:
 - the distribution per suite: mean, standard deviation, spread (min–max) and worst gain, for the
   overall score and the watched category;
 - the run to ship, chosen on the validation sets only (highest mean validation overall across the
-  suites; ties to the earlier run), with its benchmark figures read only after the choice.
+  suites; ties to the earlier run), with its benchmark figures read only after the choice;
+- with ``--control RUN_OR_MODEL``, a second reference: the run that had everything but the ingredient
+  under study (for GRPO with a supervised mix, the supervised term alone: ``training.ptx_dump`` +
+  ``training.sft``). Each run's benchmark gain over it, and its distribution, stand beside the gain
+  over the baseline, so a gain is credited to the ingredient only where it exceeds the control's.
 
 What perturbs a run is read from the run itself: the seed and ``torch_threads`` from the last
 checkpoint's ``trainer_state/extra.pt``, the number of processes from the random-state files
@@ -70,6 +74,13 @@ class RecipeRunsConfig:
     )
     watch: str = field(default="counting", metadata={"help": "category reported beside overall"})
     threads: int = field(default=1, metadata={"help": "torch threads of each evaluation"})
+    control: str = field(
+        default="",
+        metadata={
+            "help": "a run folder (its --model-subdir is evaluated) or a model: the run without the "
+            "ingredient under study; each run's gain over it is reported too"
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.suites if s not in N_PROMPTS]
@@ -79,6 +90,8 @@ class RecipeRunsConfig:
             raise ValueError("give at least one --run")
         if len(set(self.runs)) != len(self.runs):
             raise ValueError("a run is given twice: each run must be one draw")
+        if self.control and Path(self.control).resolve() in {Path(r).resolve() for r in self.runs}:
+            raise ValueError("the control is also given as a --run: it is the reference, not a draw")
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -160,10 +173,15 @@ def choose_by_validation(rows: Sequence[dict[str, Any]], suites: Sequence[str]) 
 
 
 def summarise(
-    base: dict[str, Any], rows: list[dict[str, Any]], suites: Sequence[str], watch: str
+    base: dict[str, Any],
+    rows: list[dict[str, Any]],
+    suites: Sequence[str],
+    watch: str,
+    control: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The distribution of benchmark gains over ``rows`` (each with ``benchmark``/``validation``
-    reports per suite) against ``base`` (the baseline's reports), and the chosen run."""
+    reports per suite) against ``base`` (the baseline's reports), and the chosen run; with
+    ``control`` (reports of the same shape), also the distribution of gains over it."""
     dist: dict[str, Any] = {}
     for s in suites:
         b = base["benchmark"][s]
@@ -174,6 +192,10 @@ def summarise(
             "overall": distribution(scores),
             "gain": distribution(gains),
         }
+        if control is not None:
+            c = control["benchmark"][s]["overall"]
+            d["control"] = c
+            d["gain_over_control"] = distribution([r["benchmark"][s]["overall"] - c for r in rows])
         if watch in b["categories"]:
             d[watch] = distribution([r["benchmark"][s]["categories"][watch] for r in rows])
             d[watch]["baseline"] = b["categories"][watch]
@@ -184,6 +206,7 @@ def summarise(
         "watch": watch,
         "distribution": dist,
         "chosen": rows[chosen]["info"]["run"],
+        "control": None if control is None else control["info"]["run"],
     }
 
 
@@ -198,21 +221,33 @@ def _g(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """``summary.md``: the runs table, the distribution per suite, the chosen run."""
+def markdown(
+    base: dict[str, Any],
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    control: dict[str, Any] | None = None,
+) -> str:
+    """``summary.md``: the runs table, the distribution per suite, the chosen run; with ``control``,
+    its row and each run's gain over it."""
     suites, watch = summary["suites"], summary["watch"]
     head = ["run", "seed", "processes", "threads", "steps", "minutes"]
     for s in suites:
         head += (
             [f"{s} benchmark", "gain"]
+            + (["vs control"] if control is not None else [])
             + ([watch] if watch in summary["distribution"][s] else [])
             + [f"{s} validation", "same layout"]
         )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for is_base, r in [(True, {**base, "info": {"run": f"baseline ({Path(base['model']).name})"}})] + [
-        (False, r) for r in rows
-    ]:
-        i = r["info"]
+    refs: list[tuple[bool, dict[str, Any]]] = [
+        (True, {**base, "info": {"run": f"baseline ({Path(base['model']).name})"}})
+    ]
+    if control is not None:
+        refs.append(
+            (True, {**control, "info": {**control["info"], "run": f"control ({control['info']['run']})"}})
+        )
+    for is_ref, r in refs + [(False, r) for r in rows]:
+        is_base, i = r is refs[0][1], r["info"]
         cells = [i["run"], *(str(i.get(k, "")) for k in ("seed", "processes", "torch_threads", "steps"))]
         cells.append(
             f"{i['minutes']:.1f}"
@@ -222,6 +257,9 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
         for s in suites:
             bench, b0 = r["benchmark"][s], base["benchmark"][s]
             cells += [_f(bench["overall"]), "" if is_base else _g(bench["overall"] - b0["overall"])]
+            if control is not None:
+                c0 = control["benchmark"][s]["overall"]
+                cells.append("" if is_ref else _g(bench["overall"] - c0))
             if watch in summary["distribution"][s]:
                 cells.append(_f(bench["categories"][watch]))
             cells.append(_f(r["validation"][s]["overall"]))
@@ -241,6 +279,12 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
             f"spread {_g(g['min'])} to {_g(g['max'])}, worst {_g(g['min'])}; "
             f"score mean {_f(o['mean'])}, range {_f(o['min'])}–{_f(o['max'])}"
         )
+        if "gain_over_control" in d:
+            gc = d["gain_over_control"]
+            out.append(
+                f"  - over the control ({summary['control']}, {_f(d['control'])}): gain mean "
+                f"{_g(gc['mean'])} (sd {gc['std']:.3f}), spread {_g(gc['min'])} to {_g(gc['max'])}"
+            )
         if watch in d:
             w = d[watch]
             out.append(f"  - {watch}: mean {_f(w['mean'])}, range {_f(w['min'])}–{_f(w['max'])}"
@@ -257,8 +301,23 @@ def markdown(base: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str
     return "\n".join(out)
 
 
-def collect(cfg: RecipeRunsConfig, evaluate: Evaluate) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Evaluate (or read the cached reports of) the baseline and every run's exported model."""
+def control_model(control: str, model_subdir: str) -> tuple[str, str]:
+    """``(model, name)`` of a ``--control``: a run folder's ``model_subdir`` (``final/``) or a model
+    folder itself; the name (the folder's) keys its cached reports."""
+    path = Path(control)
+    for model in (path / model_subdir, path):
+        if (model / "config.json").is_file():
+            return str(model), path.name
+    raise FileNotFoundError(
+        f"control {control} is neither a run folder with {model_subdir}/config.json nor a model folder"
+    )
+
+
+def collect(
+    cfg: RecipeRunsConfig, evaluate: Evaluate
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Evaluate (or read the cached reports of) the baseline, every run's exported model and the
+    control (None without ``--control``)."""
     out = Path(cfg.out)
 
     def reports(model: str, name: str) -> dict[str, Any]:
@@ -280,11 +339,21 @@ def collect(cfg: RecipeRunsConfig, evaluate: Evaluate) -> tuple[dict[str, Any], 
         models.append(str(model))
         infos.append(run_info(run))
     names = [i["run"] for i in infos]
-    if len(set(names)) != len(names):
-        raise ValueError(f"run folders must have distinct names (reports are cached by name): {names}")
+    control_at = control_model(cfg.control, cfg.model_subdir) if cfg.control else None
+    if control_at is not None:
+        names.append(control_at[1])
+    if len(set(names)) != len(names) or "baseline" in names:
+        raise ValueError(
+            f"run and control folders must have distinct names, none 'baseline' (reports are cached "
+            f"by name): {names}"
+        )
     base = {"model": cfg.baseline, "info": {"run": "baseline"}, **reports(cfg.baseline, "baseline")}
     rows = [{"model": m, "info": i, **reports(m, i["run"])} for m, i in zip(models, infos, strict=True)]
-    return base, rows
+    control = None
+    if control_at is not None:
+        model, name = control_at
+        control = {"model": model, "info": {"run": name}, **reports(model, name)}
+    return base, rows, control
 
 
 def main(argv: list[str] | None = None, evaluate: Evaluate | None = None) -> int:
@@ -305,24 +374,26 @@ def main(argv: list[str] | None = None, evaluate: Evaluate | None = None) -> int
         ap.add_argument(flag, **kw)
     try:
         cfg = RecipeRunsConfig(**vars(ap.parse_args(argv)))
-        base, rows = collect(cfg, evaluate or evaluate_with_cli(cfg.threads))
-        summary = summarise(base, rows, cfg.suites, cfg.watch)
+        base, rows, control = collect(cfg, evaluate or evaluate_with_cli(cfg.threads))
+        summary = summarise(base, rows, cfg.suites, cfg.watch, control)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     strip = ("results", "counts", "config")
-    slim = [
-        {k: v for k, v in r.items() if k not in SPLITS}
-        | {
+
+    def slim(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k not in SPLITS} | {
             sp: {s: {k: v for k, v in r[sp][s].items() if k not in strip} for s in cfg.suites}
             for sp in SPLITS
         }
-        for r in [base, *rows]
-    ]
-    (out / "summary.json").write_text(json.dumps({**summary, "runs": slim}, indent=1, default=str))
-    text = markdown(base, rows, summary)
+
+    record = {**summary, "runs": [slim(r) for r in [base, *rows]]}
+    if control is not None:
+        record["control_reports"] = slim(control)
+    (out / "summary.json").write_text(json.dumps(record, indent=1, default=str))
+    text = markdown(base, rows, summary, control)
     (out / "summary.md").write_text(text)
     print(text)
     return 0

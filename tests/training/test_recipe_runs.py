@@ -43,6 +43,7 @@ SCORES = {
     "a": {"benchmark": 0.95, "validation": 0.90},  # best on the benchmark, not on validation
     "b": {"benchmark": 0.90, "validation": 0.93},
     "c": {"benchmark": 0.86, "validation": 0.85},
+    "ctl": {"benchmark": 0.88, "validation": 0.99},  # a control: best on validation, never chosen
 }
 
 
@@ -116,6 +117,45 @@ def test_report_distribution_and_choice_by_validation_only(
     # a second call reads the cached reports; a new run is the only thing evaluated
     ev2 = FakeEval()
     assert rr.main(args, evaluate=ev2) == 0 and ev2.calls == []
+
+
+def test_gains_over_a_control_beside_gains_over_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [_fake_run(tmp_path, "a", 1, 1, 2), _fake_run(tmp_path, "b", 2, 1, 2)]
+    ctl = tmp_path / "ctl"  # a training.sft run: final/ but no GRPO trainer state
+    (ctl / "final").mkdir(parents=True)
+    (ctl / "final" / "config.json").write_text("{}")
+    ev = FakeEval()
+    args = ["--baseline", str(tmp_path / "base-model"), "--out", str(tmp_path / "out"),
+            "--run", str(runs[0]), "--run", str(runs[1]), "--control", str(ctl)]  # fmt: skip
+    assert rr.main(args, evaluate=ev) == 0
+    assert len(ev.calls) == 4 * 4 and (str(ctl / "final"), "geneval", "benchmark") in ev.calls
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    g = summary["distribution"]["geneval"]
+    assert g["control"] == pytest.approx(0.88) and summary["control"] == "ctl"
+    assert g["gain_over_control"]["mean"] == pytest.approx((0.07 + 0.02) / 2)
+    assert g["gain_over_control"]["min"] == pytest.approx(0.02)
+    assert g["gain"]["mean"] == pytest.approx((0.15 + 0.10) / 2)  # unchanged by the control
+    assert summary["chosen"] == "b"  # the control's better validation does not make it a candidate
+    assert [r["info"]["run"] for r in summary["runs"]] == ["baseline", "a", "b"]
+    assert summary["control_reports"]["benchmark"]["geneval"]["overall"] == pytest.approx(0.88)
+    md = (tmp_path / "out" / "summary.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    # the control's row: its own gain over the baseline (+0.080) and no gain over itself
+    assert "| 0.880 | +0.080 |  |" in rows["| control (ctl)"]
+    assert "| 0.950 | +0.150 | +0.070 |" in rows["| a"]
+    assert "over the control (ctl, 0.880): gain mean +0.045" in md
+    # a model folder works as the control too (no run around it); a run cannot be its own control
+    out2 = tmp_path / "out2"
+    args2 = [*args[:3], str(out2), *args[4:-1], str(ctl / "final")]
+    assert rr.main(args2, evaluate=FakeEval()) == 0
+    s2 = json.loads((out2 / "summary.json").read_text())
+    assert s2["control"] == "final" and s2["distribution"]["geneval"]["control"] == pytest.approx(0.88)
+    assert rr.main([*args[:-1], str(runs[0])], evaluate=FakeEval()) == 2
+    assert "also given as a --run" in capsys.readouterr().err
+    assert rr.main([*args[:-1], str(tmp_path / "nowhere")], evaluate=FakeEval()) == 2
+    assert "neither a run folder" in capsys.readouterr().err
 
 
 def test_cached_report_is_not_reused_for_another_model_or_split(tmp_path: Path) -> None:
