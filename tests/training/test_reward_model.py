@@ -526,3 +526,26 @@ def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(st
         want_empty = scorer.preprocess(beside_plan(im.convert("RGB"), ()))
     got = images.batch([c, other])  # from the float16 cache
     assert torch.allclose(got, torch.stack([want, want_empty]), atol=2e-3)
+
+
+def test_the_gpu_sized_scorer_trains_a_step_and_scores_through_the_registry(tmp_path) -> None:
+    """``--arch shapes-p4`` (4 px patches, wider towers): one pre-training step of it beside the
+    plan writes a folder whose ``learned`` reward sees 16 x 32 patches and scores a planned sample."""
+    from reasongen.types import Box, Plan
+    from training.reward_model.model import CONFIGS, SHAPES_CONFIG
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    assert CONFIGS["shapes-p4"]["model_cfg"]["vision_cfg"]["patch_size"] == 4
+    assert SHAPES_CONFIG["model_cfg"]["vision_cfg"]["patch_size"] == 8  # built from a copy
+    out = tmp_path / "p4"
+    pretrain(PretrainConfig(out=str(out), arch="shapes-p4", steps=1, batch=4, warmup_steps=1,
+                            image="outlined_plan", hard_negatives=1.0, language="full", device="cpu",
+                            log_every=0), log=lambda m: None)  # fmt: skip
+    reward = get_reward("learned", model=str(out), device="cpu")
+    (scorer,) = reward.bundle
+    assert scorer.image_mode == "outlined_plan"
+    assert tuple(scorer.model.visual.grid_size) == (16, 32)
+    sample = _sample("a red square", _image("red", 0), 0)
+    sample.plan = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
+    (score,) = reward.score([sample], [None]).scores
+    assert math.isfinite(score)
