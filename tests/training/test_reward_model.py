@@ -483,6 +483,22 @@ def test_full_language_captions_compose_and_resuming_other_captions_is_refused(t
     pretrain(PretrainConfig(out=str(tmp_path / "p"), **base), log=lambda m: None)
     with pytest.raises(ValueError, match="language='geneval'"):
         pretrain(PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "language": "full"}))
+    # --relation_weight: relation captions drawn that many times as often; resuming otherwise refused
+    weighted = PretrainConfig(out="x", **{**base, "batch": 64, "language": "full", "relation_weight": 5})
+    assert weighted.categories.count("relation_attr") == 10 and weighted.categories.count("position") == 5
+    assert len(weighted.categories) == 19 + 12 and weighted.suites == full.suites
+
+    def relation_share(cfg: PretrainConfig) -> float:
+        from training.reward_model.near_miss import swap_relation
+
+        captions = [c for step in range(4) for c in caption_batch(step, cfg, set())[1]]
+        return sum(swap_relation(c) is not None for c in captions) / len(captions)
+
+    assert relation_share(full) < 0.3 < 0.45 < relation_share(weighted)  # 3/19 and 15/31 expected
+    with pytest.raises(ValueError, match="relation_weight must be at least 1"):
+        PretrainConfig(out="x", relation_weight=0)
+    with pytest.raises(ValueError, match="relation_weight=1, not 5"):
+        pretrain(PretrainConfig(out=str(tmp_path / "p"), resume=True, **{**base, "relation_weight": 5}))
 
 
 def test_fine_tuning_an_image_plan_model_shows_each_candidate_beside_its_plan(study, tmp_path) -> None:

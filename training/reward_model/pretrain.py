@@ -46,6 +46,8 @@ from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
 from .near_miss import swap_relation
 
 STATE_FILE = "pretrain_state.pt"
+RELATION_CATEGORIES = ("position", "relation_attr")
+"""The categories whose prompts state a relation between two objects ("A left of B")."""
 
 
 def _h(text: str, **kw: Any) -> Any:
@@ -111,6 +113,12 @@ class PretrainConfig:
         "such mirrors at chance, and random edits seldom are mirrors of relation prompts.",
         default=0.0,
     )
+    relation_weight: int = _h(
+        "Draw each relation category of --language (position, relation_attr) this many times as often "
+        "as the language does (1 = as it does): with --relation_swap or --relation_mirror, more of "
+        "each batch is the relation pairs those options are about.",
+        default=1,
+    )
     relation_swap: bool = _h(
         "Also give each image the caption with its relation reversed (left of <-> right of, above "
         "<-> below; near_miss.swap_relation) as an extra negative text, as NegCLIP's swapped "
@@ -160,11 +168,18 @@ class PretrainConfig:
             raise ValueError("--relation_mirror chooses among near misses: give --hard_negatives too")
         if self.language not in LANGUAGES:
             raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
+        if self.relation_weight < 1:
+            raise ValueError(f"--relation_weight must be at least 1, got {self.relation_weight}")
+        if self.relation_weight > 1 and not set(RELATION_CATEGORIES) & set(LANGUAGES[self.language]):
+            raise ValueError(f"--language {self.language} has no relation category to weight")
 
     @property
     def categories(self) -> tuple[str, ...]:
-        """The categories captions are drawn from, cycling at random (named twice = twice as often)."""
-        return LANGUAGES[self.language]
+        """The categories captions are drawn from, cycling at random (named twice = twice as often):
+        the language's, each relation category ``relation_weight`` times as often."""
+        language = LANGUAGES[self.language]
+        extra = [c for c in language if c in RELATION_CATEGORIES] * (self.relation_weight - 1)
+        return (*language, *extra)
 
     @property
     def suites(self) -> tuple[str, ...]:
@@ -451,8 +466,9 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("relation_mirror", 0.0)
     saved.setdefault("init", "")
     saved.setdefault("relation_swap", False)
+    saved.setdefault("relation_weight", 1)
     for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image",
-                "plan_dropout", "relation_mirror", "relation_swap", "init"):  # fmt: skip
+                "plan_dropout", "relation_mirror", "relation_swap", "relation_weight", "init"):  # fmt: skip
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
