@@ -51,7 +51,7 @@ def step_times(arch: str, steps: int, device: str, threads: int, out: str) -> li
     return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", default="shapes,shapes-p4", help="architectures; the first is the reference")
     ap.add_argument("--steps", type=int, default=12, help="steps timed per architecture")
@@ -59,7 +59,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--project", type=int, default=20000, help="steps of the run to project")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.steps - args.skip < 2:
+        ap.error("time at least two steps (--steps minus --skip)")
     archs = [a for a in args.archs.split(",") if a]
     rows = []
     for arch in archs:
