@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch
 import torch.nn.functional as F
 
-RELATIONS = ("position", "relation_attr")
+from reasongen.shapes.compose import RELATION_CATEGORIES as RELATIONS
 
 
 @dataclass(frozen=True)

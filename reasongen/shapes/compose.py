@@ -43,6 +43,8 @@ COMPOSITIONAL: tuple[str, ...] = (
 """Every compositional category (``textured`` needs free layouts)."""
 POOL_CATEGORIES: tuple[str, ...] = (*CATEGORIES, *COMPOSITIONAL)
 """Every category a scene (and a training pool) can be drawn from."""
+RELATION_CATEGORIES: tuple[str, ...] = ("position", "relation_attr")
+"""The categories whose prompts state a relation between two objects ("A left of B")."""
 SUITE_SEED_BASE = 100_000
 """The compositional suite's prompt seed ``s`` seeds its sampler with ``SUITE_SEED_BASE + s``,
 far from every training pool's seed (pre-training uses its seed + 1…6, GRPO ``shapes_seed`` 7)."""

@@ -81,7 +81,7 @@ pixels; 256 patches per 64 px picture, 512 beside a plan), a vision tower twice 
 again as deep, a text tower of twice the width (relations: "A left of B" and its reverse embed at
 cosine 0.998 in the 64-wide one). About 12 M parameters, 6.3 M of them the text embedding (too big
 to ship under assets/ in float32). `benchmarks/reward_model_scale.py` times a step of it against
-``shapes``: the README's "A GPU-sized scorer"."""
+``shapes`` (training/README.md, "What the bigger scorer costs here")."""
 
 CONFIGS = {"shapes": SHAPES_CONFIG, "shapes-p4": SHAPES_P4_CONFIG, "tiny": TINY_CONFIG}
 

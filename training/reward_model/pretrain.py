@@ -40,14 +40,13 @@ from reasongen.rewards.learned import (
     reward_text,
     text_mode_of,
 )
+from reasongen.shapes.compose import RELATION_CATEGORIES
 from reasongen.shapes.write_prompts import LANGUAGES
 
 from .model import CONFIGS, for_image_mode, save_scorer, scorer_from_config
 from .near_miss import swap_relation
 
 STATE_FILE = "pretrain_state.pt"
-RELATION_CATEGORIES = ("position", "relation_attr")
-"""The categories whose prompts state a relation between two objects ("A left of B")."""
 
 
 def _h(text: str, **kw: Any) -> Any:

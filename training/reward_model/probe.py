@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from reasongen.config import parse_config
+from reasongen.shapes.compose import RELATION_CATEGORIES
 
-PROBE_CATEGORIES = {"mirror_relation": ("position", "relation_attr")}
+PROBE_CATEGORIES = {"mirror_relation": RELATION_CATEGORIES}
 """Categories a probe draws from when not the whole language (a relation needs a relation prompt)."""
 
 
