@@ -10,7 +10,8 @@ scorer those findings ask for. This prints, per architecture, parameters, patch 
 and interquartile range of the seconds per step (rendering included, as a real run pays it), the
 ratio against ``shapes`` and what ``--project`` steps would take at that pace::
 
-    python benchmarks/reward_model_scale.py                       # CPU, 2 threads, ~3 min
+    python benchmarks/reward_model_scale.py                       # CPU: ~20 min (shapes-p4 ~90 s a step)
+    python benchmarks/reward_model_scale.py --steps 6 --skip 1    # the README's figures, ~9 min
     python benchmarks/reward_model_scale.py --device cuda --steps 30 --threads 8
 
 Each architecture runs ``--steps`` steps from scratch with ``--image outlined_plan``, near misses at
