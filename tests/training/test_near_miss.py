@@ -483,3 +483,81 @@ def test_pretraining_with_relation_swap_runs_and_is_kept_on_resume(tmp_path) -> 
     assert json.loads((out / "pretrain.json").read_text())["settings"]["relation_swap"] is True
     with pytest.raises(ValueError, match="relation_swap=True"):
         pretrain(PretrainConfig(out=str(out), steps=2, resume=True, **base), log=lambda m: None)
+
+
+def _plan_of(text: str) -> tuple[str, list[Box]]:
+    """The prompt and plan boxes of a ``prompt_plan`` caption (``reward_text``'s words)."""
+    prompt, words = text.split(". plan: ")
+    boxes = []
+    for item in words.split("; "):
+        *label, x1, y1, x2, y2 = item.split()
+        boxes.append(Box(" ".join(label), int(x1), int(y1), int(x2), int(y2)))
+    return prompt, boxes
+
+
+def test_plan_negatives_carry_an_unfaithful_or_a_drifted_plan_beside_the_same_prompt() -> None:
+    """Each worse plan keeps the prompt and is ranked below the scene's own by the careful key:
+    either the plan no longer satisfies the prompt, or one box has drifted part-way off its object."""
+    from reasongen.plans import box_iou
+    from reasongen.rewards.learned import reward_text
+    from reasongen.shapes.geneval import plan_faithfulness
+    from training.reward_model.pretrain import PretrainConfig, batch_scenes, caption_batch, negative_texts
+
+    base = dict(out="x", batch=32, holdout_benchmark=0, language="full", text="prompt_plan", seed=3)
+    cfg = PretrainConfig(plan_negatives=1.0, **base)
+    scenes = {s.prompt: s for s, _ in batch_scenes(4, cfg.seed, cfg.categories, cfg.batch, set())}
+    _, captions, _ = caption_batch(4, cfg, set())
+    texts = negative_texts(4, cfg, set(), captions)
+    assert len(texts) >= 24 and not set(texts) & set(captions)  # most scenes bring one; none is a caption
+    kinds = Counter()
+    for text in texts:
+        prompt, boxes = _plan_of(text)
+        scene = scenes[prompt]
+        assert plan_faithfulness(scene.boxes, scene.metadata).correct  # the scene's own plan is right
+        if not plan_faithfulness(boxes, scene.metadata).correct:
+            kinds["unfaithful"] += 1
+            continue
+        moved = [box_iou(a, b) for a, b in zip(scene.boxes, boxes, strict=True) if a != b]
+        assert len(moved) == 1 and 0.25 <= moved[0] <= 0.75, text
+        kinds["drift"] += 1
+    assert kinds["unfaithful"] >= 5 and kinds["drift"] >= 5, kinds
+    first = scenes[_plan_of(captions[0])[0]]
+    assert reward_text(first.prompt, first.boxes, "prompt_plan") == captions[0]
+    # off: no extra texts; the images of a step never depend on the option
+    plain = PretrainConfig(**base)
+    assert negative_texts(4, plain, set(), captions) == []
+    assert caption_batch(4, plain, set())[1] == captions
+    # relation swaps come first, then the worse plans
+    both = PretrainConfig(plan_negatives=1.0, relation_swap=True, **base)
+    swapped = negative_texts(4, PretrainConfig(relation_swap=True, **base), set(), captions)
+    assert swapped and negative_texts(4, both, set(), captions) == swapped + texts
+
+
+def test_plan_negatives_reach_the_loss_are_refused_without_a_plan_and_kept_on_resume(
+    tmp_path, monkeypatch
+) -> None:
+    import training.reward_model.pretrain as pre
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    seen: list[tuple[int, int]] = []
+
+    def spy(img, txt, scale, pairs=None):
+        seen.append((len(txt), pairs))
+        return real(img, txt, scale, pairs)
+
+    real = pre.clip_loss
+    monkeypatch.setattr(pre, "clip_loss", spy)
+
+    with pytest.raises(ValueError, match="--text prompt_plan"):
+        PretrainConfig(out="x", plan_negatives=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        PretrainConfig(out="x", text="prompt_plan", plan_negatives=1.5)
+    base = dict(arch="tiny", batch=8, holdout_benchmark=0, device="cpu", log_every=0, warmup_steps=0,
+                language="full", text="prompt_plan", context_length=64)  # fmt: skip
+    out = pretrain(
+        PretrainConfig(out=str(tmp_path / "p"), steps=1, plan_negatives=1.0, **base), log=lambda m: None
+    )
+    assert json.loads((out / "pretrain.json").read_text())["settings"]["plan_negatives"] == 1.0
+    assert seen and seen[0][1] == 8 and seen[0][0] > 8  # the 8 captions, then the worse plans
+    with pytest.raises(ValueError, match=r"plan_negatives=1\.0"):
+        pretrain(PretrainConfig(out=str(out), steps=2, resume=True, **base), log=lambda m: None)

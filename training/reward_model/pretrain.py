@@ -124,6 +124,14 @@ class PretrainConfig:
         "captions: the text side must then tell the relation's direction, not just its words.",
         default=False,
     )
+    plan_negatives: float = _h(
+        "With --text prompt_plan: chance that a caption also brings its prompt with a worse plan as an "
+        "extra negative text (of the image side only, as --relation_swap's): the plan of a near miss "
+        "(wrong for the prompt: what the careful annotator's plan-faithfulness key asks) or the plan "
+        "with one box drifted part-way off the object the image draws (its plan-image IoU key). The "
+        "image is the same, so only the plan's labels and numbers tell the captions apart.",
+        default=0.0,
+    )
     init: str = _h(
         "Start from this open_clip folder (a pre-trained or a fine-tuned reward model) instead of "
         "random weights; --text and --image default to its modes (given, they must be its modes), "
@@ -167,6 +175,10 @@ class PretrainConfig:
             raise ValueError("--relation_mirror chooses among near misses: give --hard_negatives too")
         if self.language not in LANGUAGES:
             raise ValueError(f"--language must be one of {', '.join(LANGUAGES)}, got {self.language!r}")
+        if not 0.0 <= self.plan_negatives <= 1.0:
+            raise ValueError(f"--plan_negatives is a probability in [0, 1], got {self.plan_negatives}")
+        if self.plan_negatives and self.text != "prompt_plan":
+            raise ValueError("--plan_negatives edits the plan in the caption: give --text prompt_plan")
         if self.relation_weight < 1:
             raise ValueError(f"--relation_weight must be at least 1, got {self.relation_weight}")
         if self.relation_weight > 1 and not set(RELATION_CATEGORIES) & set(LANGUAGES[self.language]):
@@ -333,9 +345,41 @@ def plan_near_miss(scene: Any, rng: random.Random, cell: int | None) -> tuple[An
     return {"image": (edited, scene.boxes), "plan": (scene.objects, boxes), "both": (edited, boxes)}[kind]
 
 
+PLAN_TEXT_MISSES = ("unfaithful", "drift")
+"""The kinds of worse plan a ``--plan_negatives`` caption carries, drawn with equal chance."""
+
+
+def plan_negative(scene: Any, rng: random.Random, cell: int | None) -> str | None:
+    """``scene``'s prompt with a plan the careful annotator ranks below its own boxes, beside the
+    image of ``scene``: ``unfaithful`` — the boxes of a near miss (``near_miss.near_miss``: wrong for
+    the prompt); ``drift`` — one box shifted part-way off its object (``near_miss.drift``: IoU 0.25 to
+    0.75 with it), so the plan no longer lies on what the image draws. None when the edit could not
+    be made."""
+    from .near_miss import drift, near_miss
+
+    kind = rng.choice(PLAN_TEXT_MISSES)
+    edited = drift(scene.objects, rng, cell) if kind == "drift" else near_miss(scene, rng, cell)
+    return None if edited is None else reward_text(scene.prompt, tuple(o.box for o in edited), "prompt_plan")
+
+
+def negative_texts(step: int, cfg: PretrainConfig, held: set[str], captions: Sequence[str]) -> list[str]:
+    """Step ``step``'s extra negative captions, of the image-to-caption direction only (``clip_loss``'s
+    ``T`` texts): with ``relation_swap`` each relation caption of ``captions`` reversed, then with
+    ``plan_negatives``, at that chance for each of the step's scenes, its prompt with a worse plan
+    (:func:`plan_negative`; its own random stream, so the scenes and images do not depend on it)."""
+    texts = [t for t in map(swap_relation, captions) if t is not None] if cfg.relation_swap else []
+    if cfg.plan_negatives:
+        rng = random.Random(f"plan negative {cfg.seed} {step}")
+        for scene, cell in batch_scenes(step, cfg.seed, cfg.categories, cfg.batch, held):
+            if rng.random() < cfg.plan_negatives and (text := plan_negative(scene, rng, cell)) is not None:
+                texts.append(text)
+    return texts
+
+
 class CaptionSteps(torch.utils.data.Dataset):
-    """Item ``k`` is step ``start + k``'s batch: pixels ``[B, 3, S, S]`` and prompts (picklable, so
-    DataLoader workers can render ahead)."""
+    """Item ``k`` is step ``start + k``'s batch: pixels ``[B + H, 3, S, S]``, the ``B`` captions and
+    the extra negative texts (:func:`negative_texts`); picklable, so DataLoader workers can render
+    ahead."""
 
     def __init__(self, cfg: PretrainConfig, held: set[str], preprocess: Any, start: int) -> None:
         self.cfg, self.held, self.preprocess, self.start = cfg, held, preprocess, start
@@ -343,9 +387,11 @@ class CaptionSteps(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.cfg.steps - self.start
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
-        images, captions, negatives = caption_batch(self.start + k, self.cfg, self.held)
-        return torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives]), captions
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str], list[str]]:
+        step = self.start + k
+        images, captions, negatives = caption_batch(step, self.cfg, self.held)
+        pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images + negatives])
+        return pixels, captions, negative_texts(step, self.cfg, self.held, captions)
 
 
 def clip_loss(
@@ -354,7 +400,8 @@ def clip_loss(
     """CLIP's symmetric InfoNCE over normalised features: ``img`` ``[B + H, D]`` and ``txt``
     ``[B + T, D]``, whose first ``B = pairs`` rows (default: every text) are the matching pairs;
     the other ``H`` images (near misses) are only extra negatives of the caption-to-image
-    direction, the other ``T`` texts (relation-swapped captions) only of the image-to-caption one."""
+    direction, the other ``T`` texts (relation-swapped captions, worse plans) only of the
+    image-to-caption one."""
     b = len(txt) if pairs is None else pairs
     logits = scale * img @ txt.T  # [B + H, B + T]
     target = torch.arange(b, device=img.device)  # [B]
@@ -405,10 +452,9 @@ def pretrain(cfg: PretrainConfig, log: Any = None) -> Path:
     t0 = time.time()
     steps = CaptionSteps(cfg, held, scorer.preprocess, start)
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=cfg.workers)
-    for step, (pixels, prompts) in enumerate(loader, start=start):
+    for step, (pixels, prompts, extra) in enumerate(loader, start=start):
         pixels = pixels.to(device)  # [B + H, 3, S, S or 2S]: the captions' images, then H near misses
-        swapped = [t for t in map(swap_relation, prompts) if t is not None] if cfg.relation_swap else []
-        tokens = scorer.tokenizer(list(prompts) + swapped).to(device)  # [B + T, L]
+        tokens = scorer.tokenizer(list(prompts) + list(extra)).to(device)  # [B + T, L]: T extra negatives
         img = model.encode_image(pixels, normalize=True)  # [B + H, D]
         txt = model.encode_text(tokens, normalize=True)  # [B + T, D]
         loss = clip_loss(img, txt, model.logit_scale.exp(), pairs=len(prompts))
@@ -466,8 +512,10 @@ def _check_same_captions(out: Path, cfg: PretrainConfig) -> None:
     saved.setdefault("init", "")
     saved.setdefault("relation_swap", False)
     saved.setdefault("relation_weight", 1)
+    saved.setdefault("plan_negatives", 0.0)
     for key in ("seed", "language", "holdout_benchmark", "batch", "hard_negatives", "text", "image",
-                "plan_dropout", "relation_mirror", "relation_swap", "relation_weight", "init"):  # fmt: skip
+                "plan_dropout", "relation_mirror", "relation_swap", "relation_weight", "plan_negatives",
+                "init"):  # fmt: skip
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(
                 f"{out} was pre-trained with {key}={saved[key]!r}, not {getattr(cfg, key)!r}: "
