@@ -130,6 +130,26 @@ def drift(objects: Objects, rng: random.Random, cell: int | None = None) -> Obje
     return None
 
 
+def overlap(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """One object moved so that its box overlaps another's, inside the canvas: a plan no image of
+    the world can draw (its objects would occlude or merge; ``geneval.plan_faithfulness`` counts it
+    unfaithful), the commonest way the shapes models' plans fail (None for fewer than two objects,
+    or if no such place is found)."""
+    if len(objects) < 2:
+        return None
+    i, j = rng.sample(range(len(objects)), 2)
+    o, target = objects[i], objects[j].box
+    side = o.box.x2 - o.box.x1
+    for _ in range(16):
+        x1 = round(rng.uniform(target.x1 - side + GRID, target.x2 - GRID) / GRID) * GRID
+        y1 = round(rng.uniform(target.y1 - side + GRID, target.y2 - GRID) / GRID) * GRID
+        x1, y1 = min(max(x1, 0), 1000 - side), min(max(y1, 0), 1000 - side)
+        box = dataclasses.replace(o.box, x1=x1, y1=y1, x2=x1 + side, y2=y1 + side)
+        if box_iou(box, target) > 0 and box != o.box:
+            return _swap(objects, i, dataclasses.replace(o, box=box))
+    return None
+
+
 def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Objects:
     """Every object nudged and rescaled a little (each box's IoU with its own at least ``min_iou``),
     where it stays inside the canvas and clear of the others; an object that cannot be nudged so
