@@ -83,3 +83,49 @@ def test_probe_settings_are_checked_and_the_cli_probes_a_real_folder(tmp_path, c
     assert "probed 2 kinds of near miss; weakest:" in out.out and "mirror_relation:" in out.err
     assert probe.main(["--model", str(tmp_path / "none"), "--n", "3"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@dataclass
+class _PlanReader(_Scorer):
+    """A stand-in that reads only the plan in its text: 1 when the plan is faithful to the prompt."""
+
+    text_mode: str = "prompt_plan"
+
+    def score(self, images, prompts):
+        from reasongen.shapes.geneval import plan_faithfulness
+        from reasongen.types import Box
+
+        out = []
+        for text in prompts:
+            prompt, words = text.split(". plan: ")
+            items = [] if words == "none" else words.split("; ")
+            boxes = [Box(" ".join(w.split()[:-4]), *map(int, w.split()[-4:])) for w in items]
+            out.append(float(plan_faithfulness(boxes, parse_prompt(prompt)).correct))
+        return out
+
+
+def test_plan_probes_change_only_the_plan(monkeypatch) -> None:
+    """A plan probe's two pictures are one drawing: a scorer of the image alone (even one that knows
+    the truth) ties every pair; one that reads the plan's faithfulness catches unfaithful and
+    overlapping plans (a drifted plan is still faithful: a tie for it)."""
+    from reasongen.plans import box_iou
+    from reasongen.shapes.geneval import overlapping_boxes
+
+    for _, objects, plan in probe.probe_pairs("plan_overlap", 20, "full", 0):
+        assert overlapping_boxes([o.box for o in plan]) and not overlapping_boxes([o.box for o in objects])
+        assert sorted(o.box.label for o in plan) == sorted(o.box.label for o in objects)
+    for prompt, objects, plan in probe.probe_pairs("plan_unfaithful", 20, "full", 0):
+        assert satisfies(parse_prompt(prompt), objects) and not satisfies(parse_prompt(prompt), plan)
+    for _, objects, plan in probe.probe_pairs("plan_drift", 20, "full", 0):
+        moved = [box_iou(a.box, b.box) for a, b in zip(objects, plan, strict=True) if a != b]
+        assert len(moved) == 1 and 0.25 <= moved[0] <= 0.75
+    assert probe.probe_names()[-3:] == list(probe.PLAN_PROBES)
+    names = list(probe.PLAN_PROBES)
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _Scorer(knows=True))
+    blind = probe.run_probe(probe.ProbeConfig(model=["knows"], n=12, probes=names), log=lambda m: None)
+    assert all(blind["probes"][n]["accuracy"] == 0.5 for n in names)
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _PlanReader(knows=True))
+    reader = probe.run_probe(probe.ProbeConfig(model=["reader"], n=12, probes=names), log=lambda m: None)
+    assert reader["probes"]["plan_overlap"]["accuracy"] == 1.0
+    assert reader["probes"]["plan_unfaithful"]["accuracy"] == 1.0
+    assert reader["probes"]["plan_drift"]["accuracy"] == 0.5

@@ -12,6 +12,12 @@ kind of error. The scene and its edit are drawn as a model draws (``pretrain.dra
 blurred a little); for a scorer that reads the plan, the plan is edited with the image, so both
 pictures agree with their plans and only the prompt can tell them apart.
 
+The plan probes ask the opposite question of a scorer that reads the plan: one drawing of the
+scene, shown once beside its own boxes and once beside a worse plan — ``plan_unfaithful`` (a near
+miss's boxes: wrong for the prompt), ``plan_overlap`` (two boxes overlapping: not drawable, the
+commonest failure of the shapes models' plans) or ``plan_drift`` (one box part-way off its
+object). Only the plan differs, so a scorer that does not read it scores exactly 0.5.
+
 On the human-loop scorers this found what rankings never showed: every one of them, whatever its
 data, orders a left/right scene against its mirror at chance, while a recoloured object is caught
 three times in four (training/README.md). Several ``--model`` folders are an ensemble scored by
@@ -34,6 +40,8 @@ from reasongen.shapes.compose import RELATION_CATEGORIES
 
 PROBE_CATEGORIES = {"mirror_relation": RELATION_CATEGORIES}
 """Categories a probe draws from when not the whole language (a relation needs a relation prompt)."""
+PLAN_PROBES = ("plan_unfaithful", "plan_overlap", "plan_drift")
+"""Probes whose edit is the plan alone, the image kept (``pretrain.plan_negative``'s kinds)."""
 
 
 @dataclass
@@ -69,20 +77,21 @@ class ProbeConfig:
 
 
 def probe_names() -> list[str]:
-    """Every probe: the near-miss edits, then ``mirror_relation``."""
+    """Every probe: the near-miss edits, ``mirror_relation``, then the plan probes."""
     from .near_miss import EDITS
 
-    return [*sorted(EDITS), "mirror_relation"]
+    return [*sorted(EDITS), "mirror_relation", *PLAN_PROBES]
 
 
 def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, Any, Any]]:
     """``n`` (prompt, scene objects, edited objects) triples for probe ``name``, the edit wrong for
-    the prompt by the world's rules; a function of the arguments only."""
+    the prompt by the world's rules (for the plan probes: the worse plan, as objects); a function of
+    the arguments only."""
     from reasongen.shapes import sample_scene
     from reasongen.shapes.codes import CELL
     from reasongen.shapes.write_prompts import LANGUAGES
 
-    from .near_miss import EDITS, mirror_relation, satisfies
+    from .near_miss import EDITS, drift, mirror_relation, near_miss, overlap, satisfies
 
     categories = PROBE_CATEGORIES.get(name, LANGUAGES[language])
     rng = random.Random(f"probe {name} {seed}")
@@ -92,6 +101,10 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
         scene = sample_scene(rng.choice(categories), rng, cell)
         if name == "mirror_relation":
             edited = mirror_relation(scene)
+        elif name == "plan_unfaithful":
+            edited = near_miss(scene, rng, cell)
+        elif name in PLAN_PROBES:
+            edited = {"plan_overlap": overlap, "plan_drift": drift}[name](scene.objects, rng, cell)
         else:
             edited = EDITS[name](scene.objects, rng, cell)
             edited = None if edited is None or satisfies(scene.metadata, edited) else edited
@@ -138,7 +151,10 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
             # drawn once, as a model draws (nudged, blurred), and shown to every member
             rng = random.Random(f"drawn {name} {cfg.seed} {k}")
             scenes = [(p, o, drawn(o, rng, parse_prompt(p))) for p, o, _ in chunk]
-            edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
+            if name in PLAN_PROBES:  # the same drawing beside the worse plan
+                edits = [(p, e, im) for (p, _, e), (_, _, im) in zip(chunk, scenes, strict=True)]
+            else:
+                edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
             diff = [0.0] * len(chunk)  # ensemble mean of score(scene) - score(edit), up to 1 / members
             for scorer in scorers:
                 good, bad = _scores(scorer, scenes), _scores(scorer, edits)
