@@ -239,15 +239,16 @@ def markdown(
             + [f"{s} validation", "same layout"]
         )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    refs: list[tuple[bool, dict[str, Any]]] = [
-        (True, {**base, "info": {"run": f"baseline ({Path(base['model']).name})"}})
+    # each row with its role: the baseline (no gain of its own), the control (no gain over itself), a run
+    table: list[tuple[str, dict[str, Any]]] = [
+        ("baseline", {**base, "info": {"run": f"baseline ({Path(base['model']).name})"}})
     ]
     if control is not None:
-        refs.append(
-            (True, {**control, "info": {**control["info"], "run": f"control ({control['info']['run']})"}})
-        )
-    for is_ref, r in refs + [(False, r) for r in rows]:
-        is_base, i = r is refs[0][1], r["info"]
+        named = {**control["info"], "run": f"control ({control['info']['run']})"}
+        table.append(("control", {**control, "info": named}))
+    table += [("run", r) for r in rows]
+    for role, r in table:
+        i = r["info"]
         cells = [i["run"], *(str(i.get(k, "")) for k in ("seed", "processes", "torch_threads", "steps"))]
         cells.append(
             f"{i['minutes']:.1f}"
@@ -256,10 +257,13 @@ def markdown(
         )
         for s in suites:
             bench, b0 = r["benchmark"][s], base["benchmark"][s]
-            cells += [_f(bench["overall"]), "" if is_base else _g(bench["overall"] - b0["overall"])]
+            cells += [
+                _f(bench["overall"]),
+                "" if role == "baseline" else _g(bench["overall"] - b0["overall"]),
+            ]
             if control is not None:
                 c0 = control["benchmark"][s]["overall"]
-                cells.append("" if is_ref else _g(bench["overall"] - c0))
+                cells.append(_g(bench["overall"] - c0) if role == "run" else "")
             if watch in summary["distribution"][s]:
                 cells.append(_f(bench["categories"][watch]))
             cells.append(_f(r["validation"][s]["overall"]))
