@@ -495,7 +495,7 @@ def _plan_of(text: str) -> tuple[str, list[Box]]:
     return prompt, boxes
 
 
-def test_plan_negatives_carry_an_unfaithful_or_a_drifted_plan_beside_the_same_prompt() -> None:
+def test_plan_negatives_carry_an_unfaithful_an_overlapping_or_a_drifted_plan_beside_the_prompt() -> None:
     """Each worse plan keeps the prompt and is ranked below the scene's own by the careful key: the
     plan no longer satisfies the prompt, or two of its boxes overlap (it cannot be drawn), or one box
     has drifted part-way off its object."""

@@ -139,12 +139,12 @@ def overlap(objects: Objects, rng: random.Random, cell: int | None = None) -> Ob
         return None
     i, j = rng.sample(range(len(objects)), 2)
     o, target = objects[i], objects[j].box
-    side = o.box.x2 - o.box.x1
+    w, h = o.box.x2 - o.box.x1, o.box.y2 - o.box.y1
     for _ in range(16):
-        x1 = round(rng.uniform(target.x1 - side + GRID, target.x2 - GRID) / GRID) * GRID
-        y1 = round(rng.uniform(target.y1 - side + GRID, target.y2 - GRID) / GRID) * GRID
-        x1, y1 = min(max(x1, 0), 1000 - side), min(max(y1, 0), 1000 - side)
-        box = dataclasses.replace(o.box, x1=x1, y1=y1, x2=x1 + side, y2=y1 + side)
+        x1 = round(rng.uniform(target.x1 - w + GRID, target.x2 - GRID) / GRID) * GRID
+        y1 = round(rng.uniform(target.y1 - h + GRID, target.y2 - GRID) / GRID) * GRID
+        x1, y1 = min(max(x1, 0), 1000 - w), min(max(y1, 0), 1000 - h)
+        box = dataclasses.replace(o.box, x1=x1, y1=y1, x2=x1 + w, y2=y1 + h)
         if box_iou(box, target) > 0 and box != o.box:
             return _swap(objects, i, dataclasses.replace(o, box=box))
     return None

@@ -55,7 +55,9 @@ class ProbeConfig:
     n: int = field(default=200, metadata={"help": "Scene pairs per probe."})
     probes: list[str] = field(
         default_factory=list,
-        metadata={"help": "Probes to run (default: every near-miss edit and mirror_relation)."},
+        metadata={
+            "help": "Probes to run (default: every near-miss edit, mirror_relation and the plan probes)."
+        },
     )
     language: str = field(default="full", metadata={"help": "'geneval' or 'full': the prompts drawn."})
     seed: int = field(default=0, metadata={"help": "Seed of the scenes, their edits and their drawing."})
