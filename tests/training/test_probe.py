@@ -129,3 +129,9 @@ def test_plan_probes_change_only_the_plan(monkeypatch) -> None:
     assert reader["probes"]["plan_overlap"]["accuracy"] == 1.0
     assert reader["probes"]["plan_unfaithful"]["accuracy"] == 1.0
     assert reader["probes"]["plan_drift"]["accuracy"] == 0.5
+
+
+def test_plan_probes_are_the_kinds_of_worse_plan() -> None:
+    from training.reward_model.near_miss import PLAN_MISSES
+
+    assert tuple(f"plan_{k}" for k in PLAN_MISSES) == probe.PLAN_PROBES

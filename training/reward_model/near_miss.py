@@ -150,6 +150,20 @@ def overlap(objects: Objects, rng: random.Random, cell: int | None = None) -> Ob
     return None
 
 
+PLAN_MISSES = ("unfaithful", "overlap", "drift")
+"""The kinds of worse plan for a scene drawn as it is (:func:`worse_plan`)."""
+
+
+def worse_plan(kind: str, scene: Scene, rng: random.Random, cell: int | None = None) -> Objects | None:
+    """``scene``'s objects with the plan made worse in one way of ``PLAN_MISSES``, for the same
+    image: ``unfaithful`` — a near miss (:func:`near_miss`: wrong for the prompt); ``overlap`` — one
+    box moved onto another (:func:`overlap`); ``drift`` — one box part-way off its object
+    (:func:`drift`). None when the edit could not be made."""
+    if kind == "unfaithful":
+        return near_miss(scene, rng, cell)
+    return {"overlap": overlap, "drift": drift}[kind](scene.objects, rng, cell)
+
+
 def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Objects:
     """Every object nudged and rescaled a little (each box's IoU with its own at least ``min_iou``),
     where it stays inside the canvas and clear of the others; an object that cannot be nudged so

@@ -346,10 +346,6 @@ def plan_near_miss(scene: Any, rng: random.Random, cell: int | None) -> tuple[An
     return {"image": (edited, scene.boxes), "plan": (scene.objects, boxes), "both": (edited, boxes)}[kind]
 
 
-PLAN_TEXT_MISSES = ("unfaithful", "overlap", "drift")
-"""The kinds of worse plan a ``--plan_negatives`` caption carries, drawn with equal chance."""
-
-
 def plan_negative(scene: Any, rng: random.Random, cell: int | None) -> str | None:
     """``scene``'s prompt with a plan the careful annotator ranks below its own boxes, beside the
     image of ``scene``: ``unfaithful`` — the boxes of a near miss (``near_miss.near_miss``: wrong for
@@ -359,11 +355,9 @@ def plan_negative(scene: Any, rng: random.Random, cell: int | None) -> str | Non
     shifted part-way off its object (``near_miss.drift``: IoU 0.25 to 0.75 with it), so the plan no
     longer lies on what the image draws. None when the edit could not be made (``overlap`` needs
     two objects)."""
-    from .near_miss import drift, near_miss, overlap
+    from .near_miss import PLAN_MISSES, worse_plan
 
-    kind = rng.choice(PLAN_TEXT_MISSES)
-    edit = {"overlap": overlap, "drift": drift}.get(kind)
-    edited = near_miss(scene, rng, cell) if edit is None else edit(scene.objects, rng, cell)
+    edited = worse_plan(rng.choice(PLAN_MISSES), scene, rng, cell)  # each kind at equal chance
     return None if edited is None else reward_text(scene.prompt, tuple(o.box for o in edited), "prompt_plan")
 
 

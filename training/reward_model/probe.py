@@ -41,7 +41,8 @@ from reasongen.shapes.compose import RELATION_CATEGORIES
 PROBE_CATEGORIES = {"mirror_relation": RELATION_CATEGORIES}
 """Categories a probe draws from when not the whole language (a relation needs a relation prompt)."""
 PLAN_PROBES = ("plan_unfaithful", "plan_overlap", "plan_drift")
-"""Probes whose edit is the plan alone, the image kept (``pretrain.plan_negative``'s kinds)."""
+"""Probes whose edit is the plan alone, the image kept: ``plan_<kind>`` for each kind of
+``near_miss.PLAN_MISSES`` (``near_miss.worse_plan``)."""
 
 
 @dataclass
@@ -93,7 +94,7 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
     from reasongen.shapes.codes import CELL
     from reasongen.shapes.write_prompts import LANGUAGES
 
-    from .near_miss import EDITS, drift, mirror_relation, near_miss, overlap, satisfies
+    from .near_miss import EDITS, mirror_relation, satisfies, worse_plan
 
     categories = PROBE_CATEGORIES.get(name, LANGUAGES[language])
     rng = random.Random(f"probe {name} {seed}")
@@ -103,10 +104,8 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
         scene = sample_scene(rng.choice(categories), rng, cell)
         if name == "mirror_relation":
             edited = mirror_relation(scene)
-        elif name == "plan_unfaithful":
-            edited = near_miss(scene, rng, cell)
         elif name in PLAN_PROBES:
-            edited = {"plan_overlap": overlap, "plan_drift": drift}[name](scene.objects, rng, cell)
+            edited = worse_plan(name.removeprefix("plan_"), scene, rng, cell)
         else:
             edited = EDITS[name](scene.objects, rng, cell)
             edited = None if edited is None or satisfies(scene.metadata, edited) else edited
