@@ -8,10 +8,15 @@ from dataclasses import dataclass
 
 import pytest
 
+import training.reward_model.model  # noqa: F401 (see below)
 from reasongen.shapes.geneval import check_image
 from reasongen.shapes.parse import parse_prompt
 from training.reward_model import probe
 from training.reward_model.near_miss import satisfies
+
+# training.reward_model.model binds reasongen.rewards.learned.load_scorer when first imported
+# (run_probe imports it through pretrain): importing it here, before any test patches
+# load_scorer, keeps a stand-in scorer from leaking into later tests that load a real folder.
 
 
 def test_probe_pairs_are_wrong_for_their_prompt_and_reproducible() -> None:
@@ -92,14 +97,12 @@ class _PlanReader(_Scorer):
     text_mode: str = "prompt_plan"
 
     def score(self, images, prompts):
+        from reasongen.rewards.learned import plan_of_text
         from reasongen.shapes.geneval import plan_faithfulness
-        from reasongen.types import Box
 
         out = []
         for text in prompts:
-            prompt, words = text.split(". plan: ")
-            items = [] if words == "none" else words.split("; ")
-            boxes = [Box(" ".join(w.split()[:-4]), *map(int, w.split()[-4:])) for w in items]
+            prompt, boxes = plan_of_text(text)
             out.append(float(plan_faithfulness(boxes, parse_prompt(prompt)).correct))
         return out
 
