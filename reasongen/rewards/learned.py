@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..types import Sample
+from ..types import Box, Sample
 from .base import ModelReward, ModelRewardConfig, RewardModelUnavailable, RewardOutput, batched, image_of
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "models" / "shapes-reward"
@@ -60,6 +60,8 @@ TRAIN_HINT = (
 
 TEXT_MODES = ("prompt", "prompt_plan")
 """What the scorer's text side reads: the prompt, or the prompt and the plan's boxes."""
+PLAN_SEPARATOR = ". plan: "
+"""Between the prompt and the plan's words in a ``prompt_plan`` text (:func:`reward_text`)."""
 IMAGE_MODES = ("image", "image_plan", "outlined_plan")
 """What the scorer's image side sees (:func:`model_picture`): the image; the image with its plan
 drawn beside it (:func:`beside_plan`); or that with the plan's boxes outlined on the image as well
@@ -130,7 +132,30 @@ def reward_text(prompt: str, boxes: Sequence[Any], mode: str = "prompt") -> str:
     if mode != "prompt_plan":
         raise ValueError(f"text mode must be one of {', '.join(TEXT_MODES)}, got {mode!r}")
     words = "; ".join(f"{b.label} {b.x1} {b.y1} {b.x2} {b.y2}" for b in boxes)
-    return f"{prompt}. plan: {words or 'none'}"
+    return f"{prompt}{PLAN_SEPARATOR}{words or 'none'}"
+
+
+def plan_of_text(text: str) -> tuple[str, list[Box]]:
+    """The prompt and plan boxes of a ``prompt_plan`` text: :func:`reward_text`'s inverse
+    (``plan_of_text(reward_text(p, boxes, "prompt_plan")) == (p, list(boxes))``). ``ValueError``
+    naming the text when it is not of that form (no ``". plan: "``, or an item that is not a
+    label and four integers)."""
+    prompt, sep, words = text.rpartition(PLAN_SEPARATOR)
+    if not sep:
+        raise ValueError(f"not a prompt_plan text (no {PLAN_SEPARATOR!r}): {text[:200]!r}")
+    if words == "none":
+        return prompt, []
+    boxes = []
+    for item in words.split("; "):
+        parts = item.split()
+        try:
+            if len(parts) < 5:
+                raise ValueError
+            boxes.append(Box(" ".join(parts[:-4]), *(int(v) for v in parts[-4:])))
+        except ValueError:
+            msg = f"plan item {item!r} is not a label and four integers in {text[:200]!r}"
+            raise ValueError(msg) from None
+    return prompt, boxes
 
 
 def _mode_of(config: dict[str, Any], side: str, modes: tuple[str, ...]) -> str:

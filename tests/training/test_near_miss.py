@@ -122,6 +122,7 @@ def test_resuming_with_other_hard_negatives_is_refused(tmp_path) -> None:
 
 
 def test_with_a_plan_a_moved_object_is_a_near_miss_and_captions_carry_the_plan() -> None:
+    from reasongen.rewards.learned import plan_of_text
     from training.reward_model.near_miss import PLAN_EDITS, follows_plan
     from training.reward_model.pretrain import PretrainConfig, caption_batch
 
@@ -138,8 +139,8 @@ def test_with_a_plan_a_moved_object_is_a_near_miss_and_captions_carry_the_plan()
     base = dict(arch="tiny", steps=2, batch=4, holdout_benchmark=0, language="full", device="cpu")
     _, prompts, _ = caption_batch(0, PretrainConfig(out="x", **base), set())
     _, captions, _ = caption_batch(0, PretrainConfig(out="x", text="prompt_plan", **base), set())
-    assert [c.split(". plan: ")[0] for c in captions] == prompts
-    assert all(". plan: " in c and c.count(";") == c.split(". plan: ")[1].count(";") for c in captions)
+    read = [plan_of_text(c) for c in captions]  # each caption is its prompt and a non-empty plan
+    assert [prompt for prompt, _ in read] == prompts and all(boxes for _, boxes in read)
     with pytest.raises(ValueError, match="--text"):
         PretrainConfig(out="x", text="plan", **base)
 
@@ -485,22 +486,12 @@ def test_pretraining_with_relation_swap_runs_and_is_kept_on_resume(tmp_path) -> 
         pretrain(PretrainConfig(out=str(out), steps=2, resume=True, **base), log=lambda m: None)
 
 
-def _plan_of(text: str) -> tuple[str, list[Box]]:
-    """The prompt and plan boxes of a ``prompt_plan`` caption (``reward_text``'s words)."""
-    prompt, words = text.split(". plan: ")
-    boxes = []
-    for item in words.split("; "):
-        *label, x1, y1, x2, y2 = item.split()
-        boxes.append(Box(" ".join(label), int(x1), int(y1), int(x2), int(y2)))
-    return prompt, boxes
-
-
 def test_plan_negatives_carry_an_unfaithful_an_overlapping_or_a_drifted_plan_beside_the_prompt() -> None:
     """Each worse plan keeps the prompt and is ranked below the scene's own by the careful key: the
     plan no longer satisfies the prompt, or two of its boxes overlap (it cannot be drawn), or one box
     has drifted part-way off its object."""
     from reasongen.plans import box_iou
-    from reasongen.rewards.learned import reward_text
+    from reasongen.rewards.learned import plan_of_text, reward_text
     from reasongen.shapes.geneval import overlapping_boxes, plan_faithfulness
     from training.reward_model.pretrain import PretrainConfig, batch_scenes, caption_batch, negative_texts
 
@@ -512,7 +503,7 @@ def test_plan_negatives_carry_an_unfaithful_an_overlapping_or_a_drifted_plan_bes
     assert len(texts) >= 24 and not set(texts) & set(captions)  # most scenes bring one; none is a caption
     kinds = Counter()
     for text in texts:
-        prompt, boxes = _plan_of(text)
+        prompt, boxes = plan_of_text(text)
         scene = scenes[prompt]
         assert plan_faithfulness(scene.boxes, scene.metadata).correct  # the scene's own plan is right
         if overlapping_boxes(boxes):
@@ -525,7 +516,7 @@ def test_plan_negatives_carry_an_unfaithful_an_overlapping_or_a_drifted_plan_bes
         assert len(moved) == 1 and 0.25 <= moved[0] <= 0.75, text
         kinds["drift"] += 1
     assert min(kinds["unfaithful"], kinds["overlap"], kinds["drift"]) >= 4, kinds
-    first = scenes[_plan_of(captions[0])[0]]
+    first = scenes[plan_of_text(captions[0])[0]]
     assert reward_text(first.prompt, first.boxes, "prompt_plan") == captions[0]
     # off: no extra texts; the images of a step never depend on the option
     plain = PretrainConfig(**base)

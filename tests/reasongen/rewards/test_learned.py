@@ -174,6 +174,25 @@ def test_reward_text_modes() -> None:
         reward_text("x", (), "cot")
 
 
+def test_plan_of_text_reads_back_what_reward_text_writes_and_refuses_other_text() -> None:
+    from reasongen.rewards.learned import plan_of_text, reward_text
+    from reasongen.types import Box
+
+    boxes = [Box("red circle", 125, 750, 375, 1000), Box("large black diamond", 625, 0, 1000, 375)]
+    prompt = "a red circle left of a large black diamond"
+    assert plan_of_text(reward_text(prompt, boxes, "prompt_plan")) == (prompt, boxes)
+    assert plan_of_text(reward_text(prompt, [], "prompt_plan")) == (prompt, [])
+    for bad, match in [
+        ("a red circle", "not a prompt_plan text"),
+        ("a red circle. plan: red circle 1 2 3", "not a label and four integers"),
+        ("a red circle. plan: 1 2 3 4", "not a label and four integers"),
+        ("a red circle. plan: red circle 1 2 3 x", "not a label and four integers"),
+        ("a red circle. plan: red circle 1 2 3 4; ", "not a label and four integers"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            plan_of_text(bad)
+
+
 def test_a_prompt_plan_model_reads_the_sample_plan(tmp_path, sample_factory, images) -> None:
     from reasongen.types import Box, Plan
 
