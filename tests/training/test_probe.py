@@ -135,6 +135,8 @@ def test_plan_probes_change_only_the_plan(monkeypatch) -> None:
 
 
 def test_plan_probes_are_the_kinds_of_worse_plan() -> None:
-    from training.reward_model.near_miss import PLAN_MISSES
+    """The names users pass to ``--probes``, one for each kind of worse plan."""
+    from training.reward_model.near_miss import WORSE_PLANS
 
-    assert tuple(f"plan_{k}" for k in PLAN_MISSES) == probe.PLAN_PROBES
+    assert probe.PLAN_PROBES == ("plan_unfaithful", "plan_overlap", "plan_drift")
+    assert WORSE_PLANS == ("unfaithful", "overlap", "drift")

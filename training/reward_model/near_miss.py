@@ -150,12 +150,13 @@ def overlap(objects: Objects, rng: random.Random, cell: int | None = None) -> Ob
     return None
 
 
-PLAN_MISSES = ("unfaithful", "overlap", "drift")
-"""The kinds of worse plan for a scene drawn as it is (:func:`worse_plan`)."""
+WORSE_PLANS = ("unfaithful", "overlap", "drift")
+"""The kinds of worse plan for a scene drawn as it is (:func:`worse_plan`); not
+``pretrain.PLAN_MISSES``, the kinds of image–plan near miss, where the drawing may change too."""
 
 
 def worse_plan(kind: str, scene: Scene, rng: random.Random, cell: int | None = None) -> Objects | None:
-    """``scene``'s objects with the plan made worse in one way of ``PLAN_MISSES``, for the same
+    """``scene``'s objects with the plan made worse in one way of ``WORSE_PLANS``, for the same
     image: ``unfaithful`` — a near miss (:func:`near_miss`: wrong for the prompt); ``overlap`` — one
     box moved onto another (:func:`overlap`); ``drift`` — one box part-way off its object
     (:func:`drift`). None when the edit could not be made."""

@@ -355,9 +355,9 @@ def plan_negative(scene: Any, rng: random.Random, cell: int | None) -> str | Non
     shifted part-way off its object (``near_miss.drift``: IoU 0.25 to 0.75 with it), so the plan no
     longer lies on what the image draws. None when the edit could not be made (``overlap`` needs
     two objects)."""
-    from .near_miss import PLAN_MISSES, worse_plan
+    from .near_miss import WORSE_PLANS, worse_plan
 
-    edited = worse_plan(rng.choice(PLAN_MISSES), scene, rng, cell)  # each kind at equal chance
+    edited = worse_plan(rng.choice(WORSE_PLANS), scene, rng, cell)  # each kind at equal chance
     return None if edited is None else reward_text(scene.prompt, tuple(o.box for o in edited), "prompt_plan")
 
 

@@ -38,11 +38,13 @@ from typing import Any
 from reasongen.config import parse_config
 from reasongen.shapes.compose import RELATION_CATEGORIES
 
+from .near_miss import WORSE_PLANS
+
 PROBE_CATEGORIES = {"mirror_relation": RELATION_CATEGORIES}
 """Categories a probe draws from when not the whole language (a relation needs a relation prompt)."""
-PLAN_PROBES = ("plan_unfaithful", "plan_overlap", "plan_drift")
-"""Probes whose edit is the plan alone, the image kept: ``plan_<kind>`` for each kind of
-``near_miss.PLAN_MISSES`` (``near_miss.worse_plan``)."""
+PLAN_PROBES = tuple(f"plan_{kind}" for kind in WORSE_PLANS)
+"""Probes whose edit is the plan alone, the image kept: ``plan_unfaithful``, ``plan_overlap`` and
+``plan_drift``, one for each kind of ``near_miss.WORSE_PLANS`` (``near_miss.worse_plan``)."""
 
 
 @dataclass
