@@ -565,3 +565,41 @@ def test_the_gpu_sized_scorer_trains_a_step_and_scores_through_the_registry(tmp_
     sample.plan = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
     (score,) = reward.score([sample], [None]).scores
     assert math.isfinite(score)
+
+
+def test_the_convolutional_scorer_trains_and_scores_plan_pictures_through_the_registry(tmp_path) -> None:
+    """``--arch shapes-conv`` (a timm convolutional image tower in open_clip): pre-training steps
+    beside the plan change the image tower's weights and write a folder that open_clip reloads
+    with the same weights; its ``learned`` reward scores a planned sample, and a picture whose
+    object leaves its ring scores differently from the faithful one."""
+    from safetensors.torch import load_file
+
+    from reasongen.types import Box, Plan
+    from training.reward_model.model import CONFIGS, SHAPES_CONFIG, scorer_from_config
+    from training.reward_model.pretrain import PretrainConfig, pretrain
+
+    vision = CONFIGS["shapes-conv"]["model_cfg"]["vision_cfg"]
+    assert vision["timm_model_name"] and "patch_size" not in vision
+    assert SHAPES_CONFIG["model_cfg"]["vision_cfg"]["patch_size"] == 8  # built from a copy
+    out = tmp_path / "conv"
+    cfg = PretrainConfig(out=str(out), arch="shapes-conv", steps=2, batch=4, warmup_steps=1, seed=3,
+                         image="outlined_plan", hard_negatives=1.0, language="full", device="cpu",
+                         log_every=0)  # fmt: skip
+    pretrain(cfg, log=lambda m: None)
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert saved["model_cfg"]["vision_cfg"]["image_size"] == [64, 128]
+    start = scorer_from_config(saved, seed=3).model.state_dict()  # the same seeded init
+    trained = load_file(out / "open_clip_model.safetensors")
+    conv = [k for k, w in trained.items() if k.startswith("visual.trunk.") and w.ndim == 4]  # kernels
+    assert conv and any(not torch.equal(trained[k], start[k]) for k in conv)
+
+    reward = get_reward("learned", model=str(out), device="cpu")
+    (scorer,) = reward.bundle
+    assert scorer.image_mode == "outlined_plan"
+    assert all(torch.equal(v, trained[k]) for k, v in scorer.model.state_dict().items() if k in trained)
+    faithful = _sample("a red square", _image("red", 0), 0)
+    faithful.plan = Plan(boxes=(Box("red square", 0, 0, 500, 500),))
+    moved = _sample("a red square", _image("red", 0), 1)
+    moved.plan = Plan(boxes=(Box("red square", 500, 500, 1000, 1000),))
+    scores = reward.score([faithful, moved], [None, None]).scores
+    assert all(math.isfinite(s) for s in scores) and scores[0] != scores[1]
