@@ -579,3 +579,51 @@ def test_overlap_moves_one_box_onto_another_inside_the_canvas() -> None:
     meta = {"tag": "two_object", "include": [{"class": "circle", "count": 1}, {"class": "star", "count": 1}]}
     assert plan_faithfulness([x.box for x in SCENE], meta).correct
     assert not plan_faithfulness([x.box for x in overlap(SCENE, random.Random(1), CELL)], meta).correct
+
+
+def test_loosen_moves_every_object_into_the_band_and_keeps_what_it_is() -> None:
+    from reasongen.plans import box_iou
+    from training.reward_model.near_miss import ALIGN_IOU, loosen
+
+    rng = random.Random(4)
+    lo, hi = ALIGN_IOU
+    for _ in range(20):
+        loose = loosen(SCENE, rng)
+        assert loose is not None and len(loose) == len(SCENE)
+        ious = [box_iou(a.box, b.box) for a, b in zip(SCENE, loose, strict=True)]
+        assert all(lo <= v <= hi for v in ious if v < 1.0) and sum(ious) / len(ious) <= hi
+        for before, after in zip(SCENE, loose, strict=True):
+            assert (before.shape, before.color, before.size, before.box.label) == (
+                after.shape, after.color, after.size, after.box.label)  # fmt: skip
+            assert min(after.box.x1, after.box.y1) >= 0 and max(after.box.x2, after.box.y2) <= 1000
+        assert box_iou(loose[0].box, loose[1].box) == 0
+    assert loosen((), rng) is None
+    with pytest.raises(ValueError, match="band"):
+        loosen(SCENE, rng, band=(0.9, 0.5))
+
+
+def test_align_negatives_pair_a_drawing_on_its_boxes_with_one_a_pixel_or_two_off_them() -> None:
+    """--align_negatives 1: every caption's positive is drawn on its plan and its near miss is the
+    same objects drawn off it; the detector's plan-image IoU, the careful annotator's key, puts the
+    positive above its near miss, and the plan half of the two pictures is the same."""
+    from reasongen.shapes.detect import detect
+    from reasongen.shapes.geneval import plan_image_iou
+    from training.reward_model.pretrain import PretrainConfig, batch_scenes, caption_batch
+
+    cfg = PretrainConfig(out="x", arch="tiny", batch=8, holdout_benchmark=0, image="image_plan",
+                         hard_negatives=1.0, align_negatives=1.0, language="full", seed=2)  # fmt: skip
+    images, captions, negatives = caption_batch(5, cfg, set())
+    scenes = [s for s, _ in batch_scenes(5, cfg.seed, cfg.categories, cfg.batch, set())]
+    assert len(images) == len(captions) == len(negatives) == 8
+    better = 0
+    for scene, pos, neg in zip(scenes, images, negatives, strict=True):
+        w, h = pos.size
+        assert pos.crop((w // 2, 0, w, h)).tobytes() == neg.crop((w // 2, 0, w, h)).tobytes()
+        tight, _ = plan_image_iou(scene.boxes, detect(pos.crop((0, 0, w // 2, h))))
+        loose, _ = plan_image_iou(scene.boxes, detect(neg.crop((0, 0, w // 2, h))))
+        better += round(tight, 1) > round(loose, 1)
+    assert better >= 7  # the detector misreads a blurred edge now and then
+    with pytest.raises(ValueError, match="--align_negatives needs --image"):
+        PretrainConfig(out="x", align_negatives=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        PretrainConfig(out="x", image="outlined_plan", align_negatives=1.5)

@@ -184,6 +184,42 @@ def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Object
     return tuple(out)
 
 
+ALIGN_IOU = (0.6, 0.92)
+"""The band of plan–image IoU :func:`loosen` draws in: what the careful annotator, who rounds IoU
+to 0.1, ranks below a drawing on its boxes (1.0) — the panel's IoU pairs are mostly 1.0 against
+0.9, 0.8 or 0.7, a pixel or two at 64 px, inside :func:`jitter`'s band (IoU >= 0.8)."""
+
+
+def loosen(
+    objects: Objects, rng: random.Random, band: tuple[float, float] = ALIGN_IOU, tries: int = 12
+) -> Objects | None:
+    """Every object nudged and rescaled so that its box's IoU with its own falls inside ``band``,
+    where it stays inside the canvas and clear of the others (one that cannot be stays put): the
+    scene drawn *loosely* on its plan, each object a pixel or two off its box. None when the mean
+    IoU is still above ``band`` (nothing could move). The objects and their labels are unchanged,
+    so a prompt the planned scene satisfies may still hold: a near miss of alignment alone."""
+    lo, hi = band
+    if not 0.0 < lo < hi < 1.0:
+        raise ValueError(f"band must satisfy 0 < lo < hi < 1, got {band}")
+    out, ious = list(objects), []
+    for i, o in enumerate(objects):
+        b, side = o.box, o.box.x2 - o.box.x1
+        iou = 1.0
+        for _ in range(tries):
+            reach = rng.uniform(0.03, 0.14)  # a spread of offsets, so the band is filled evenly
+            grow = round(rng.uniform(-reach, reach) * side)
+            dx, dy = (round(rng.uniform(-reach, reach) * side) for _ in range(2))
+            box = dataclasses.replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx + grow, y2=b.y2 + dy + grow)
+            rest = [x.box for j, x in enumerate(out) if j != i]
+            if lo <= box_iou(box, b) <= hi and _fits(box, rest):
+                out[i], iou = dataclasses.replace(o, box=box), box_iou(box, b)
+                break
+        ious.append(iou)
+    if not ious or sum(ious) / len(ious) > hi:
+        return None
+    return tuple(out)
+
+
 def mirror(objects: Objects, rng: random.Random, cell: int | None = None) -> Objects | None:
     """The layout mirrored left–right or top–bottom (relations and positions flip; the grid is kept)."""
     if not objects:
