@@ -122,7 +122,7 @@ def test_plan_probes_change_only_the_plan(monkeypatch) -> None:
     for _, objects, plan in probe.probe_pairs("plan_drift", 20, "full", 0):
         moved = [box_iou(a.box, b.box) for a, b in zip(objects, plan, strict=True) if a != b]
         assert len(moved) == 1 and 0.25 <= moved[0] <= 0.75
-    assert probe.probe_names()[-3:] == list(probe.PLAN_PROBES)
+    assert probe.probe_names()[-4:] == [*probe.PLAN_PROBES, probe.LOOSE_PROBE]
     names = list(probe.PLAN_PROBES)
     monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _Scorer(knows=True))
     blind = probe.run_probe(probe.ProbeConfig(model=["knows"], n=12, probes=names), log=lambda m: None)
@@ -140,3 +140,44 @@ def test_plan_probes_are_the_kinds_of_worse_plan() -> None:
 
     assert probe.PLAN_PROBES == ("plan_unfaithful", "plan_overlap", "plan_drift")
     assert WORSE_PLANS == ("unfaithful", "overlap", "drift")
+
+
+@dataclass
+class _IoUReader:
+    """A stand-in that reads the plan from its text and scores the detector's plan-image IoU."""
+
+    text_mode: str = "prompt_plan"
+    image_mode: str = "image"
+
+    def score(self, images, texts):
+        from reasongen.rewards.learned import plan_of_text
+        from reasongen.shapes.detect import detect
+        from reasongen.shapes.geneval import plan_image_iou
+
+        return [
+            plan_image_iou(plan_of_text(t)[1], detect(im))[0] for im, t in zip(images, texts, strict=True)
+        ]
+
+
+def test_the_loose_probe_draws_the_same_objects_off_their_boxes_beside_the_same_plan(monkeypatch) -> None:
+    """``plan_loose``: the edit keeps every object and moves it into the loose band; the pictures
+    carry the scene's own plan, so a scorer of plan-image IoU ranks the drawing on its boxes first."""
+    from reasongen.plans import box_iou
+    from training.reward_model.near_miss import ALIGN_IOU
+
+    pairs = probe.probe_pairs(probe.LOOSE_PROBE, 20, "full", 0)
+    assert pairs == probe.probe_pairs(probe.LOOSE_PROBE, 20, "full", 0)
+    for _, objects, loose in pairs:
+        assert [(o.shape, o.color, o.size) for o in objects] == [(o.shape, o.color, o.size) for o in loose]
+        ious = [box_iou(a.box, b.box) for a, b in zip(objects, loose, strict=True)]
+        assert sum(ious) / len(ious) <= ALIGN_IOU[1]
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _IoUReader())
+    report = probe.run_probe(
+        probe.ProbeConfig(model=["iou"], n=16, probes=[probe.LOOSE_PROBE]), log=lambda m: None
+    )
+    assert report["probes"][probe.LOOSE_PROBE]["accuracy"] >= 0.9
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _Scorer(knows=False))
+    blind = probe.run_probe(
+        probe.ProbeConfig(model=["b"], n=8, probes=[probe.LOOSE_PROBE]), log=lambda m: None
+    )
+    assert blind["probes"][probe.LOOSE_PROBE]["accuracy"] == 0.5

@@ -17,6 +17,9 @@ scene, shown once beside its own boxes and once beside a worse plan — ``plan_u
 miss's boxes: wrong for the prompt), ``plan_overlap`` (two boxes overlapping: not drawable, the
 commonest failure of the shapes models' plans) or ``plan_drift`` (one box part-way off its
 object). Only the plan differs, so a scorer that does not read it scores exactly 0.5.
+``plan_loose`` asks the panel's IoU question: the scene drawn on its boxes (blurred, not nudged)
+against the same objects drawn a pixel or two off them (``near_miss.loosen``, IoU 0.6–0.92), both
+beside the scene's own plan.
 
 On the human-loop scorers this found what rankings never showed: every one of them, whatever its
 data, orders a left/right scene against its mirror at chance, while a recoloured object is caught
@@ -45,6 +48,9 @@ PROBE_CATEGORIES = {"mirror_relation": RELATION_CATEGORIES}
 PLAN_PROBES = tuple(f"plan_{kind}" for kind in WORSE_PLANS)
 """Probes whose edit is the plan alone, the image kept: ``plan_unfaithful``, ``plan_overlap`` and
 ``plan_drift``, one for each kind of ``near_miss.WORSE_PLANS`` (``near_miss.worse_plan``)."""
+LOOSE_PROBE = "plan_loose"
+"""The probe whose edit is where the objects are drawn, the plan kept: on its boxes against a pixel
+or two off them (``near_miss.loosen``), the pairs the careful annotator's IoU key orders."""
 
 
 @dataclass
@@ -85,18 +91,18 @@ def probe_names() -> list[str]:
     """Every probe: the near-miss edits, ``mirror_relation``, then the plan probes."""
     from .near_miss import EDITS
 
-    return [*sorted(EDITS), "mirror_relation", *PLAN_PROBES]
+    return [*sorted(EDITS), "mirror_relation", *PLAN_PROBES, LOOSE_PROBE]
 
 
 def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, Any, Any]]:
     """``n`` (prompt, scene objects, edited objects) triples for probe ``name``, the edit wrong for
-    the prompt by the world's rules (for the plan probes: the worse plan, as objects); a function of
-    the arguments only."""
+    the prompt by the world's rules (for the plan probes: the worse plan, as objects; for
+    ``plan_loose``: the objects drawn off their boxes); a function of the arguments only."""
     from reasongen.shapes import sample_scene
     from reasongen.shapes.codes import CELL
     from reasongen.shapes.write_prompts import LANGUAGES
 
-    from .near_miss import EDITS, mirror_relation, satisfies, worse_plan
+    from .near_miss import EDITS, loosen, mirror_relation, satisfies, worse_plan
 
     categories = PROBE_CATEGORIES.get(name, LANGUAGES[language])
     rng = random.Random(f"probe {name} {seed}")
@@ -108,6 +114,8 @@ def probe_pairs(name: str, n: int, language: str, seed: int) -> list[tuple[str, 
             edited = mirror_relation(scene)
         elif name in PLAN_PROBES:
             edited = worse_plan(name.removeprefix("plan_"), scene, rng, cell)
+        elif name == LOOSE_PROBE:
+            edited = loosen(scene.objects, rng)
         else:
             edited = EDITS[name](scene.objects, rng, cell)
             edited = None if edited is None or satisfies(scene.metadata, edited) else edited
@@ -141,7 +149,7 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
     from reasongen.rewards.learned import load_scorer
     from reasongen.shapes.parse import parse_prompt
 
-    from .pretrain import drawn
+    from .pretrain import blurred, drawn
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     scorers = [load_scorer(m) for m in cfg.model]
@@ -156,6 +164,9 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
             scenes = [(p, o, drawn(o, rng, parse_prompt(p))) for p, o, _ in chunk]
             if name in PLAN_PROBES:  # the same drawing beside the worse plan
                 edits = [(p, e, im) for (p, _, e), (_, _, im) in zip(chunk, scenes, strict=True)]
+            elif name == LOOSE_PROBE:  # on its boxes, or off them, beside the same plan
+                scenes = [(p, o, blurred(o, rng)) for p, o, _ in chunk]
+                edits = [(p, o, blurred(e, rng)) for p, o, e in chunk]
             else:
                 edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
             diff = [0.0] * len(chunk)  # ensemble mean of score(scene) - score(edit), up to 1 / members
