@@ -76,7 +76,9 @@ class NudgePair:
 def nudge(boxes: Sequence[Any], rng: random.Random, px: float, max_px: int) -> tuple[Any, ...] | None:
     """``boxes`` with one (at random) moved by 1..``max_px`` pixels across and -max_px..max_px
     down, ``px`` GoT units a pixel (rounded to whole units, as plans are written); None when the
-    move leaves the canvas."""
+    move leaves the canvas (or there is no box)."""
+    if not boxes:
+        return None
     i = rng.randrange(len(boxes))
     dx = rng.choice([s * k for k in range(1, max_px + 1) for s in (-1, 1)])
     dy = rng.randint(-max_px, max_px)

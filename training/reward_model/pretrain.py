@@ -259,8 +259,9 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     image_plan or outlined_plan every picture is a scene beside its plan (``model_picture``;
     :func:`plan_near_miss` for the misses). With ``relation_mirror``, a relation caption's near
     miss is, at that chance, its scene mirrored (plan and image alike). With ``align_negatives``, a
-    caption is at that chance drawn tight on its plan, its near miss loosely (``near_miss.loosen``),
-    from a stream of its own, so that the other pairs do not depend on it."""
+    caption is at that chance drawn tight on its plan, its near miss loosely (``near_miss.loosen``;
+    the choice and the drawings from a stream of their own); the scenes and captions stay those of
+    P = 0, the other pairs' drawings and near misses do not."""
     from reasongen.shapes import render_objects, render_scene
 
     from .near_miss import loosen, mirror_relation, near_miss

@@ -88,7 +88,7 @@ class ProbeConfig:
 
 
 def probe_names() -> list[str]:
-    """Every probe: the near-miss edits, ``mirror_relation``, then the plan probes."""
+    """Every probe: the near-miss edits, ``mirror_relation``, the plan probes, then ``plan_loose``."""
     from .near_miss import EDITS
 
     return [*sorted(EDITS), "mirror_relation", *PLAN_PROBES, LOOSE_PROBE]
@@ -161,14 +161,15 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
             chunk = pairs[k : k + cfg.batch_size]
             # drawn once, as a model draws (nudged, blurred), and shown to every member
             rng = random.Random(f"drawn {name} {cfg.seed} {k}")
-            scenes = [(p, o, drawn(o, rng, parse_prompt(p))) for p, o, _ in chunk]
-            if name in PLAN_PROBES:  # the same drawing beside the worse plan
-                edits = [(p, e, im) for (p, _, e), (_, _, im) in zip(chunk, scenes, strict=True)]
-            elif name == LOOSE_PROBE:  # on its boxes, or off them, beside the same plan
+            if name == LOOSE_PROBE:  # on its boxes, or off them, beside the same plan
                 scenes = [(p, o, blurred(o, rng)) for p, o, _ in chunk]
                 edits = [(p, o, blurred(e, rng)) for p, o, e in chunk]
             else:
-                edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
+                scenes = [(p, o, drawn(o, rng, parse_prompt(p))) for p, o, _ in chunk]
+                if name in PLAN_PROBES:  # the same drawing beside the worse plan
+                    edits = [(p, e, im) for (p, _, e), (_, _, im) in zip(chunk, scenes, strict=True)]
+                else:
+                    edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
             diff = [0.0] * len(chunk)  # ensemble mean of score(scene) - score(edit), up to 1 / members
             for scorer in scorers:
                 good, bad = _scores(scorer, scenes), _scores(scorer, edits)
