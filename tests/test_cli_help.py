@@ -16,7 +16,8 @@ ENTRY_POINTS = [
     ["annotation", "export"], ["annotation", "plan"], ["annotation", "study"],
     ["reasongen.eval", "shapes"], ["reasongen.rewards"],
     ["training.grpo"], ["training.sft"], ["training.human"], ["training.reward_model"],
-    ["training.reward_model.pretrain"], ["training.reward_model.probe"], ["training.shapes.pretrain"],
+    ["training.reward_model.pretrain"], ["training.reward_model.probe"],
+    ["training.reward_model.candidate_probe"], ["training.shapes.pretrain"],
     ["training.grpo_card"],
     ["training.shapes.card"], ["training.recipe_runs"], ["training.ptx_dump"],
 ]  # fmt: skip

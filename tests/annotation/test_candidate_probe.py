@@ -80,7 +80,7 @@ def test_a_scorer_of_plan_image_iou_scores_one_and_a_blind_one_half(
     assert both["accuracy"] == 1.0
 
 
-def test_settings_are_checked_and_a_study_without_pairs_is_refused(store) -> None:
+def test_settings_are_checked_and_a_study_without_pairs_is_refused(store, monkeypatch) -> None:
     for kwargs, msg in [
         ({"model": ["m"]}, "--study is required"),
         ({"study": "s"}, "--model is required"),
@@ -91,5 +91,6 @@ def test_settings_are_checked_and_a_study_without_pairs_is_refused(store) -> Non
             cp.CandidateProbeConfig(**kwargs)
     st = store.create_study("empty", group_size=4, rankings_per_task=1)
     store.add_prompts(st.id, [{"prompt": "a red circle", "metadata": None}])
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _Blind())
     with pytest.raises(ValueError, match="no right candidate"):
         cp.run(cp.CandidateProbeConfig(study=str(st.id), model=["m"]), store=store, log=lambda m: None)

@@ -151,13 +151,13 @@ def run(cfg: CandidateProbeConfig, store: Any = None, log: Any = None) -> dict[s
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store or Store(cfg.db or None, data_dir=cfg.data_dir)
     study = store.find_study(cfg.study)
+    scorers = [load_scorer(m) for m in cfg.model]  # a missing folder fails before the detector runs
     pairs = nudge_pairs(store, study.id, cfg)
     if not pairs:
         raise ValueError(
             f"study {study.name}: no right candidate with a faithful plan drawn on its boxes "
             f"(IoU >= {cfg.min_iou}) whose plan a nudge of up to {cfg.max_px} px makes worse"
         )
-    scorers = [load_scorer(m) for m in cfg.model]
     right = 0.0
     for k in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[k : k + cfg.batch_size]
