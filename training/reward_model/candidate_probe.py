@@ -18,12 +18,11 @@ scorer that does not read the plan ties every pair (0.5), and one that reads it 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from reasongen.config import parse_config
@@ -143,10 +142,10 @@ def run(cfg: CandidateProbeConfig, store: Any = None, log: Any = None) -> dict[s
     with its 95% Clopper-Pearson interval; ``ValueError`` when the study gives no pair."""
     import statistics
 
-    from scipy.stats import binomtest
-
     from annotation.store import Store
     from reasongen.rewards.learned import load_scorer
+
+    from .probe import accuracy_row, pairs_right, write_report
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store or Store(cfg.db or None, data_dir=cfg.data_dir)
@@ -161,30 +160,22 @@ def run(cfg: CandidateProbeConfig, store: Any = None, log: Any = None) -> dict[s
     right = 0.0
     for k in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[k : k + cfg.batch_size]
-        diff = [0.0] * len(chunk)  # ensemble mean of own - nudged, up to 1 / members
-        for scorer in scorers:
-            own, moved = _scores(scorer, chunk, False), _scores(scorer, chunk, True)
-            diff = [d + a - b for d, a, b in zip(diff, own, moved, strict=True)]
-        right += sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diff)
-    ci = binomtest(int(round(right)), len(pairs)).proportion_ci(0.95)
+        own, moved = partial(_scores, pairs=chunk, nudged=False), partial(_scores, pairs=chunk, nudged=True)
+        right += pairs_right(scorers, own, moved)
     report = {
         "model": cfg.model,
         "study": study.name,
         "max_px": cfg.max_px,
         "seed": cfg.seed,
-        "pairs": len(pairs),
-        "accuracy": right / len(pairs),
-        "ci_low": ci.low,
-        "ci_high": ci.high,
+        **accuracy_row(right, len(pairs)),
         "nudged_iou_median": statistics.median(p.nudged_iou for p in pairs),
     }
     log(
-        f"plan_nudge on {study.name}: {report['accuracy']:.3f} [{ci.low:.3f}, {ci.high:.3f}] "
-        f"({len(pairs)} pairs; nudged plans' IoU median {report['nudged_iou_median']:.2f})"
+        f"plan_nudge on {study.name}: {report['accuracy']:.3f} [{report['ci_low']:.3f}, "
+        f"{report['ci_high']:.3f}] ({len(pairs)} pairs; nudged plans' IoU median "
+        f"{report['nudged_iou_median']:.2f})"
     )
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(cfg.out, report)
     return report
 
 

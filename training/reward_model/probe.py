@@ -33,8 +33,9 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,36 @@ def _scores(scorer: Any, shown: Sequence[tuple[str, Any, Any]]) -> list[float]:
     )
 
 
-def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
-    """Each probe's accuracy (the scene above its edit), with its 95% interval and pair count."""
+def pairs_right(
+    scorers: Sequence[Any], better: Callable[[Any], list[float]], worse: Callable[[Any], list[float]]
+) -> float:
+    """How many pairs the ensemble of ``scorers`` (mean score) orders right: ``better(scorer)`` and
+    ``worse(scorer)`` are one member's scores of the pairs' two sides; a pair counts 1 when the
+    summed margin is positive, 1/2 when it is zero (a tie)."""
+    margins: list[float] = []  # per pair, the members' summed score(better) - score(worse)
+    for scorer in scorers:
+        good, bad = better(scorer), worse(scorer)
+        margins = [m + g - b for m, g, b in zip(margins or [0.0] * len(good), good, bad, strict=True)]
+    return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
+
+
+def accuracy_row(right: float, pairs: int) -> dict[str, Any]:
+    """``right`` of ``pairs`` as ``accuracy`` with its 95% Clopper-Pearson interval and the count."""
     from scipy.stats import binomtest
 
+    ci = binomtest(int(round(right)), pairs).proportion_ci(0.95)
+    return {"accuracy": right / pairs, "ci_low": ci.low, "ci_high": ci.high, "pairs": pairs}
+
+
+def write_report(out: str, report: dict[str, Any]) -> None:
+    """``report`` as indented JSON at ``out`` (its folder made), when ``out`` is given."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
+    """Each probe's accuracy (the scene above its edit), with its 95% interval and pair count."""
     from reasongen.rewards.learned import load_scorer
     from reasongen.shapes.parse import parse_prompt
 
@@ -170,24 +197,11 @@ def run_probe(cfg: ProbeConfig, log: Any = None) -> dict[str, Any]:
                     edits = [(p, e, im) for (p, _, e), (_, _, im) in zip(chunk, scenes, strict=True)]
                 else:
                     edits = [(p, e, drawn(e, rng)) for p, _, e in chunk]
-            diff = [0.0] * len(chunk)  # ensemble mean of score(scene) - score(edit), up to 1 / members
-            for scorer in scorers:
-                good, bad = _scores(scorer, scenes), _scores(scorer, edits)
-                diff = [d + g - b for d, g, b in zip(diff, good, bad, strict=True)]
-            right += sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diff)
-        wins = int(round(right))
-        ci = binomtest(wins, len(pairs)).proportion_ci(0.95)
-        results[name] = {
-            "accuracy": right / len(pairs),
-            "ci_low": ci.low,
-            "ci_high": ci.high,
-            "pairs": len(pairs),
-        }
-        log(f"{name}: {right / len(pairs):.3f} [{ci.low:.3f}, {ci.high:.3f}] ({len(pairs)} pairs)")
+            right += pairs_right(scorers, partial(_scores, shown=scenes), partial(_scores, shown=edits))
+        r = results[name] = accuracy_row(right, len(pairs))
+        log(f"{name}: {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({len(pairs)} pairs)")
     report = {"model": cfg.model, "language": cfg.language, "seed": cfg.seed, "probes": results}
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(cfg.out, report)
     return report
 
 
