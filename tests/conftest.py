@@ -34,3 +34,30 @@ def tiny_loaded(tiny_model_dir):
     from reasongen.loading import load_model
 
     return load_model(tiny_model_dir, device="cpu", dtype="float32")
+
+
+class _PlanIoUScorer:
+    """A stand-in reward-model scorer that reads the plan from its ``prompt_plan`` text and scores the
+    shapes detector's plan-image IoU of the image it is shown: what a scorer reading alignment
+    perfectly would give (``training.reward_model.probe`` and ``candidate_probe``'s tests)."""
+
+    text_mode = "prompt_plan"
+    image_mode = "image"
+
+    def model_image(self, image, boxes=()):
+        return image
+
+    def score(self, images, texts):
+        from reasongen.rewards.learned import plan_of_text
+        from reasongen.shapes.detect import detect
+        from reasongen.shapes.geneval import plan_image_iou
+
+        return [
+            plan_image_iou(plan_of_text(t)[1], detect(im))[0] for im, t in zip(images, texts, strict=True)
+        ]
+
+
+@pytest.fixture
+def plan_iou_scorer():
+    """A :class:`_PlanIoUScorer`."""
+    return _PlanIoUScorer()

@@ -11,29 +11,13 @@ from training.reward_model import candidate_probe as cp
 
 
 @dataclass
-class _IoUReader:
-    """A stand-in that reads the plan from its text and scores the detector's plan-image IoU."""
-
-    text_mode: str = "prompt_plan"
-
-    def model_image(self, image, boxes=()):
-        return image
-
-    def score(self, images, texts):
-        from reasongen.rewards.learned import plan_of_text
-        from reasongen.shapes.detect import detect
-        from reasongen.shapes.geneval import plan_image_iou
-
-        return [
-            plan_image_iou(plan_of_text(t)[1], detect(im))[0] for im, t in zip(images, texts, strict=True)
-        ]
-
-
-@dataclass
-class _Blind(_IoUReader):
+class _Blind:
     """Reads neither plan nor image: every pair ties."""
 
     text_mode: str = "prompt"
+
+    def model_image(self, image, boxes=()):
+        return image
 
     def score(self, images, texts):
         return [1.0] * len(images)
@@ -57,12 +41,12 @@ def test_nudges_move_one_box_of_a_right_candidate_and_lower_its_careful_key(stor
 
 
 def test_a_scorer_of_plan_image_iou_scores_one_and_a_blind_one_half(
-    store, make_shapes_study, monkeypatch, tmp_path
+    store, make_shapes_study, monkeypatch, tmp_path, plan_iou_scorer
 ):
     sid, _ = make_shapes_study(store, n_prompts=6)
     out = tmp_path / "p" / "nudge.json"
     cfg = cp.CandidateProbeConfig(study=str(sid), model=["iou"], max_px=3, out=str(out))
-    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _IoUReader())
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: plan_iou_scorer)
     report = cp.run(cfg, store=store, log=lambda m: None)
     assert report["pairs"] >= 3 and report["accuracy"] == 1.0 and report["ci_low"] <= 1.0
     assert out.is_file() and '"accuracy": 1.0' in out.read_text()
@@ -73,7 +57,7 @@ def test_a_scorer_of_plan_image_iou_scores_one_and_a_blind_one_half(
     assert blind["accuracy"] == 0.5 and blind["pairs"] == report["pairs"]
     # an ensemble is the mean: the IoU reader beside a blind member still ranks every pair
     monkeypatch.setattr(
-        "reasongen.rewards.learned.load_scorer", lambda m: _IoUReader() if m == "iou" else _Blind()
+        "reasongen.rewards.learned.load_scorer", lambda m: plan_iou_scorer if m == "iou" else _Blind()
     )
     both = cp.run(cp.CandidateProbeConfig(study=str(sid), model=["iou", "b"], max_px=3), store=store,
                   log=lambda m: None)  # fmt: skip

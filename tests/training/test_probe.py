@@ -142,24 +142,9 @@ def test_plan_probes_are_the_kinds_of_worse_plan() -> None:
     assert WORSE_PLANS == ("unfaithful", "overlap", "drift")
 
 
-@dataclass
-class _IoUReader:
-    """A stand-in that reads the plan from its text and scores the detector's plan-image IoU."""
-
-    text_mode: str = "prompt_plan"
-    image_mode: str = "image"
-
-    def score(self, images, texts):
-        from reasongen.rewards.learned import plan_of_text
-        from reasongen.shapes.detect import detect
-        from reasongen.shapes.geneval import plan_image_iou
-
-        return [
-            plan_image_iou(plan_of_text(t)[1], detect(im))[0] for im, t in zip(images, texts, strict=True)
-        ]
-
-
-def test_the_loose_probe_draws_the_same_objects_off_their_boxes_beside_the_same_plan(monkeypatch) -> None:
+def test_the_loose_probe_draws_the_same_objects_off_their_boxes_beside_the_same_plan(
+    monkeypatch, plan_iou_scorer
+) -> None:
     """``plan_loose``: the edit keeps every object and moves it into the loose band; the pictures
     carry the scene's own plan, so a scorer of plan-image IoU ranks the drawing on its boxes first."""
     from reasongen.plans import box_iou
@@ -171,7 +156,7 @@ def test_the_loose_probe_draws_the_same_objects_off_their_boxes_beside_the_same_
         assert [(o.shape, o.color, o.size) for o in objects] == [(o.shape, o.color, o.size) for o in loose]
         ious = [box_iou(a.box, b.box) for a, b in zip(objects, loose, strict=True)]
         assert sum(ious) / len(ious) <= ALIGN_IOU[1]
-    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: _IoUReader())
+    monkeypatch.setattr("reasongen.rewards.learned.load_scorer", lambda m: plan_iou_scorer)
     report = probe.run_probe(
         probe.ProbeConfig(model=["iou"], n=16, probes=[probe.LOOSE_PROBE]), log=lambda m: None
     )
