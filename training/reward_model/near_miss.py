@@ -165,6 +165,15 @@ def worse_plan(kind: str, scene: Scene, rng: random.Random, cell: int | None = N
     return {"overlap": overlap, "drift": drift}[kind](scene.objects, rng, cell)
 
 
+def _nudged(box: Box, rng: random.Random, grow: float, shift: float) -> Box:
+    """``box`` grown by up to ``grow`` of its side and moved by up to ``shift`` of it each way (in
+    whole units; the growth drawn first, then the x and y moves)."""
+    side = box.x2 - box.x1
+    g = round(rng.uniform(-grow, grow) * side)
+    dx, dy = (round(rng.uniform(-shift, shift) * side) for _ in range(2))
+    return dataclasses.replace(box, x1=box.x1 + dx, y1=box.y1 + dy, x2=box.x2 + dx + g, y2=box.y2 + dy + g)
+
+
 def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Objects:
     """Every object nudged and rescaled a little (each box's IoU with its own at least ``min_iou``),
     where it stays inside the canvas and clear of the others; an object that cannot be nudged so
@@ -172,11 +181,9 @@ def jitter(objects: Objects, rng: random.Random, min_iou: float = 0.8) -> Object
     never pixel for pixel — so an image beside its plan is never a copy of it."""
     out = list(objects)
     for i, o in enumerate(objects):
-        b, side = o.box, o.box.x2 - o.box.x1
+        b = o.box
         for _ in range(4):
-            grow = round(rng.uniform(-0.06, 0.06) * side)
-            dx, dy = (round(rng.uniform(-0.08, 0.08) * side) for _ in range(2))
-            box = dataclasses.replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx + grow, y2=b.y2 + dy + grow)
+            box = _nudged(b, rng, grow=0.06, shift=0.08)
             rest = [x.box for j, x in enumerate(out) if j != i]
             if box_iou(box, b) >= min_iou and _fits(box, rest):
                 out[i] = dataclasses.replace(o, box=box)
@@ -203,16 +210,13 @@ def loosen(
         raise ValueError(f"band must satisfy 0 < lo < hi < 1, got {band}")
     out, ious = list(objects), []
     for i, o in enumerate(objects):
-        b, side = o.box, o.box.x2 - o.box.x1
-        iou = 1.0
+        b, iou = o.box, 1.0
         for _ in range(tries):
             reach = rng.uniform(0.03, 0.14)  # a spread of offsets, so the band is filled evenly
-            grow = round(rng.uniform(-reach, reach) * side)
-            dx, dy = (round(rng.uniform(-reach, reach) * side) for _ in range(2))
-            box = dataclasses.replace(b, x1=b.x1 + dx, y1=b.y1 + dy, x2=b.x2 + dx + grow, y2=b.y2 + dy + grow)
+            box = _nudged(b, rng, grow=reach, shift=reach)
             rest = [x.box for j, x in enumerate(out) if j != i]
-            if lo <= box_iou(box, b) <= hi and _fits(box, rest):
-                out[i], iou = dataclasses.replace(o, box=box), box_iou(box, b)
+            if lo <= (moved := box_iou(box, b)) <= hi and _fits(box, rest):
+                out[i], iou = dataclasses.replace(o, box=box), moved
                 break
         ious.append(iou)
     if not ious or sum(ious) / len(ious) > hi:
