@@ -273,12 +273,12 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
     picture = partial(scorer_picture, cfg)
     images, captions, negatives = [], [], []
     for scene, cell in batch_scenes(step, cfg.seed, cfg.categories, cfg.batch, held):
+        captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         blank = with_plan and cfg.plan_dropout > 0 and draw_rng.random() < cfg.plan_dropout
         if not blank and cfg.align_negatives and align_rng.random() < cfg.align_negatives:
             loose = loosen(scene.objects, align_rng)
             if loose is not None:
                 images.append(picture(blurred(scene.objects, align_rng), scene.boxes))
-                captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
                 negatives.append(picture(blurred(loose, align_rng), scene.boxes))
                 continue
         images.append(
@@ -286,7 +286,6 @@ def caption_batch(step: int, cfg: PretrainConfig, held: set[str]) -> tuple[list[
             if with_plan
             else render_scene(scene)
         )
-        captions.append(reward_text(scene.prompt, scene.boxes, cfg.text))
         if cfg.hard_negatives and edit_rng.random() < cfg.hard_negatives:
             mirrored = mirror_relation(scene) if cfg.relation_mirror else None
             if mirrored is not None and edit_rng.random() < cfg.relation_mirror:
